@@ -1,0 +1,1 @@
+//! The smol client adapter (to be written).

@@ -1,0 +1,4 @@
+//! Runtime adapters: they carry bytes between sockets and the sans-IO core, and nothing else.
+
+pub mod client;
+pub mod server;

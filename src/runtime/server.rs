@@ -1,0 +1,1 @@
+//! The smol server adapter (to be written).

@@ -1,0 +1,1 @@
+//! Users file (to be written).
