@@ -161,7 +161,9 @@ fn request(input: &[u8]) -> Res<'_, Request<'_>> {
             preceded(tag("/to "), separated_pair(token, tag(" "), content)),
             |(target, content)| Request::To { target, content },
         ),
-        map(preceded(tag("/toall "), content), |content| Request::ToAll { content }),
+        map(preceded(tag("/toall "), content), |content| {
+            Request::ToAll { content }
+        }),
         value(Request::Exit, tag("/exit")),
     ))
     .parse(input)
@@ -393,7 +395,9 @@ impl LineFramer {
 
     /// Takes bytes from the front of `input` until one frame is complete and returns it.
     /// `None` means `input` is used up without completing a frame (its bytes are kept).
-    pub fn next_frame<'a>(&'a mut self, input: &mut &'a [u8]) -> Option<Frame<'a>> {
+    /// The frame borrows from the framer or from `input`, whichever held the line, and only
+    /// for as long as it is used: the caller can go on feeding the same input afterwards.
+    pub fn next_frame<'f, 'i: 'f>(&'f mut self, input: &mut &'i [u8]) -> Option<Frame<'f>> {
         if self.line_lent {
             self.partial.clear();
             self.line_lent = false;

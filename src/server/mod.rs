@@ -1,1 +1,570 @@
-//! The server (to be written).
+//! The server side: [`Server`], the hub that owns every client's [`ServerSession`] and routes
+//! between them, and [`BroadcastAggregator`], which turns delivery outcomes into one answer.
+//!
+//! The adapter accepts connections ([`Server::accept`]), feeds what happens on sockets in
+//! ([`Server::handle_input`]) and the passing of time ([`Server::handle_timeout`]), and carries
+//! out each [`Output`] from [`Server::poll_output`] until it returns `None`. Then nothing new
+//! happens until the next input or [`Server::poll_timeout`].
+
+mod broadcast;
+mod session;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+pub use broadcast::{BroadcastAggregator, Outcome};
+pub use session::{LbEvent, Mailbox, Queued, RequestId, ServerSession, SessionState, Step};
+
+use crate::protocol::{write_list, Delivery, Response, DEFAULT_MAX_LINE};
+use crate::users::Users;
+
+/// Names one client connection (its La, and its Lb once made) for as long as it lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// The server's limits; the defaults are PROTOCOL.md's.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// How long a recipient has to answer `302` (`--ack-timeout`).
+    pub ack_timeout: Duration,
+    /// How long connecting Lb may take (`--connect-timeout`).
+    pub connect_timeout: Duration,
+    /// How long a connection may stay unauthenticated (`--login-timeout`).
+    pub login_timeout: Duration,
+    /// Failed logins in a row after which the connection is closed (`--max-login-failures`).
+    pub max_login_failures: u32,
+    /// The bound on one line, `\n` included (`--max-line`).
+    pub max_line: usize,
+    /// Messages that may wait for one recipient (`--max-queue`).
+    pub max_queue: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            ack_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            login_timeout: Duration::from_secs(300),
+            max_login_failures: 5,
+            max_line: DEFAULT_MAX_LINE,
+            max_queue: 1024,
+        }
+    }
+}
+
+/// Something that happened on a client's sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// Bytes read from La. Read them only when [`Output::ReadLa`] allows, so that a client
+    /// that sends ahead is held back by TCP and not by the server's memory.
+    LaData(ConnId, &'a [u8]),
+    /// La reached end of file or failed (reading or writing).
+    LaClosed(ConnId),
+    /// The connection asked for by [`Output::ConnectLb`] is up.
+    LbConnected(ConnId),
+    /// The connection asked for by [`Output::ConnectLb`] could not be made.
+    LbConnectFailed(ConnId),
+    /// Bytes read from Lb.
+    LbData(ConnId, &'a [u8]),
+    /// Lb reached end of file or failed (reading or writing).
+    LbClosed(ConnId),
+}
+
+/// Something the adapter must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Read once from La and feed what came as [`Input::LaData`].
+    ReadLa(ConnId),
+    /// Write these bytes to La.
+    SendLa(ConnId, Bytes),
+    /// Connect Lb to this address (the port the client named, at La's peer IP) and report
+    /// [`Input::LbConnected`] or [`Input::LbConnectFailed`]. The server times the attempt out
+    /// itself; a connection that arrives after [`Output::Close`] is simply dropped.
+    ConnectLb(ConnId, SocketAddr),
+    /// Write these bytes to Lb.
+    SendLb(ConnId, Bytes),
+    /// Write what is still queued for this connection, then close La and Lb and forget it.
+    Close(ConnId),
+}
+
+/// Why a session ended, for logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EndReason {
+    Exit,
+    LaClosed,
+    LbClosed,
+    LoginTimeout,
+    TooManyLoginFailures,
+    LbConnectFailed,
+    DeliveryFailed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    /// The login or Lb-connect deadline.
+    State,
+    /// The outstanding delivery's ack deadline.
+    Ack,
+}
+
+/// A session and the bookkeeping the hub keeps beside it.
+#[derive(Debug)]
+struct Entry {
+    session: ServerSession,
+    /// The deadlines currently registered in [`Server::timers`] for this session.
+    registered: [Option<Instant>; 2],
+    /// A [`Output::ReadLa`] was issued and its data has not come yet.
+    read_granted: bool,
+}
+
+/// A `/to` or `/toall` waiting for its recipients.
+#[derive(Debug)]
+struct Pending {
+    sender: ConnId,
+    aggregator: BroadcastAggregator,
+}
+
+/// The hub: every session by connection id, the online users in login order, routing and
+/// delivery, and every teardown rule of PROTOCOL.md §3.
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    users: Users,
+    sessions: HashMap<ConnId, Entry>,
+    next_conn: u64,
+    /// Online users by login order; the value is the session.
+    online: BTreeMap<u64, ConnId>,
+    /// Online users by name, with their key in `online`.
+    by_name: HashMap<Vec<u8>, (ConnId, u64)>,
+    next_login: u64,
+    requests: HashMap<RequestId, Pending>,
+    next_request: u64,
+    timers: BTreeSet<(Instant, ConnId, TimerKind)>,
+    /// Sessions whose request was answered, so their next La line may be read.
+    wakeups: Vec<ConnId>,
+    outputs: VecDeque<Output>,
+    lb_events: Vec<LbEvent>,
+}
+
+impl Server {
+    /// A server for these accounts.
+    pub fn new(users: Users, config: ServerConfig) -> Self {
+        Server {
+            config,
+            users,
+            sessions: HashMap::new(),
+            next_conn: 0,
+            online: BTreeMap::new(),
+            by_name: HashMap::new(),
+            next_login: 0,
+            requests: HashMap::new(),
+            next_request: 0,
+            timers: BTreeSet::new(),
+            wakeups: Vec::new(),
+            outputs: VecDeque::new(),
+            lb_events: Vec::new(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// A client connected from `peer`; the returned id names it from now on.
+    pub fn accept(&mut self, now: Instant, peer: SocketAddr) -> ConnId {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let session = ServerSession::new(now, peer, &self.config);
+        self.sessions.insert(
+            conn,
+            Entry {
+                session,
+                registered: [None, None],
+                read_granted: false,
+            },
+        );
+        log::debug!("{conn} connected from {peer}");
+        self.sync(conn);
+        conn
+    }
+
+    /// Feeds one socket event in. Events for a connection already closed are ignored.
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        match input {
+            Input::LaData(conn, data) => {
+                if let Some(entry) = self.sessions.get_mut(&conn) {
+                    entry.read_granted = false;
+                    entry.session.push_unread(data);
+                    self.read_la(now, conn);
+                }
+            }
+            Input::LaClosed(conn) => self.end_session(conn, EndReason::LaClosed, None),
+            Input::LbConnected(conn) => {
+                let max_line = self.config.max_line;
+                let Some(entry) = self.sessions.get_mut(&conn) else {
+                    return;
+                };
+                if entry.session.lb_connected(max_line) {
+                    self.reply(conn, &Response::LbOk);
+                    self.sync(conn);
+                    self.read_la(now, conn);
+                }
+            }
+            Input::LbConnectFailed(conn) => {
+                if matches!(
+                    self.session(conn).map(ServerSession::state),
+                    Some(SessionState::ConnectingLb { .. })
+                ) {
+                    self.end_session(conn, EndReason::LbConnectFailed, Some(Response::LbFailed));
+                }
+            }
+            Input::LbData(conn, data) => self.lb_data(now, conn, data),
+            Input::LbClosed(conn) => self.end_session(conn, EndReason::LbClosed, None),
+        }
+        self.run_wakeups(now);
+    }
+
+    /// Fires every deadline that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, conn, kind)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(entry) = self.sessions.get_mut(&conn) {
+                entry.registered[kind as usize] = None;
+            }
+            match kind {
+                TimerKind::State => self.state_deadline_passed(conn),
+                TimerKind::Ack => self.end_session(conn, EndReason::DeliveryFailed, None),
+            }
+        }
+        self.run_wakeups(now);
+    }
+
+    /// The next thing the adapter must do, or `None` until new input or the next timeout.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Server::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|&(at, _, _)| at)
+    }
+
+    /// The session of `conn`, if it is still open.
+    pub fn session(&self, conn: ConnId) -> Option<&ServerSession> {
+        self.sessions.get(&conn).map(|entry| &entry.session)
+    }
+
+    /// How many connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The online users in the order they logged in, with their connections.
+    pub fn online_in_login_order(&self) -> impl Iterator<Item = (ConnId, &[u8])> + '_ {
+        self.online.values().filter_map(|&conn| {
+            let user = self.sessions.get(&conn)?.session.user()?;
+            Some((conn, user))
+        })
+    }
+
+    /// Reads La lines of `conn` for as long as it is not busy, then asks for more bytes.
+    fn read_la(&mut self, now: Instant, conn: ConnId) {
+        let Some(entry) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        if !entry.session.is_reading() {
+            return;
+        }
+        let (mut framer, unread) = entry.session.take_input();
+        let mut input = &unread[..];
+        loop {
+            let Some(entry) = self.sessions.get_mut(&conn) else {
+                return;
+            };
+            if !entry.session.is_reading() {
+                break;
+            }
+            let Some(frame) = framer.next_frame(&mut input) else {
+                break;
+            };
+            let step = entry.session.on_frame(now, frame, &self.config);
+            self.step(now, conn, step);
+        }
+        let Some(entry) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        entry.session.restore_input(framer, input);
+        if entry.session.is_reading() && !entry.session.has_unread() && !entry.read_granted {
+            entry.read_granted = true;
+            self.outputs.push_back(Output::ReadLa(conn));
+        }
+        self.sync(conn);
+    }
+
+    /// Carries out what the session decided a line means.
+    fn step(&mut self, now: Instant, conn: ConnId, step: Step<'_>) {
+        match step {
+            Step::Reply(response) => self.reply(conn, &response),
+            Step::Login { user, password } => self.login(conn, user, password),
+            Step::ConnectLb(addr) => {
+                log::debug!("{conn} asks for Lb at {addr}");
+                self.outputs.push_back(Output::ConnectLb(conn, addr));
+            }
+            Step::List => self.list(conn),
+            Step::To { target, content } => self.to(now, conn, target, content),
+            Step::ToAll { content } => self.to_all(now, conn, content),
+            Step::Exit => self.end_session(conn, EndReason::Exit, Some(Response::Bye)),
+        }
+        self.sync(conn);
+    }
+
+    fn login(&mut self, conn: ConnId, user: &[u8], password: &[u8]) {
+        let Some(entry) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let peer = entry.session.peer();
+        let name = String::from_utf8_lossy(user);
+        if self.users.verify(user, password) && !self.by_name.contains_key(user) {
+            entry.session.logged_in(user);
+            let order = self.next_login;
+            self.next_login += 1;
+            self.online.insert(order, conn);
+            self.by_name.insert(user.to_vec(), (conn, order));
+            log::info!("{conn} logged in as {name} from {peer}");
+            self.reply(conn, &Response::AuthOk);
+        } else if entry.session.login_failed(self.config.max_login_failures) {
+            log::warn!("{conn} failed login as {name} from {peer}: too many failures");
+            self.end_session(
+                conn,
+                EndReason::TooManyLoginFailures,
+                Some(Response::AuthFailed),
+            );
+        } else {
+            log::info!("{conn} failed login as {name} from {peer}");
+            self.reply(conn, &Response::AuthFailed);
+        }
+    }
+
+    fn list(&mut self, conn: ConnId) {
+        let Some(asker) = self.session(conn).and_then(ServerSession::user) else {
+            return;
+        };
+        let others = self
+            .online
+            .values()
+            .filter(|&&other| other != conn)
+            .filter_map(|other| self.sessions.get(other)?.session.user());
+        let mut line = Vec::new();
+        write_list(std::iter::once(asker).chain(others), &mut line);
+        self.outputs.push_back(Output::SendLa(conn, line.into()));
+    }
+
+    fn to(&mut self, now: Instant, conn: ConnId, target: &[u8], content: &[u8]) {
+        let Some(sender) = self.session(conn).and_then(ServerSession::user) else {
+            return;
+        };
+        let Some(&(recipient, _)) = self.by_name.get(target) else {
+            self.reply(conn, &Response::DeliveryFailed);
+            return;
+        };
+        let line = Delivery::From { sender, content }.to_bytes();
+        self.submit(now, conn, line.into(), vec![recipient]);
+    }
+
+    fn to_all(&mut self, now: Instant, conn: ConnId, content: &[u8]) {
+        let Some(sender) = self.session(conn).and_then(ServerSession::user) else {
+            return;
+        };
+        let line = Delivery::BroadcastFrom { sender, content }.to_bytes();
+        let recipients = self
+            .online
+            .values()
+            .copied()
+            .filter(|&other| other != conn)
+            .collect();
+        self.submit(now, conn, line.into(), recipients);
+    }
+
+    /// Starts one request: queues `line` for every recipient at once and answers when all
+    /// have settled.
+    fn submit(&mut self, now: Instant, sender: ConnId, line: Bytes, recipients: Vec<ConnId>) {
+        let request = RequestId(self.next_request);
+        self.next_request += 1;
+        let mut aggregator = BroadcastAggregator::new(recipients.len());
+        if let Some(outcome) = aggregator.poll_outcome() {
+            self.reply(sender, &outcome.response());
+            return;
+        }
+        if let Some(entry) = self.sessions.get_mut(&sender) {
+            entry.session.start_request(request);
+        }
+        self.requests
+            .insert(request, Pending { sender, aggregator });
+        for (slot, recipient) in recipients.into_iter().enumerate() {
+            let queued = Queued {
+                request,
+                slot,
+                line: line.clone(),
+            };
+            let max_queue = self.config.max_queue;
+            let accepted = match self.sessions.get_mut(&recipient) {
+                Some(entry) => entry.session.enqueue(queued, max_queue).is_ok(),
+                None => false,
+            };
+            if accepted {
+                self.send_next(now, recipient);
+            } else {
+                self.settle(request, slot, false);
+            }
+        }
+    }
+
+    /// Sends the recipient's next queued message if none is outstanding.
+    fn send_next(&mut self, now: Instant, recipient: ConnId) {
+        let deadline = now + self.config.ack_timeout;
+        let Some(entry) = self.sessions.get_mut(&recipient) else {
+            return;
+        };
+        if let Some(line) = entry.session.next_to_send(deadline) {
+            self.outputs.push_back(Output::SendLb(recipient, line));
+            self.sync(recipient);
+        }
+    }
+
+    /// Records one recipient's outcome; the sender gets its answer when the last one settles.
+    fn settle(&mut self, request: RequestId, slot: usize, delivered: bool) {
+        let Some(pending) = self.requests.get_mut(&request) else {
+            return;
+        };
+        let Some(outcome) = pending.aggregator.settle(slot, delivered) else {
+            return;
+        };
+        let sender = pending.sender;
+        self.requests.remove(&request);
+        let Some(entry) = self.sessions.get_mut(&sender) else {
+            return;
+        };
+        if entry.session.finish_request(request) {
+            self.reply(sender, &outcome.response());
+            self.wakeups.push(sender);
+        }
+    }
+
+    fn lb_data(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
+        let Some(entry) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let mut events = std::mem::take(&mut self.lb_events);
+        entry.session.on_lb_data(data, &mut events);
+        for event in events.drain(..) {
+            match event {
+                LbEvent::Acked { request, slot } => {
+                    self.settle(request, slot, true);
+                    self.send_next(now, conn);
+                }
+                LbEvent::Violation => {
+                    log::info!("{conn} sent something other than 302 on Lb");
+                    self.end_session(conn, EndReason::DeliveryFailed, None);
+                }
+            }
+        }
+        self.lb_events = events;
+        self.sync(conn);
+    }
+
+    fn state_deadline_passed(&mut self, conn: ConnId) {
+        match self.session(conn).map(ServerSession::state) {
+            Some(SessionState::Unauthenticated { .. }) => {
+                self.end_session(conn, EndReason::LoginTimeout, None)
+            }
+            Some(SessionState::ConnectingLb { .. }) => {
+                self.end_session(conn, EndReason::LbConnectFailed, Some(Response::LbFailed))
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends a session at once: the last answer (if any) goes out, the user goes offline, its
+    /// deliveries fail, its own pending request is dropped, and both connections close.
+    fn end_session(&mut self, conn: ConnId, reason: EndReason, last: Option<Response<'static>>) {
+        let Some(mut entry) = self.sessions.remove(&conn) else {
+            return;
+        };
+        for (kind, at) in [TimerKind::State, TimerKind::Ack]
+            .into_iter()
+            .zip(entry.registered)
+        {
+            if let Some(at) = at {
+                self.timers.remove(&(at, conn, kind));
+            }
+        }
+        if let Some(user) = entry.session.user() {
+            if let Some((_, order)) = self.by_name.remove(user) {
+                self.online.remove(&order);
+            }
+            log::info!(
+                "{conn} ({}) left: {reason:?}",
+                String::from_utf8_lossy(user)
+            );
+        } else {
+            log::debug!("{conn} closed: {reason:?}");
+        }
+        if let Some(request) = entry.session.awaiting() {
+            self.requests.remove(&request);
+        }
+        if let Some(response) = last {
+            self.outputs
+                .push_back(Output::SendLa(conn, response.to_bytes().into()));
+        }
+        self.outputs.push_back(Output::Close(conn));
+        for queued in entry.session.drain_deliveries() {
+            self.settle(queued.request, queued.slot, false);
+        }
+    }
+
+    fn reply(&mut self, conn: ConnId, response: &Response<'_>) {
+        self.outputs
+            .push_back(Output::SendLa(conn, response.to_bytes().into()));
+    }
+
+    /// Lets senders whose requests were answered go on reading their La lines.
+    fn run_wakeups(&mut self, now: Instant) {
+        while let Some(conn) = self.wakeups.pop() {
+            self.read_la(now, conn);
+        }
+    }
+
+    /// Makes the timer set match the session's current deadlines.
+    fn sync(&mut self, conn: ConnId) {
+        let Some(entry) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        let wanted = [entry.session.state_deadline(), entry.session.ack_deadline()];
+        for (index, kind) in [TimerKind::State, TimerKind::Ack].into_iter().enumerate() {
+            if entry.registered[index] == wanted[index] {
+                continue;
+            }
+            if let Some(at) = entry.registered[index] {
+                self.timers.remove(&(at, conn, kind));
+            }
+            if let Some(at) = wanted[index] {
+                self.timers.insert((at, conn, kind));
+            }
+            entry.registered[index] = wanted[index];
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! [`BroadcastAggregator`]: turns the per-recipient outcomes of one request into its one answer.
+
+use crate::protocol::Response;
+
+/// The final answer to one `/to` or `/toall`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every recipient acknowledged: `303`.
+    Delivered,
+    /// At least one recipient did not: `304`.
+    Failed,
+}
+
+impl Outcome {
+    /// The answer the sender gets on La.
+    pub fn response(self) -> Response<'static> {
+        match self {
+            Outcome::Delivered => Response::Delivered,
+            Outcome::Failed => Response::DeliveryFailed,
+        }
+    }
+}
+
+/// Collects one request's per-recipient outcomes and yields exactly one [`Outcome`] when the
+/// last of them settles, however the outcomes are ordered or repeated.
+///
+/// Recipients are numbered by *slot* (`0..recipients`); settling a slot twice counts once, so
+/// a late or duplicated report can never produce a second answer.
+#[derive(Clone, Debug)]
+pub struct BroadcastAggregator {
+    settled: Vec<bool>,
+    waiting: usize,
+    failed: bool,
+    answered: bool,
+}
+
+impl BroadcastAggregator {
+    /// An aggregator for `recipients` deliveries (`0` for a `/toall` with nobody else online).
+    pub fn new(recipients: usize) -> Self {
+        BroadcastAggregator {
+            settled: vec![false; recipients],
+            waiting: recipients,
+            failed: false,
+            answered: false,
+        }
+    }
+
+    /// How many recipients have not settled yet.
+    pub fn waiting(&self) -> usize {
+        self.waiting
+    }
+
+    /// Records the outcome of `slot`. Returns the answer when this settles the last one, once.
+    pub fn settle(&mut self, slot: usize, delivered: bool) -> Option<Outcome> {
+        match self.settled.get_mut(slot) {
+            Some(settled) if !*settled => {
+                *settled = true;
+                self.waiting -= 1;
+                self.failed |= !delivered;
+            }
+            _ => return None,
+        }
+        self.poll_outcome()
+    }
+
+    /// The answer, if every recipient has settled and it was not taken yet. With no recipients
+    /// this is `Delivered` straight away.
+    pub fn poll_outcome(&mut self) -> Option<Outcome> {
+        if self.waiting > 0 || self.answered {
+            return None;
+        }
+        self.answered = true;
+        Some(if self.failed {
+            Outcome::Failed
+        } else {
+            Outcome::Delivered
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn nobody_to_deliver_to_is_delivered() {
+        let mut aggregator = BroadcastAggregator::new(0);
+        assert_eq!(aggregator.poll_outcome(), Some(Outcome::Delivered));
+        assert_eq!(aggregator.poll_outcome(), None);
+    }
+
+    proptest! {
+        /// Whatever the order and repetition of reports, exactly one answer comes, after the
+        /// last slot settles, and it is `Failed` iff some slot's first report was a failure.
+        #[test]
+        fn exactly_one_answer(
+            outcomes in prop::collection::vec(any::<bool>(), 1..20),
+            order in prop::collection::vec(any::<prop::sample::Index>(), 0..60),
+        ) {
+            let n = outcomes.len();
+            let mut aggregator = BroadcastAggregator::new(n);
+            let mut first = vec![None; n];
+            let mut answers = Vec::new();
+            let slots = order.iter().map(|i| i.index(n)).chain(0..n);
+            for slot in slots {
+                let delivered = outcomes[slot] ^ first[slot].is_some();
+                first[slot].get_or_insert(delivered);
+                let settled_all = first.iter().all(Option::is_some);
+                match aggregator.settle(slot, delivered) {
+                    Some(answer) => {
+                        prop_assert!(settled_all);
+                        answers.push(answer);
+                    }
+                    None => prop_assert!(!settled_all || !answers.is_empty()),
+                }
+            }
+            let failed = first.iter().any(|f| *f == Some(false));
+            let expected = if failed { Outcome::Failed } else { Outcome::Delivered };
+            prop_assert_eq!(answers, vec![expected]);
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! [`ServerSession`]: the server's view of one client, its La connection and, once Ready, its Lb.
+//!
+//! The session owns what belongs to one client alone: its state (PROTOCOL.md §3), which lines
+//! are accepted in that state, its login-failure count, its deadlines, and its Lb delivery queue
+//! with at most one message outstanding. What needs other clients (the online registry,
+//! routing) belongs to the [`Server`](super::Server) hub, which calls in here.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::protocol::{is_receipt, Frame, LineFramer, Request, Response};
+
+/// Names one `/to` or `/toall` the server accepted, until it is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// One message waiting for, or out on, a recipient's Lb.
+#[derive(Clone, Debug)]
+pub struct Queued {
+    /// The request it belongs to.
+    pub request: RequestId,
+    /// The recipient's slot in that request's [`BroadcastAggregator`](super::BroadcastAggregator).
+    pub slot: usize,
+    /// The exact `/from …` or `/broadcastfrom …` line, shared by all recipients of a `/toall`.
+    pub line: Bytes,
+}
+
+/// Where a session is in PROTOCOL.md §3. Each variant holds what is valid in that state.
+#[derive(Debug)]
+pub enum SessionState {
+    /// Connected, not logged in.
+    Unauthenticated {
+        /// Failed `/login`s so far on this connection.
+        failures: u32,
+        /// When the connection is closed unless a login succeeds.
+        login_deadline: Instant,
+    },
+    /// Logged in, no `/port` yet.
+    Authenticated {
+        /// The user, now online.
+        user: Vec<u8>,
+    },
+    /// `/port` received; the server is connecting Lb.
+    ConnectingLb {
+        /// The user, online.
+        user: Vec<u8>,
+        /// When the attempt counts as failed (`202`).
+        connect_deadline: Instant,
+    },
+    /// Lb is up: chat requests are served and messages delivered.
+    Ready {
+        /// The user, online.
+        user: Vec<u8>,
+        /// The sender's own request being served; no further line is read until it is answered.
+        awaiting: Option<RequestId>,
+        /// Deliveries to this user.
+        lb: Mailbox,
+    },
+}
+
+/// Deliveries to one recipient: at most one outstanding, the rest in arrival order.
+#[derive(Debug)]
+pub struct Mailbox {
+    framer: LineFramer,
+    queue: VecDeque<Queued>,
+    outstanding: Option<(Queued, Instant)>,
+}
+
+/// What the hub must do for a line the session accepted. Lines the session can answer alone
+/// come back as [`Step::Reply`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step<'l> {
+    /// Send this answer; nothing else changes.
+    Reply(Response<'static>),
+    /// Check these credentials against the users and the online registry.
+    Login {
+        /// The claimed user name.
+        user: &'l [u8],
+        /// The password offered.
+        password: &'l [u8],
+    },
+    /// Connect Lb to the client's address at this port.
+    ConnectLb(SocketAddr),
+    /// Answer with the online users.
+    List,
+    /// Deliver `content` to `target`.
+    To {
+        /// The recipient.
+        target: &'l [u8],
+        /// The chat text.
+        content: &'l [u8],
+    },
+    /// Deliver `content` to every other online user.
+    ToAll {
+        /// The chat text.
+        content: &'l [u8],
+    },
+    /// Answer `310` and end the session.
+    Exit,
+}
+
+/// What an Lb line meant.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LbEvent {
+    /// The outstanding delivery was acknowledged.
+    Acked {
+        /// The request it belonged to.
+        request: RequestId,
+        /// The recipient's slot in it.
+        slot: usize,
+    },
+    /// Anything but a `302` for an outstanding delivery: the session must end (§3).
+    Violation,
+}
+
+/// The server's state for one client.
+#[derive(Debug)]
+pub struct ServerSession {
+    peer: SocketAddr,
+    state: SessionState,
+    framer: LineFramer,
+    /// Bytes read from La but not yet framed, because a request was in progress.
+    unread: Vec<u8>,
+}
+
+impl ServerSession {
+    /// A fresh connection from `peer`, accepted at `now`.
+    pub fn new(now: Instant, peer: SocketAddr, config: &super::ServerConfig) -> Self {
+        ServerSession {
+            peer,
+            state: SessionState::Unauthenticated {
+                failures: 0,
+                login_deadline: now + config.login_timeout,
+            },
+            framer: LineFramer::new(config.max_line),
+            unread: Vec::new(),
+        }
+    }
+
+    /// The address La came from.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &SessionState {
+        &self.state
+    }
+
+    /// The logged-in user, if any.
+    pub fn user(&self) -> Option<&[u8]> {
+        match &self.state {
+            SessionState::Unauthenticated { .. } => None,
+            SessionState::Authenticated { user }
+            | SessionState::ConnectingLb { user, .. }
+            | SessionState::Ready { user, .. } => Some(user),
+        }
+    }
+
+    /// Whether the next La line may be read: no request of this client is being served.
+    pub fn is_reading(&self) -> bool {
+        match &self.state {
+            SessionState::Unauthenticated { .. } | SessionState::Authenticated { .. } => true,
+            SessionState::ConnectingLb { .. } => false,
+            SessionState::Ready { awaiting, .. } => awaiting.is_none(),
+        }
+    }
+
+    /// Whether Lb is up, so messages can be queued for this user.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.state, SessionState::Ready { .. })
+    }
+
+    /// The login or Lb-connect deadline, whichever this state has.
+    pub fn state_deadline(&self) -> Option<Instant> {
+        match self.state {
+            SessionState::Unauthenticated { login_deadline, .. } => Some(login_deadline),
+            SessionState::ConnectingLb {
+                connect_deadline, ..
+            } => Some(connect_deadline),
+            _ => None,
+        }
+    }
+
+    /// When the outstanding delivery times out, if one is out.
+    pub fn ack_deadline(&self) -> Option<Instant> {
+        match &self.state {
+            SessionState::Ready { lb, .. } => lb.outstanding.as_ref().map(|(_, at)| *at),
+            _ => None,
+        }
+    }
+
+    /// Takes the La framer and unread bytes out, so the hub can frame lines while it changes
+    /// other sessions; [`ServerSession::restore_input`] puts them back.
+    pub fn take_input(&mut self) -> (LineFramer, Vec<u8>) {
+        let max_line = self.framer.max_line();
+        (
+            std::mem::replace(&mut self.framer, LineFramer::new(max_line)),
+            std::mem::take(&mut self.unread),
+        )
+    }
+
+    /// Puts back what [`ServerSession::take_input`] took, with the bytes not yet framed.
+    pub fn restore_input(&mut self, framer: LineFramer, unread: &[u8]) {
+        self.framer = framer;
+        self.unread.clear();
+        self.unread.extend_from_slice(unread);
+    }
+
+    /// Keeps bytes read from La until they can be framed.
+    pub fn push_unread(&mut self, data: &[u8]) {
+        self.unread.extend_from_slice(data);
+    }
+
+    /// Whether bytes read earlier are still waiting to be framed.
+    pub fn has_unread(&self) -> bool {
+        !self.unread.is_empty()
+    }
+
+    /// Decides what one La frame means in the current state. Malformed and out-of-state
+    /// lines are answered `401` here; the rest go to the hub.
+    pub fn on_frame<'l>(
+        &mut self,
+        now: Instant,
+        frame: Frame<'l>,
+        config: &super::ServerConfig,
+    ) -> Step<'l> {
+        let unrecognized = Step::Reply(Response::Unrecognized);
+        let Frame::Line(line) = frame else {
+            return unrecognized;
+        };
+        let Ok(request) = Request::parse(line) else {
+            return unrecognized;
+        };
+        if request == Request::Exit {
+            return Step::Exit;
+        }
+        match (&mut self.state, request) {
+            (SessionState::Unauthenticated { .. }, Request::Login { user, password }) => {
+                Step::Login { user, password }
+            }
+            (SessionState::Authenticated { user }, Request::Port(port)) => {
+                let user = std::mem::take(user);
+                self.state = SessionState::ConnectingLb {
+                    user,
+                    connect_deadline: now + config.connect_timeout,
+                };
+                Step::ConnectLb(SocketAddr::new(self.peer.ip(), port))
+            }
+            (SessionState::Ready { awaiting: None, .. }, Request::List) => Step::List,
+            (SessionState::Ready { awaiting: None, .. }, Request::To { target, content }) => {
+                Step::To { target, content }
+            }
+            (SessionState::Ready { awaiting: None, .. }, Request::ToAll { content }) => {
+                Step::ToAll { content }
+            }
+            _ => unrecognized,
+        }
+    }
+
+    /// A login succeeded: the session is now Authenticated as `user`.
+    pub fn logged_in(&mut self, user: &[u8]) {
+        self.state = SessionState::Authenticated {
+            user: user.to_vec(),
+        };
+    }
+
+    /// A login failed. Returns whether the connection has now used up its attempts.
+    pub fn login_failed(&mut self, max_failures: u32) -> bool {
+        match &mut self.state {
+            SessionState::Unauthenticated { failures, .. } => {
+                *failures += 1;
+                *failures >= max_failures
+            }
+            _ => false,
+        }
+    }
+
+    /// Lb is connected: the session becomes Ready. Returns false if it was not connecting.
+    pub fn lb_connected(&mut self, max_line: usize) -> bool {
+        let SessionState::ConnectingLb { user, .. } = &mut self.state else {
+            return false;
+        };
+        let user = std::mem::take(user);
+        self.state = SessionState::Ready {
+            user,
+            awaiting: None,
+            lb: Mailbox {
+                framer: LineFramer::new(max_line),
+                queue: VecDeque::new(),
+                outstanding: None,
+            },
+        };
+        true
+    }
+
+    /// This client's own request is being served; its next line waits until it is answered.
+    pub fn start_request(&mut self, request: RequestId) {
+        if let SessionState::Ready { awaiting, .. } = &mut self.state {
+            *awaiting = Some(request);
+        }
+    }
+
+    /// The request this client is waiting on, if any.
+    pub fn awaiting(&self) -> Option<RequestId> {
+        match self.state {
+            SessionState::Ready { awaiting, .. } => awaiting,
+            _ => None,
+        }
+    }
+
+    /// The client's request was answered; it may send its next line.
+    pub fn finish_request(&mut self, request: RequestId) -> bool {
+        match &mut self.state {
+            SessionState::Ready { awaiting, .. } if *awaiting == Some(request) => {
+                *awaiting = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Queues a delivery to this user. It comes back as `Err` when the user has no Lb or the
+    /// queue already holds `max_queue` messages: that delivery fails at once.
+    pub fn enqueue(&mut self, delivery: Queued, max_queue: usize) -> Result<(), Queued> {
+        match &mut self.state {
+            SessionState::Ready { lb, .. } if lb.queue.len() < max_queue => {
+                lb.queue.push_back(delivery);
+                Ok(())
+            }
+            _ => Err(delivery),
+        }
+    }
+
+    /// If nothing is outstanding, takes the next queued message out and returns its line to
+    /// send; its `302` is due by `ack_deadline`.
+    pub fn next_to_send(&mut self, ack_deadline: Instant) -> Option<Bytes> {
+        let SessionState::Ready { lb, .. } = &mut self.state else {
+            return None;
+        };
+        if lb.outstanding.is_some() {
+            return None;
+        }
+        let next = lb.queue.pop_front()?;
+        let line = next.line.clone();
+        lb.outstanding = Some((next, ack_deadline));
+        Some(line)
+    }
+
+    /// Frames bytes read from Lb and says what they mean. Stops at the first violation.
+    pub fn on_lb_data(&mut self, mut data: &[u8], events: &mut Vec<LbEvent>) {
+        let SessionState::Ready { lb, .. } = &mut self.state else {
+            events.push(LbEvent::Violation);
+            return;
+        };
+        while let Some(frame) = lb.framer.next_frame(&mut data) {
+            let acked = match frame {
+                Frame::Line(line) if is_receipt(line) => lb.outstanding.take(),
+                _ => None,
+            };
+            match acked {
+                Some((queued, _)) => events.push(LbEvent::Acked {
+                    request: queued.request,
+                    slot: queued.slot,
+                }),
+                None => {
+                    events.push(LbEvent::Violation);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Every delivery to this user not yet acknowledged, outstanding first; they all fail
+    /// because the session is ending.
+    pub fn drain_deliveries(&mut self) -> Vec<Queued> {
+        match &mut self.state {
+            SessionState::Ready { lb, .. } => lb
+                .outstanding
+                .take()
+                .map(|(queued, _)| queued)
+                .into_iter()
+                .chain(lb.queue.drain(..))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
