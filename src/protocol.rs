@@ -136,16 +136,18 @@ fn content(input: &[u8]) -> Res<'_, &[u8]> {
     verify(rest, |c: &[u8]| !c.is_empty()).parse(input)
 }
 
+/// 1–65535 in plain decimal: no sign, no leading zero, so each port has exactly one spelling.
 fn port_number(input: &[u8]) -> Res<'_, u16> {
-    verify(
-        map_res(take_while_m_n(1, 5, |b: u8| b.is_ascii_digit()), |digits| {
-            // Only ASCII digits reach here, so the text is valid; the range check is `u16`'s.
-            std::str::from_utf8(digits)
-                .map_err(|_| ())
-                .and_then(|s| s.parse::<u16>().map_err(|_| ()))
-        }),
-        |&port| port != 0,
-    )
+    let digits = verify(
+        take_while_m_n(1, 5, |b: u8| b.is_ascii_digit()),
+        |d: &[u8]| d.first() != Some(&b'0'),
+    );
+    map_res(digits, |digits: &[u8]| {
+        let value = digits
+            .iter()
+            .fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0'));
+        u16::try_from(value)
+    })
     .parse(input)
 }
 
