@@ -11,7 +11,8 @@ mod session;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
-use std::net::SocketAddr;
+// Addresses are plain values; `core::net` holds them without any socket machinery.
+use core::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;

@@ -6,7 +6,8 @@
 //! routing) belongs to the [`Server`](super::Server) hub, which calls in here.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+// Addresses are plain values; `core::net` holds them without any socket machinery.
+use core::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
