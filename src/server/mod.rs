@@ -338,7 +338,8 @@ impl Server {
             return;
         };
         let peer = entry.session.peer();
-        let name = String::from_utf8_lossy(user);
+        // Escaped, so a hostile user name cannot forge log lines.
+        let name = user.escape_ascii();
         if self.users.verify(user, password) && !self.by_name.contains_key(user) {
             entry.session.logged_in(user);
             let order = self.next_login;
@@ -519,7 +520,7 @@ impl Server {
             }
             log::info!(
                 "{conn} ({}) left: {reason:?}",
-                String::from_utf8_lossy(user)
+                user.escape_ascii()
             );
         } else {
             log::debug!("{conn} closed: {reason:?}");
