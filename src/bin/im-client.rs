@@ -1,1 +1,28 @@
-fn main(){}
+//! `im-client <server-ip> <server-port>`: the instant-messaging client of PROTOCOL.md §4.
+
+use std::net::{IpAddr, SocketAddr};
+
+use clap::Parser;
+
+/// Chat with the users of an instant-messaging server (PROTOCOL.md §4).
+///
+/// Asks for a user name and password, then reads commands from standard input, one a line:
+/// `/list`, `/to <user> <text>`, `/toall <text>`, `/exit`. Messages from others are printed as
+/// they arrive. End of input (Ctrl-D) and Ctrl-C leave like `/exit`.
+#[derive(Debug, Parser)]
+#[command(name = "im-client", version)]
+struct Args {
+    /// IP address of the server, IPv4 or IPv6 (for example 127.0.0.1)
+    server_ip: IpAddr,
+    /// TCP port the server listens on (1-65535)
+    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+    server_port: u16,
+}
+
+fn main() {
+    let args = Args::parse();
+    // Logs go to stderr, so standard output stays the conversation.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let code = simple_im::runtime::client::run(SocketAddr::new(args.server_ip, args.server_port));
+    std::process::exit(code);
+}

@@ -115,7 +115,7 @@ mod tests {
                     None => prop_assert!(!settled_all || !answers.is_empty()),
                 }
             }
-            let failed = first.iter().any(|f| *f == Some(false));
+            let failed = first.contains(&Some(false));
             let expected = if failed { Outcome::Failed } else { Outcome::Delivered };
             prop_assert_eq!(answers, vec![expected]);
         }

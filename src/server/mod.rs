@@ -326,8 +326,8 @@ impl Server {
                 self.outputs.push_back(Output::ConnectLb(conn, addr));
             }
             Step::List => self.list(conn),
-            Step::To { target, content } => self.to(now, conn, target, content),
-            Step::ToAll { content } => self.to_all(now, conn, content),
+            Step::To { target, content } => self.send_to(now, conn, target, content),
+            Step::ToAll { content } => self.broadcast(now, conn, content),
             Step::Exit => self.end_session(conn, EndReason::Exit, Some(Response::Bye)),
         }
         self.sync(conn);
@@ -375,7 +375,7 @@ impl Server {
         self.outputs.push_back(Output::SendLa(conn, line.into()));
     }
 
-    fn to(&mut self, now: Instant, conn: ConnId, target: &[u8], content: &[u8]) {
+    fn send_to(&mut self, now: Instant, conn: ConnId, target: &[u8], content: &[u8]) {
         let Some(sender) = self.session(conn).and_then(ServerSession::user) else {
             return;
         };
@@ -387,7 +387,7 @@ impl Server {
         self.submit(now, conn, line.into(), vec![recipient]);
     }
 
-    fn to_all(&mut self, now: Instant, conn: ConnId, content: &[u8]) {
+    fn broadcast(&mut self, now: Instant, conn: ConnId, content: &[u8]) {
         let Some(sender) = self.session(conn).and_then(ServerSession::user) else {
             return;
         };

@@ -1,0 +1,962 @@
+//! Scenario tests for [`ClientSession`]: a manual clock, an in-memory fake server and a
+//! transcript of everything that crosses the session's edges.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use simple_im::client::{
+    ClientConfig, ClientInput, ClientOutput, ClientSession, PASSWORD_PROMPT, TOKEN_HINT,
+    USER_PROMPT,
+};
+use simple_im::protocol::{self, Request};
+
+/// The port the fake adapter reports for the Lb listener.
+const LB_PORT: u16 = 40_000;
+
+/// An owned [`ClientInput`], so tests and the fake server can queue inputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Ev {
+    Line(Vec<u8>),
+    StdinClosed,
+    Interrupted,
+    La(Vec<u8>),
+    LaClosed,
+    LbListening(u16),
+    LbListenFailed,
+    LbAccepted,
+    Lb(Vec<u8>),
+    LbClosed,
+    /// Not an input: the manual clock moves on and due timers fire.
+    Advance(Duration),
+}
+
+impl Ev {
+    fn la(line: &[u8]) -> Ev {
+        Ev::La(protocol::line_bytes(line))
+    }
+
+    fn lb(line: &[u8]) -> Ev {
+        Ev::Lb(protocol::line_bytes(line))
+    }
+
+    fn line(text: &str) -> Ev {
+        Ev::Line(text.as_bytes().to_vec())
+    }
+}
+
+/// Bytes as readable text: ASCII stays, anything else is escaped, so transcripts are exact.
+fn show(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
+}
+
+/// One session, a manual clock, and a transcript of inputs (`>`) and outputs (`<`).
+struct Harness {
+    session: ClientSession,
+    start: Instant,
+    now: Instant,
+    transcript: Vec<String>,
+    /// Outputs not yet taken by the test.
+    pending: VecDeque<ClientOutput>,
+    exits: Vec<i32>,
+}
+
+impl Harness {
+    fn new(interactive: bool) -> Self {
+        Harness::with_config(ClientConfig {
+            interactive,
+            ..ClientConfig::default()
+        })
+    }
+
+    fn with_config(config: ClientConfig) -> Self {
+        let start = Instant::now();
+        let mut harness = Harness {
+            session: ClientSession::new(start, config),
+            start,
+            now: start,
+            transcript: Vec::new(),
+            pending: VecDeque::new(),
+            exits: Vec::new(),
+        };
+        harness.drain();
+        harness
+    }
+
+    /// Feeds one event and collects what the session asks for.
+    fn feed(&mut self, event: &Ev) {
+        self.transcript.push(match event {
+            Ev::Line(line) if line.is_empty() => "stdin > (empty line)".to_owned(),
+            Ev::Line(line) => format!("stdin > {}", show(line)),
+            Ev::StdinClosed => "stdin > (end of file)".to_owned(),
+            Ev::Interrupted => "stdin > (Ctrl-C)".to_owned(),
+            Ev::La(bytes) => format!("La    > {}", show(bytes)),
+            Ev::LaClosed => "La    > (closed)".to_owned(),
+            Ev::LbListening(port) => format!("Lb    > (listening on port {port})"),
+            Ev::LbListenFailed => "Lb    > (listen failed)".to_owned(),
+            Ev::LbAccepted => "Lb    > (accepted)".to_owned(),
+            Ev::Lb(bytes) => format!("Lb    > {}", show(bytes)),
+            Ev::LbClosed => "Lb    > (closed)".to_owned(),
+            Ev::Advance(by) => format!("clock > +{}ms", by.as_millis()),
+        });
+        let now = self.now;
+        match event {
+            Ev::Line(line) => self.session.handle_input(now, ClientInput::Line(line)),
+            Ev::StdinClosed => self.session.handle_input(now, ClientInput::StdinClosed),
+            Ev::Interrupted => self.session.handle_input(now, ClientInput::Interrupted),
+            Ev::La(bytes) => self.session.handle_input(now, ClientInput::LaData(bytes)),
+            Ev::LaClosed => self.session.handle_input(now, ClientInput::LaClosed),
+            Ev::LbListening(port) => self
+                .session
+                .handle_input(now, ClientInput::LbListening(*port)),
+            Ev::LbListenFailed => self.session.handle_input(now, ClientInput::LbListenFailed),
+            Ev::LbAccepted => self.session.handle_input(now, ClientInput::LbAccepted),
+            Ev::Lb(bytes) => self.session.handle_input(now, ClientInput::LbData(bytes)),
+            Ev::LbClosed => self.session.handle_input(now, ClientInput::LbClosed),
+            Ev::Advance(by) => {
+                self.now += *by;
+                // As a runtime would: fire the timer only once it is due.
+                if self.session.poll_timeout().is_some_and(|at| at <= self.now) {
+                    self.session.handle_timeout(self.now);
+                }
+            }
+        }
+        self.drain();
+    }
+
+    fn feed_all(&mut self, events: &[Ev]) {
+        for event in events {
+            self.feed(event);
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(output) = self.session.poll_output() {
+            assert!(self.exits.is_empty(), "{output:?} after Exit");
+            self.transcript.push(match &output {
+                ClientOutput::Print(line) => format!("out   < {}", show(line)),
+                ClientOutput::Error(line) => format!("err   < {line}"),
+                ClientOutput::ReadLine { secret: false } => "stdin < (read a line)".to_owned(),
+                ClientOutput::ReadLine { secret: true } => "stdin < (read a secret)".to_owned(),
+                ClientOutput::SendLa(bytes) => format!("La    < {}", show(bytes)),
+                ClientOutput::ListenLb => "Lb    < (listen)".to_owned(),
+                ClientOutput::SendLb(bytes) => format!("Lb    < {}", show(bytes)),
+                ClientOutput::Exit(code) => format!("exit  < {code}"),
+            });
+            if let ClientOutput::Exit(code) = output {
+                self.exits.push(code);
+            }
+            self.pending.push_back(output);
+        }
+    }
+
+    /// The outputs since the last call.
+    fn take(&mut self) -> Vec<ClientOutput> {
+        self.pending.drain(..).collect()
+    }
+
+    fn exit_code(&self) -> Option<i32> {
+        assert!(
+            self.exits.len() <= 1,
+            "more than one Exit: {:?}",
+            self.exits
+        );
+        self.exits.first().copied()
+    }
+
+    /// Logs in as `alice` and brings Lb up (accepted before `201`), then takes the outputs.
+    fn logged_in(interactive: bool) -> Self {
+        let mut harness = Harness::new(interactive);
+        harness.feed_all(&[
+            Ev::line("alice"),
+            Ev::line("secret"),
+            Ev::la(protocol::AUTH_OK),
+            Ev::LbListening(LB_PORT),
+            Ev::LbAccepted,
+            Ev::la(protocol::LB_OK),
+        ]);
+        assert_eq!(harness.take().last(), Some(&read_line()));
+        harness
+    }
+
+    fn rendered(&self) -> String {
+        self.transcript.join("\n")
+    }
+}
+
+fn print(text: &[u8]) -> ClientOutput {
+    ClientOutput::Print(text.to_vec())
+}
+
+fn read_line() -> ClientOutput {
+    ClientOutput::ReadLine { secret: false }
+}
+
+fn read_secret() -> ClientOutput {
+    ClientOutput::ReadLine { secret: true }
+}
+
+fn send_la(bytes: &[u8]) -> ClientOutput {
+    ClientOutput::SendLa(bytes.to_vec())
+}
+
+fn send_exit() -> ClientOutput {
+    ClientOutput::SendLa(Request::Exit.to_bytes())
+}
+
+fn ask_both() -> Vec<ClientOutput> {
+    vec![print(USER_PROMPT), read_line()]
+}
+
+fn errors(outputs: &[ClientOutput]) -> Vec<&str> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            ClientOutput::Error(line) => Some(line.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A step of a conversation script: something typed, or something the server does unasked.
+enum Step {
+    Type(&'static [u8]),
+    Server(Ev),
+}
+
+/// A server in memory that answers the client's requests the way PROTOCOL.md §3 does.
+struct FakeServer {
+    users: &'static [(&'static [u8], &'static [u8])],
+    /// Names of the other users online, after the one logged in here.
+    others_online: &'static [&'static [u8]],
+    user: Option<Vec<u8>>,
+    /// Report the Lb accept before sending `201` (or after it).
+    accept_before_201: bool,
+    /// On `/exit`, close Lb before `310` is written on La (the race of §4, step 7).
+    close_lb_before_bye: bool,
+    /// The answer held back until the client acknowledges a delivery to itself.
+    awaiting_receipt: Option<&'static [u8]>,
+    receipts: usize,
+}
+
+impl FakeServer {
+    fn new() -> Self {
+        FakeServer {
+            users: &[(b"alice", b"secret"), (b"bob", b"hunter2")],
+            others_online: &[b"bob"],
+            user: None,
+            accept_before_201: true,
+            close_lb_before_bye: false,
+            awaiting_receipt: None,
+            receipts: 0,
+        }
+    }
+
+    fn on_request(&mut self, line: &[u8]) -> Vec<Ev> {
+        let logged_in = self.user.is_some();
+        match Request::parse(line) {
+            Ok(Request::Login { user, password }) if !logged_in => {
+                if self.users.contains(&(user, password)) {
+                    self.user = Some(user.to_vec());
+                    vec![Ev::la(protocol::AUTH_OK)]
+                } else {
+                    vec![Ev::la(protocol::AUTH_FAILED)]
+                }
+            }
+            Ok(Request::Port(port)) if logged_in => {
+                assert_eq!(port, LB_PORT);
+                if self.accept_before_201 {
+                    vec![Ev::LbAccepted, Ev::la(protocol::LB_OK)]
+                } else {
+                    vec![Ev::la(protocol::LB_OK), Ev::LbAccepted]
+                }
+            }
+            Ok(Request::List) if logged_in => {
+                let mut names = vec![self.user.as_deref().unwrap_or_default()];
+                names.extend(self.others_online.iter().copied());
+                let mut answer = Vec::new();
+                protocol::write_list(names, &mut answer);
+                vec![Ev::La(answer)]
+            }
+            Ok(Request::To { target, content }) if logged_in => {
+                let sender = self.user.clone().unwrap_or_default();
+                if target == sender.as_slice() {
+                    self.awaiting_receipt = Some(protocol::DELIVERED);
+                    let from = protocol::Delivery::From {
+                        sender: &sender,
+                        content,
+                    };
+                    vec![Ev::Lb(from.to_bytes())]
+                } else if self.others_online.contains(&target) {
+                    vec![Ev::la(protocol::DELIVERED)]
+                } else {
+                    vec![Ev::la(protocol::DELIVERY_FAILED)]
+                }
+            }
+            Ok(Request::ToAll { .. }) if logged_in => vec![Ev::la(protocol::DELIVERED)],
+            Ok(Request::Exit) if self.close_lb_before_bye && logged_in => {
+                vec![Ev::LbClosed, Ev::la(protocol::BYE), Ev::LaClosed]
+            }
+            Ok(Request::Exit) => vec![Ev::la(protocol::BYE), Ev::LbClosed, Ev::LaClosed],
+            _ => vec![Ev::la(protocol::UNRECOGNIZED)],
+        }
+    }
+
+    fn on_lb(&mut self, line: &[u8]) -> Vec<Ev> {
+        assert_eq!(line, protocol::RECEIPT);
+        self.receipts += 1;
+        self.awaiting_receipt
+            .take()
+            .map(|answer| vec![Ev::la(answer)])
+            .unwrap_or_default()
+    }
+}
+
+/// Runs a whole conversation: the session's outputs drive the fake server and the script until
+/// the session exits or waits for something the script does not give (then stdin ends).
+fn converse(harness: &mut Harness, server: &mut FakeServer, script: Vec<Step>) {
+    let mut script: VecDeque<Step> = script.into();
+    let mut stdin_closed = false;
+    while harness.exits.is_empty() {
+        let Some(output) = harness.pending.pop_front() else {
+            return;
+        };
+        let answers = match output {
+            ClientOutput::ReadLine { .. } => {
+                let mut events = Vec::new();
+                loop {
+                    match script.pop_front() {
+                        Some(Step::Server(event)) => events.push(event),
+                        Some(Step::Type(line)) => {
+                            events.push(Ev::Line(line.to_vec()));
+                            break;
+                        }
+                        None if !stdin_closed => {
+                            stdin_closed = true;
+                            events.push(Ev::StdinClosed);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                events
+            }
+            ClientOutput::SendLa(bytes) => bytes
+                .strip_suffix(b"\n")
+                .map(|line| server.on_request(line))
+                .unwrap_or_default(),
+            ClientOutput::SendLb(bytes) => bytes
+                .strip_suffix(b"\n")
+                .map(|line| server.on_lb(line))
+                .unwrap_or_default(),
+            ClientOutput::ListenLb => vec![Ev::LbListening(LB_PORT)],
+            ClientOutput::Print(_) | ClientOutput::Error(_) | ClientOutput::Exit(_) => Vec::new(),
+        };
+        for event in answers {
+            if harness.exits.is_empty() {
+                harness.feed(&event);
+            }
+        }
+    }
+}
+
+fn snapshot(name: &str, transcript: &str) {
+    insta::with_settings!({
+        snapshot_path => concat!(env!("CARGO_MANIFEST_DIR"), "/snapshots"),
+        prepend_module_to_snapshot => false,
+    }, {
+        insta::assert_snapshot!(name, transcript);
+    });
+}
+
+#[test]
+fn piped_happy_path_reads_as_a_transcript() {
+    let mut harness = Harness::new(false);
+    let mut server = FakeServer::new();
+    converse(
+        &mut harness,
+        &mut server,
+        vec![
+            Step::Type(b"alice"),
+            Step::Type(b"secret"),
+            Step::Type(b"/list"),
+            Step::Type(b"/to bob hello bob"),
+            Step::Server(Ev::lb(b"/from bob hi alice")),
+            Step::Type(b"/to alice a note to self"),
+            Step::Type(b"/toall hello everyone"),
+            Step::Server(Ev::lb(b"/broadcastfrom bob hello too")),
+            Step::Type(b"/exit"),
+        ],
+    );
+    assert_eq!(harness.exit_code(), Some(0));
+    assert_eq!(server.receipts, 3);
+    assert!(errors(&harness.take()).is_empty());
+    snapshot("client_piped_happy_path", &harness.rendered());
+}
+
+#[test]
+fn interactive_retry_then_end_of_input_with_lb_closing_first() {
+    let mut harness = Harness::new(true);
+    let mut server = FakeServer::new();
+    server.close_lb_before_bye = true;
+    server.accept_before_201 = false;
+    converse(
+        &mut harness,
+        &mut server,
+        vec![
+            Step::Type(b"alice"),
+            Step::Type(b"wrong"),
+            Step::Type(b"alice"),
+            Step::Type(b"secret"),
+            Step::Type(b""),
+            Step::Type(b"/list"),
+            Step::Type(b"/to carol hi"),
+            Step::Type(b"hello?"),
+        ],
+    );
+    assert_eq!(harness.exit_code(), Some(0));
+    snapshot("client_interactive_retry_and_eof", &harness.rendered());
+}
+
+#[test]
+fn start_asks_for_the_user_name() {
+    let mut harness = Harness::new(true);
+    assert_eq!(harness.take(), ask_both());
+    assert_eq!(harness.session.poll_timeout(), None);
+}
+
+#[test]
+fn login_sends_one_well_formed_request() {
+    let mut harness = Harness::new(true);
+    harness.take();
+    harness.feed(&Ev::line("alice"));
+    assert_eq!(harness.take(), vec![print(PASSWORD_PROMPT), read_secret()]);
+    harness.feed(&Ev::line("secret\r"));
+    assert_eq!(harness.take(), vec![send_la(b"/login alice secret\n")]);
+}
+
+#[test]
+fn auth_failed_prints_and_asks_both_again() {
+    let mut harness = Harness::new(true);
+    harness.feed_all(&[Ev::line("alice"), Ev::line("nope")]);
+    harness.take();
+    harness.feed(&Ev::la(protocol::AUTH_FAILED));
+    let mut expected = vec![print(protocol::AUTH_FAILED)];
+    expected.extend(ask_both());
+    assert_eq!(harness.take(), expected);
+    harness.feed_all(&[Ev::line("alice"), Ev::line("secret")]);
+    assert_eq!(
+        harness.take().last(),
+        Some(&send_la(b"/login alice secret\n"))
+    );
+}
+
+#[test]
+fn unrecognized_during_login_prints_and_asks_both_again() {
+    let mut harness = Harness::new(true);
+    harness.feed_all(&[Ev::line("alice"), Ev::line("secret")]);
+    harness.take();
+    harness.feed(&Ev::la(protocol::UNRECOGNIZED));
+    let mut expected = vec![print(protocol::UNRECOGNIZED)];
+    expected.extend(ask_both());
+    assert_eq!(harness.take(), expected);
+}
+
+#[test]
+fn a_user_name_or_password_that_is_not_one_word_is_not_sent() {
+    for (user, password) in [
+        ("", "x"),
+        ("al ice", "x"),
+        ("alice", ""),
+        ("alice", "two words"),
+    ] {
+        let mut harness = Harness::new(true);
+        harness.take();
+        harness.feed(&Ev::line(user));
+        if protocol::is_token(user.as_bytes()) {
+            harness.feed(&Ev::line(password));
+        }
+        let outputs = harness.take();
+        assert!(
+            !outputs.iter().any(|o| matches!(o, ClientOutput::SendLa(_))),
+            "{user:?} {password:?}: {outputs:?}"
+        );
+        let mut expected = vec![print(TOKEN_HINT)];
+        expected.extend(ask_both());
+        assert!(outputs.ends_with(&expected), "{outputs:?}");
+    }
+}
+
+#[test]
+fn lb_opens_with_201_before_or_after_the_accept() {
+    for accept_first in [true, false] {
+        let mut harness = Harness::new(true);
+        harness.feed_all(&[Ev::line("alice"), Ev::line("secret")]);
+        harness.take();
+        harness.feed(&Ev::la(protocol::AUTH_OK));
+        assert_eq!(
+            harness.take(),
+            vec![print(protocol::AUTH_OK), ClientOutput::ListenLb]
+        );
+        harness.feed(&Ev::LbListening(LB_PORT));
+        assert_eq!(harness.take(), vec![send_la(b"/port 40000\n")]);
+        let order = if accept_first {
+            [Ev::LbAccepted, Ev::la(protocol::LB_OK)]
+        } else {
+            [Ev::la(protocol::LB_OK), Ev::LbAccepted]
+        };
+        harness.feed_all(&order);
+        assert_eq!(harness.take(), vec![print(protocol::LB_OK), read_line()]);
+        harness.feed(&Ev::lb(b"/from bob hi"));
+        assert_eq!(
+            harness.take(),
+            vec![
+                print(b"/from bob hi"),
+                ClientOutput::SendLb(protocol::receipt_bytes())
+            ]
+        );
+    }
+}
+
+#[test]
+fn build_connection_failed_exits_1() {
+    let mut harness = Harness::new(true);
+    harness.feed_all(&[
+        Ev::line("alice"),
+        Ev::line("secret"),
+        Ev::la(protocol::AUTH_OK),
+        Ev::LbListening(LB_PORT),
+    ]);
+    harness.take();
+    harness.feed(&Ev::la(protocol::LB_FAILED));
+    assert_eq!(
+        harness.take(),
+        vec![print(protocol::LB_FAILED), ClientOutput::Exit(1)]
+    );
+}
+
+#[test]
+fn a_listener_that_cannot_be_bound_exits_1() {
+    let mut harness = Harness::new(true);
+    harness.feed_all(&[
+        Ev::line("alice"),
+        Ev::line("secret"),
+        Ev::la(protocol::AUTH_OK),
+    ]);
+    harness.take();
+    harness.feed(&Ev::LbListenFailed);
+    let outputs = harness.take();
+    assert_eq!(errors(&outputs).len(), 1);
+    assert_eq!(outputs.last(), Some(&ClientOutput::Exit(1)));
+}
+
+#[test]
+fn la_closing_exits_1_with_one_error_at_any_step() {
+    let steps: [&[Ev]; 4] = [
+        &[],
+        &[Ev::line("alice"), Ev::line("secret")],
+        &[
+            Ev::line("alice"),
+            Ev::line("secret"),
+            Ev::la(protocol::AUTH_OK),
+        ],
+        &[Ev::StdinClosed],
+    ];
+    for before in steps {
+        let mut harness = Harness::new(true);
+        harness.feed_all(before);
+        harness.take();
+        harness.feed(&Ev::LaClosed);
+        let outputs = harness.take();
+        assert_eq!(errors(&outputs).len(), 1, "{outputs:?}");
+        assert!(errors(&outputs)[0].contains("server closed"));
+        assert_eq!(outputs.last(), Some(&ClientOutput::Exit(1)));
+    }
+    let mut harness = Harness::logged_in(true);
+    harness.feed_all(&[Ev::line("/list"), Ev::LaClosed]);
+    assert_eq!(harness.exit_code(), Some(1));
+}
+
+#[test]
+fn lb_closing_before_exit_exits_1_at_once() {
+    let mut harness = Harness::logged_in(true);
+    harness.feed(&Ev::LbClosed);
+    let outputs = harness.take();
+    assert_eq!(errors(&outputs).len(), 1);
+    assert_eq!(outputs.last(), Some(&ClientOutput::Exit(1)));
+}
+
+#[test]
+fn lb_closing_after_exit_still_waits_for_310() {
+    let mut harness = Harness::logged_in(true);
+    harness.feed_all(&[Ev::line("/exit"), Ev::LbClosed]);
+    assert_eq!(harness.take(), vec![send_la(b"/exit\n")]);
+    let grace = ClientConfig::default().exit_grace;
+    assert_eq!(harness.session.poll_timeout(), Some(harness.start + grace));
+    harness.feed(&Ev::Advance(grace / 2));
+    assert_eq!(harness.take(), vec![]);
+    harness.feed(&Ev::la(protocol::BYE));
+    assert_eq!(
+        harness.take(),
+        vec![print(protocol::BYE), ClientOutput::Exit(0)]
+    );
+    assert_eq!(harness.session.poll_timeout(), None);
+}
+
+#[test]
+fn lb_closing_after_exit_without_310_exits_1_when_the_grace_ends() {
+    let mut harness = Harness::logged_in(true);
+    harness.feed_all(&[Ev::Interrupted, Ev::LbClosed]);
+    harness.take();
+    let grace = ClientConfig::default().exit_grace;
+    harness.feed(&Ev::Advance(grace - Duration::from_millis(1)));
+    assert_eq!(harness.take(), vec![]);
+    harness.feed(&Ev::Advance(Duration::from_millis(1)));
+    let outputs = harness.take();
+    assert_eq!(errors(&outputs).len(), 1);
+    assert_eq!(outputs.last(), Some(&ClientOutput::Exit(1)));
+    assert_eq!(harness.session.poll_timeout(), None);
+}
+
+#[test]
+fn la_closing_after_exit_without_310_exits_1() {
+    let mut harness = Harness::logged_in(true);
+    harness.feed_all(&[Ev::line("/exit"), Ev::LaClosed]);
+    assert_eq!(harness.exit_code(), Some(1));
+}
+
+#[test]
+fn ctrl_c_and_end_of_input_send_exit_in_any_state() {
+    let before: [&[Ev]; 6] = [
+        &[],
+        &[Ev::line("alice")],
+        &[Ev::line("alice"), Ev::line("secret")],
+        &[
+            Ev::line("alice"),
+            Ev::line("secret"),
+            Ev::la(protocol::AUTH_OK),
+        ],
+        &[
+            Ev::line("alice"),
+            Ev::line("secret"),
+            Ev::la(protocol::AUTH_OK),
+            Ev::LbListening(LB_PORT),
+        ],
+        &[
+            Ev::line("alice"),
+            Ev::line("secret"),
+            Ev::la(protocol::AUTH_OK),
+            Ev::LbListening(LB_PORT),
+            Ev::la(protocol::LB_OK),
+        ],
+    ];
+    for stop in [Ev::Interrupted, Ev::StdinClosed] {
+        for steps in before {
+            let mut harness = Harness::new(true);
+            harness.feed_all(steps);
+            harness.take();
+            harness.feed(&stop);
+            assert_eq!(harness.take(), vec![send_exit()], "{steps:?} {stop:?}");
+            // Late stdin lines and a second Ctrl-C change nothing.
+            harness.feed_all(&[Ev::line("/list"), Ev::Interrupted, Ev::StdinClosed]);
+            assert_eq!(harness.take(), vec![]);
+            harness.feed(&Ev::la(protocol::BYE));
+            assert_eq!(
+                harness.take(),
+                vec![print(protocol::BYE), ClientOutput::Exit(0)]
+            );
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_while_a_command_is_pending_sends_exit_at_once_and_prints_both_answers() {
+    let mut harness = Harness::logged_in(true);
+    harness.feed_all(&[Ev::line("/to bob hi"), Ev::Interrupted]);
+    assert_eq!(harness.take(), vec![send_la(b"/to bob hi\n"), send_exit()]);
+    harness.feed(&Ev::La(
+        [
+            protocol::line_bytes(protocol::DELIVERED),
+            protocol::line_bytes(protocol::BYE),
+        ]
+        .concat(),
+    ));
+    assert_eq!(
+        harness.take(),
+        vec![
+            print(protocol::DELIVERED),
+            print(protocol::BYE),
+            ClientOutput::Exit(0)
+        ]
+    );
+}
+
+#[test]
+fn typed_exit_is_not_sent_twice_on_end_of_input() {
+    let mut harness = Harness::logged_in(true);
+    harness.feed_all(&[Ev::line("/exit"), Ev::StdinClosed]);
+    assert_eq!(harness.take(), vec![send_exit()]);
+}
+
+#[test]
+fn ctrl_c_during_login_prints_late_answers_but_goes_no_further() {
+    let mut harness = Harness::new(true);
+    harness.feed_all(&[Ev::line("alice"), Ev::line("secret"), Ev::Interrupted]);
+    harness.take();
+    harness.feed(&Ev::la(protocol::AUTH_OK));
+    assert_eq!(harness.take(), vec![print(protocol::AUTH_OK)]);
+    harness.feed(&Ev::LbListening(LB_PORT));
+    assert_eq!(harness.take(), vec![]);
+}
+
+#[test]
+fn empty_lines_are_skipped() {
+    let mut harness = Harness::logged_in(false);
+    harness.feed_all(&[Ev::line(""), Ev::line("\r")]);
+    assert_eq!(harness.take(), vec![read_line(), read_line()]);
+}
+
+#[test]
+fn commands_are_echoed_only_when_not_interactive() {
+    for interactive in [true, false] {
+        let mut harness = Harness::logged_in(interactive);
+        harness.feed(&Ev::line("/list"));
+        let mut expected = vec![send_la(b"/list\n")];
+        if !interactive {
+            expected.insert(0, print(b"/list"));
+        }
+        assert_eq!(harness.take(), expected);
+        harness.feed(&Ev::la(b"301 alice bob"));
+        assert_eq!(harness.take(), vec![print(b"301 alice bob"), read_line()]);
+    }
+}
+
+#[test]
+fn the_password_is_never_echoed() {
+    let mut harness = Harness::new(false);
+    harness.feed_all(&[Ev::line("alice"), Ev::line("secret")]);
+    assert!(!harness
+        .take()
+        .iter()
+        .any(|o| matches!(o, ClientOutput::Print(line) if line.as_slice() == b"secret")));
+}
+
+#[test]
+fn whatever_is_typed_is_sent_and_the_401_printed() {
+    let mut harness = Harness::logged_in(true);
+    harness.feed(&Ev::line("/to  bob"));
+    assert_eq!(harness.take(), vec![send_la(b"/to  bob\n")]);
+    harness.feed(&Ev::la(protocol::UNRECOGNIZED));
+    assert_eq!(
+        harness.take(),
+        vec![print(protocol::UNRECOGNIZED), read_line()]
+    );
+}
+
+#[test]
+fn a_stray_newline_in_a_stdin_line_never_makes_two_requests() {
+    let mut harness = Harness::logged_in(true);
+    harness.feed(&Ev::line("/list\n/exit"));
+    assert_eq!(harness.take(), vec![send_la(b"/list\n")]);
+}
+
+#[test]
+fn non_utf8_content_is_printed_and_sent_verbatim() {
+    let mut harness = Harness::logged_in(false);
+    let typed = b"/to bob caf\xe9 \xff\x00".to_vec();
+    harness.feed(&Ev::Line(typed.clone()));
+    let mut sent = typed.clone();
+    sent.push(b'\n');
+    assert_eq!(
+        harness.take(),
+        vec![print(&typed), ClientOutput::SendLa(sent)]
+    );
+    let incoming = b"/from bob \xc3\x28 \xfe".to_vec();
+    harness.feed(&Ev::lb(&incoming));
+    assert_eq!(
+        harness.take(),
+        vec![
+            print(&incoming),
+            ClientOutput::SendLb(protocol::receipt_bytes())
+        ]
+    );
+    harness.feed(&Ev::la(b"303 \xff"));
+    assert_eq!(harness.take(), vec![print(b"303 \xff"), read_line()]);
+}
+
+#[test]
+fn lines_are_framed_across_chunks_and_crlf_is_dropped() {
+    let mut harness = Harness::logged_in(true);
+    harness.feed_all(&[
+        Ev::line("/list"),
+        Ev::La(b"301 al".to_vec()),
+        Ev::Lb(b"/from bob one\r\n/broadcastfrom bob tw".to_vec()),
+        Ev::La(b"ice\r\n".to_vec()),
+        Ev::Lb(b"o\n".to_vec()),
+    ]);
+    let receipt = ClientOutput::SendLb(protocol::receipt_bytes());
+    assert_eq!(
+        harness.take(),
+        vec![
+            send_la(b"/list\n"),
+            print(b"/from bob one"),
+            receipt.clone(),
+            print(b"301 alice"),
+            read_line(),
+            print(b"/broadcastfrom bob two"),
+            receipt,
+        ]
+    );
+}
+
+#[test]
+fn an_unexpected_lb_line_is_reported_and_not_acknowledged() {
+    let mut harness = Harness::logged_in(true);
+    harness.feed_all(&[
+        Ev::lb(b"303 Message delivery successful"),
+        Ev::lb(b"/from bob"),
+    ]);
+    let outputs = harness.take();
+    assert_eq!(errors(&outputs).len(), 2, "{outputs:?}");
+    assert!(errors(&outputs)[0].contains("unexpected line"));
+    assert_eq!(outputs.len(), 2);
+    assert_eq!(harness.exit_code(), None);
+}
+
+#[test]
+fn an_unknown_la_line_is_printed() {
+    let mut harness = Harness::logged_in(true);
+    harness.feed_all(&[Ev::line("/list"), Ev::la(b"999 \xff what")]);
+    assert_eq!(
+        harness.take(),
+        vec![send_la(b"/list\n"), print(b"999 \xff what"), read_line()]
+    );
+}
+
+#[test]
+fn an_over_long_line_from_the_server_exits_1() {
+    for on_lb in [false, true] {
+        let mut harness = Harness::with_config(ClientConfig {
+            interactive: true,
+            max_line: 40,
+            ..ClientConfig::default()
+        });
+        harness.feed_all(&[
+            Ev::line("alice"),
+            Ev::line("secret"),
+            Ev::la(protocol::AUTH_OK),
+            Ev::LbListening(LB_PORT),
+            Ev::LbAccepted,
+        ]);
+        harness.take();
+        let long = vec![b'x'; 100];
+        harness.feed(&if on_lb { Ev::Lb(long) } else { Ev::La(long) });
+        let outputs = harness.take();
+        assert_eq!(errors(&outputs).len(), 1, "{}", harness.rendered());
+        assert_eq!(outputs.last(), Some(&ClientOutput::Exit(1)));
+    }
+}
+
+#[test]
+fn nothing_happens_after_exit() {
+    let mut harness = Harness::logged_in(true);
+    harness.feed(&Ev::La(
+        [
+            protocol::line_bytes(protocol::BYE),
+            protocol::line_bytes(b"301 x"),
+        ]
+        .concat(),
+    ));
+    assert_eq!(
+        harness.take(),
+        vec![print(protocol::BYE), ClientOutput::Exit(0)]
+    );
+    harness.feed_all(&[
+        Ev::line("/list"),
+        Ev::lb(b"/from bob hi"),
+        Ev::LaClosed,
+        Ev::LbClosed,
+        Ev::Interrupted,
+        Ev::Advance(Duration::from_secs(5)),
+    ]);
+    assert_eq!(harness.take(), vec![]);
+    assert_eq!(harness.session.poll_timeout(), None);
+}
+
+/// Chunks that are sometimes protocol lines, so random runs reach every state.
+fn chunk() -> impl Strategy<Value = Vec<u8>> {
+    let lines: Vec<&'static [u8]> = vec![
+        protocol::AUTH_OK,
+        protocol::AUTH_FAILED,
+        protocol::LB_OK,
+        protocol::LB_FAILED,
+        protocol::DELIVERED,
+        protocol::BYE,
+        protocol::UNRECOGNIZED,
+        b"301 alice bob",
+        b"/from bob hi",
+        b"/broadcastfrom bob hi all",
+    ];
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..48),
+        proptest::sample::select(lines).prop_map(protocol::line_bytes),
+    ]
+}
+
+fn event() -> impl Strategy<Value = Ev> {
+    prop_oneof![
+        4 => prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..24),
+            Just(b"alice".to_vec()),
+            Just(b"/exit".to_vec()),
+        ]
+        .prop_map(Ev::Line),
+        1 => Just(Ev::StdinClosed),
+        1 => Just(Ev::Interrupted),
+        6 => chunk().prop_map(Ev::La),
+        1 => Just(Ev::LaClosed),
+        1 => any::<u16>().prop_map(Ev::LbListening),
+        1 => Just(Ev::LbListenFailed),
+        1 => Just(Ev::LbAccepted),
+        4 => chunk().prop_map(Ev::Lb),
+        1 => Just(Ev::LbClosed),
+        1 => (0u64..1500).prop_map(|ms| Ev::Advance(Duration::from_millis(ms))),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_input_never_panics_and_exits_at_most_once(
+        events in proptest::collection::vec(event(), 0..64),
+        max_line in 2usize..40,
+    ) {
+        let mut harness = Harness::with_config(ClientConfig {
+            interactive: false,
+            max_line,
+            ..ClientConfig::default()
+        });
+        harness.feed_all(&events);
+        prop_assert!(harness.exits.len() <= 1, "{:?}", harness.exits);
+        let outputs = harness.take();
+        let mut exits_sent = 0;
+        for output in &outputs {
+            match output {
+                // Every request is exactly one line, whatever was typed.
+                ClientOutput::SendLa(bytes) => {
+                    prop_assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 1);
+                    prop_assert_eq!(bytes.last(), Some(&b'\n'));
+                    if bytes.as_slice() == b"/exit\n" {
+                        exits_sent += 1;
+                    }
+                }
+                ClientOutput::Print(line) => prop_assert!(!line.contains(&b'\n')),
+                ClientOutput::Error(line) => prop_assert!(!line.contains('\n')),
+                ClientOutput::SendLb(bytes) => {
+                    prop_assert_eq!(bytes, &protocol::receipt_bytes());
+                }
+                _ => {}
+            }
+        }
+        prop_assert!(exits_sent <= 1);
+    }
+}
