@@ -1,0 +1,2 @@
+//! im-bench: to be written.
+fn main() {}

@@ -1,0 +1,2 @@
+//! im-check: to be written.
+fn main() {}
