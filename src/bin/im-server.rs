@@ -1,1 +1,220 @@
-fn main(){}
+//! `im-server <port> <users-file>`: the instant-messaging server (PROTOCOL.md §6).
+//!
+//! It parses the command line, loads the users file, listens, and hands everything else to
+//! [`simple_im::runtime::server::serve`].
+
+use std::fmt;
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::builder::RangedU64ValueParser;
+use clap::Parser;
+use simple_im::runtime::server::{serve, RuntimeConfig};
+use simple_im::server::ServerConfig;
+use simple_im::users::Users;
+
+/// The instant-messaging server: clients log in on La, name a port for Lb, and chat.
+#[derive(Debug, Parser)]
+#[command(name = "im-server", version)]
+struct Args {
+    /// The TCP port to listen on; 0 picks a free one (the first line on standard output names it).
+    port: u16,
+
+    /// The accounts: one `username password` a line; blank lines and lines starting with `#`
+    /// are skipped.
+    users_file: PathBuf,
+
+    /// The IP address to listen on.
+    #[arg(long, value_name = "IP", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    bind: IpAddr,
+
+    /// How long a recipient has to answer `302` before the delivery fails (e.g. `500ms`, `10s`).
+    #[arg(long, value_name = "DURATION", default_value_t = Span(ServerConfig::default().ack_timeout))]
+    ack_timeout: Span,
+
+    /// How long connecting to a client's Lb port may take before `202`.
+    #[arg(long, value_name = "DURATION", default_value_t = Span(ServerConfig::default().connect_timeout))]
+    connect_timeout: Span,
+
+    /// How long a connection may stay without logging in before it is closed.
+    #[arg(long, value_name = "DURATION", default_value_t = Span(ServerConfig::default().login_timeout))]
+    login_timeout: Span,
+
+    /// Failed logins in a row after which the connection is closed.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = ServerConfig::default().max_login_failures,
+        value_parser = RangedU64ValueParser::<u32>::new().range(1..),
+    )]
+    max_login_failures: u32,
+
+    /// The longest line accepted, `\n` included; a longer one is answered `401` and skipped.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = ServerConfig::default().max_line,
+        value_parser = RangedU64ValueParser::<usize>::new().range(2..),
+    )]
+    max_line: usize,
+
+    /// Messages that may wait for one recipient; one that finds the queue full fails (`304`).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = ServerConfig::default().max_queue,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..),
+    )]
+    max_queue: usize,
+
+    /// The log level on standard error (error, warn, info, debug, trace, off); `RUST_LOG`, if
+    /// set, overrides it.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log: log::LevelFilter,
+}
+
+/// A duration written as a whole number and a unit: `ms`, `s`, `m` or `h` (`500ms`, `10s`, `2m`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span(Duration);
+
+impl FromStr for Span {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let expected =
+            || "expected a whole number and a unit (ms, s, m, h), like 500ms or 10s".to_string();
+        let number: u64 = number.parse().map_err(|_| expected())?;
+        let millis_per_unit = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(expected()),
+        };
+        let millis = number
+            .checked_mul(millis_per_unit)
+            .ok_or_else(|| "too long".to_string())?;
+        if millis == 0 {
+            return Err("must be longer than zero".to_string());
+        }
+        Ok(Span(Duration::from_millis(millis)))
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_millis();
+        if millis % 1_000 != 0 || millis == 0 {
+            write!(f, "{millis}ms")
+        } else if millis % 3_600_000 == 0 {
+            write!(f, "{}h", millis / 3_600_000)
+        } else if millis % 60_000 == 0 {
+            write!(f, "{}m", millis / 60_000)
+        } else {
+            write!(f, "{}s", millis / 1_000)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(error) if error.use_stderr() => {
+            eprintln!("im-server: {}", one_line(&error.to_string()));
+            return ExitCode::from(2);
+        }
+        // --help and --version.
+        Err(error) => error.exit(),
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(args.log.as_str()))
+        .init();
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => log::debug!("open-file limit: {limit}"),
+        Err(error) => log::debug!("cannot raise the open-file limit: {error}"),
+    }
+
+    let path = args.users_file.display();
+    let text = match std::fs::read(&args.users_file) {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("im-server: cannot read {path}: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let users = match Users::parse(&text) {
+        Ok(users) => users,
+        Err(error) => {
+            eprintln!("im-server: {path}: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = ServerConfig {
+        ack_timeout: args.ack_timeout.0,
+        connect_timeout: args.connect_timeout.0,
+        login_timeout: args.login_timeout.0,
+        max_login_failures: args.max_login_failures,
+        max_line: args.max_line,
+        max_queue: args.max_queue,
+    };
+
+    let address = SocketAddr::new(args.bind, args.port);
+    let (local, listener) = match listen(address) {
+        Ok(bound) => bound,
+        Err(error) => {
+            eprintln!("im-server: cannot listen on {address}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    // Before the `listening on` line, so that a signal sent as soon as it is seen is handled.
+    let (stop, stopped) = async_channel::bounded::<()>(1);
+    if let Err(error) = ctrlc::set_handler(move || {
+        let _ = stop.try_send(());
+    }) {
+        log::warn!("cannot handle SIGINT/SIGTERM: {error}");
+    }
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = writeln!(stdout, "listening on {local}").and_then(|()| stdout.flush()) {
+        log::warn!("cannot write to standard output: {error}");
+    }
+    drop(stdout);
+    log::info!("listening on {local}");
+
+    let shutdown = async move {
+        if stopped.recv().await.is_err() {
+            // No signal handler: run until killed.
+            std::future::pending::<()>().await;
+        }
+        log::info!("shutting down");
+    };
+    smol::block_on(serve(
+        listener,
+        users,
+        config,
+        RuntimeConfig::default(),
+        shutdown,
+    ));
+    ExitCode::SUCCESS
+}
+
+/// Binds `address`; returns the address really bound (the port, if 0 was asked) and the listener.
+fn listen(address: SocketAddr) -> io::Result<(SocketAddr, async_net::TcpListener)> {
+    let listener = std::net::TcpListener::bind(address)?;
+    Ok((listener.local_addr()?, listener.try_into()?))
+}
+
+/// A clap error message on one line: its first paragraph, without the `error: ` prefix.
+fn one_line(message: &str) -> String {
+    let first = message.split("\n\n").next().unwrap_or(message);
+    let text = first.strip_prefix("error: ").unwrap_or(first);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    format!("{} (try --help)", words.join(" "))
+}

@@ -196,7 +196,8 @@ impl Server {
             },
         );
         log::debug!("{conn} connected from {peer}");
-        self.sync(conn);
+        // Grants the first read of La and registers the login deadline.
+        self.read_la(now, conn);
         conn
     }
 
@@ -518,10 +519,7 @@ impl Server {
             if let Some((_, order)) = self.by_name.remove(user) {
                 self.online.remove(&order);
             }
-            log::info!(
-                "{conn} ({}) left: {reason:?}",
-                user.escape_ascii()
-            );
+            log::info!("{conn} ({}) left: {reason:?}", user.escape_ascii());
         } else {
             log::debug!("{conn} closed: {reason:?}");
         }

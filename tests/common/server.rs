@@ -1,0 +1,306 @@
+//! A harness for end-to-end tests of `im-server`: the real binary on 127.0.0.1, and raw
+//! blocking TCP clients that speak the protocol byte for byte.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any one step may take before a test fails.
+pub const STEP: Duration = Duration::from_secs(5);
+
+/// The appendix's users and a few more.
+pub const USERS: &str = "# test accounts\n\
+    jacky 12345\n\
+    bob bob123\n\
+    michael michael123\n\
+    alice alice123\n\
+    carol carol123\n";
+
+/// The path of the binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_im-server");
+
+/// A file path in the temp dir that no other test (or test run) uses.
+pub fn temp_path(tag: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("im-server-e2e-{}-{n}-{tag}", std::process::id()))
+}
+
+/// A file in the temp dir, removed on drop.
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    /// Writes `contents` to a fresh temp file.
+    pub fn new(tag: &str, contents: &[u8]) -> Self {
+        let path = temp_path(tag);
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs the binary to completion with these arguments, bounded in time.
+pub fn run_to_end(args: &[&std::ffi::OsStr]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + STEP;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("im-server {args:?} did not exit");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A running `im-server`, killed on drop. Its standard error is kept and shown if the test fails.
+pub struct ServerProcess {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    _users: TempFile,
+}
+
+impl ServerProcess {
+    /// Starts the server on a free port of 127.0.0.1 with these accounts and options.
+    pub fn start(users: &str, options: &[&str]) -> Self {
+        let users = TempFile::new("users.txt", users.as_bytes());
+        let mut child = Command::new(BIN)
+            .arg("0")
+            .arg(users.path())
+            .args(["--bind", "127.0.0.1", "--log", "debug"])
+            .args(options)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            let mut chunk = [0; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (first_line, first) = mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = first_line.send(lines.next());
+            for _ in lines {}
+        });
+        let mut server = ServerProcess {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stderr,
+            _users: users,
+        };
+        let line = match first.recv_timeout(STEP) {
+            Ok(Some(Ok(line))) => line,
+            other => panic!("no `listening on` line: {other:?}"),
+        };
+        let addr = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("first line {line:?}"));
+        server.addr = addr.parse().unwrap();
+        assert_ne!(server.addr.port(), 0);
+        server
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the server wrote on standard error so far.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Waits for the process to exit, for at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Connects a fresh client's La.
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// A client logged in as `user` with its Lb connected.
+    pub fn ready(&self, user: &str, password: &str) -> Client {
+        let mut client = self.connect();
+        assert_eq!(
+            client.request(&format!("/login {user} {password}")),
+            "101 Authentication successful\n"
+        );
+        assert_eq!(client.open_lb(), "201 Build connection successful\n");
+        client
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!("--- im-server stderr ---\n{}", self.stderr());
+        }
+    }
+}
+
+/// A raw protocol client: La, and Lb once opened; every read bounded by [`STEP`].
+pub struct Client {
+    la: BufReader<TcpStream>,
+    lb: Option<BufReader<TcpStream>>,
+}
+
+impl Client {
+    /// Connects La.
+    pub fn connect(addr: SocketAddr) -> Client {
+        let la = TcpStream::connect_timeout(&addr, STEP).unwrap();
+        la.set_read_timeout(Some(STEP)).unwrap();
+        la.set_write_timeout(Some(STEP)).unwrap();
+        Client {
+            la: BufReader::new(la),
+            lb: None,
+        }
+    }
+
+    /// Writes raw bytes on La.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.la.get_mut().write_all(bytes).unwrap();
+    }
+
+    /// Reads one line from La, `\n` included.
+    pub fn recv(&mut self) -> String {
+        read_line(&mut self.la, "La")
+    }
+
+    /// Sends `line` and `\n` on La and reads the answer.
+    pub fn request(&mut self, line: &str) -> String {
+        self.send(format!("{line}\n").as_bytes());
+        self.recv()
+    }
+
+    /// Listens on a free port, sends `/port`, and returns the answer; on `201`, Lb is kept.
+    pub fn open_lb(&mut self) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answer = self.request(&format!("/port {port}"));
+        if answer == "201 Build connection successful\n" {
+            // The server answers `201` once connected, so the connection is waiting already.
+            listener.set_nonblocking(true).unwrap();
+            let deadline = Instant::now() + STEP;
+            let lb = loop {
+                match listener.accept() {
+                    Ok((lb, _)) => break lb,
+                    Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                        assert!(Instant::now() < deadline, "no Lb connection");
+                        thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(error) => panic!("accept: {error}"),
+                }
+            };
+            lb.set_nonblocking(false).unwrap();
+            lb.set_read_timeout(Some(STEP)).unwrap();
+            lb.set_write_timeout(Some(STEP)).unwrap();
+            self.lb = Some(BufReader::new(lb));
+        }
+        answer
+    }
+
+    /// Reads one line from Lb, `\n` included.
+    pub fn recv_lb(&mut self) -> String {
+        read_line(self.lb.as_mut().expect("no Lb"), "Lb")
+    }
+
+    /// Writes raw bytes on Lb.
+    pub fn send_lb(&mut self, bytes: &[u8]) {
+        self.lb
+            .as_mut()
+            .expect("no Lb")
+            .get_mut()
+            .write_all(bytes)
+            .unwrap();
+    }
+
+    /// Acknowledges the last delivery.
+    pub fn ack(&mut self) {
+        self.send_lb(b"302 Message receipt successful\n");
+    }
+
+    /// Closes Lb (both directions) at once.
+    pub fn close_lb(&mut self) {
+        if let Some(lb) = self.lb.take() {
+            let _ = lb.get_ref().shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Asserts that the server closes La: end of file (or a reset) with nothing before it.
+    pub fn expect_la_closed(&mut self) {
+        expect_closed(&mut self.la, "La");
+    }
+
+    /// Asserts that the server closes Lb.
+    pub fn expect_lb_closed(&mut self) {
+        expect_closed(self.lb.as_mut().expect("no Lb"), "Lb");
+    }
+}
+
+fn read_line(reader: &mut BufReader<TcpStream>, side: &str) -> String {
+    let mut line = Vec::new();
+    match reader.read_until(b'\n', &mut line) {
+        Ok(_) if line.ends_with(b"\n") => String::from_utf8(line).unwrap(),
+        Ok(_) => panic!("{side} closed after {:?}", String::from_utf8_lossy(&line)),
+        Err(error) => panic!("{side}: {error} after {:?}", String::from_utf8_lossy(&line)),
+    }
+}
+
+fn expect_closed(reader: &mut BufReader<TcpStream>, side: &str) {
+    let mut rest = Vec::new();
+    match reader.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(error) if error.kind() == ErrorKind::ConnectionReset => {}
+        Err(error) => panic!("{side} not closed: {error}"),
+    }
+    assert!(
+        rest.is_empty(),
+        "{side} carried {:?} before closing",
+        String::from_utf8_lossy(&rest)
+    );
+}

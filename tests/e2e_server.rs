@@ -1,0 +1,373 @@
+//! End-to-end tests of the `im-server` binary over 127.0.0.1, with raw TCP clients.
+
+#[path = "common/server.rs"]
+mod harness;
+
+use std::ffi::OsStr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use harness::{run_to_end, ServerProcess, TempFile, STEP, USERS};
+
+const OK: &str = "303 Message delivery successful\n";
+const FAILED: &str = "304 Message delivery failed\n";
+const RECEIPT: &[u8] = b"302 Message receipt successful\n";
+
+/// The conversation of the assignment's appendix, byte for byte, in the order of its clock.
+#[test]
+fn appendix_conversation() {
+    let server = ServerProcess::start(USERS, &[]);
+    let mut bob = server.ready("bob", "bob123");
+    let mut michael = server.ready("michael", "michael123");
+
+    let mut jacky = server.connect();
+    assert_eq!(
+        jacky.request("/login jacky 12345"),
+        "101 Authentication successful\n"
+    );
+    assert_eq!(jacky.open_lb(), "201 Build connection successful\n");
+    assert_eq!(jacky.request("/list"), "301 jacky bob michael\n");
+
+    jacky.send(b"/to bob Hello! Nice to meet you!\n");
+    assert_eq!(bob.recv_lb(), "/from jacky Hello! Nice to meet you!\n");
+    bob.send_lb(RECEIPT);
+    assert_eq!(jacky.recv(), OK);
+
+    jacky.send(b"/to michael Hi, Michael!\n");
+    assert_eq!(michael.recv_lb(), "/from jacky Hi, Michael!\n");
+    michael.send_lb(RECEIPT);
+    assert_eq!(jacky.recv(), OK);
+
+    michael.send(b"/to jacky Hi, Jacky!\n");
+    assert_eq!(jacky.recv_lb(), "/from michael Hi, Jacky!\n");
+    jacky.send_lb(RECEIPT);
+    assert_eq!(michael.recv(), OK);
+
+    jacky.send(b"/toall How about meeting at 3pm today?\n");
+    for other in [&mut bob, &mut michael] {
+        assert_eq!(
+            other.recv_lb(),
+            "/broadcastfrom jacky How about meeting at 3pm today?\n"
+        );
+        other.send_lb(RECEIPT);
+    }
+    assert_eq!(jacky.recv(), OK);
+
+    bob.send(b"/to jacky Jacky, nice to meet you too!\n");
+    assert_eq!(jacky.recv_lb(), "/from bob Jacky, nice to meet you too!\n");
+    jacky.send_lb(RECEIPT);
+    assert_eq!(bob.recv(), OK);
+
+    bob.send(b"/toall OK.\n");
+    for other in [&mut jacky, &mut michael] {
+        assert_eq!(other.recv_lb(), "/broadcastfrom bob OK.\n");
+        other.send_lb(RECEIPT);
+    }
+    assert_eq!(bob.recv(), OK);
+
+    michael.send(b"/toall No problem.\n");
+    for other in [&mut jacky, &mut bob] {
+        assert_eq!(other.recv_lb(), "/broadcastfrom michael No problem.\n");
+        other.send_lb(RECEIPT);
+    }
+    assert_eq!(michael.recv(), OK);
+
+    assert_eq!(jacky.request("/exit"), "310 Bye bye\n");
+    jacky.expect_la_closed();
+    jacky.expect_lb_closed();
+    assert_eq!(bob.request("/list"), "301 bob michael\n");
+}
+
+#[test]
+fn login_fails_then_succeeds() {
+    let server = ServerProcess::start(USERS, &[]);
+    let mut client = server.connect();
+    assert_eq!(client.request("/list"), "401 Unrecognized message\n");
+    assert_eq!(
+        client.request("/login jacky wrong"),
+        "102 Authentication failed\n"
+    );
+    assert_eq!(
+        client.request("/login nobody 12345"),
+        "102 Authentication failed\n"
+    );
+    assert_eq!(
+        client.request("/login jacky 12345"),
+        "101 Authentication successful\n"
+    );
+    assert_eq!(client.request("/list"), "401 Unrecognized message\n");
+}
+
+#[test]
+fn too_many_login_failures_close_the_connection() {
+    let server = ServerProcess::start(USERS, &["--max-login-failures", "2"]);
+    let mut client = server.connect();
+    assert_eq!(
+        client.request("/login jacky x"),
+        "102 Authentication failed\n"
+    );
+    assert_eq!(
+        client.request("/login jacky y"),
+        "102 Authentication failed\n"
+    );
+    client.expect_la_closed();
+}
+
+#[test]
+fn a_user_already_online_cannot_log_in_again() {
+    let server = ServerProcess::start(USERS, &[]);
+    let mut first = server.ready("bob", "bob123");
+    let mut second = server.connect();
+    assert_eq!(
+        second.request("/login bob bob123"),
+        "102 Authentication failed\n"
+    );
+    assert_eq!(first.request("/exit"), "310 Bye bye\n");
+    first.expect_la_closed();
+    assert_eq!(
+        second.request("/login bob bob123"),
+        "101 Authentication successful\n"
+    );
+}
+
+#[test]
+fn an_lb_port_nobody_listens_on_gets_202_and_the_end() {
+    let server = ServerProcess::start(USERS, &[]);
+    let mut client = server.connect();
+    assert_eq!(
+        client.request("/login jacky 12345"),
+        "101 Authentication successful\n"
+    );
+    let port = {
+        let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        unused.local_addr().unwrap().port()
+    };
+    assert_eq!(
+        client.request(&format!("/port {port}")),
+        "202 Build connection failed\n"
+    );
+    client.expect_la_closed();
+    // The session ended, so jacky is offline and may log in again.
+    server.ready("jacky", "12345");
+}
+
+#[test]
+fn to_an_offline_or_unknown_user_fails() {
+    let server = ServerProcess::start(USERS, &[]);
+    let mut jacky = server.ready("jacky", "12345");
+    assert_eq!(jacky.request("/to michael are you there?"), FAILED);
+    assert_eq!(jacky.request("/to nobody hello"), FAILED);
+    assert_eq!(jacky.request("/toall nobody else"), OK);
+}
+
+#[test]
+fn a_receiver_whose_lb_closes_mid_delivery_fails_and_goes_offline() {
+    let server = ServerProcess::start(USERS, &[]);
+    let mut jacky = server.ready("jacky", "12345");
+    let mut bob = server.ready("bob", "bob123");
+    jacky.send(b"/to bob hi\n");
+    assert_eq!(bob.recv_lb(), "/from jacky hi\n");
+    bob.close_lb();
+    assert_eq!(jacky.recv(), FAILED);
+    assert_eq!(jacky.request("/list"), "301 jacky\n");
+    bob.expect_la_closed();
+}
+
+#[test]
+fn no_ack_within_the_ack_timeout_fails() {
+    let server = ServerProcess::start(USERS, &["--ack-timeout", "300ms"]);
+    let mut jacky = server.ready("jacky", "12345");
+    let mut bob = server.ready("bob", "bob123");
+    let sent = Instant::now();
+    jacky.send(b"/to bob are you awake?\n");
+    assert_eq!(bob.recv_lb(), "/from jacky are you awake?\n");
+    assert_eq!(jacky.recv(), FAILED);
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    bob.expect_lb_closed();
+    assert_eq!(jacky.request("/list"), "301 jacky\n");
+}
+
+#[test]
+fn login_timeout_closes_the_connection() {
+    let server = ServerProcess::start(USERS, &["--login-timeout", "200ms"]);
+    let mut client = server.connect();
+    client.expect_la_closed();
+}
+
+#[test]
+fn an_over_long_line_gets_one_401() {
+    let server = ServerProcess::start(USERS, &[]);
+    let mut jacky = server.ready("jacky", "12345");
+    let mut input = vec![b'a'; 1 << 20];
+    input.extend_from_slice(b"\n/list\n");
+    jacky.send(&input);
+    assert_eq!(jacky.recv(), "401 Unrecognized message\n");
+    assert_eq!(jacky.recv(), "301 jacky\n");
+    assert_eq!(jacky.request("/list"), "301 jacky\n");
+}
+
+#[test]
+fn crlf_input_is_accepted() {
+    let server = ServerProcess::start(USERS, &[]);
+    let mut bob = server.ready("bob", "bob123");
+    let mut jacky = server.connect();
+    jacky.send(b"/login jacky 12345\r\n");
+    assert_eq!(jacky.recv(), "101 Authentication successful\n");
+    assert_eq!(jacky.open_lb(), "201 Build connection successful\n");
+    jacky.send(b"/list\r\n");
+    assert_eq!(jacky.recv(), "301 jacky bob\n");
+    jacky.send(b"/to bob hi there\r\n");
+    assert_eq!(bob.recv_lb(), "/from jacky hi there\n");
+    bob.send_lb(b"302 Message receipt successful\r\n");
+    assert_eq!(jacky.recv(), OK);
+    jacky.send(b"/exit\r\n");
+    assert_eq!(jacky.recv(), "310 Bye bye\n");
+    jacky.expect_la_closed();
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let server = ServerProcess::start(USERS, &[]);
+    let mut jacky = server.ready("jacky", "12345");
+    jacky.send(b"/list\n/to nobody x\nbogus\n/list\n");
+    assert_eq!(jacky.recv(), "301 jacky\n");
+    assert_eq!(jacky.recv(), FAILED);
+    assert_eq!(jacky.recv(), "401 Unrecognized message\n");
+    assert_eq!(jacky.recv(), "301 jacky\n");
+}
+
+#[test]
+fn thousands_of_requests_in_one_write_are_all_answered() {
+    const REQUESTS: usize = 5_000;
+    let server = ServerProcess::start(USERS, &[]);
+    let mut jacky = server.ready("jacky", "12345");
+    jacky.send(&b"/list\n".repeat(REQUESTS));
+    for _ in 0..REQUESTS {
+        assert_eq!(jacky.recv(), "301 jacky\n");
+    }
+    assert_eq!(jacky.request("/exit"), "310 Bye bye\n");
+}
+
+/// Input the server never reads must not reset the connection before `310` is delivered.
+#[test]
+fn bye_arrives_even_when_the_client_sends_on_after_exit() {
+    let server = ServerProcess::start(USERS, &[]);
+    let mut client = server.connect();
+    let mut input = b"/exit\n".to_vec();
+    input.extend(b"/list\n".repeat(40_000));
+    client.send(&input);
+    assert_eq!(client.recv(), "310 Bye bye\n");
+    client.expect_la_closed();
+}
+
+#[test]
+fn a_broadcast_reaches_300_sessions() {
+    const SESSIONS: usize = 300;
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let users: String = (0..SESSIONS).map(|i| format!("user{i} pw{i}\n")).collect();
+    let server = ServerProcess::start(&users, &[]);
+    let mut clients: Vec<_> = (0..SESSIONS)
+        .map(|i| server.ready(&format!("user{i}"), &format!("pw{i}")))
+        .collect();
+    let (sender, others) = clients.split_at_mut(1);
+    sender[0].send(b"/toall hello, everybody\n");
+    for other in others.iter_mut() {
+        assert_eq!(other.recv_lb(), "/broadcastfrom user0 hello, everybody\n");
+        other.ack();
+    }
+    assert_eq!(sender[0].recv(), OK);
+    let list = sender[0].request("/list");
+    assert_eq!(list.split(' ').count(), 1 + SESSIONS);
+}
+
+#[test]
+fn help_exits_0_and_names_every_option() {
+    let output = run_to_end(&[OsStr::new("--help")]);
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for option in [
+        "<PORT>",
+        "<USERS_FILE>",
+        "--bind",
+        "--ack-timeout",
+        "--connect-timeout",
+        "--login-timeout",
+        "--max-login-failures",
+        "--max-line",
+        "--max-queue",
+        "--log",
+    ] {
+        assert!(help.contains(option), "{option} missing from\n{help}");
+    }
+}
+
+#[test]
+fn a_bad_users_file_exits_2_naming_the_file_and_line() {
+    let file = TempFile::new("bad-users.txt", b"# accounts\njacky 12345\nbob\n");
+    let output = run_to_end(&[OsStr::new("0"), file.path().as_os_str()]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&*file.path().to_string_lossy()), "{stderr}");
+    assert!(stderr.contains("line 3"), "{stderr}");
+    assert!(output.stdout.is_empty());
+
+    let missing = harness::temp_path("missing.txt");
+    let output = run_to_end(&[OsStr::new("0"), missing.as_os_str()]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.starts_with("im-server: cannot read "), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn bad_arguments_exit_2_with_one_line() {
+    let users = TempFile::new("users.txt", USERS.as_bytes());
+    let path = users.path().as_os_str();
+    for args in [
+        vec![],
+        vec![OsStr::new("notaport"), path],
+        vec![
+            OsStr::new("0"),
+            path,
+            OsStr::new("--ack-timeout"),
+            OsStr::new("10"),
+        ],
+        vec![
+            OsStr::new("0"),
+            path,
+            OsStr::new("--max-line"),
+            OsStr::new("1"),
+        ],
+        vec![
+            OsStr::new("0"),
+            path,
+            OsStr::new("--max-queue"),
+            OsStr::new("0"),
+        ],
+        vec![OsStr::new("0"), path, OsStr::new("--no-such-option")],
+    ] {
+        let output = run_to_end(&args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("im-server: "), "{stderr}");
+    }
+}
+
+#[test]
+fn sigterm_ends_the_server() {
+    let mut server = ServerProcess::start(USERS, &[]);
+    let _jacky = server.ready("jacky", "12345");
+    let status = Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = server.wait_exit(STEP).expect("still running after SIGTERM");
+    assert!(exit.success(), "{exit:?}");
+}
