@@ -1,14 +1,66 @@
 //! The users file of PROTOCOL.md §5: one `username password` a line.
+//!
+//! A password may also be stored hashed, as an argon2id PHC string (`$argon2id$v=19$…`,
+//! made by `im-server --hash-password`), so the file need not hold passwords in the clear.
 
 use std::collections::HashMap;
 use std::fmt;
+
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+use password_hash::SaltString;
 
 use crate::protocol::is_token;
 
 /// The accounts the server accepts, by user name.
 #[derive(Clone, Default)]
 pub struct Users {
-    passwords: HashMap<Vec<u8>, Vec<u8>>,
+    passwords: HashMap<Vec<u8>, Secret>,
+}
+
+/// How one password is kept.
+#[derive(Clone)]
+enum Secret {
+    Plain(Vec<u8>),
+    /// A PHC string already checked to parse, so verifying cannot meet a malformed one.
+    Argon2(String),
+}
+
+/// The prefix that marks a stored password as an argon2 hash rather than a plain password.
+const ARGON2_PREFIX: &[u8] = b"$argon2";
+
+impl Secret {
+    fn parse(stored: &[u8]) -> Result<Secret, &'static str> {
+        if !stored.starts_with(ARGON2_PREFIX) {
+            return Ok(Secret::Plain(stored.to_vec()));
+        }
+        let text = std::str::from_utf8(stored).map_err(|_| "the argon2 hash is not text")?;
+        let invalid = "the argon2 hash is not a valid PHC string";
+        let hash = PasswordHash::new(text).map_err(|_| invalid)?;
+        let known = argon2::Algorithm::new(hash.algorithm.as_str()).is_ok();
+        if !known || hash.salt.is_none() || hash.hash.is_none() {
+            return Err(invalid);
+        }
+        Ok(Secret::Argon2(text.to_owned()))
+    }
+
+    fn verify(&self, password: &[u8]) -> bool {
+        match self {
+            Secret::Plain(expected) => constant_time_eq(expected, password),
+            Secret::Argon2(phc) => PasswordHash::new(phc)
+                .is_ok_and(|hash| Argon2::default().verify_password(password, &hash).is_ok()),
+        }
+    }
+}
+
+/// Hashes `password` with argon2id and `salt` into a PHC string for the users file. The caller
+/// supplies the salt (16 random bytes, fresh for each password), so this module stays free of
+/// randomness.
+pub fn hash_password(password: &[u8], salt: &[u8; 16]) -> Result<String, String> {
+    let salt = SaltString::encode_b64(salt).map_err(|err| format!("bad salt: {err}"))?;
+    Argon2::default()
+        .hash_password(password, &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|err| format!("cannot hash the password: {err}"))
 }
 
 /// Why a users file was refused: the 1-based line number and what is wrong with it.
@@ -54,23 +106,26 @@ impl Users {
             if users.passwords.contains_key(user) {
                 return Err(error("this user name is given twice"));
             }
-            users.passwords.insert(user.to_vec(), password.to_vec());
+            let secret = Secret::parse(password).map_err(error)?;
+            users.passwords.insert(user.to_vec(), secret);
         }
         Ok(users)
     }
 
     /// Adds (or replaces) one account; for tests and embedders that build users in code.
+    /// The password is kept as given, never taken for a hash.
     pub fn insert(&mut self, user: &[u8], password: &[u8]) {
-        self.passwords.insert(user.to_vec(), password.to_vec());
+        self.passwords
+            .insert(user.to_vec(), Secret::Plain(password.to_vec()));
     }
 
-    /// Whether `user` exists and `password` is theirs. The comparison takes the same time
-    /// wherever the first difference is, so timing does not reveal a password's prefix.
+    /// Whether `user` exists and `password` is theirs. Plain passwords are compared in time
+    /// that does not depend on where they differ, so timing does not reveal a prefix; hashed
+    /// ones are verified with argon2.
     pub fn verify(&self, user: &[u8], password: &[u8]) -> bool {
-        match self.passwords.get(user) {
-            Some(expected) => constant_time_eq(expected, password),
-            None => false,
-        }
+        self.passwords
+            .get(user)
+            .is_some_and(|secret| secret.verify(password))
     }
 
     /// How many accounts there are.
@@ -126,6 +181,32 @@ mod tests {
         for (text, line) in cases {
             let err = Users::parse(text).unwrap_err();
             assert_eq!(err.line, line, "{:?}", String::from_utf8_lossy(text));
+        }
+    }
+
+    #[test]
+    fn hashed_passwords_verify_and_plain_ones_keep_working() {
+        let hash = hash_password(b"s3cret", b"0123456789abcdef").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        let text = format!("jacky {hash}\nbob plain\n");
+        let users = Users::parse(text.as_bytes()).unwrap();
+        assert!(users.verify(b"jacky", b"s3cret"));
+        assert!(!users.verify(b"jacky", b"s3cre"));
+        assert!(!users.verify(b"jacky", hash.as_bytes()));
+        assert!(users.verify(b"bob", b"plain"));
+    }
+
+    #[test]
+    fn a_malformed_hash_is_refused_at_load_with_its_line() {
+        for bad in [
+            &b"$argon2id$nonsense"[..],
+            b"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ",
+        ] {
+            let mut text = b"a b\njacky ".to_vec();
+            text.extend_from_slice(bad);
+            let err = Users::parse(&text).unwrap_err();
+            assert_eq!(err.line, 2);
+            assert!(err.reason.contains("argon2"));
         }
     }
 
