@@ -362,7 +362,7 @@ fn converse(harness: &mut Harness, server: &mut FakeServer, script: Vec<Step>) {
 
 fn snapshot(name: &str, transcript: &str) {
     insta::with_settings!({
-        snapshot_path => concat!(env!("CARGO_MANIFEST_DIR"), "/snapshots"),
+        snapshot_path => "../snapshots",
         prepend_module_to_snapshot => false,
     }, {
         insta::assert_snapshot!(name, transcript);
