@@ -1,2 +1,320 @@
-//! im-check: to be written.
-fn main() {}
+//! `im-check`: a conformance checker for any implementation of PROTOCOL.md.
+//!
+//! - `im-check server --host H --port P --users FILE` runs every server behaviour of §1–§3 as
+//!   a named, independent check over raw sockets ([`server_checks`]).
+//! - `im-check client -- CMD ARGS…` runs a client command against scripted fake servers and
+//!   checks §4 ([`client_checks`]).
+//!
+//! Each check is bounded in time and reported PASS, FAIL (with the expected and the actual
+//! bytes) or SKIP (with the reason); the exit code is 0 when nothing failed, 1 otherwise, and 2
+//! for bad arguments.
+
+mod client_checks;
+mod report;
+mod server_checks;
+mod wire;
+
+use std::ffi::OsString;
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use simple_im::protocol::{is_token, DEFAULT_MAX_LINE};
+use simple_im::users::Users;
+
+use crate::report::{Entry, Style};
+
+/// How the users file marks a password stored as an argon2 hash instead of in plain text.
+const HASHED_PASSWORD_PREFIX: &[u8] = b"$argon2";
+
+/// Checks an implementation of the instant-messaging protocol (PROTOCOL.md) byte for byte.
+#[derive(Debug, Parser)]
+#[command(name = "im-check", version)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Checks a running server (PROTOCOL.md §1–§3) over raw TCP connections.
+    ///
+    /// Start the server first with a users file of at least 3 users, and pass im-check the
+    /// same file. Checks that log in more users than the file has are skipped.
+    Server(ServerArgs),
+    /// Checks a client program (PROTOCOL.md §4) against scripted fake servers.
+    ///
+    /// The command is started once per check with `127.0.0.1 <port>` appended, where a fake
+    /// server listens; im-check types on its standard input and reads its standard output.
+    Client(ClientArgs),
+}
+
+/// Options of both modes.
+#[derive(Debug, Args)]
+struct Common {
+    /// Print the report as JSON (at the end) instead of one line per check.
+    #[arg(long)]
+    json: bool,
+
+    /// Run only this check (repeat for several); `--list` shows the names.
+    #[arg(long, value_name = "NAME")]
+    only: Vec<String>,
+
+    /// List the checks and what each one checks, and run nothing.
+    #[arg(long)]
+    list: bool,
+
+    /// How long one check may take (e.g. `5s`, `800ms`); a check still waiting then fails.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+
+    /// Under each failed check, print what went over the wire.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// The server's host name or IP address.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+
+    /// The server's TCP port.
+    #[arg(long, required_unless_present = "list", value_parser = clap::value_parser!(u16).range(1..))]
+    port: Option<u16>,
+
+    /// The users file the server was started with (`username password` a line).
+    #[arg(long, value_name = "FILE", required_unless_present = "list")]
+    users: Option<PathBuf>,
+
+    /// The server's ack timeout; without it the ack-timeout check is skipped.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    ack_timeout: Option<Duration>,
+
+    /// The server's login timeout; without it the login-timeout check is skipped.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    login_timeout: Option<Duration>,
+
+    /// Failed logins in a row after which the server closes the connection.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    max_login_failures: u32,
+
+    /// The server's longest accepted line, `\n` included.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..))]
+    max_line: usize,
+
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Args)]
+struct ClientArgs {
+    #[command(flatten)]
+    common: Common,
+
+    /// The client command and its arguments, after `--` (e.g. `-- python3 client.py`).
+    #[arg(last = true, value_name = "CMD", required_unless_present = "list")]
+    command: Vec<OsString>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.mode {
+        Mode::Server(args) => run_server(args),
+        Mode::Client(args) => run_client(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("im-check: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_server(args: ServerArgs) -> Result<ExitCode, String> {
+    let names: Vec<_> = server_checks::CHECKS
+        .iter()
+        .map(|c| (c.name, c.description))
+        .collect();
+    if args.common.list {
+        report::print_list(&names);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let selected = select(&names, &args.common.only)?;
+    let (Some(port), Some(users_path)) = (args.port, args.users) else {
+        return Err("--port and --users are required".into());
+    };
+    let addr = (args.host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|error| format!("cannot resolve {}: {error}", args.host))?
+        .next()
+        .ok_or_else(|| format!("{} has no address", args.host))?;
+    let (accounts, hashed_accounts) = read_accounts(&users_path)?;
+    let config = Arc::new(server_checks::ServerConfig {
+        addr,
+        accounts,
+        hashed_accounts,
+        ack_timeout: args.ack_timeout,
+        login_timeout: args.login_timeout,
+        max_login_failures: args.max_login_failures,
+        max_line: args.max_line,
+    });
+    let timeout = args.common.timeout;
+    let entries = server_checks::CHECKS
+        .iter()
+        .filter(|c| selected.contains(&c.name))
+        .map(|check| {
+            let config = Arc::clone(&config);
+            let run = check.run;
+            Entry {
+                name: check.name,
+                description: check.description,
+                budget: timeout + (check.extra_time)(&config),
+                run: Box::new(move |deadline, transcript| {
+                    run(&server_checks::Ctx::new(config, deadline, transcript))
+                }),
+            }
+        })
+        .collect();
+    let summary = report::run("server", addr.to_string(), entries, style(&args.common));
+    Ok(exit_code(summary.failed))
+}
+
+fn run_client(args: ClientArgs) -> Result<ExitCode, String> {
+    let names: Vec<_> = client_checks::CHECKS
+        .iter()
+        .map(|c| (c.name, c.description))
+        .collect();
+    if args.common.list {
+        report::print_list(&names);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let selected = select(&names, &args.common.only)?;
+    if args.command.is_empty() {
+        return Err("give the client command after `--`".into());
+    }
+    let target = args
+        .command
+        .iter()
+        .map(|part| part.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let config = Arc::new(client_checks::ClientConfig {
+        command: args.command,
+    });
+    let timeout = args.common.timeout;
+    let entries = client_checks::CHECKS
+        .iter()
+        .filter(|c| selected.contains(&c.name))
+        .map(|check| {
+            let config = Arc::clone(&config);
+            let run = check.run;
+            Entry {
+                name: check.name,
+                description: check.description,
+                budget: timeout,
+                run: Box::new(move |deadline, transcript| {
+                    run(&client_checks::Ctx::new(config, deadline, transcript))
+                }),
+            }
+        })
+        .collect();
+    let summary = report::run("client", target, entries, style(&args.common));
+    Ok(exit_code(summary.failed))
+}
+
+fn style(common: &Common) -> Style {
+    Style {
+        json: common.json,
+        verbose: common.verbose,
+    }
+}
+
+fn exit_code(failed: usize) -> ExitCode {
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The names of the checks to run: all of them, or those `--only` names (each must exist).
+fn select(
+    checks: &[(&'static str, &'static str)],
+    only: &[String],
+) -> Result<Vec<&'static str>, String> {
+    if only.is_empty() {
+        return Ok(checks.iter().map(|(name, _)| *name).collect());
+    }
+    only.iter()
+        .map(|wanted| {
+            checks
+                .iter()
+                .find(|(name, _)| name == wanted)
+                .map(|(name, _)| *name)
+                .ok_or_else(|| format!("there is no check named {wanted:?} (--list shows them)"))
+        })
+        .collect()
+}
+
+/// The accounts of a users file (PROTOCOL.md §5) that im-check can log in with, in file
+/// order, and how many it cannot use because their password is stored hashed.
+fn read_accounts(path: &PathBuf) -> Result<(Vec<server_checks::Account>, usize), String> {
+    let bytes = std::fs::read(path).map_err(|error| format!("{}: {error}", path.display()))?;
+    // The crate's parser says what is wrong and where; it keeps no order, so read it again.
+    Users::parse(&bytes).map_err(|error| format!("{}: {error}", path.display()))?;
+    let mut accounts = Vec::new();
+    let mut hashed = 0;
+    for line in bytes.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() || line.starts_with(b"#") {
+            continue;
+        }
+        let Some(space) = line.iter().position(|&b| b == b' ') else {
+            continue;
+        };
+        let (user, password) = (&line[..space], &line[space + 1..]);
+        if !is_token(user) || !is_token(password) {
+            continue;
+        }
+        // A hash cannot be typed as a password: such a user is of no use to the checks.
+        if password.starts_with(HASHED_PASSWORD_PREFIX) {
+            hashed += 1;
+            continue;
+        }
+        accounts.push(server_checks::Account {
+            name: user.to_vec(),
+            password: password.to_vec(),
+        });
+    }
+    Ok((accounts, hashed))
+}
+
+/// A duration written as a whole number and a unit: `ms`, `s`, `m` or `h` (`300ms`, `5s`).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 300ms or 5s"))?;
+    let millis = match unit {
+        "ms" => Some(value),
+        "s" => value.checked_mul(1_000),
+        "m" => value.checked_mul(60_000),
+        "h" => value.checked_mul(3_600_000),
+        _ => {
+            return Err(format!(
+                "{text:?}: the unit must be ms, s, m or h (e.g. 300ms, 5s)"
+            ))
+        }
+    };
+    millis
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}

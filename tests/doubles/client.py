@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""A small client for the instant-messaging protocol of PROTOCOL.md §4.
+
+    python3 client.py [--bug NAME] <server-ip> <server-port>
+
+The example for `im-check client -- python3 client.py`. With `--bug NAME` it misbehaves on
+purpose, so that im-check's own tests can see the right checks fail:
+
+    ack-word   acknowledges deliveries with "302 Message receipt success"
+
+The main thread reads commands from standard input and the answers from La; one thread reads
+Lb, prints each message and acknowledges it. Standard library only.
+"""
+
+import argparse
+import os
+import queue
+import socket
+import sys
+import threading
+
+USER_PROMPT = b"Please input your user name:"
+PASSWORD_PROMPT = b"Please input your password:"
+AUTH_OK = b"101 Authentication successful"
+LB_OK = b"201 Build connection successful"
+BYE = b"310 Bye bye"
+
+output_lock = threading.Lock()
+exiting = threading.Event()
+
+
+def say(line):
+    """Prints one whole line; lines from both threads never interleave."""
+    with output_lock:
+        sys.stdout.buffer.write(line + b"\n")
+        sys.stdout.buffer.flush()
+
+
+def prompt(text):
+    with output_lock:
+        sys.stdout.buffer.write(text + b"\n")
+        sys.stdout.buffer.flush()
+    line = sys.stdin.buffer.readline()
+    return None if not line else line.rstrip(b"\r\n")
+
+
+def die(message):
+    """The server went away (or never came): one line on stderr, exit code 1, now."""
+    with output_lock:
+        sys.stdout.buffer.flush()
+        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.flush()
+    os._exit(1)
+
+
+def lines_of(sock):
+    held = b""
+    while True:
+        try:
+            data = sock.recv(4096)
+        except OSError:
+            data = b""
+        if not data:
+            return
+        held += data
+        while b"\n" in held:
+            line, held = held.split(b"\n", 1)
+            yield line[:-1] if line.endswith(b"\r") else line
+
+
+def read_la(la, answers):
+    """Hands La's lines to the main thread; the end of La ends the client unless leaving."""
+    for line in lines_of(la):
+        answers.put(line)
+    if not exiting.is_set():
+        die("the server closed the connection")
+    answers.put(None)
+
+
+def read_lb(lb, ack):
+    for line in lines_of(lb):
+        say(line)
+        try:
+            lb.sendall(ack)
+        except OSError:
+            break
+    if not exiting.is_set():
+        die("the server closed the message connection")
+
+
+def answer(answers, timeout=None):
+    try:
+        line = answers.get(timeout=timeout)
+    except queue.Empty:
+        line = None
+    if line is None:
+        die("the server closed the connection")
+    return line
+
+
+def send(la, data):
+    try:
+        la.sendall(data)
+    except OSError:
+        die("the server closed the connection")
+
+
+def leave(la, answers):
+    exiting.set()
+    send(la, b"/exit\n")
+    # Lb may close before 310 arrives on La; 310 still gets a second.
+    line = answer(answers, timeout=1)
+    say(line)
+    os._exit(0 if line == BYE else 1)
+
+
+def main():
+    parser = argparse.ArgumentParser(description="A small instant-messaging client (PROTOCOL.md §4).")
+    parser.add_argument("--bug", choices=["ack-word"])
+    parser.add_argument("server_ip")
+    parser.add_argument("server_port", type=int)
+    args = parser.parse_args()
+    ack = b"302 Message receipt success\n" if args.bug == "ack-word" else b"302 Message receipt successful\n"
+    try:
+        la = socket.create_connection((args.server_ip, args.server_port), timeout=5)
+        la.settimeout(None)
+    except OSError as error:
+        print(f"error: cannot connect to {args.server_ip}:{args.server_port}: {error}", file=sys.stderr)
+        sys.exit(1)
+    answers = queue.Queue()
+    threading.Thread(target=read_la, args=(la, answers), daemon=True).start()
+
+    while True:
+        user = prompt(USER_PROMPT)
+        password = None if user is None else prompt(PASSWORD_PROMPT)
+        if password is None:
+            leave(la, answers)
+        send(la, b"/login " + user + b" " + password + b"\n")
+        reply = answer(answers)
+        say(reply)
+        if reply == AUTH_OK:
+            break
+
+    listener = socket.socket()
+    listener.bind((la.getsockname()[0], 0))
+    listener.listen(1)
+    send(la, b"/port %d\n" % listener.getsockname()[1])
+    reply = answer(answers)
+    say(reply)
+    if reply != LB_OK:
+        os._exit(1)
+    lb, _ = listener.accept()
+    listener.close()
+    threading.Thread(target=read_lb, args=(lb, ack), daemon=True).start()
+
+    for raw in iter(sys.stdin.buffer.readline, b""):
+        command = raw.rstrip(b"\r\n")
+        if not command:
+            continue
+        if not sys.stdin.isatty():
+            say(command)  # a piped run reads as a transcript
+        if command == b"/exit":
+            leave(la, answers)
+        send(la, command + b"\n")
+        say(answer(answers))
+    leave(la, answers)
+
+
+if __name__ == "__main__":
+    main()
