@@ -1,22 +1,58 @@
-//! End-to-end tests of the `im-server` binary over 127.0.0.1, with raw TCP clients.
+//! End-to-end tests of the `im-server` binary over 127.0.0.1, with raw TCP clients, and of
+//! `im-client` against it. Every scenario runs once per runtime: `smol::<name>` and
+//! `threads::<name>`.
 
 #[path = "common/server.rs"]
 mod harness;
 
 use std::ffi::OsStr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use harness::{run_to_end, ServerProcess, TempFile, STEP, USERS};
+use harness::{run_to_end, ClientProcess, Runtime, ServerProcess, TempFile, STEP, USERS};
+
+/// Runs each named scenario `fn(Runtime)` as a test per runtime: `smol::name`, `threads::name`.
+macro_rules! in_each_runtime {
+    ($($scenario:ident),* $(,)?) => {
+        mod smol {
+            $(#[test] fn $scenario() { super::$scenario(super::Runtime::Smol) })*
+        }
+        mod threads {
+            $(#[test] fn $scenario() { super::$scenario(super::Runtime::Threads) })*
+        }
+    };
+}
 
 const OK: &str = "303 Message delivery successful\n";
 const FAILED: &str = "304 Message delivery failed\n";
 const RECEIPT: &[u8] = b"302 Message receipt successful\n";
 
+in_each_runtime!(
+    appendix_conversation,
+    login_fails_then_succeeds,
+    too_many_login_failures_close_the_connection,
+    a_user_already_online_cannot_log_in_again,
+    an_lb_port_nobody_listens_on_gets_202_and_the_end,
+    to_an_offline_or_unknown_user_fails,
+    a_receiver_whose_lb_closes_mid_delivery_fails_and_goes_offline,
+    no_ack_within_the_ack_timeout_fails,
+    login_timeout_closes_the_connection,
+    an_over_long_line_gets_one_401,
+    crlf_input_is_accepted,
+    pipelined_requests_are_answered_in_order,
+    thousands_of_requests_in_one_write_are_all_answered,
+    bye_arrives_even_when_the_client_sends_on_after_exit,
+    a_broadcast_reaches_300_sessions,
+    sigterm_ends_the_server,
+    a_client_over_max_connections_is_closed_at_once,
+    a_client_over_max_per_ip_is_closed_at_once,
+    im_client_logs_in_receives_lists_and_exits,
+);
+
 /// The conversation of the assignment's appendix, byte for byte, in the order of its clock.
-#[test]
-fn appendix_conversation() {
-    let server = ServerProcess::start(USERS, &[]);
+fn appendix_conversation(runtime: Runtime) {
+    let server = ServerProcess::start(runtime, USERS, &[]);
     let mut bob = server.ready("bob", "bob123");
     let mut michael = server.ready("michael", "michael123");
 
@@ -78,9 +114,8 @@ fn appendix_conversation() {
     assert_eq!(bob.request("/list"), "301 bob michael\n");
 }
 
-#[test]
-fn login_fails_then_succeeds() {
-    let server = ServerProcess::start(USERS, &[]);
+fn login_fails_then_succeeds(runtime: Runtime) {
+    let server = ServerProcess::start(runtime, USERS, &[]);
     let mut client = server.connect();
     assert_eq!(client.request("/list"), "401 Unrecognized message\n");
     assert_eq!(
@@ -98,9 +133,8 @@ fn login_fails_then_succeeds() {
     assert_eq!(client.request("/list"), "401 Unrecognized message\n");
 }
 
-#[test]
-fn too_many_login_failures_close_the_connection() {
-    let server = ServerProcess::start(USERS, &["--max-login-failures", "2"]);
+fn too_many_login_failures_close_the_connection(runtime: Runtime) {
+    let server = ServerProcess::start(runtime, USERS, &["--max-login-failures", "2"]);
     let mut client = server.connect();
     assert_eq!(
         client.request("/login jacky x"),
@@ -113,9 +147,8 @@ fn too_many_login_failures_close_the_connection() {
     client.expect_la_closed();
 }
 
-#[test]
-fn a_user_already_online_cannot_log_in_again() {
-    let server = ServerProcess::start(USERS, &[]);
+fn a_user_already_online_cannot_log_in_again(runtime: Runtime) {
+    let server = ServerProcess::start(runtime, USERS, &[]);
     let mut first = server.ready("bob", "bob123");
     let mut second = server.connect();
     assert_eq!(
@@ -130,9 +163,8 @@ fn a_user_already_online_cannot_log_in_again() {
     );
 }
 
-#[test]
-fn an_lb_port_nobody_listens_on_gets_202_and_the_end() {
-    let server = ServerProcess::start(USERS, &[]);
+fn an_lb_port_nobody_listens_on_gets_202_and_the_end(runtime: Runtime) {
+    let server = ServerProcess::start(runtime, USERS, &[]);
     let mut client = server.connect();
     assert_eq!(
         client.request("/login jacky 12345"),
@@ -151,18 +183,16 @@ fn an_lb_port_nobody_listens_on_gets_202_and_the_end() {
     server.ready("jacky", "12345");
 }
 
-#[test]
-fn to_an_offline_or_unknown_user_fails() {
-    let server = ServerProcess::start(USERS, &[]);
+fn to_an_offline_or_unknown_user_fails(runtime: Runtime) {
+    let server = ServerProcess::start(runtime, USERS, &[]);
     let mut jacky = server.ready("jacky", "12345");
     assert_eq!(jacky.request("/to michael are you there?"), FAILED);
     assert_eq!(jacky.request("/to nobody hello"), FAILED);
     assert_eq!(jacky.request("/toall nobody else"), OK);
 }
 
-#[test]
-fn a_receiver_whose_lb_closes_mid_delivery_fails_and_goes_offline() {
-    let server = ServerProcess::start(USERS, &[]);
+fn a_receiver_whose_lb_closes_mid_delivery_fails_and_goes_offline(runtime: Runtime) {
+    let server = ServerProcess::start(runtime, USERS, &[]);
     let mut jacky = server.ready("jacky", "12345");
     let mut bob = server.ready("bob", "bob123");
     jacky.send(b"/to bob hi\n");
@@ -173,9 +203,8 @@ fn a_receiver_whose_lb_closes_mid_delivery_fails_and_goes_offline() {
     bob.expect_la_closed();
 }
 
-#[test]
-fn no_ack_within_the_ack_timeout_fails() {
-    let server = ServerProcess::start(USERS, &["--ack-timeout", "300ms"]);
+fn no_ack_within_the_ack_timeout_fails(runtime: Runtime) {
+    let server = ServerProcess::start(runtime, USERS, &["--ack-timeout", "300ms"]);
     let mut jacky = server.ready("jacky", "12345");
     let mut bob = server.ready("bob", "bob123");
     let sent = Instant::now();
@@ -191,16 +220,14 @@ fn no_ack_within_the_ack_timeout_fails() {
     assert_eq!(jacky.request("/list"), "301 jacky\n");
 }
 
-#[test]
-fn login_timeout_closes_the_connection() {
-    let server = ServerProcess::start(USERS, &["--login-timeout", "200ms"]);
+fn login_timeout_closes_the_connection(runtime: Runtime) {
+    let server = ServerProcess::start(runtime, USERS, &["--login-timeout", "200ms"]);
     let mut client = server.connect();
     client.expect_la_closed();
 }
 
-#[test]
-fn an_over_long_line_gets_one_401() {
-    let server = ServerProcess::start(USERS, &[]);
+fn an_over_long_line_gets_one_401(runtime: Runtime) {
+    let server = ServerProcess::start(runtime, USERS, &[]);
     let mut jacky = server.ready("jacky", "12345");
     let mut input = vec![b'a'; 1 << 20];
     input.extend_from_slice(b"\n/list\n");
@@ -210,9 +237,8 @@ fn an_over_long_line_gets_one_401() {
     assert_eq!(jacky.request("/list"), "301 jacky\n");
 }
 
-#[test]
-fn crlf_input_is_accepted() {
-    let server = ServerProcess::start(USERS, &[]);
+fn crlf_input_is_accepted(runtime: Runtime) {
+    let server = ServerProcess::start(runtime, USERS, &[]);
     let mut bob = server.ready("bob", "bob123");
     let mut jacky = server.connect();
     jacky.send(b"/login jacky 12345\r\n");
@@ -229,9 +255,8 @@ fn crlf_input_is_accepted() {
     jacky.expect_la_closed();
 }
 
-#[test]
-fn pipelined_requests_are_answered_in_order() {
-    let server = ServerProcess::start(USERS, &[]);
+fn pipelined_requests_are_answered_in_order(runtime: Runtime) {
+    let server = ServerProcess::start(runtime, USERS, &[]);
     let mut jacky = server.ready("jacky", "12345");
     jacky.send(b"/list\n/to nobody x\nbogus\n/list\n");
     assert_eq!(jacky.recv(), "301 jacky\n");
@@ -240,10 +265,9 @@ fn pipelined_requests_are_answered_in_order() {
     assert_eq!(jacky.recv(), "301 jacky\n");
 }
 
-#[test]
-fn thousands_of_requests_in_one_write_are_all_answered() {
+fn thousands_of_requests_in_one_write_are_all_answered(runtime: Runtime) {
     const REQUESTS: usize = 5_000;
-    let server = ServerProcess::start(USERS, &[]);
+    let server = ServerProcess::start(runtime, USERS, &[]);
     let mut jacky = server.ready("jacky", "12345");
     jacky.send(&b"/list\n".repeat(REQUESTS));
     for _ in 0..REQUESTS {
@@ -253,9 +277,8 @@ fn thousands_of_requests_in_one_write_are_all_answered() {
 }
 
 /// Input the server never reads must not reset the connection before `310` is delivered.
-#[test]
-fn bye_arrives_even_when_the_client_sends_on_after_exit() {
-    let server = ServerProcess::start(USERS, &[]);
+fn bye_arrives_even_when_the_client_sends_on_after_exit(runtime: Runtime) {
+    let server = ServerProcess::start(runtime, USERS, &[]);
     let mut client = server.connect();
     let mut input = b"/exit\n".to_vec();
     input.extend(b"/list\n".repeat(40_000));
@@ -264,12 +287,11 @@ fn bye_arrives_even_when_the_client_sends_on_after_exit() {
     client.expect_la_closed();
 }
 
-#[test]
-fn a_broadcast_reaches_300_sessions() {
+fn a_broadcast_reaches_300_sessions(runtime: Runtime) {
     const SESSIONS: usize = 300;
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let users: String = (0..SESSIONS).map(|i| format!("user{i} pw{i}\n")).collect();
-    let server = ServerProcess::start(&users, &[]);
+    let server = ServerProcess::start(runtime, &users, &[]);
     let mut clients: Vec<_> = (0..SESSIONS)
         .map(|i| server.ready(&format!("user{i}"), &format!("pw{i}")))
         .collect();
@@ -282,6 +304,109 @@ fn a_broadcast_reaches_300_sessions() {
     assert_eq!(sender[0].recv(), OK);
     let list = sender[0].request("/list");
     assert_eq!(list.split(' ').count(), 1 + SESSIONS);
+}
+
+/// Over `--max-connections` a new client is closed before it is served; the others are served
+/// on, and a client that leaves makes room for the next.
+fn a_client_over_max_connections_is_closed_at_once(runtime: Runtime) {
+    let server = ServerProcess::start(runtime, USERS, &["--max-connections", "2"]);
+    let mut jacky = server.ready("jacky", "12345");
+    let mut bob = server.connect();
+    // Answered, so bob's connection is counted before the next one comes.
+    assert_eq!(
+        bob.request("/login bob bob123"),
+        "101 Authentication successful\n"
+    );
+    let started = Instant::now();
+    let mut refused = server.connect();
+    refused.expect_la_closed();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(jacky.request("/list"), "301 jacky bob\n");
+
+    assert_eq!(bob.request("/exit"), "310 Bye bye\n");
+    bob.expect_la_closed();
+    let mut michael = server.connect();
+    assert_eq!(
+        michael.request("/login michael michael123"),
+        "101 Authentication successful\n"
+    );
+    server.expect_log("--max-connections");
+}
+
+/// Over `--max-per-ip` a new client from that address is closed before it is served; clients
+/// from other addresses (here ::1 beside 127.0.0.1, when the host has IPv6) still get in.
+fn a_client_over_max_per_ip_is_closed_at_once(runtime: Runtime) {
+    let ipv6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    let bind = if ipv6 { "::" } else { "127.0.0.1" };
+    let options = [
+        "--bind",
+        bind,
+        "--max-per-ip",
+        "2",
+        "--max-connections",
+        "10",
+    ];
+    let server = ServerProcess::start(runtime, USERS, &options);
+    let ipv4 = SocketAddr::from(([127, 0, 0, 1], server.addr.port()));
+    let mut jacky = harness::Client::connect(ipv4);
+    assert_eq!(
+        jacky.request("/login jacky 12345"),
+        "101 Authentication successful\n"
+    );
+    let mut bob = harness::Client::connect(ipv4);
+    assert_eq!(
+        bob.request("/login bob bob123"),
+        "101 Authentication successful\n"
+    );
+    let mut refused = harness::Client::connect(ipv4);
+    refused.expect_la_closed();
+    server.expect_log("--max-per-ip");
+    assert_eq!(
+        jacky.request("/login jacky 12345"),
+        "401 Unrecognized message\n"
+    );
+    if ipv6 {
+        let mut michael =
+            harness::Client::connect(SocketAddr::from((Ipv6Addr::LOCALHOST, server.addr.port())));
+        assert_eq!(
+            michael.request("/login michael michael123"),
+            "101 Authentication successful\n"
+        );
+    }
+    assert_eq!(bob.request("/exit"), "310 Bye bye\n");
+    bob.expect_la_closed();
+    let mut carol = harness::Client::connect(ipv4);
+    assert_eq!(
+        carol.request("/login carol carol123"),
+        "101 Authentication successful\n"
+    );
+}
+
+/// The real client, in the same runtime as the server, driven through standard input: it logs
+/// in, receives and acknowledges a message on Lb, lists, and leaves with exit code 0.
+fn im_client_logs_in_receives_lists_and_exits(runtime: Runtime) {
+    let server = ServerProcess::start(runtime, USERS, &[]);
+    let mut bob = server.ready("bob", "bob123");
+    let mut jacky = ClientProcess::start(runtime, server.addr);
+    jacky.expect_lines(&["Please input your user name:"]);
+    jacky.type_lines(&["jacky", "12345"]);
+    jacky.expect_lines(&[
+        "Please input your password:",
+        "101 Authentication successful",
+        "201 Build connection successful",
+    ]);
+    // Answered only once jacky's client has acknowledged on Lb.
+    assert_eq!(bob.request("/to jacky Hello, Jacky!"), OK);
+    jacky.expect_lines(&["/from bob Hello, Jacky!"]);
+    jacky.type_lines(&["/list", "/exit"]);
+    jacky.close_stdin();
+    jacky.expect_lines(&["/list", "301 jacky bob", "/exit", "310 Bye bye"]);
+    assert_eq!(jacky.wait_exit(), Some(0), "{:?}", jacky.transcript);
+    assert_eq!(bob.request("/list"), "301 bob\n");
 }
 
 #[test]
@@ -299,6 +424,9 @@ fn help_exits_0_and_names_every_option() {
         "--max-login-failures",
         "--max-line",
         "--max-queue",
+        "--runtime",
+        "--max-connections",
+        "--max-per-ip",
         "--log",
     ] {
         assert!(help.contains(option), "{option} missing from\n{help}");
@@ -359,9 +487,8 @@ fn bad_arguments_exit_2_with_one_line() {
     }
 }
 
-#[test]
-fn sigterm_ends_the_server() {
-    let mut server = ServerProcess::start(USERS, &[]);
+fn sigterm_ends_the_server(runtime: Runtime) {
+    let mut server = ServerProcess::start(runtime, USERS, &[]);
     let _jacky = server.ready("jacky", "12345");
     let status = Command::new("kill")
         .args(["-TERM", &server.pid().to_string()])

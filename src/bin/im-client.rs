@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use clap::Parser;
+use simple_im::runtime::Runtime;
 
 /// Chat with the users of an instant-messaging server (PROTOCOL.md §4).
 ///
@@ -17,12 +18,20 @@ struct Args {
     /// TCP port the server listens on (1-65535)
     #[arg(value_parser = clap::value_parser!(u16).range(1..))]
     server_port: u16,
+    /// The runtime that carries bytes between the sockets, the terminal and the client core:
+    /// `smol` (async tasks) or `threads` (blocking std threads). Both behave the same.
+    #[arg(long, value_enum, value_name = "RUNTIME", default_value_t = Runtime::Smol)]
+    runtime: Runtime,
 }
 
 fn main() {
     let args = Args::parse();
     // Logs go to stderr, so standard output stays the conversation.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let code = simple_im::runtime::client::run(SocketAddr::new(args.server_ip, args.server_port));
+    let server = SocketAddr::new(args.server_ip, args.server_port);
+    let code = match args.runtime {
+        Runtime::Smol => simple_im::runtime::client::run(server),
+        Runtime::Threads => simple_im::runtime::threads::client::run(server),
+    };
     std::process::exit(code);
 }

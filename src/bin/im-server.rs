@@ -1,7 +1,8 @@
 //! `im-server <port> <users-file>`: the instant-messaging server (PROTOCOL.md §6).
 //!
 //! It parses the command line, loads the users file, listens, and hands everything else to
-//! [`simple_im::runtime::server::serve`].
+//! the runtime picked with `--runtime`: [`simple_im::runtime::server::serve`] (smol) or
+//! [`simple_im::runtime::threads::server::serve`] (std threads).
 
 use std::fmt;
 use std::io::{self, Write};
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
 use clap::Parser;
-use simple_im::runtime::server::{serve, RuntimeConfig};
+use simple_im::runtime::{Runtime, RuntimeConfig, Signals, DEFAULT_MAX_PER_IP};
 use simple_im::server::ServerConfig;
 use simple_im::users::Users;
 
@@ -70,6 +71,31 @@ struct Args {
         value_parser = RangedU64ValueParser::<usize>::new().range(1..),
     )]
     max_queue: usize,
+
+    /// The runtime that carries bytes between sockets and the server core: `smol` (async tasks
+    /// on one thread) or `threads` (blocking sockets, a thread per socket, each thread with a
+    /// 64 KiB stack). Both behave the same on the wire.
+    #[arg(long, value_enum, value_name = "RUNTIME", default_value_t = Runtime::Smol)]
+    runtime: Runtime,
+
+    /// Clients connected at once; one more is closed as soon as it connects. Default: 20000
+    /// with smol, 2000 with threads (each client costs three threads there, and that runtime
+    /// lowers any cap to what the system's vm.max_map_count allows).
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..),
+    )]
+    max_connections: Option<usize>,
+
+    /// Clients connected at once from one IP address; one more is closed as soon as it connects.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = DEFAULT_MAX_PER_IP,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..),
+    )]
+    max_per_ip: usize,
 
     /// The log level on standard error (error, warn, info, debug, trace, off); `RUST_LOG`, if
     /// set, overrides it.
@@ -175,12 +201,7 @@ fn main() -> ExitCode {
     };
 
     // Before the `listening on` line, so that a signal sent as soon as it is seen is handled.
-    let (stop, stopped) = async_channel::bounded::<()>(1);
-    if let Err(error) = ctrlc::set_handler(move || {
-        let _ = stop.try_send(());
-    }) {
-        log::warn!("cannot handle SIGINT/SIGTERM: {error}");
-    }
+    let signals = Signals::install();
     let mut stdout = std::io::stdout().lock();
     if let Err(error) = writeln!(stdout, "listening on {local}").and_then(|()| stdout.flush()) {
         log::warn!("cannot write to standard output: {error}");
@@ -188,27 +209,51 @@ fn main() -> ExitCode {
     drop(stdout);
     log::info!("listening on {local}");
 
-    let shutdown = async move {
-        if stopped.recv().await.is_err() {
-            // No signal handler: run until killed.
-            std::future::pending::<()>().await;
-        }
-        log::info!("shutting down");
+    let runtime = RuntimeConfig {
+        max_connections: args
+            .max_connections
+            .unwrap_or_else(|| args.runtime.default_max_connections()),
+        max_per_ip: args.max_per_ip,
+        ..RuntimeConfig::for_runtime(args.runtime)
     };
-    smol::block_on(serve(
-        listener,
-        users,
-        config,
-        RuntimeConfig::default(),
-        shutdown,
-    ));
+    log::info!(
+        "runtime {}, at most {} clients, {} per IP address",
+        args.runtime,
+        runtime.max_connections,
+        runtime.max_per_ip
+    );
+    match args.runtime {
+        Runtime::Smol => {
+            let listener = match async_net::TcpListener::try_from(listener) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    eprintln!("im-server: cannot listen on {local}: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let shutdown = async move {
+                signals.recv().await;
+                log::info!("shutting down");
+            };
+            let serve =
+                simple_im::runtime::server::serve(listener, users, config, runtime, shutdown);
+            smol::block_on(serve);
+        }
+        Runtime::Threads => {
+            let shutdown = move || {
+                signals.wait();
+                log::info!("shutting down");
+            };
+            simple_im::runtime::threads::server::serve(listener, users, config, runtime, shutdown);
+        }
+    }
     ExitCode::SUCCESS
 }
 
 /// Binds `address`; returns the address really bound (the port, if 0 was asked) and the listener.
-fn listen(address: SocketAddr) -> io::Result<(SocketAddr, async_net::TcpListener)> {
+fn listen(address: SocketAddr) -> io::Result<(SocketAddr, std::net::TcpListener)> {
     let listener = std::net::TcpListener::bind(address)?;
-    Ok((listener.local_addr()?, listener.try_into()?))
+    Ok((listener.local_addr()?, listener))
 }
 
 /// A clap error message on one line: its first paragraph, without the `error: ` prefix.

@@ -6,9 +6,8 @@
 //! and needs no locks. Standard input is read on a std thread, one line per `ReadLine`, because
 //! blocking reads (and `rpassword`'s terminal handling) do not fit an async task.
 
-use std::io::{BufRead, ErrorKind, IsTerminal, Write};
+use std::io::{ErrorKind, IsTerminal};
 use std::net::SocketAddr;
-use std::sync::mpsc;
 use std::time::Instant;
 
 use async_channel::{Receiver, Sender};
@@ -16,18 +15,15 @@ use async_net::{TcpListener, TcpStream};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use smol::{Task, Timer};
 
+use super::{
+    print_error, print_line, spawn_stdin_reader, Signals, UserInput, CLIENT_EVENT_QUEUE,
+    CLIENT_READ_CHUNK,
+};
 use crate::client::{ClientConfig, ClientInput, ClientOutput, ClientSession};
-
-/// Room for a few events, so a flooding server waits on its socket instead of growing memory.
-const EVENT_QUEUE: usize = 64;
-/// How much one socket read may take at once.
-const READ_CHUNK: usize = 8192;
 
 /// Something that happened around the session, sent to its loop.
 enum Event {
-    Line(Vec<u8>),
-    StdinClosed,
-    Interrupted,
+    User(UserInput),
     LaData(Vec<u8>),
     LaClosed,
     LbAccepted(TcpStream),
@@ -55,7 +51,7 @@ async fn run_async(server: SocketAddr) -> i32 {
             return 1;
         }
     };
-    let (events_tx, events) = async_channel::bounded(EVENT_QUEUE);
+    let (events_tx, events) = async_channel::bounded(CLIENT_EVENT_QUEUE);
     // Dropping a task cancels it, so returning from here stops every reader.
     let mut tasks: Vec<Task<()>> = vec![smol::spawn(forward_reads(
         la.clone(),
@@ -64,13 +60,30 @@ async fn run_async(server: SocketAddr) -> i32 {
         Event::LaClosed,
     ))];
     let interactive = std::io::stdin().is_terminal();
-    let stdin_requests = spawn_stdin_reader(events_tx.clone(), interactive);
+    let stdin_events = events_tx.clone();
+    let deliver = move |input| stdin_events.send_blocking(Event::User(input)).is_ok();
+    let stdin_requests = match spawn_stdin_reader(deliver, interactive) {
+        Ok(requests) => Some(requests),
+        Err(err) => {
+            log::error!("cannot start the standard input reader: {err}");
+            let _ = events_tx.try_send(Event::User(UserInput::EndOfInput));
+            None
+        }
+    };
+    let signals = Signals::install();
     let interrupts = events_tx.clone();
-    if let Err(err) = ctrlc::set_handler(move || {
-        let _ = interrupts.send_blocking(Event::Interrupted);
-    }) {
-        log::warn!("Ctrl-C will not end the session cleanly: {err}");
-    }
+    tasks.push(smol::spawn(async move {
+        loop {
+            signals.recv().await;
+            if interrupts
+                .send(Event::User(UserInput::Interrupted))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }));
 
     let config = ClientConfig {
         interactive,
@@ -87,7 +100,9 @@ async fn run_async(server: SocketAddr) -> i32 {
                 ClientOutput::ReadLine { secret } => {
                     // The reader thread only stops after reporting end of input, after which
                     // the session asks for no more lines.
-                    let _ = stdin_requests.send(secret);
+                    if let Some(requests) = &stdin_requests {
+                        let _ = requests.send(secret);
+                    }
                 }
                 ClientOutput::SendLa(bytes) => {
                     if let Err(err) = la_writer.write_all(&bytes).await {
@@ -131,9 +146,7 @@ async fn run_async(server: SocketAddr) -> i32 {
         };
         let now = Instant::now();
         match event {
-            Event::Line(line) => session.handle_input(now, ClientInput::Line(&line)),
-            Event::StdinClosed => session.handle_input(now, ClientInput::StdinClosed),
-            Event::Interrupted => session.handle_input(now, ClientInput::Interrupted),
+            Event::User(input) => session.handle_input(now, input.as_client_input()),
             Event::LaData(bytes) => session.handle_input(now, ClientInput::LaData(&bytes)),
             Event::LaClosed => session.handle_input(now, ClientInput::LaClosed),
             Event::LbAccepted(stream) => {
@@ -204,7 +217,7 @@ async fn forward_reads(
     data: fn(Vec<u8>) -> Event,
     closed: Event,
 ) {
-    let mut buffer = vec![0; READ_CHUNK];
+    let mut buffer = vec![0; CLIENT_READ_CHUNK];
     loop {
         match stream.read(&mut buffer).await {
             Ok(0) => break,
@@ -221,76 +234,4 @@ async fn forward_reads(
         }
     }
     let _ = events.send(closed).await;
-}
-
-/// Starts the thread that reads one line of standard input per request sent to the returned
-/// channel (`true`: a password, read without echo when standard input is a terminal).
-fn spawn_stdin_reader(events: Sender<Event>, interactive: bool) -> mpsc::Sender<bool> {
-    let (requests, wanted) = mpsc::channel::<bool>();
-    let reader_events = events.clone();
-    let spawned = std::thread::Builder::new()
-        .name("stdin".to_owned())
-        .spawn(move || {
-            for secret in wanted {
-                let event = read_stdin_line(secret && interactive);
-                let last = matches!(event, Event::StdinClosed | Event::Interrupted);
-                if reader_events.send_blocking(event).is_err() || last {
-                    return;
-                }
-            }
-        });
-    if let Err(err) = spawned {
-        log::error!("cannot start the standard input reader: {err}");
-        let _ = events.try_send(Event::StdinClosed);
-    }
-    requests
-}
-
-/// Reads one line of standard input as bytes, without its `\n`.
-fn read_stdin_line(secret: bool) -> Event {
-    if secret {
-        return match rpassword::read_password() {
-            Ok(password) => Event::Line(password.into_bytes()),
-            // `rpassword` turns the terminal's Ctrl-C into a byte, then re-raises SIGINT.
-            Err(err) if err.kind() == ErrorKind::Interrupted => Event::Interrupted,
-            Err(err) => {
-                if err.kind() != ErrorKind::UnexpectedEof {
-                    log::warn!("reading the password failed: {err}");
-                }
-                Event::StdinClosed
-            }
-        };
-    }
-    let mut line = Vec::new();
-    loop {
-        match std::io::stdin().lock().read_until(b'\n', &mut line) {
-            Ok(0) if line.is_empty() => return Event::StdinClosed,
-            Ok(_) => {
-                if line.last() == Some(&b'\n') {
-                    line.pop();
-                }
-                return Event::Line(line);
-            }
-            Err(err) if err.kind() == ErrorKind::Interrupted => {}
-            Err(err) => {
-                log::warn!("reading standard input failed: {err}");
-                return Event::StdinClosed;
-            }
-        }
-    }
-}
-
-/// Writes `line` and `\n` to standard output in one call, so lines never interleave.
-fn print_line(mut line: Vec<u8>) {
-    line.push(b'\n');
-    let mut stdout = std::io::stdout().lock();
-    if let Err(err) = stdout.write_all(&line).and_then(|()| stdout.flush()) {
-        log::debug!("writing to standard output failed: {err}");
-    }
-}
-
-/// Writes `message` and `\n` to standard error in one call.
-fn print_error(message: &str) {
-    let mut stderr = std::io::stderr().lock();
-    let _ = stderr.write_all(format!("{message}\n").as_bytes());
 }

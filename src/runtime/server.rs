@@ -2,7 +2,7 @@
 //! decides nothing about the protocol.
 //!
 //! One event-loop task owns the [`Server`]. An accept task and one reader task per socket send
-//! [`Event`]s to it over one bounded channel; one writer task per socket takes the bytes to write
+//! `Event`s to it over one bounded channel; one writer task per socket takes the bytes to write
 //! from a queue of its own. The loop never waits on a peer: it hands work over with `try_send`
 //! only, and a socket whose unwritten bytes pass [`RuntimeConfig::max_unwritten`] is taken for
 //! closed, so one slow client cannot hold up the others or grow the server's memory.
@@ -12,11 +12,13 @@
 //! does not read its answers is held back by TCP as well. Lb is read continuously. [`Output::Close`] lets both writers flush what is queued,
 //! then each socket is shut down after the peer closes its end (or [`RuntimeConfig::close_linger`]
 //! has passed), so the last answer (`310`, `202`, `102`) reaches the client before it sees the end.
+//!
+//! A client accepted over [`RuntimeConfig::max_connections`] or [`RuntimeConfig::max_per_ip`]
+//! (counted by [`ConnectionLimits`]) is closed at once, before the core hears of it.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::future::Future;
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,37 +29,12 @@ use bytes::Bytes;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use smol::{Executor, Timer};
 
+use super::{ConnectionLimits, Side};
 use crate::server::{ConnId, Input, Output, Server, ServerConfig};
 use crate::users::Users;
 
-/// How the adapter uses its sockets; the protocol's own limits are in [`ServerConfig`].
-#[derive(Clone, Debug)]
-pub struct RuntimeConfig {
-    /// The longest one write to a peer may take; a peer that takes longer is disconnected.
-    pub write_timeout: Duration,
-    /// The most bytes one read takes (La is read once per grant, so this bounds each step).
-    pub read_chunk: usize,
-    /// Bytes that may wait to be written to one socket; a peer that lets more pile up is
-    /// disconnected. It should hold the answers to one read's worth of requests.
-    pub max_unwritten: usize,
-    /// Once a closed connection's last bytes are written, how long to wait for the peer to
-    /// close its end before the server closes its own regardless.
-    pub close_linger: Duration,
-    /// Socket events that may wait for the event loop; readers wait while it is full.
-    pub event_queue: usize,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        RuntimeConfig {
-            write_timeout: Duration::from_secs(10),
-            read_chunk: 8 * 1024,
-            max_unwritten: 1024 * 1024,
-            close_linger: Duration::from_secs(2),
-            event_queue: 1024,
-        }
-    }
-}
+// Kept here too: it was first defined in this module.
+pub use super::RuntimeConfig;
 
 /// Serves clients accepted on `listener` until `shutdown` completes.
 ///
@@ -80,38 +57,13 @@ pub async fn serve(
         conns: HashMap::new(),
         executor: &executor,
         events,
+        limits: ConnectionLimits::from_config(&runtime),
         runtime,
         closed: Vec::new(),
     };
     executor
         .run(future::or(event_loop.run(inbox), shutdown))
         .await;
-}
-
-/// One of a client's two connections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    La,
-    Lb,
-}
-
-impl Side {
-    /// The input that tells the core this socket is gone.
-    fn closed(self, conn: ConnId) -> Input<'static> {
-        match self {
-            Side::La => Input::LaClosed(conn),
-            Side::Lb => Input::LbClosed(conn),
-        }
-    }
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Side::La => "La",
-            Side::Lb => "Lb",
-        })
-    }
 }
 
 /// What the tasks tell the event loop.
@@ -129,6 +81,8 @@ enum Event {
 /// The loop's handles on one open connection. Dropping them is how [`Output::Close`] is done:
 /// the writers flush what is queued and the readers stop.
 struct Conn {
+    /// The client's address, counted in [`ConnectionLimits`] until the connection closes.
+    peer_ip: IpAddr,
     /// La's writer.
     la: Outbox,
     /// Grants La's reader one read each.
@@ -147,6 +101,7 @@ struct EventLoop<'ex> {
     conns: HashMap<ConnId, Conn>,
     executor: &'ex Executor<'static>,
     events: Sender<Event>,
+    limits: ConnectionLimits,
     runtime: RuntimeConfig,
     /// Sockets found closed while carrying out outputs, to be fed to the server next.
     closed: Vec<(ConnId, Side)>,
@@ -222,7 +177,8 @@ impl EventLoop<'_> {
             Output::SendLb(conn, bytes) => self.send(conn, Side::Lb, bytes),
             Output::ConnectLb(conn, addr) => self.connect_lb(conn, addr),
             Output::Close(conn) => {
-                if self.conns.remove(&conn).is_some() {
+                if let Some(entry) = self.conns.remove(&conn) {
+                    self.limits.release(entry.peer_ip);
                     log::debug!("{conn} closing");
                 }
             }
@@ -257,6 +213,11 @@ impl EventLoop<'_> {
     }
 
     fn accept(&mut self, now: Instant, stream: TcpStream, peer: SocketAddr) {
+        if let Err(refusal) = self.limits.admit(peer.ip()) {
+            // Dropping the stream closes it: the client sees the end at once.
+            log::warn!("refusing a connection from {peer}: {refusal}");
+            return;
+        }
         if let Err(error) = stream.set_nodelay(true) {
             log::debug!("cannot set TCP_NODELAY for {peer}: {error}");
         }
@@ -268,6 +229,7 @@ impl EventLoop<'_> {
         self.conns.insert(
             conn,
             Conn {
+                peer_ip: peer.ip(),
                 la,
                 grants,
                 lb: None,

@@ -1,12 +1,13 @@
-//! A harness for end-to-end tests of `im-server`: the real binary on 127.0.0.1, and raw
-//! blocking TCP clients that speak the protocol byte for byte.
+//! A harness for end-to-end tests of `im-server`: the real binary on 127.0.0.1 in either
+//! runtime, raw blocking TCP clients that speak the protocol byte for byte, and the real
+//! `im-client` driven through its standard input.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
@@ -23,8 +24,13 @@ pub const USERS: &str = "# test accounts\n\
     alice alice123\n\
     carol carol123\n";
 
+pub use simple_im::runtime::Runtime;
+
 /// The path of the binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_im-server");
+
+/// The path of the client binary.
+pub const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_im-client");
 
 /// A file path in the temp dir that no other test (or test run) uses.
 pub fn temp_path(tag: &str) -> PathBuf {
@@ -85,13 +91,20 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts the server on a free port of 127.0.0.1 with these accounts and options.
-    pub fn start(users: &str, options: &[&str]) -> Self {
+    /// Starts the server in `runtime` on a free port of 127.0.0.1 (unless `options` name
+    /// another `--bind`) with these accounts and options.
+    pub fn start(runtime: Runtime, users: &str, options: &[&str]) -> Self {
         let users = TempFile::new("users.txt", users.as_bytes());
+        let bind: &[&str] = if options.contains(&"--bind") {
+            &[]
+        } else {
+            &["--bind", "127.0.0.1"]
+        };
         let mut child = Command::new(BIN)
             .arg("0")
             .arg(users.path())
-            .args(["--bind", "127.0.0.1", "--log", "debug"])
+            .args(bind)
+            .args(["--log", "debug", "--runtime", runtime.name()])
             .args(options)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -129,6 +142,12 @@ impl ServerProcess {
             .unwrap_or_else(|| panic!("first line {line:?}"));
         server.addr = addr.parse().unwrap();
         assert_ne!(server.addr.port(), 0);
+        // Listening on every address: clients reach it on loopback.
+        match server.addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => server.addr.set_ip(Ipv4Addr::LOCALHOST.into()),
+            IpAddr::V6(ip) if ip.is_unspecified() => server.addr.set_ip(Ipv6Addr::LOCALHOST.into()),
+            _ => {}
+        }
         server
     }
 
@@ -140,6 +159,16 @@ impl ServerProcess {
     /// What the server wrote on standard error so far.
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Waits (at most [`STEP`]) for standard error to contain `needle`: it is read on a thread
+    /// of its own, so a line just logged may not be there yet.
+    pub fn expect_log(&self, needle: &str) {
+        let deadline = Instant::now() + STEP;
+        while !self.stderr().contains(needle) {
+            assert!(Instant::now() < deadline, "no {needle:?} in the log");
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Waits for the process to exit, for at most `timeout`.
@@ -180,6 +209,99 @@ impl Drop for ServerProcess {
         if thread::panicking() {
             eprintln!("--- im-server stderr ---\n{}", self.stderr());
         }
+    }
+}
+
+/// A running `im-client`, killed on drop: its standard input is written line by line and its
+/// standard output read line by line, each read bounded by [`STEP`].
+pub struct ClientProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    /// Every line read so far, for failure messages.
+    pub transcript: Vec<String>,
+}
+
+impl ClientProcess {
+    /// Starts `im-client --runtime <runtime>` against `server`.
+    pub fn start(runtime: Runtime, server: SocketAddr) -> Self {
+        let mut child = Command::new(CLIENT_BIN)
+            .arg(server.ip().to_string())
+            .arg(server.port().to_string())
+            .args(["--runtime", runtime.name()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (line, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for text in BufReader::new(stdout).lines() {
+                let Ok(text) = text else { return };
+                if line.send(text).is_err() {
+                    return;
+                }
+            }
+        });
+        ClientProcess {
+            child,
+            stdin,
+            lines,
+            transcript: Vec::new(),
+        }
+    }
+
+    /// Types `lines`, each followed by `\n`.
+    pub fn type_lines(&mut self, lines: &[&str]) {
+        let stdin = self.stdin.as_mut().expect("standard input closed");
+        for line in lines {
+            stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        }
+        stdin.flush().unwrap();
+    }
+
+    /// Closes standard input (Ctrl-D).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Reads the next line of standard output, without `\n`.
+    pub fn next_line(&mut self) -> String {
+        match self.lines.recv_timeout(STEP) {
+            Ok(line) => {
+                self.transcript.push(line.clone());
+                line
+            }
+            Err(error) => panic!("no line ({error}) after {:?}", self.transcript),
+        }
+    }
+
+    /// Asserts that the next lines of standard output are `expected`.
+    pub fn expect_lines(&mut self, expected: &[&str]) {
+        for line in expected {
+            assert_eq!(self.next_line(), *line, "after {:?}", self.transcript);
+        }
+    }
+
+    /// Waits for the process to exit and returns its code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + STEP;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "im-client did not exit");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for ClientProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
