@@ -48,6 +48,7 @@ in_each_runtime!(
     a_client_over_max_connections_is_closed_at_once,
     a_client_over_max_per_ip_is_closed_at_once,
     im_client_logs_in_receives_lists_and_exits,
+    a_hashed_password_logs_in_and_never_reaches_the_log,
 );
 
 /// The conversation of the assignment's appendix, byte for byte, in the order of its clock.
@@ -131,6 +132,46 @@ fn login_fails_then_succeeds(runtime: Runtime) {
         "101 Authentication successful\n"
     );
     assert_eq!(client.request("/list"), "401 Unrecognized message\n");
+}
+
+/// `--hash-password` makes an argon2id hash that the users file can hold instead of the
+/// password; logging in with the password works, and neither shows up in the logs.
+fn a_hashed_password_logs_in_and_never_reaches_the_log(runtime: Runtime) {
+    use std::io::Write;
+    let mut hasher = Command::new(env!("CARGO_BIN_EXE_im-server"))
+        .arg("--hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    hasher
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"s3cret-pw\n")
+        .unwrap();
+    let output = hasher.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let hash = String::from_utf8(output.stdout).unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+
+    let users = format!("jacky {}\nbob bob123\n", hash.trim_end());
+    let server = ServerProcess::start(runtime, &users, &[]);
+    let mut client = server.connect();
+    assert_eq!(
+        client.request("/login jacky s3cret-pw-wrong"),
+        "102 Authentication failed\n"
+    );
+    assert_eq!(
+        client.request("/login jacky s3cret-pw"),
+        "101 Authentication successful\n"
+    );
+    server.expect_log("logged in as jacky");
+    let log = server.stderr();
+    assert!(
+        !log.contains("s3cret"),
+        "a password reached the log:\n{log}"
+    );
 }
 
 fn too_many_login_failures_close_the_connection(runtime: Runtime) {

@@ -23,11 +23,18 @@ use simple_im::users::Users;
 #[command(name = "im-server", version)]
 struct Args {
     /// The TCP port to listen on; 0 picks a free one (the first line on standard output names it).
-    port: u16,
+    #[arg(required_unless_present = "hash_password")]
+    port: Option<u16>,
 
     /// The accounts: one `username password` a line; blank lines and lines starting with `#`
-    /// are skipped.
-    users_file: PathBuf,
+    /// are skipped. A password may be an argon2id hash made by `--hash-password`.
+    #[arg(required_unless_present = "hash_password")]
+    users_file: Option<PathBuf>,
+
+    /// Read a password from standard input, print its argon2id hash (for the users file in
+    /// place of the password), and exit.
+    #[arg(long, exclusive = true)]
+    hash_password: bool,
 
     /// The IP address to listen on.
     #[arg(long, value_name = "IP", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
@@ -150,6 +157,54 @@ impl fmt::Display for Span {
     }
 }
 
+/// `--hash-password`: one password in (without echo on a terminal), its PHC string out.
+fn hash_password() -> ExitCode {
+    use password_hash::rand_core::{OsRng, RngCore};
+    use std::io::{BufRead, IsTerminal};
+
+    let password = if io::stdin().is_terminal() {
+        rpassword::prompt_password("Password: ").map(String::into_bytes)
+    } else {
+        let mut line = Vec::new();
+        io::stdin()
+            .lock()
+            .read_until(b'\n', &mut line)
+            .map(|_| line)
+    };
+    let mut password = match password {
+        Ok(password) => password,
+        Err(error) => {
+            eprintln!("im-server: cannot read the password: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if password.ends_with(b"\n") {
+        password.pop();
+    }
+    if password.ends_with(b"\r") {
+        password.pop();
+    }
+    if !simple_im::protocol::is_token(&password) {
+        eprintln!("im-server: a password is one word: no spaces, not empty");
+        return ExitCode::from(2);
+    }
+    let mut salt = [0u8; 16];
+    if let Err(error) = OsRng.try_fill_bytes(&mut salt) {
+        eprintln!("im-server: no randomness for the salt: {error}");
+        return ExitCode::FAILURE;
+    }
+    match simple_im::users::hash_password(&password, &salt) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("im-server: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,
@@ -160,6 +215,10 @@ fn main() -> ExitCode {
         // --help and --version.
         Err(error) => error.exit(),
     };
+    let (Some(port), Some(users_file)) = (args.port, &args.users_file) else {
+        // Clap requires both unless `--hash-password`, which excludes every other argument.
+        return hash_password();
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(args.log.as_str()))
         .init();
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -167,8 +226,8 @@ fn main() -> ExitCode {
         Err(error) => log::debug!("cannot raise the open-file limit: {error}"),
     }
 
-    let path = args.users_file.display();
-    let text = match std::fs::read(&args.users_file) {
+    let path = users_file.display();
+    let text = match std::fs::read(users_file) {
         Ok(text) => text,
         Err(error) => {
             eprintln!("im-server: cannot read {path}: {error}");
@@ -191,7 +250,7 @@ fn main() -> ExitCode {
         max_queue: args.max_queue,
     };
 
-    let address = SocketAddr::new(args.bind, args.port);
+    let address = SocketAddr::new(args.bind, port);
     let (local, listener) = match listen(address) {
         Ok(bound) => bound,
         Err(error) => {
