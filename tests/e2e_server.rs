@@ -456,8 +456,9 @@ fn help_exits_0_and_names_every_option() {
     assert!(output.status.success());
     let help = String::from_utf8(output.stdout).unwrap();
     for option in [
-        "<PORT>",
-        "<USERS_FILE>",
+        "PORT",
+        "USERS_FILE",
+        "--hash-password",
         "--bind",
         "--ack-timeout",
         "--connect-timeout",

@@ -49,23 +49,6 @@ in_each_runtime!(
     a_slowloris_is_closed_by_the_login_timeout,
     a_100_mb_garbage_flood_keeps_memory_bounded,
     a_port_naming_the_server_itself_ends_cleanly,
-);
-
-/// Like [`in_each_runtime!`], for scenarios ignored while the bug they show is open.
-macro_rules! in_each_runtime_ignored {
-    ($reason:literal: $($scenario:ident),* $(,)?) => {
-        mod smol_ignored {
-            $(#[test] #[ignore = $reason] fn $scenario() { super::$scenario(super::Runtime::Smol) })*
-        }
-        mod threads_ignored {
-            $(#[test] #[ignore = $reason] fn $scenario() { super::$scenario(super::Runtime::Threads) })*
-        }
-    };
-}
-
-in_each_runtime_ignored!(
-    "bug: a sender that dies leaves its queued messages behind, so by dying and coming back it \
-     piles up max_queue x max_line (64 MiB) of them at one slow recipient":
     a_sender_that_dies_and_returns_cannot_pile_up_queued_messages,
 );
 

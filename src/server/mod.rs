@@ -133,6 +133,8 @@ struct Entry {
 struct Pending {
     sender: ConnId,
     aggregator: BroadcastAggregator,
+    /// Where its deliveries were queued, to withdraw them if the sender leaves.
+    recipients: Vec<ConnId>,
 }
 
 /// The hub: every session by connection id, the online users in login order, routing and
@@ -415,8 +417,14 @@ impl Server {
         if let Some(entry) = self.sessions.get_mut(&sender) {
             entry.session.start_request(request);
         }
-        self.requests
-            .insert(request, Pending { sender, aggregator });
+        self.requests.insert(
+            request,
+            Pending {
+                sender,
+                aggregator,
+                recipients: recipients.clone(),
+            },
+        );
         for (slot, recipient) in recipients.into_iter().enumerate() {
             let queued = Queued {
                 request,
@@ -502,7 +510,8 @@ impl Server {
     }
 
     /// Ends a session at once: the last answer (if any) goes out, the user goes offline, its
-    /// deliveries fail, its own pending request is dropped, and both connections close.
+    /// deliveries fail, its own pending request is dropped (with its messages not yet sent),
+    /// and both connections close.
     fn end_session(&mut self, conn: ConnId, reason: EndReason, last: Option<Response<'static>>) {
         let Some(mut entry) = self.sessions.remove(&conn) else {
             return;
@@ -524,7 +533,13 @@ impl Server {
             log::debug!("{conn} closed: {reason:?}");
         }
         if let Some(request) = entry.session.awaiting() {
-            self.requests.remove(&request);
+            if let Some(pending) = self.requests.remove(&request) {
+                for recipient in pending.recipients {
+                    if let Some(other) = self.sessions.get_mut(&recipient) {
+                        other.session.withdraw(request);
+                    }
+                }
+            }
         }
         if let Some(response) = last {
             self.outputs

@@ -336,6 +336,15 @@ impl ServerSession {
         }
     }
 
+    /// Drops the queued, not yet sent, deliveries of `request`, whose sender is gone: nobody
+    /// waits for their answer, and a sender that leaves and comes back must not be able to
+    /// pile up messages here. One already sent stays outstanding until its `302`.
+    pub fn withdraw(&mut self, request: RequestId) {
+        if let SessionState::Ready { lb, .. } = &mut self.state {
+            lb.queue.retain(|queued| queued.request != request);
+        }
+    }
+
     /// If nothing is outstanding, takes the next queued message out and returns its line to
     /// send; its `302` is due by `ack_deadline`.
     pub fn next_to_send(&mut self, ack_deadline: Instant) -> Option<Bytes> {
