@@ -1,2 +1,352 @@
-//! im-bench: to be written.
-fn main() {}
+//! `im-bench`: a load generator for any server of PROTOCOL.md, and the figures of BENCHMARKS.md.
+//!
+//! Each simulated user is a [`simple_im::client::ClientSession`] (the same client core as
+//! `im-client`), driven over real sockets on one smol thread; the scenario answers its
+//! `ReadLine` requests and reads its `Print`s. It speaks only the wire protocol, so it loads
+//! whatever listens at `--host`/`--port`, given the users file the server was started with.
+//!
+//! ```text
+//! im-bench gen-users 12000 > users.txt
+//! im-server 7000 users.txt --max-per-ip 20000 &   # every simulated user is on 127.0.0.1
+//! im-bench to --port 7000 --users users.txt --pairs 100 --duration 10s --server-pid $!
+//! im-bench toall --port 7000 --users users.txt --recipients 1000
+//! im-bench sessions --port 7000 --users users.txt --count 9950 --server-pid $!
+//! ```
+//!
+//! BENCHMARKS.md has the figures and how they were taken.
+
+mod accounts;
+mod report;
+mod scenario;
+mod user;
+mod watchdog;
+
+use std::fmt;
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use smol::LocalExecutor;
+
+use crate::report::Report;
+use crate::scenario::{Bounds, Target};
+use crate::user::LbPorts;
+
+/// Load generator for the instant-messaging protocol: opens many client sessions against a
+/// server and measures deliveries per second, latency and the server's memory.
+#[derive(Debug, Parser)]
+#[command(name = "im-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// N sender/receiver pairs in closed loop: each sender sends `/to <its receiver> <payload>`
+    /// and waits for `303` before the next. Latency: `/to` sent to `303` read.
+    To {
+        /// Sender/receiver pairs (2 × N accounts: senders first, then their receivers).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        pairs: u32,
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// One sender, N recipients: `/toall <payload>` in closed loop. Latency: `/toall` sent to
+    /// `303` read, once every recipient has acknowledged.
+    #[command(name = "toall")]
+    ToAll {
+        /// Recipients (the first account sends, the next N receive).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+        recipients: u32,
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Opens N full sessions (login and Lb), then reports the setup rate and, with
+    /// `--server-pid`, the server's resident memory with all of them open.
+    Sessions {
+        /// Sessions to open (one account each).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        count: u32,
+        /// Stop opening sessions after this long.
+        #[arg(long, value_name = "DURATION", default_value = "60s")]
+        duration: Span,
+        /// Keep every session open this long before measuring memory and closing them.
+        #[arg(long, value_name = "DURATION", default_value = "0s")]
+        hold: Span,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Prints a users file of N accounts, `user0 pw0` to `user<N-1> pw<N-1>`, to start a
+    /// server with.
+    GenUsers {
+        /// How many accounts.
+        count: u64,
+    },
+}
+
+/// Where the server is, and how to talk to it.
+#[derive(Debug, Args)]
+struct TargetArgs {
+    /// The server's IP address or host name.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// The server's port.
+    #[arg(long)]
+    port: u16,
+    /// The users file the server runs with; its accounts are used in file order.
+    #[arg(long, value_name = "FILE")]
+    users: PathBuf,
+    /// Skip this many accounts of the users file first (to run several im-bench at once).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    first_user: usize,
+    /// The longest any one wait may take: a login, an answer, an `/exit`. A request not
+    /// answered by then is a failure.
+    #[arg(long, value_name = "DURATION", default_value = "15s")]
+    timeout: Span,
+    /// Sessions opened at the same time during setup.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    concurrency: usize,
+    /// The server's process id, to report its memory and processor time (from `/proc/<pid>`;
+    /// the server must run on this machine).
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Where the simulated users listen for Lb: `FIRST-LAST` (ports taken in turn, skipping
+    /// those in use), or `0` to let the system pick as the real client does. The default range
+    /// lies below Linux's ephemeral ports, which thousands of sessions would otherwise exhaust.
+    #[arg(long, value_name = "FIRST-LAST|0", default_value = "10000-32767")]
+    lb_ports: PortRange,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// How long a request load runs.
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Measure for this long (after warm-up), unless `--count` comes first.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    duration: Span,
+    /// Measure at most this many requests (after warm-up), across all senders.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// Run this long before measuring; requests answered meanwhile are not counted.
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    warmup: Span,
+    /// The bytes of content in each message.
+    #[arg(long, value_name = "BYTES", default_value_t = 32)]
+    payload: usize,
+}
+
+impl LoadArgs {
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            duration: self.duration.0,
+            count: self.count,
+            warmup: self.warmup.0,
+        }
+    }
+}
+
+/// A duration written as a whole number and a unit: `ms`, `s`, `m` or `h` (`500ms`, `10s`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span(Duration);
+
+impl FromStr for Span {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let expected = || "expected a whole number and a unit (ms, s, m, h), like 10s".to_owned();
+        let number: u64 = number.parse().map_err(|_| expected())?;
+        let millis_per_unit = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(expected()),
+        };
+        let millis = number
+            .checked_mul(millis_per_unit)
+            .ok_or_else(|| "too long".to_owned())?;
+        Ok(Span(Duration::from_millis(millis)))
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}ms", self.0.as_millis())
+    }
+}
+
+/// `--lb-ports`: a range of ports, or none (`0`) for system-picked ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PortRange(Option<(u16, u16)>);
+
+impl FromStr for PortRange {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "0" {
+            return Ok(PortRange(None));
+        }
+        let expected = || "expected FIRST-LAST (like 10000-32767) or 0".to_owned();
+        let (first, last) = text.split_once('-').ok_or_else(expected)?;
+        let first: u16 = first.parse().map_err(|_| expected())?;
+        let last: u16 = last.parse().map_err(|_| expected())?;
+        if first == 0 || first > last {
+            return Err(expected());
+        }
+        Ok(PortRange(Some((first, last))))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if error.use_stderr() => {
+            let _ = error.print();
+            return ExitCode::from(2);
+        }
+        // --help and --version.
+        Err(error) => error.exit(),
+    };
+    let (target_args, run): (&TargetArgs, Scenario) = match &cli.command {
+        Command::GenUsers { count } => {
+            let mut stdout = std::io::stdout().lock();
+            return match accounts::write_generated(*count, &mut stdout) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("im-bench: cannot write the users file: {err}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::To {
+            pairs,
+            target,
+            load,
+        } => (target, Scenario::To(*pairs as usize, load)),
+        Command::ToAll {
+            recipients,
+            target,
+            load,
+        } => (target, Scenario::ToAll(*recipients as usize, load)),
+        Command::Sessions {
+            count,
+            duration,
+            hold,
+            target,
+        } => (
+            target,
+            Scenario::Sessions(*count as usize, duration.0, hold.0),
+        ),
+    };
+    // Every session takes two sockets here (and two on the server).
+    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("im-bench: cannot raise the open-file limit: {err}");
+    }
+    let target = match target(target_args, run.accounts_needed()) {
+        Ok(target) => target,
+        Err(message) => {
+            eprintln!("im-bench: {message}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let executor = LocalExecutor::new();
+    let report = smol::block_on(executor.run(run.run(&executor, &target)));
+
+    let mut stdout = std::io::stdout().lock();
+    let written = if target_args.json {
+        serde_json::to_writer_pretty(&mut stdout, &report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(stdout))
+    } else {
+        report::write_table(&report, &mut stdout)
+    };
+    if let Err(err) = written.and_then(|()| stdout.flush()) {
+        eprintln!("im-bench: cannot write the report: {err}");
+        return ExitCode::FAILURE;
+    }
+    if report.failures.total == 0 && report.setup.opened > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// A scenario with its own arguments.
+enum Scenario<'a> {
+    To(usize, &'a LoadArgs),
+    ToAll(usize, &'a LoadArgs),
+    Sessions(usize, Duration, Duration),
+}
+
+impl Scenario<'_> {
+    fn accounts_needed(&self) -> usize {
+        match self {
+            Scenario::To(pairs, _) => 2 * pairs,
+            Scenario::ToAll(recipients, _) => recipients + 1,
+            Scenario::Sessions(count, _, _) => *count,
+        }
+    }
+
+    async fn run(&self, executor: &LocalExecutor<'static>, target: &Target) -> Report {
+        match *self {
+            Scenario::To(pairs, load) => {
+                scenario::run_to(executor, target, load.bounds(), pairs, load.payload).await
+            }
+            Scenario::ToAll(recipients, load) => {
+                scenario::run_toall(executor, target, load.bounds(), recipients, load.payload).await
+            }
+            Scenario::Sessions(count, duration, hold) => {
+                scenario::run_sessions(executor, target, count, duration, hold).await
+            }
+        }
+    }
+}
+
+/// Resolves the server's address and reads the accounts the scenario needs.
+fn target(args: &TargetArgs, needed: usize) -> Result<Target, String> {
+    let server: SocketAddr = (args.host.as_str(), args.port)
+        .to_socket_addrs()
+        .map_err(|err| format!("cannot resolve {}: {err}", args.host))?
+        .next()
+        .ok_or_else(|| format!("{} has no address", args.host))?;
+    let all = accounts::read_accounts(&args.users).map_err(|err| err.to_string())?;
+    let accounts: Vec<_> = all.into_iter().skip(args.first_user).take(needed).collect();
+    if accounts.len() < needed {
+        return Err(format!(
+            "{} has {} accounts after the first {}, the scenario needs {needed} \
+             (make one with `im-bench gen-users {}`)",
+            args.users.display(),
+            accounts.len(),
+            args.first_user,
+            needed + args.first_user
+        ));
+    }
+    Ok(Target {
+        server,
+        accounts,
+        timeout: args.timeout.0,
+        concurrency: args.concurrency.max(1),
+        server_pid: args.server_pid,
+        lb_ports: Rc::new(match args.lb_ports.0 {
+            Some((first, last)) => LbPorts::range(first, last),
+            None => LbPorts::System,
+        }),
+    })
+}

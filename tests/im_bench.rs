@@ -1,0 +1,254 @@
+//! Smoke test of `im-bench`: each scenario with tiny bounds against a real `im-server`.
+//!
+//! The counts must come out exact (every request answered `303`, every delivery seen on Lb)
+//! and nothing may fail. Every child process is killed on the way out, and every wait is
+//! bounded, so a broken server fails the test instead of hanging it.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_im-bench");
+const SERVER: &str = env!("CARGO_BIN_EXE_im-server");
+/// The longest one im-bench run may take; each is bounded far below by `--count`.
+const RUN_LIMIT: Duration = Duration::from_secs(20);
+
+/// Kills the child when dropped, whether the test passed or panicked.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A temporary directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.subsec_nanos())
+            .unwrap_or_default();
+        let path =
+            std::env::temp_dir().join(format!("im-bench-smoke-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `command` to completion within `limit`; returns its exit success, stdout and stderr.
+fn run_bounded(command: &mut Command, limit: Duration) -> (bool, String, String) {
+    let mut child = KillOnDrop(
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Both pipes are drained on their own threads so a full pipe cannot stall the child.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.0.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.0.stderr.take().unwrap()));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{command:?} ran longer than {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = stdout.join().unwrap();
+    let stderr = stderr.join().unwrap();
+    (status.success(), stdout, stderr)
+}
+
+/// Writes a users file of `count` accounts with `im-bench gen-users`.
+fn generate_users(dir: &Path, count: usize) -> PathBuf {
+    let (ok, users, stderr) = run_bounded(
+        Command::new(BENCH).args(["gen-users", &count.to_string()]),
+        RUN_LIMIT,
+    );
+    assert!(ok, "gen-users failed: {stderr}");
+    assert_eq!(
+        users.lines().filter(|l| l.starts_with("user")).count(),
+        count
+    );
+    let path = dir.join("users.txt");
+    std::fs::write(&path, users).unwrap();
+    path
+}
+
+/// Starts `im-server` on a free port; returns it and the port from its first stdout line.
+fn start_server(users: &Path) -> (KillOnDrop, u16) {
+    let mut server = KillOnDrop(
+        Command::new(SERVER)
+            .args(["0".as_ref(), users.as_os_str()])
+            .args(["--bind", "127.0.0.1", "--log", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = server.0.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("im-server printed no `listening on` line within 10 s");
+    let port = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|address| address.rsplit(':').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line from im-server: {line:?}"));
+    (server, port)
+}
+
+/// Runs one im-bench scenario with `--json` and returns its report.
+fn bench(port: u16, users: &Path, args: &[&str]) -> Value {
+    let mut command = Command::new(BENCH);
+    command
+        .args(args)
+        .args(["--port", &port.to_string(), "--json"])
+        .arg("--users")
+        .arg(users)
+        .args(["--timeout", "5s"]);
+    let (ok, stdout, stderr) = run_bounded(&mut command, RUN_LIMIT);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|err| {
+        panic!("im-bench {args:?} printed no JSON ({err}): {stdout}{stderr}")
+    });
+    assert_eq!(
+        report["failures"]["total"], 0,
+        "im-bench {args:?} saw failures: {report:#}"
+    );
+    assert!(ok, "im-bench {args:?} failed: {stderr}");
+    report
+}
+
+#[test]
+fn every_scenario_counts_exactly_and_nothing_fails() {
+    let dir = TempDir::new();
+    let users = generate_users(&dir.0, 80);
+    let (server, port) = start_server(&users);
+
+    let to = bench(
+        port,
+        &users,
+        &[
+            "to",
+            "--pairs",
+            "5",
+            "--count",
+            "200",
+            "--warmup",
+            "0s",
+            "--duration",
+            "10s",
+        ],
+    );
+    assert_eq!(to["setup"]["opened"], 10, "{to:#}");
+    let load = &to["load"];
+    assert_eq!(load["requests"], 200, "{to:#}");
+    assert_eq!(load["delivered"], 200, "{to:#}");
+    assert_eq!(load["deliveries"], 200, "{to:#}");
+    assert_eq!(load["received"], 200, "{to:#}");
+    assert_eq!(load["latency_us"]["count"], 200, "{to:#}");
+    assert!(load["deliveries_per_second"].as_f64().unwrap() > 0.0);
+
+    // Other accounts than `to` used, so nothing depends on how fast those went offline.
+    let toall = bench(
+        port,
+        &users,
+        &[
+            "toall",
+            "--recipients",
+            "10",
+            "--first-user",
+            "10",
+            "--count",
+            "20",
+            "--warmup",
+            "0s",
+            // System-picked Lb ports, as the real client does (the default is a fixed range).
+            "--lb-ports",
+            "0",
+        ],
+    );
+    let load = &toall["load"];
+    assert_eq!(toall["setup"]["opened"], 11, "{toall:#}");
+    assert_eq!(load["fanout"], 10, "{toall:#}");
+    assert_eq!(load["delivered"], 20, "{toall:#}");
+    assert_eq!(load["deliveries"], 200, "{toall:#}");
+    assert_eq!(load["received"], 200, "{toall:#}");
+
+    let pid = server.0.id().to_string();
+    let sessions = bench(
+        port,
+        &users,
+        &[
+            "sessions",
+            "--count",
+            "40",
+            "--first-user",
+            "30",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    assert_eq!(sessions["setup"]["requested"], 40, "{sessions:#}");
+    assert_eq!(sessions["setup"]["opened"], 40, "{sessions:#}");
+    assert!(sessions.get("load").is_none());
+    assert!(
+        sessions["server_memory"]["rss_kib"].as_u64().unwrap_or(0) > 0,
+        "{sessions:#}"
+    );
+    drop(server);
+}
+
+#[test]
+fn a_wrong_password_is_a_login_failure_not_a_hang() {
+    let dir = TempDir::new();
+    let users = generate_users(&dir.0, 4);
+    let (_server, port) = start_server(&users);
+    let wrong = dir.0.join("wrong.txt");
+    std::fs::write(&wrong, "user0 not-the-password\nuser1 pw1\n").unwrap();
+    let mut command = Command::new(BENCH);
+    command
+        .args(["to", "--pairs", "1", "--count", "5", "--json"])
+        .args(["--port", &port.to_string(), "--timeout", "5s"])
+        .arg("--users")
+        .arg(&wrong);
+    let (ok, stdout, stderr) = run_bounded(&mut command, RUN_LIMIT);
+    assert!(!ok, "a failed login must make im-bench exit non-zero");
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|err| panic!("no JSON ({err}): {stdout}{stderr}"));
+    assert_eq!(report["failures"]["login"], 1, "{report:#}");
+    assert_eq!(report["load"]["requests"], 0, "{report:#}");
+}
