@@ -27,7 +27,7 @@ use async_channel::{Receiver, Sender};
 use async_net::{TcpListener, TcpStream};
 use bytes::Bytes;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use smol::{Executor, Timer};
+use smol::{Async, Executor, Timer};
 
 use super::{ConnectionLimits, Side};
 use crate::server::{ConnId, Input, Output, Server, ServerConfig};
@@ -462,9 +462,12 @@ impl Reader {
     /// has written everything, so a peer that does not read is not read either.
     async fn run(mut self, grants: Option<Receiver<()>>) {
         let (conn, side) = (self.conn, self.side);
+        // Waiting for readiness on the shared source, before taking a buffer, keeps an idle
+        // connection's memory small and skips the read that would only say "not yet".
+        let source: Arc<Async<std::net::TcpStream>> = self.stream.clone().into();
         let stream = &mut self.stream;
         let closing = &self.closing;
-        let mut buffer = vec![0; self.read_chunk];
+        let read_chunk = self.read_chunk;
         loop {
             if let Some(grants) = &grants {
                 let granted = async {
@@ -480,22 +483,32 @@ impl Reader {
                     break;
                 }
             }
-            let read = async { Some(stream.read(&mut buffer).await) };
+            let read = async {
+                if let Err(error) = source.readable().await {
+                    return Some(Err(error));
+                }
+                let mut buffer = vec![0; read_chunk];
+                let read = (&*source).read(&mut buffer).await;
+                Some(read.map(|n| {
+                    buffer.truncate(n);
+                    buffer
+                }))
+            };
             let closed = async {
                 let _ = closing.recv().await;
                 None
             };
             let event = match future::or(read, closed).await {
                 None => break,
-                Some(Ok(0)) => {
-                    log::debug!("{conn} {side}: end of file");
-                    Event::Closed(conn, side)
-                }
                 Some(Err(error)) => {
                     log::debug!("{conn} {side}: read failed: {error}");
                     Event::Closed(conn, side)
                 }
-                Some(Ok(n)) => Event::Data(conn, side, buffer[..n].to_vec()),
+                Some(Ok(bytes)) if bytes.is_empty() => {
+                    log::debug!("{conn} {side}: end of file");
+                    Event::Closed(conn, side)
+                }
+                Some(Ok(bytes)) => Event::Data(conn, side, bytes),
             };
             let ended = matches!(event, Event::Closed(..));
             if self.events.send(event).await.is_err() || ended {
@@ -507,7 +520,10 @@ impl Reader {
         // a socket with unread input resets it, and a reset can destroy the last answer (`310`,
         // `202`) before the peer reads it.
         let _ = self.writer_done.recv().await;
-        let drain = async { while let Ok(1..) = stream.read(&mut buffer).await {} };
+        let drain = async {
+            let mut discard = [0; 512];
+            while let Ok(1..) = stream.read(&mut discard).await {}
+        };
         let give_up = async {
             Timer::after(self.close_linger).await;
         };
