@@ -48,6 +48,8 @@ in_each_runtime!(
     a_client_over_max_connections_is_closed_at_once,
     a_client_over_max_per_ip_is_closed_at_once,
     im_client_logs_in_receives_lists_and_exits,
+    appendix_with_three_im_clients,
+    killing_the_server_ends_every_client_with_1_within_a_second,
     a_hashed_password_logs_in_and_never_reaches_the_log,
 );
 
@@ -448,6 +450,68 @@ fn im_client_logs_in_receives_lists_and_exits(runtime: Runtime) {
     jacky.expect_lines(&["/list", "301 jacky bob", "/exit", "310 Bye bye"]);
     assert_eq!(jacky.wait_exit(), Some(0), "{:?}", jacky.transcript);
     assert_eq!(bob.request("/list"), "301 bob\n");
+}
+
+/// The appendix conversation again, this time between three real `im-client` processes
+/// driven through standard input: what each user sees, line by line.
+fn appendix_with_three_im_clients(runtime: Runtime) {
+    let server = ServerProcess::start(runtime, USERS, &[]);
+    let mut bob = ClientProcess::start(runtime, server.addr);
+    bob.log_in("bob", "bob123");
+    let mut michael = ClientProcess::start(runtime, server.addr);
+    michael.log_in("michael", "michael123");
+    let mut jacky = ClientProcess::start(runtime, server.addr);
+    jacky.log_in("jacky", "12345");
+    let delivered = OK.trim_end();
+
+    jacky.run("/list", "301 jacky bob michael");
+    jacky.run("/to bob Hello! Nice to meet you!", delivered);
+    bob.expect_lines(&["/from jacky Hello! Nice to meet you!"]);
+    jacky.run("/to michael Hi, Michael!", delivered);
+    michael.expect_lines(&["/from jacky Hi, Michael!"]);
+    michael.run("/to jacky Hi, Jacky!", delivered);
+    jacky.expect_lines(&["/from michael Hi, Jacky!"]);
+    jacky.run("/toall How about meeting at 3pm today?", delivered);
+    bob.expect_lines(&["/broadcastfrom jacky How about meeting at 3pm today?"]);
+    michael.expect_lines(&["/broadcastfrom jacky How about meeting at 3pm today?"]);
+    bob.run("/to jacky Jacky, nice to meet you too!", delivered);
+    jacky.expect_lines(&["/from bob Jacky, nice to meet you too!"]);
+    bob.run("/toall OK.", delivered);
+    jacky.expect_lines(&["/broadcastfrom bob OK."]);
+    michael.expect_lines(&["/broadcastfrom bob OK."]);
+    michael.run("/toall No problem.", delivered);
+    jacky.expect_lines(&["/broadcastfrom michael No problem."]);
+    bob.expect_lines(&["/broadcastfrom michael No problem."]);
+    jacky.run("/exit", "310 Bye bye");
+    assert_eq!(jacky.wait_exit(), Some(0), "{:?}", jacky.transcript);
+    bob.run("/list", "301 bob michael");
+}
+
+/// PROTOCOL.md §4.7: when the server dies, every client says so and exits 1 within a second.
+fn killing_the_server_ends_every_client_with_1_within_a_second(runtime: Runtime) {
+    let mut server = ServerProcess::start(runtime, USERS, &[]);
+    let mut clients: Vec<ClientProcess> = [("jacky", "12345"), ("bob", "bob123")]
+        .into_iter()
+        .map(|(user, password)| {
+            let mut client = ClientProcess::start(runtime, server.addr);
+            client.log_in(user, password);
+            client
+        })
+        .collect();
+    // One client sits at its user-name prompt, not logged in yet.
+    let mut newcomer = ClientProcess::start(runtime, server.addr);
+    newcomer.expect_lines(&["Please input your user name:"]);
+    clients.push(newcomer);
+
+    server.kill();
+    let killed = Instant::now();
+    for client in &mut clients {
+        // A second, with slack for a loaded machine; a client waiting on a timeout of its own
+        // (seconds) would still miss it.
+        let code = client.wait_exit_within(Duration::from_millis(1500));
+        assert_eq!(code, Some(1), "{:?}", client.transcript);
+    }
+    assert!(killed.elapsed() < Duration::from_millis(1500));
 }
 
 #[test]

@@ -185,6 +185,12 @@ impl ServerProcess {
         }
     }
 
+    /// Kills the server (SIGKILL: no goodbye to anyone) and waits until it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Connects a fresh client's La.
     pub fn connect(&self) -> Client {
         Client::connect(self.addr)
@@ -253,6 +259,23 @@ impl ClientProcess {
         }
     }
 
+    /// Logs in as `user` through the prompts and waits until Lb is up.
+    pub fn log_in(&mut self, user: &str, password: &str) {
+        self.expect_lines(&["Please input your user name:"]);
+        self.type_lines(&[user, password]);
+        self.expect_lines(&[
+            "Please input your password:",
+            "101 Authentication successful",
+            "201 Build connection successful",
+        ]);
+    }
+
+    /// Types `command` and expects it echoed (standard input is a pipe) and then `answer`.
+    pub fn run(&mut self, command: &str, answer: &str) {
+        self.type_lines(&[command]);
+        self.expect_lines(&[command, answer]);
+    }
+
     /// Types `lines`, each followed by `\n`.
     pub fn type_lines(&mut self, lines: &[&str]) {
         let stdin = self.stdin.as_mut().expect("standard input closed");
@@ -287,7 +310,12 @@ impl ClientProcess {
 
     /// Waits for the process to exit and returns its code.
     pub fn wait_exit(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + STEP;
+        self.wait_exit_within(STEP)
+    }
+
+    /// Waits at most `timeout` for the process to exit and returns its code.
+    pub fn wait_exit_within(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code();
