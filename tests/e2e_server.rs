@@ -137,7 +137,8 @@ fn login_fails_then_succeeds(runtime: Runtime) {
 }
 
 /// `--hash-password` makes an argon2id hash that the users file can hold instead of the
-/// password; logging in with the password works, and neither shows up in the logs.
+/// password; logging in with the password works, a failed login is logged with its source
+/// address, and no password shows up in the logs.
 fn a_hashed_password_logs_in_and_never_reaches_the_log(runtime: Runtime) {
     use std::io::Write;
     let mut hasher = Command::new(env!("CARGO_BIN_EXE_im-server"))
@@ -168,6 +169,7 @@ fn a_hashed_password_logs_in_and_never_reaches_the_log(runtime: Runtime) {
         client.request("/login jacky s3cret-pw"),
         "101 Authentication successful\n"
     );
+    server.expect_log("failed login as jacky from 127.0.0.1:");
     server.expect_log("logged in as jacky");
     let log = server.stderr();
     assert!(
