@@ -12,6 +12,7 @@
 //! - [`client`]: [`ClientSession`](client::ClientSession), the interactive client.
 //! - [`users`]: the users file.
 //! - [`runtime`]: the smol adapters that carry bytes between sockets and the machines above.
+//! - [`cli`]: what the binaries' command lines share.
 //!
 //! # The run loop
 //!
@@ -123,6 +124,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod client;
 pub mod protocol;
 pub mod runtime;

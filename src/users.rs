@@ -80,34 +80,71 @@ impl fmt::Display for UsersError {
 
 impl std::error::Error for UsersError {}
 
+/// One account line of a users file: the user name and the password as written there (plain,
+/// or an argon2 hash). Tools that log in as the file's users (im-check, im-bench) need these in
+/// file order, which [`Users`] does not keep.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    /// The user name.
+    pub user: Vec<u8>,
+    /// The password as stored: plain, or an argon2 PHC string.
+    pub stored: Vec<u8>,
+}
+
+impl Account {
+    /// Whether the password is stored as a hash, so it cannot be typed from the file.
+    pub fn is_hashed(&self) -> bool {
+        self.stored.starts_with(ARGON2_PREFIX)
+    }
+}
+
+/// Parses a users file's accounts in file order, with every rule of PROTOCOL.md §5: blank
+/// lines and lines starting with `#` are skipped; a `\r` before `\n` is dropped so files
+/// written on Windows load as well; anything else must be two tokens, the name not given before,
+/// and a stored hash must be a valid argon2 PHC string.
+pub fn accounts(text: &[u8]) -> Result<Vec<Account>, UsersError> {
+    let mut accounts = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if line.is_empty() || line.starts_with(b"#") {
+            continue;
+        }
+        let error = |reason| UsersError {
+            line: index + 1,
+            reason,
+        };
+        let mut fields = line.splitn(2, |&b| b == b' ');
+        let (Some(user), Some(password)) = (fields.next(), fields.next()) else {
+            return Err(error("expected `username password`"));
+        };
+        if !is_token(user) || !is_token(password) {
+            return Err(error(
+                "expected `username password`: two words, one space between",
+            ));
+        }
+        if !seen.insert(user) {
+            return Err(error("this user name is given twice"));
+        }
+        Secret::parse(password).map_err(error)?;
+        accounts.push(Account {
+            user: user.to_vec(),
+            stored: password.to_vec(),
+        });
+    }
+    Ok(accounts)
+}
+
 impl Users {
-    /// Parses a users file's bytes. Blank lines and lines starting with `#` are skipped;
-    /// a `\r` before `\n` is dropped so files written on Windows load as well.
+    /// Parses a users file's bytes (see [`accounts`] for the rules).
     pub fn parse(text: &[u8]) -> Result<Self, UsersError> {
         let mut users = Users::default();
-        for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
-            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-            if line.is_empty() || line.starts_with(b"#") {
-                continue;
+        for account in accounts(text)? {
+            // `accounts` has checked every stored password, so this cannot fail; a failure
+            // would still refuse the account rather than panic.
+            if let Ok(secret) = Secret::parse(&account.stored) {
+                users.passwords.insert(account.user, secret);
             }
-            let error = |reason| UsersError {
-                line: index + 1,
-                reason,
-            };
-            let mut fields = line.splitn(2, |&b| b == b' ');
-            let (Some(user), Some(password)) = (fields.next(), fields.next()) else {
-                return Err(error("expected `username password`"));
-            };
-            if !is_token(user) || !is_token(password) {
-                return Err(error(
-                    "expected `username password`: two words, one space between",
-                ));
-            }
-            if users.passwords.contains_key(user) {
-                return Err(error("this user name is given twice"));
-            }
-            let secret = Secret::parse(password).map_err(error)?;
-            users.passwords.insert(user.to_vec(), secret);
         }
         Ok(users)
     }
@@ -208,6 +245,17 @@ mod tests {
             assert_eq!(err.line, 2);
             assert!(err.reason.contains("argon2"));
         }
+    }
+
+    #[test]
+    fn accounts_keep_file_order_and_say_which_are_hashed() {
+        let hash = hash_password(b"pw", b"0123456789abcdef").unwrap();
+        let text = format!("# c\nzed a\r\n\nabe {hash}\nmia b\n");
+        let listed = accounts(text.as_bytes()).unwrap();
+        let names: Vec<&[u8]> = listed.iter().map(|a| a.user.as_slice()).collect();
+        assert_eq!(names, [&b"zed"[..], b"abe", b"mia"]);
+        assert_eq!(listed[0].stored, b"a");
+        assert!(listed[1].is_hashed() && !listed[2].is_hashed());
     }
 
     #[test]

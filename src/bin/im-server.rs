@@ -4,16 +4,14 @@
 //! the runtime picked with `--runtime`: [`simple_im::runtime::server::serve`] (smol) or
 //! [`simple_im::runtime::threads::server::serve`] (std threads).
 
-use std::fmt;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::str::FromStr;
-use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
 use clap::Parser;
+use simple_im::cli::Span;
 use simple_im::runtime::{Runtime, RuntimeConfig, Signals, DEFAULT_MAX_PER_IP};
 use simple_im::server::ServerConfig;
 use simple_im::users::Users;
@@ -41,15 +39,15 @@ struct Args {
     bind: IpAddr,
 
     /// How long a recipient has to answer `302` before the delivery fails (e.g. `500ms`, `10s`).
-    #[arg(long, value_name = "DURATION", default_value_t = Span(ServerConfig::default().ack_timeout))]
+    #[arg(long, value_name = "DURATION", value_parser = Span::positive, default_value_t = Span(ServerConfig::default().ack_timeout))]
     ack_timeout: Span,
 
     /// How long connecting to a client's Lb port may take before `202`.
-    #[arg(long, value_name = "DURATION", default_value_t = Span(ServerConfig::default().connect_timeout))]
+    #[arg(long, value_name = "DURATION", value_parser = Span::positive, default_value_t = Span(ServerConfig::default().connect_timeout))]
     connect_timeout: Span,
 
     /// How long a connection may stay without logging in before it is closed.
-    #[arg(long, value_name = "DURATION", default_value_t = Span(ServerConfig::default().login_timeout))]
+    #[arg(long, value_name = "DURATION", value_parser = Span::positive, default_value_t = Span(ServerConfig::default().login_timeout))]
     login_timeout: Span,
 
     /// Failed logins in a row after which the connection is closed.
@@ -108,53 +106,6 @@ struct Args {
     /// set, overrides it.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log: log::LevelFilter,
-}
-
-/// A duration written as a whole number and a unit: `ms`, `s`, `m` or `h` (`500ms`, `10s`, `2m`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Span(Duration);
-
-impl FromStr for Span {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let expected =
-            || "expected a whole number and a unit (ms, s, m, h), like 500ms or 10s".to_string();
-        let number: u64 = number.parse().map_err(|_| expected())?;
-        let millis_per_unit = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            _ => return Err(expected()),
-        };
-        let millis = number
-            .checked_mul(millis_per_unit)
-            .ok_or_else(|| "too long".to_string())?;
-        if millis == 0 {
-            return Err("must be longer than zero".to_string());
-        }
-        Ok(Span(Duration::from_millis(millis)))
-    }
-}
-
-impl fmt::Display for Span {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let millis = self.0.as_millis();
-        if millis % 1_000 != 0 || millis == 0 {
-            write!(f, "{millis}ms")
-        } else if millis % 3_600_000 == 0 {
-            write!(f, "{}h", millis / 3_600_000)
-        } else if millis % 60_000 == 0 {
-            write!(f, "{}m", millis / 60_000)
-        } else {
-            write!(f, "{}s", millis / 1_000)
-        }
-    }
 }
 
 /// `--hash-password`: one password in (without echo on a terminal), its PHC string out.

@@ -1,14 +1,11 @@
 //! The accounts the simulated users log in with: read from a users file (PROTOCOL.md §5), or
 //! generated for `im-bench gen-users`.
 //!
-//! `simple_im::users::Users` only verifies a password; a load generator needs the pairs
-//! themselves, in file order, so it parses the file here with the same rules.
+//! The file is read with `simple_im::users::accounts`, the server's own rules, in file order.
 
 use std::fmt;
 use std::io::{self, Write};
 use std::path::Path;
-
-use simple_im::protocol::is_token;
 
 /// One account: a user name and its password, both tokens.
 #[derive(Clone, Debug)]
@@ -40,32 +37,26 @@ impl fmt::Display for AccountsError {
 pub fn read_accounts(path: &Path) -> Result<Vec<Account>, AccountsError> {
     let text = std::fs::read(path)
         .map_err(|err| AccountsError(format!("cannot read {}: {err}", path.display())))?;
-    parse_accounts(&text).map_err(|(line, reason)| {
-        AccountsError(format!("{}: line {line}: {reason}", path.display()))
-    })
+    parse_accounts(&text).map_err(|reason| AccountsError(format!("{}: {reason}", path.display())))
 }
 
-/// Parses a users file: `username password` lines; blank lines and `#` lines are skipped; a
-/// `\r` before `\n` is dropped. Errors carry the 1-based line number.
-fn parse_accounts(text: &[u8]) -> Result<Vec<Account>, (usize, &'static str)> {
-    let mut accounts = Vec::new();
-    for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
-        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if line.is_empty() || line.starts_with(b"#") {
-            continue;
-        }
-        let mut fields = line.splitn(2, |&b| b == b' ');
-        match (fields.next(), fields.next()) {
-            (Some(user), Some(password)) if is_token(user) && is_token(password) => {
-                accounts.push(Account {
-                    user: user.to_vec(),
-                    password: password.to_vec(),
-                })
-            }
-            _ => return Err((index + 1, "expected `username password`")),
-        }
+/// The accounts of a users file in file order, by the crate's own rules. A hashed password
+/// cannot be typed, so such a file is refused rather than failing at every login.
+fn parse_accounts(text: &[u8]) -> Result<Vec<Account>, String> {
+    let listed = simple_im::users::accounts(text).map_err(|error| error.to_string())?;
+    if let Some(hashed) = listed.iter().find(|account| account.is_hashed()) {
+        return Err(format!(
+            "the password of {} is stored hashed; im-bench needs passwords it can type",
+            hashed.user.escape_ascii()
+        ));
     }
-    Ok(accounts)
+    Ok(listed
+        .into_iter()
+        .map(|account| Account {
+            user: account.user,
+            password: account.stored,
+        })
+        .collect())
 }
 
 /// Writes a users file of `count` accounts, `user0 pw0` to `user{count-1} pw{count-1}`.
@@ -98,7 +89,11 @@ mod tests {
     fn follows_the_users_file_rules() {
         let accounts = parse_accounts(b"# c\n\njacky 12345\r\nbob pw\n").unwrap();
         assert_eq!(accounts.len(), 2);
-        assert_eq!(parse_accounts(b"a b\nonly\n").unwrap_err().0, 2);
-        assert_eq!(parse_accounts(b"a b c\n").unwrap_err().0, 1);
+        assert!(parse_accounts(b"a b\nonly\n")
+            .unwrap_err()
+            .starts_with("line 2:"));
+        assert!(parse_accounts(b"a b c\n")
+            .unwrap_err()
+            .starts_with("line 1:"));
     }
 }

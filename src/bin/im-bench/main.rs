@@ -21,7 +21,6 @@ mod scenario;
 mod user;
 mod watchdog;
 
-use std::fmt;
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -31,6 +30,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use simple_im::cli::Span;
 use smol::LocalExecutor;
 
 use crate::report::Report;
@@ -154,40 +154,6 @@ impl LoadArgs {
             count: self.count,
             warmup: self.warmup.0,
         }
-    }
-}
-
-/// A duration written as a whole number and a unit: `ms`, `s`, `m` or `h` (`500ms`, `10s`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Span(Duration);
-
-impl FromStr for Span {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let expected = || "expected a whole number and a unit (ms, s, m, h), like 10s".to_owned();
-        let number: u64 = number.parse().map_err(|_| expected())?;
-        let millis_per_unit = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            _ => return Err(expected()),
-        };
-        let millis = number
-            .checked_mul(millis_per_unit)
-            .ok_or_else(|| "too long".to_owned())?;
-        Ok(Span(Duration::from_millis(millis)))
-    }
-}
-
-impl fmt::Display for Span {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}ms", self.0.as_millis())
     }
 }
 

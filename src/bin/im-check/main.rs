@@ -22,13 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use simple_im::protocol::{is_token, DEFAULT_MAX_LINE};
-use simple_im::users::Users;
+use simple_im::protocol::DEFAULT_MAX_LINE;
+use simple_im::users;
 
 use crate::report::{Entry, Style};
-
-/// How the users file marks a password stored as an argon2 hash instead of in plain text.
-const HASHED_PASSWORD_PREFIX: &[u8] = b"$argon2";
 
 /// Checks an implementation of the instant-messaging protocol (PROTOCOL.md) byte for byte.
 #[derive(Debug, Parser)]
@@ -68,7 +65,7 @@ struct Common {
     list: bool,
 
     /// How long one check may take (e.g. `5s`, `800ms`); a check still waiting then fails.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_span)]
     timeout: Duration,
 
     /// Under each failed check, print what went over the wire.
@@ -91,11 +88,11 @@ struct ServerArgs {
     users: Option<PathBuf>,
 
     /// The server's ack timeout; without it the ack-timeout check is skipped.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
     ack_timeout: Option<Duration>,
 
     /// The server's login timeout; without it the login-timeout check is skipped.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_span)]
     login_timeout: Option<Duration>,
 
     /// Failed logins in a row after which the server closes the connection.
@@ -265,56 +262,21 @@ fn select(
 /// order, and how many it cannot use because their password is stored hashed.
 fn read_accounts(path: &PathBuf) -> Result<(Vec<server_checks::Account>, usize), String> {
     let bytes = std::fs::read(path).map_err(|error| format!("{}: {error}", path.display()))?;
-    // The crate's parser says what is wrong and where; it keeps no order, so read it again.
-    Users::parse(&bytes).map_err(|error| format!("{}: {error}", path.display()))?;
-    let mut accounts = Vec::new();
-    let mut hashed = 0;
-    for line in bytes.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() || line.starts_with(b"#") {
-            continue;
-        }
-        let Some(space) = line.iter().position(|&b| b == b' ') else {
-            continue;
-        };
-        let (user, password) = (&line[..space], &line[space + 1..]);
-        if !is_token(user) || !is_token(password) {
-            continue;
-        }
-        // A hash cannot be typed as a password: such a user is of no use to the checks.
-        if password.starts_with(HASHED_PASSWORD_PREFIX) {
-            hashed += 1;
-            continue;
-        }
-        accounts.push(server_checks::Account {
-            name: user.to_vec(),
-            password: password.to_vec(),
-        });
-    }
+    let listed = users::accounts(&bytes).map_err(|error| format!("{}: {error}", path.display()))?;
+    // A hash cannot be typed as a password: such a user is of no use to the checks.
+    let hashed = listed.iter().filter(|account| account.is_hashed()).count();
+    let accounts = listed
+        .into_iter()
+        .filter(|account| !account.is_hashed())
+        .map(|account| server_checks::Account {
+            name: account.user,
+            password: account.stored,
+        })
+        .collect();
     Ok((accounts, hashed))
 }
 
-/// A duration written as a whole number and a unit: `ms`, `s`, `m` or `h` (`300ms`, `5s`).
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 300ms or 5s"))?;
-    let millis = match unit {
-        "ms" => Some(value),
-        "s" => value.checked_mul(1_000),
-        "m" => value.checked_mul(60_000),
-        "h" => value.checked_mul(3_600_000),
-        _ => {
-            return Err(format!(
-                "{text:?}: the unit must be ms, s, m or h (e.g. 300ms, 5s)"
-            ))
-        }
-    };
-    millis
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too long"))
+/// A duration like `300ms` or `5s`, in the crate's one spelling for durations.
+fn parse_span(text: &str) -> Result<Duration, String> {
+    text.parse::<simple_im::cli::Span>().map(|span| span.0)
 }
