@@ -2,6 +2,7 @@
 //! `im-client` against it. Every scenario runs once per runtime: `smol::<name>` and
 //! `threads::<name>`.
 
+#[macro_use]
 #[path = "common/server.rs"]
 mod harness;
 
@@ -11,18 +12,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::{run_to_end, ClientProcess, Runtime, ServerProcess, TempFile, STEP, USERS};
-
-/// Runs each named scenario `fn(Runtime)` as a test per runtime: `smol::name`, `threads::name`.
-macro_rules! in_each_runtime {
-    ($($scenario:ident),* $(,)?) => {
-        mod smol {
-            $(#[test] fn $scenario() { super::$scenario(super::Runtime::Smol) })*
-        }
-        mod threads {
-            $(#[test] fn $scenario() { super::$scenario(super::Runtime::Threads) })*
-        }
-    };
-}
 
 const OK: &str = "303 Message delivery successful\n";
 const FAILED: &str = "304 Message delivery failed\n";

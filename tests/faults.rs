@@ -8,6 +8,7 @@
 //! which does nothing unless [`VICTIM_STEP`] is set): it plays one script up to a step, says so
 //! on standard output, and waits to be killed.
 
+#[macro_use]
 #[path = "common/server.rs"]
 mod harness;
 
@@ -20,18 +21,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use harness::{Client, Runtime, ServerProcess, STEP, USERS};
-
-/// Runs each named scenario `fn(Runtime)` as a test per runtime: `smol::name`, `threads::name`.
-macro_rules! in_each_runtime {
-    ($($scenario:ident),* $(,)?) => {
-        mod smol {
-            $(#[test] fn $scenario() { super::$scenario(super::Runtime::Smol) })*
-        }
-        mod threads {
-            $(#[test] fn $scenario() { super::$scenario(super::Runtime::Threads) })*
-        }
-    };
-}
 
 in_each_runtime!(
     killed_after_connect,

@@ -4,6 +4,19 @@
 
 #![allow(dead_code)]
 
+/// Runs each named scenario `fn(Runtime)` as a test per runtime: `smol::name`, `threads::name`.
+#[allow(unused_macros)]
+macro_rules! in_each_runtime {
+    ($($scenario:ident),* $(,)?) => {
+        mod smol {
+            $(#[test] fn $scenario() { super::$scenario(super::Runtime::Smol) })*
+        }
+        mod threads {
+            $(#[test] fn $scenario() { super::$scenario(super::Runtime::Threads) })*
+        }
+    };
+}
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
