@@ -1,10 +1,10 @@
 //! Runtime adapters: they carry bytes between sockets and the sans-IO core, and nothing else.
 //!
-//! Two runtimes drive the same core: [`server`] and [`client`] on smol (a few tasks per
-//! connection on one thread), and [`threads`] on blocking `std::net` sockets with a thread per
-//! socket. What they share lives here: [`RuntimeConfig`], [`ConnectionLimits`] (the caps on
-//! open connections), [`Signals`] (SIGINT/SIGTERM as a channel), and the client's standard
-//! input and output handling.
+//! Two runtimes drive the same core: [`server`] and [`client`] on smol (all on one thread;
+//! the server runs one task per connection), and [`threads`] on blocking `std::net` sockets
+//! with a thread per socket. What they share lives here: [`RuntimeConfig`],
+//! [`ConnectionLimits`] (the caps on open connections), [`Signals`] (SIGINT/SIGTERM as a
+//! channel), and the client's standard input and output handling.
 
 pub mod client;
 pub mod server;
@@ -25,7 +25,7 @@ use crate::server::{ConnId, Input};
 /// Which runtime carries the core's inputs and outputs (`--runtime`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Runtime {
-    /// smol and async-net: a few tasks per connection, all on one thread.
+    /// smol and async-net: async tasks, all on one thread.
     #[default]
     Smol,
     /// Blocking std sockets: a reader thread per socket and a writer thread per client, each
@@ -86,7 +86,8 @@ pub struct RuntimeConfig {
     /// Once a closed connection's last bytes are written, how long to wait for the peer to
     /// close its end before the server closes its own regardless.
     pub close_linger: Duration,
-    /// Socket events that may wait for the event loop; readers wait while it is full.
+    /// Socket events that may wait for the event loop; readers wait while it is full. Only the
+    /// threads runtime queues events: the smol runtime feeds each to the core as it comes.
     pub event_queue: usize,
     /// Client connections (La) open at once; a new one over the cap is closed at once.
     pub max_connections: usize,
