@@ -88,6 +88,10 @@
 //!                     session(clients, conn).handle_input(now, ClientInput::LbAccepted);
 //!                     server.handle_input(now, Input::LbConnected(conn));
 //!                 }
+//!                 // An argon2 check: a socket adapter runs it off its event loop.
+//!                 Output::CheckPassword(conn, check) => {
+//!                     server.handle_input(now, Input::PasswordChecked(conn, check.run()))
+//!                 }
 //!                 Output::ReadLa(_) | Output::Close(_) => {}
 //!             }
 //!         }

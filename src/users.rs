@@ -156,6 +156,20 @@ impl Users {
             .insert(user.to_vec(), Secret::Plain(password.to_vec()));
     }
 
+    /// Looks a login up. Plain passwords are settled at once (in constant time); a hashed one
+    /// comes back as a [`PasswordCheck`] to run off the event loop, because argon2 takes tens
+    /// of milliseconds by design and would stall every other client meanwhile.
+    pub fn check(&self, user: &[u8], password: &[u8]) -> Verdict {
+        match self.passwords.get(user) {
+            None => Verdict::Settled(false),
+            Some(Secret::Plain(expected)) => Verdict::Settled(constant_time_eq(expected, password)),
+            Some(Secret::Argon2(phc)) => Verdict::Deferred(PasswordCheck {
+                phc: phc.clone(),
+                password: password.to_vec(),
+            }),
+        }
+    }
+
     /// Whether `user` exists and `password` is theirs. Plain passwords are compared in time
     /// that does not depend on where they differ, so timing does not reveal a prefix; hashed
     /// ones are verified with argon2.
@@ -173,6 +187,37 @@ impl Users {
     /// Whether there are no accounts.
     pub fn is_empty(&self) -> bool {
         self.passwords.is_empty()
+    }
+}
+
+/// What [`Users::check`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Known at once: whether the login is right.
+    Settled(bool),
+    /// The password is stored hashed: run this check (off the event loop) to know.
+    Deferred(PasswordCheck),
+}
+
+/// One argon2 verification, handed to the runtime so that its deliberate slowness (tens of
+/// milliseconds) is spent off the event loop. It holds the offered password: never log it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordCheck {
+    phc: String,
+    password: Vec<u8>,
+}
+
+impl PasswordCheck {
+    /// Runs the verification: whether the offered password matches the stored hash.
+    pub fn run(&self) -> bool {
+        Secret::Argon2(self.phc.clone()).verify(&self.password)
+    }
+}
+
+/// Never shows the password.
+impl fmt::Debug for PasswordCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordCheck")
     }
 }
 
@@ -231,6 +276,17 @@ mod tests {
         assert!(!users.verify(b"jacky", b"s3cre"));
         assert!(!users.verify(b"jacky", hash.as_bytes()));
         assert!(users.verify(b"bob", b"plain"));
+        assert_eq!(users.check(b"bob", b"plain"), Verdict::Settled(true));
+        assert_eq!(users.check(b"nobody", b"plain"), Verdict::Settled(false));
+        let Verdict::Deferred(check) = users.check(b"jacky", b"s3cret") else {
+            panic!("a hashed password is checked off the loop");
+        };
+        assert!(check.run());
+        assert!(!format!("{check:?}").contains("s3cret"));
+        let Verdict::Deferred(wrong) = users.check(b"jacky", b"nope") else {
+            panic!("a hashed password is checked off the loop");
+        };
+        assert!(!wrong.run());
     }
 
     #[test]

@@ -598,6 +598,8 @@ impl Model {
                     }
                 }
                 Fed::LbData(bytes) => self.lb_data(*conn, bytes),
+                // The simulated users' passwords are plain: no check is ever deferred.
+                Fed::PasswordChecked(_) => panic!("sim: a password check nobody asked for"),
                 Fed::LbClosed => {
                     self.count("Lb dropped");
                     self.end_session(*conn, None);
@@ -958,6 +960,7 @@ fn show(output: &Output) -> String {
         Output::ConnectLb(c, a) => format!("ConnectLb {c} {a}"),
         Output::SendLb(c, b) => format!("Lb {c} -> {}", escape(b)),
         Output::Close(c) => format!("Close {c}"),
+        Output::CheckPassword(c, _) => format!("CheckPassword {c}"),
     }
 }
 
@@ -1246,7 +1249,8 @@ impl Sim {
                     Output::SendLa(c, _)
                     | Output::ConnectLb(c, _)
                     | Output::SendLb(c, _)
-                    | Output::Close(c) => Some(*c),
+                    | Output::Close(c)
+                    | Output::CheckPassword(c, _) => Some(*c),
                 };
                 if let Some(conn) = conn {
                     actual.push((conn, output.clone()));
@@ -1942,4 +1946,71 @@ fn the_model_parses_as_the_spec_says() {
         .collect();
     // The bound counts every byte of the line, `\r` and `\n` included.
     assert_eq!(shown, ["ab@4", "too long@8", "@11"]);
+}
+
+/// A hashed password is checked off the event loop: the hub asks for the check, reads no
+/// further line of that client until the result is back, serves everyone else meanwhile, and
+/// looks at "already online" only once the result is in.
+#[test]
+fn hashed_logins_are_checked_off_the_loop() {
+    use simple_im::server::{Input, Server};
+    use simple_im::users::{hash_password, Users};
+
+    let hash = hash_password(b"s3cret", b"0123456789abcdef").unwrap();
+    let users = Users::parse(format!("jacky {hash}\nbob bob123\n").as_bytes()).unwrap();
+    let mut server = Server::new(users, ServerConfig::default());
+    let now = Instant::now();
+    let peer: SocketAddr = "10.0.0.1:40000".parse().unwrap();
+    let drain =
+        |server: &mut Server| std::iter::from_fn(|| server.poll_output()).collect::<Vec<_>>();
+    let line = |conn, text: &str| Output::SendLa(conn, Bytes::from(format!("{text}\n")));
+
+    let jacky = server.accept(now, peer);
+    let twin = server.accept(now, peer);
+    let bob = server.accept(now, peer);
+    drain(&mut server);
+    server.handle_input(now, Input::LaData(jacky, b"/login jacky s3cret\n/list\n"));
+    let asked = drain(&mut server);
+    let [Output::CheckPassword(conn, check)] = &asked[..] else {
+        panic!("expected one password check, got {asked:?}");
+    };
+    assert_eq!(*conn, jacky);
+    // The same user on another connection meanwhile: also a check, also pending.
+    server.handle_input(now, Input::LaData(twin, b"/login jacky s3cret\n"));
+    let twin_check = match &drain(&mut server)[..] {
+        [Output::CheckPassword(conn, check)] if *conn == twin => check.clone(),
+        other => panic!("expected the twin's check, got {other:?}"),
+    };
+    // Others are served while the checks run.
+    server.handle_input(now, Input::LaData(bob, b"/login bob bob123\n"));
+    assert_eq!(
+        drain(&mut server),
+        [
+            line(bob, "101 Authentication successful"),
+            Output::ReadLa(bob)
+        ]
+    );
+    assert!(check.run() && twin_check.run());
+    server.handle_input(now, Input::PasswordChecked(jacky, true));
+    // 101, then the /list typed ahead is read at last (401: no Lb yet), then a new grant.
+    assert_eq!(
+        drain(&mut server),
+        [
+            line(jacky, "101 Authentication successful"),
+            line(jacky, "401 Unrecognized message"),
+            Output::ReadLa(jacky),
+        ]
+    );
+    // The twin's right password comes back after jacky went online: 102.
+    server.handle_input(now, Input::PasswordChecked(twin, true));
+    assert_eq!(
+        drain(&mut server),
+        [
+            line(twin, "102 Authentication failed"),
+            Output::ReadLa(twin)
+        ]
+    );
+    // A stray result changes nothing.
+    server.handle_input(now, Input::PasswordChecked(bob, false));
+    assert_eq!(drain(&mut server), []);
 }

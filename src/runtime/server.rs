@@ -48,7 +48,7 @@ use smol::{Async, LocalExecutor, Timer};
 
 use super::{ConnectionLimits, Side};
 use crate::server::{ConnId, Input, Output, Server, ServerConfig};
-use crate::users::Users;
+use crate::users::{PasswordCheck, Users};
 
 // Kept here too: it was first defined in this module.
 pub use super::RuntimeConfig;
@@ -134,6 +134,16 @@ async fn connect_lb(hub: Rc<RefCell<Hub>>, conn: ConnId, addr: SocketAddr, timeo
     };
     let stream = future::or(connect, give_up).await;
     hub.borrow_mut().lb_connect_ended(conn, stream);
+}
+
+/// Runs an argon2 check on smol's blocking pool, so the loop serves everyone else meanwhile,
+/// and hands the result to the hub.
+async fn check_password(hub: Rc<RefCell<Hub>>, conn: ConnId, check: PasswordCheck) {
+    let correct = smol::unblock(move || check.run()).await;
+    let mut hub = hub.borrow_mut();
+    hub.server
+        .handle_input(Instant::now(), Input::PasswordChecked(conn, correct));
+    hub.carry_out_outputs();
 }
 
 /// How many reads (or other steps) a connection's task takes in one run before it lets the
@@ -343,6 +353,9 @@ impl Hub {
                 self.spawn(|hub| connect_lb(hub, conn, addr, timeout));
             }
             Output::Close(conn) => self.close(conn),
+            Output::CheckPassword(conn, check) => {
+                self.spawn(|hub| check_password(hub, conn, check));
+            }
         }
     }
 

@@ -21,7 +21,7 @@ pub use broadcast::{BroadcastAggregator, Outcome};
 pub use session::{LbEvent, Mailbox, Queued, RequestId, ServerSession, SessionState, Step};
 
 use crate::protocol::{write_list, Delivery, Response, DEFAULT_MAX_LINE};
-use crate::users::Users;
+use crate::users::{PasswordCheck, Users, Verdict};
 
 /// Names one client connection (its La, and its Lb once made) for as long as it lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,6 +79,8 @@ pub enum Input<'a> {
     LbData(ConnId, &'a [u8]),
     /// Lb reached end of file or failed (reading or writing).
     LbClosed(ConnId),
+    /// The result of the check asked for by [`Output::CheckPassword`].
+    PasswordChecked(ConnId, bool),
 }
 
 /// Something the adapter must do.
@@ -96,6 +98,10 @@ pub enum Output {
     SendLb(ConnId, Bytes),
     /// Write what is still queued for this connection, then close La and Lb and forget it.
     Close(ConnId),
+    /// Run this password check off the event loop (argon2 takes tens of milliseconds by design)
+    /// and feed its result as [`Input::PasswordChecked`]. Until then the connection's next line
+    /// waits, and everyone else is served.
+    CheckPassword(ConnId, PasswordCheck),
 }
 
 /// Why a session ended, for logs.
@@ -235,6 +241,17 @@ impl Server {
             }
             Input::LbData(conn, data) => self.lb_data(now, conn, data),
             Input::LbClosed(conn) => self.end_session(conn, EndReason::LbClosed, None),
+            Input::PasswordChecked(conn, correct) => {
+                let user = self
+                    .sessions
+                    .get_mut(&conn)
+                    .and_then(|entry| entry.session.finish_check());
+                if let Some(user) = user {
+                    self.finish_login(conn, &user, correct);
+                    self.sync(conn);
+                    self.read_la(now, conn);
+                }
+            }
         }
         self.run_wakeups(now);
     }
@@ -337,13 +354,27 @@ impl Server {
     }
 
     fn login(&mut self, conn: ConnId, user: &[u8], password: &[u8]) {
+        match self.users.check(user, password) {
+            Verdict::Settled(correct) => self.finish_login(conn, user, correct),
+            Verdict::Deferred(check) => {
+                if let Some(entry) = self.sessions.get_mut(&conn) {
+                    entry.session.start_check(user);
+                    self.outputs.push_back(Output::CheckPassword(conn, check));
+                }
+            }
+        }
+    }
+
+    /// Answers a login whose password is known to be `correct` or not. Whether the user is
+    /// already online is looked at only now, after a check that may have taken a while.
+    fn finish_login(&mut self, conn: ConnId, user: &[u8], correct: bool) {
         let Some(entry) = self.sessions.get_mut(&conn) else {
             return;
         };
         let peer = entry.session.peer();
         // Escaped, so a hostile user name cannot forge log lines.
         let name = user.escape_ascii();
-        if self.users.verify(user, password) && !self.by_name.contains_key(user) {
+        if correct && !self.by_name.contains_key(user) {
             entry.session.logged_in(user);
             let order = self.next_login;
             self.next_login += 1;

@@ -38,6 +38,9 @@ pub enum SessionState {
         failures: u32,
         /// When the connection is closed unless a login succeeds.
         login_deadline: Instant,
+        /// The user whose hashed password is being checked off the event loop; no further
+        /// line is read until the check is back.
+        checking: Option<Vec<u8>>,
     },
     /// Logged in, no `/port` yet.
     Authenticated {
@@ -135,6 +138,7 @@ impl ServerSession {
             state: SessionState::Unauthenticated {
                 failures: 0,
                 login_deadline: now + config.login_timeout,
+                checking: None,
             },
             framer: LineFramer::new(config.max_line),
             unread: Vec::new(),
@@ -164,7 +168,8 @@ impl ServerSession {
     /// Whether the next La line may be read: no request of this client is being served.
     pub fn is_reading(&self) -> bool {
         match &self.state {
-            SessionState::Unauthenticated { .. } | SessionState::Authenticated { .. } => true,
+            SessionState::Unauthenticated { checking, .. } => checking.is_none(),
+            SessionState::Authenticated { .. } => true,
             SessionState::ConnectingLb { .. } => false,
             SessionState::Ready { awaiting, .. } => awaiting.is_none(),
         }
@@ -267,6 +272,22 @@ impl ServerSession {
         self.state = SessionState::Authenticated {
             user: user.to_vec(),
         };
+    }
+
+    /// The password of `user` is being checked off the loop; lines wait until it is back.
+    pub fn start_check(&mut self, user: &[u8]) {
+        if let SessionState::Unauthenticated { checking, .. } = &mut self.state {
+            *checking = Some(user.to_vec());
+        }
+    }
+
+    /// The check started by [`ServerSession::start_check`] is back: the user it was for, or
+    /// `None` if none was running (a late or stray result).
+    pub fn finish_check(&mut self) -> Option<Vec<u8>> {
+        match &mut self.state {
+            SessionState::Unauthenticated { checking, .. } => checking.take(),
+            _ => None,
+        }
     }
 
     /// A login failed. Returns whether the connection has now used up its attempts.

@@ -70,6 +70,8 @@ pub enum Fed {
     LbData(Vec<u8>),
     /// [`Input::LbClosed`]
     LbClosed,
+    /// [`Input::PasswordChecked`]: the harness runs each check at once.
+    PasswordChecked(bool),
 }
 
 /// One thing that happened, in the order it happened.
@@ -561,6 +563,7 @@ impl Net {
                 Fed::LbConnectFailed => "Lb refused".to_owned(),
                 Fed::LbData(bytes) => format!("Lb <- {}", escape(bytes)),
                 Fed::LbClosed => "Lb closed by client".to_owned(),
+                Fed::PasswordChecked(correct) => format!("password checked: {correct}"),
             },
             Record::Timeout => return Some(format!("{} (timeout)", clock(entry.now - self.start))),
             Record::Output { output, .. } => match output {
@@ -569,6 +572,7 @@ impl Net {
                 Output::ConnectLb(_, addr) => format!("Lb connect to {addr}"),
                 Output::SendLb(_, bytes) => format!("Lb -> {}", escape(bytes)),
                 Output::Close(_) => "closed by server".to_owned(),
+                Output::CheckPassword(..) => "password check asked for".to_owned(),
             },
         };
         let client = &self.clients[entry_client(&entry.record)?.0];
@@ -609,6 +613,9 @@ impl Net {
             Fed::LbConnectFailed => self.server.handle_input(now, Input::LbConnectFailed(conn)),
             Fed::LbData(bytes) => self.server.handle_input(now, Input::LbData(conn, bytes)),
             Fed::LbClosed => self.server.handle_input(now, Input::LbClosed(conn)),
+            Fed::PasswordChecked(correct) => self
+                .server
+                .handle_input(now, Input::PasswordChecked(conn, *correct)),
         }
         if let Some(at) = self.server.poll_timeout() {
             assert!(at > now, "poll_timeout is in the past after {input:?}");
@@ -621,7 +628,8 @@ impl Net {
             | Output::SendLa(conn, _)
             | Output::ConnectLb(conn, _)
             | Output::SendLb(conn, _)
-            | Output::Close(conn) => *conn,
+            | Output::Close(conn)
+            | Output::CheckPassword(conn, _) => *conn,
         };
         let id = *self
             .by_conn
@@ -666,6 +674,10 @@ impl Net {
                 );
                 c.lb_unacked = 1;
                 c.lb_received.extend_from_slice(&bytes);
+            }
+            Output::CheckPassword(_, check) => {
+                self.follow_ups
+                    .push_back((id, Fed::PasswordChecked(check.run())));
             }
             Output::Close(_) => {
                 c.closed = true;

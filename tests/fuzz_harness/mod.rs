@@ -574,7 +574,8 @@ impl Hub {
             | Output::SendLa(conn, _)
             | Output::ConnectLb(conn, _)
             | Output::SendLb(conn, _)
-            | Output::Close(conn) => conn.0 as usize,
+            | Output::Close(conn)
+            | Output::CheckPassword(conn, _) => conn.0 as usize,
         };
         let what = format!("step {}: #{conn} {output:?}", self.step);
         let model = self
@@ -588,6 +589,8 @@ impl Hub {
                 model.granted = true;
             }
             Output::SendLa(_, bytes) => self.answer(conn, &bytes, &what),
+            // The harness's users have plain passwords, which are settled at once.
+            Output::CheckPassword(..) => panic!("{what}: a password check for a plain password"),
             Output::ConnectLb(_, addr) => {
                 let Some(Sent::Port(port)) = model.unanswered.front() else {
                     panic!("{what}: no /port waiting");

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use super::{read_some, spawn};
 use crate::runtime::{ConnectionLimits, RuntimeConfig, Side};
 use crate::server::{ConnId, Input, Output, Server, ServerConfig};
-use crate::users::Users;
+use crate::users::{PasswordCheck, Users};
 
 /// Serves clients accepted on `listener` on this thread until `shutdown` returns (it runs on
 /// a thread of its own; a blocking wait for a signal, say).
@@ -119,6 +119,8 @@ enum Event {
     Closed(ConnId, Side),
     /// The end of an Lb connect attempt: the stream, or `None` if it failed or timed out.
     LbConnect(ConnId, Option<TcpStream>),
+    /// The result of an [`Output::CheckPassword`] run on a thread of its own.
+    PasswordChecked(ConnId, bool),
     /// The `shutdown` of [`serve`] returned.
     Shutdown,
 }
@@ -211,6 +213,10 @@ impl EventLoop {
             }
             Event::Closed(conn, side) => self.server.handle_input(now, side.closed(conn)),
             Event::LbConnect(conn, stream) => self.lb_connect_ended(now, conn, stream),
+            Event::PasswordChecked(conn, correct) => {
+                self.server
+                    .handle_input(now, Input::PasswordChecked(conn, correct));
+            }
             Event::Shutdown => {}
         }
     }
@@ -244,6 +250,7 @@ impl EventLoop {
             Output::SendLa(conn, bytes) => self.send(conn, Side::La, bytes),
             Output::SendLb(conn, bytes) => self.send(conn, Side::Lb, bytes),
             Output::ConnectLb(conn, addr) => self.connect_lb(conn, addr),
+            Output::CheckPassword(conn, check) => self.check_password(conn, check),
             Output::Close(conn) => {
                 if let Some(entry) = self.conns.remove(&conn) {
                     // Before the queue closes, so the writer flushes against one deadline.
@@ -363,6 +370,19 @@ impl EventLoop {
         let stack = Some(self.runtime.thread_stack);
         if !spawn(format!("{conn} Lb connect"), stack, attempt) {
             self.later.push(Event::LbConnect(conn, None));
+        }
+    }
+
+    /// Runs an argon2 check on a thread of its own (with the default stack: argon2 is not one
+    /// of the small per-socket jobs), so the loop serves everyone else meanwhile.
+    fn check_password(&mut self, conn: ConnId, check: PasswordCheck) {
+        let events = self.events.clone();
+        let job = move || {
+            let _ = events.send(Event::PasswordChecked(conn, check.run()));
+        };
+        if !spawn(format!("{conn} password check"), None, job) {
+            // No thread to be had: the login fails rather than hang.
+            self.later.push(Event::PasswordChecked(conn, false));
         }
     }
 
