@@ -130,7 +130,9 @@
 
 pub mod cli;
 pub mod client;
+pub mod driver;
 pub mod protocol;
 pub mod runtime;
 pub mod server;
+pub mod transport;
 pub mod users;

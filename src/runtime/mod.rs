@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod server;
+pub mod smol;
 pub mod threads;
 
 use std::collections::HashMap;

@@ -1,0 +1,148 @@
+//! The drivers: everything between the sans-IO machines and a runtime's sockets, written once.
+//!
+//! - [`server::ServerDriver`] is the server's connection table: the [`Server`](crate::server::Server)
+//!   hub, the caps on open connections ([`ConnectionLimits`]), and one
+//!   [`Transport`](crate::transport::Transport) per socket. It is sans-IO too: sockets are named
+//!   by [`SocketId`], and what it wants done to them comes out as [`server::DriverAction`]s.
+//!   Every runtime, blocking or async, drives it the same way.
+//! - [`serve`] is the async server loop on top of it, written once against [`Runtime`]: a
+//!   runtime supplies spawning, timers and non-blocking sockets, nothing else.
+//!   `runtime::smol` is one such runtime, and `examples/tokio_server.rs` another.
+//!
+//! The seam is modelled on quinn's `Runtime` / `AsyncTimer` / `AsyncUdpSocket`: small traits
+//! that expose readiness and non-blocking calls, so the loop above them decides everything.
+
+mod config;
+// mod serve;
+// pub mod server;
+
+use std::future::Future;
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+pub use config::{ConnectionLimits, DriverConfig, Refusal, DEFAULT_MAX_PER_IP};
+// pub use serve::serve;
+// pub use server::{DriverAction, ServerDriver, Side, SocketId};
+
+/// A future that runs on the driver's one thread (it shares the driver through `Rc`).
+pub type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// What an async runtime supplies to the drivers: tasks, timers, sockets, a blocking pool.
+///
+/// Everything runs on one thread: tasks are spawned locally and never cross threads, which is
+/// what lets the drivers share their state without locks.
+pub trait Runtime: Clone + 'static {
+    /// A connected TCP socket.
+    type Stream: AsyncStream;
+    /// A listening TCP socket.
+    type Listener: AsyncListener<Stream = Self::Stream>;
+    /// A resettable timer.
+    type Timer: AsyncTimer;
+
+    /// Runs `task` on this thread, detached; it ends with the runtime if not before.
+    fn spawn(&self, task: LocalBoxFuture<()>);
+    /// A timer that fires at `at` (`None`: never, until reset).
+    fn timer(&self, at: Option<Instant>) -> Self::Timer;
+    /// Connects to `addr`.
+    fn connect(&self, addr: SocketAddr) -> LocalBoxFuture<io::Result<Self::Stream>>;
+    /// Listens on `addr`.
+    fn bind(&self, addr: SocketAddr) -> io::Result<Self::Listener>;
+    /// Runs CPU-heavy or blocking `work` (an argon2 check) off this thread.
+    fn unblock<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> LocalBoxFuture<T>;
+}
+
+/// A non-blocking TCP socket with readiness, as an event loop sees it.
+///
+/// `poll_readable` / `poll_writable` register the task and say whether the socket may be ready;
+/// `try_read` / `try_write` never wait and answer `WouldBlock` when it was not after all.
+pub trait AsyncStream: 'static {
+    /// Ready once the socket may have something to read (or an error or end of file).
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Ready once the socket may take bytes.
+    fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Reads what is there without waiting; `Ok(0)` is end of file.
+    fn try_read(&self, buffer: &mut [u8]) -> io::Result<usize>;
+    /// Writes what the socket takes without waiting.
+    fn try_write(&self, bytes: &[u8]) -> io::Result<usize>;
+    /// Shuts one or both directions.
+    fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+    /// The local address.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+    /// The peer's address.
+    fn peer_addr(&self) -> io::Result<SocketAddr>;
+    /// Turns Nagle's algorithm off: every line is a message someone waits for.
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()>;
+}
+
+/// A listening TCP socket.
+pub trait AsyncListener: 'static {
+    /// The sockets it accepts.
+    type Stream: AsyncStream;
+    /// Ready with the next connection and its peer's address.
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Stream, SocketAddr)>>;
+    /// The address it listens on.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// A timer set to one deadline at a time.
+pub trait AsyncTimer: Unpin + 'static {
+    /// Moves the deadline (`None`: never).
+    fn reset(&mut self, at: Option<Instant>);
+    /// Ready once the deadline has come; pending (with the task registered) before it.
+    fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+/// Waits for the next connection on `listener`.
+pub async fn accept<L: AsyncListener>(listener: &L) -> io::Result<(L::Stream, SocketAddr)> {
+    std::future::poll_fn(|cx| listener.poll_accept(cx)).await
+}
+
+/// Waits until `timer` fires.
+pub async fn sleep<T: AsyncTimer>(timer: &mut T) {
+    std::future::poll_fn(|cx| timer.poll_fired(cx)).await
+}
+
+/// Waits until `stream` may be readable.
+pub async fn readable<S: AsyncStream>(stream: &S) -> io::Result<()> {
+    std::future::poll_fn(|cx| stream.poll_readable(cx)).await
+}
+
+/// Waits until `stream` may be writable.
+pub async fn writable<S: AsyncStream>(stream: &S) -> io::Result<()> {
+    std::future::poll_fn(|cx| stream.poll_writable(cx)).await
+}
+
+/// Reads once, waiting for the socket as needed; `Ok(0)` is end of file.
+pub async fn read<S: AsyncStream>(stream: &S, buffer: &mut [u8]) -> io::Result<usize> {
+    loop {
+        readable(stream).await?;
+        match stream.try_read(buffer) {
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            result => return result,
+        }
+    }
+}
+
+/// Writes all of `bytes`, waiting for the socket as needed.
+pub async fn write_all<S: AsyncStream>(stream: &S, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match stream.try_write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => writable(stream).await?,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
