@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use clap::Parser;
-use simple_im::runtime::Runtime;
+use simple_im::runtime::Kind;
 
 /// Chat with the users of an instant-messaging server (PROTOCOL.md §4).
 ///
@@ -20,8 +20,8 @@ struct Args {
     server_port: u16,
     /// The runtime that carries bytes between the sockets, the terminal and the client core:
     /// `smol` (async tasks) or `threads` (blocking std threads). Both behave the same.
-    #[arg(long, value_enum, value_name = "RUNTIME", default_value_t = Runtime::Smol)]
-    runtime: Runtime,
+    #[arg(long, value_name = "RUNTIME", default_value_t = Kind::Smol)]
+    runtime: Kind,
 }
 
 fn main() {
@@ -30,8 +30,8 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let server = SocketAddr::new(args.server_ip, args.server_port);
     let code = match args.runtime {
-        Runtime::Smol => simple_im::runtime::client::run(server),
-        Runtime::Threads => simple_im::runtime::threads::client::run(server),
+        Kind::Smol => simple_im::runtime::client::run(server),
+        Kind::Threads => simple_im::runtime::threads::client::run(server),
     };
     std::process::exit(code);
 }

@@ -1,8 +1,8 @@
 //! `im-server <port> <users-file>`: the instant-messaging server (PROTOCOL.md §6).
 //!
 //! It parses the command line, loads the users file, listens, and hands everything else to
-//! the runtime picked with `--runtime`: [`simple_im::runtime::server::serve`] (smol) or
-//! [`simple_im::runtime::threads::server::serve`] (std threads).
+//! the runtime picked with `--runtime`: [`simple_im::runtime::smol::serve`] (the default) or
+//! [`simple_im::runtime::threads::server::serve`] (std threads). Both run the same driver.
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -12,7 +12,8 @@ use std::process::ExitCode;
 use clap::builder::RangedU64ValueParser;
 use clap::Parser;
 use simple_im::cli::Span;
-use simple_im::runtime::{Runtime, RuntimeConfig, Signals, DEFAULT_MAX_PER_IP};
+use simple_im::driver::{DriverConfig, DEFAULT_MAX_PER_IP};
+use simple_im::runtime::{Kind, Signals};
 use simple_im::server::ServerConfig;
 use simple_im::users::Users;
 
@@ -80,8 +81,8 @@ struct Args {
     /// The runtime that carries bytes between sockets and the server core: `smol` (async tasks
     /// on one thread) or `threads` (blocking sockets, a thread per socket, each thread with a
     /// 64 KiB stack). Both behave the same on the wire.
-    #[arg(long, value_enum, value_name = "RUNTIME", default_value_t = Runtime::Smol)]
-    runtime: Runtime,
+    #[arg(long, value_name = "RUNTIME", default_value_t = Kind::Smol)]
+    runtime: Kind,
 
     /// Clients connected at once; one more is closed as soon as it connects. Default: 20000
     /// with smol, 2000 with threads (each client costs three threads there, and that runtime
@@ -219,42 +220,37 @@ fn main() -> ExitCode {
     drop(stdout);
     log::info!("listening on {local}");
 
-    let runtime = RuntimeConfig {
+    let driver = DriverConfig {
         max_connections: args
             .max_connections
             .unwrap_or_else(|| args.runtime.default_max_connections()),
         max_per_ip: args.max_per_ip,
-        ..RuntimeConfig::for_runtime(args.runtime)
+        ..args.runtime.driver_config()
     };
     log::info!(
         "runtime {}, at most {} clients, {} per IP address",
         args.runtime,
-        runtime.max_connections,
-        runtime.max_per_ip
+        driver.max_connections,
+        driver.max_per_ip
     );
     match args.runtime {
-        Runtime::Smol => {
-            let listener = match async_net::TcpListener::try_from(listener) {
-                Ok(listener) => listener,
-                Err(error) => {
-                    eprintln!("im-server: cannot listen on {local}: {error}");
-                    return ExitCode::FAILURE;
-                }
-            };
+        Kind::Smol => {
             let shutdown = async move {
                 signals.recv().await;
                 log::info!("shutting down");
             };
-            let serve =
-                simple_im::runtime::server::serve(listener, users, config, runtime, shutdown);
-            smol::block_on(serve);
+            let served = simple_im::runtime::smol::serve(listener, users, config, driver, shutdown);
+            if let Err(error) = served {
+                eprintln!("im-server: cannot listen on {local}: {error}");
+                return ExitCode::FAILURE;
+            }
         }
-        Runtime::Threads => {
+        Kind::Threads => {
             let shutdown = move || {
                 signals.wait();
                 log::info!("shutting down");
             };
-            simple_im::runtime::threads::server::serve(listener, users, config, runtime, shutdown);
+            simple_im::runtime::threads::server::serve(listener, users, config, driver, shutdown);
         }
     }
     ExitCode::SUCCESS

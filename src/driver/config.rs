@@ -251,5 +251,4 @@ mod tests {
         assert_eq!(limits.open(), 0);
         assert_eq!(limits.admit(ip("10.0.0.1")), Ok(()));
     }
-
 }

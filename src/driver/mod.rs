@@ -13,8 +13,8 @@
 //! that expose readiness and non-blocking calls, so the loop above them decides everything.
 
 mod config;
-// mod serve;
-// pub mod server;
+mod serve;
+pub mod server;
 
 use std::future::Future;
 use std::io;
@@ -23,9 +23,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-pub use config::{ConnectionLimits, DriverConfig, Refusal, DEFAULT_MAX_PER_IP};
-// pub use serve::serve;
-// pub use server::{DriverAction, ServerDriver, Side, SocketId};
+pub use config::{
+    ConnectionLimits, DriverConfig, Refusal, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_IP,
+    THREAD_STACK,
+};
+pub use serve::serve;
+pub use server::{DriverAction, ServerDriver, Side, SocketId};
 
 /// A future that runs on the driver's one thread (it shares the driver through `Rc`).
 pub type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;

@@ -151,3 +151,26 @@ impl AsyncTimer for SmolTimer {
         }
     }
 }
+
+/// Serves clients accepted on `listener` on this thread until `shutdown` completes; when it
+/// returns, every connection is closed.
+pub fn serve(
+    listener: std::net::TcpListener,
+    users: crate::users::Users,
+    config: crate::server::ServerConfig,
+    driver: crate::driver::DriverConfig,
+    shutdown: impl Future<Output = ()> + 'static,
+) -> io::Result<()> {
+    let listener = Async::new(listener)?;
+    Smol::block_on(move |runtime| {
+        Box::pin(crate::driver::serve(
+            runtime.clone(),
+            listener,
+            users,
+            config,
+            driver,
+            shutdown,
+        ))
+    });
+    Ok(())
+}

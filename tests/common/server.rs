@@ -37,7 +37,7 @@ pub const USERS: &str = "# test accounts\n\
     alice alice123\n\
     carol carol123\n";
 
-pub use simple_im::runtime::Runtime;
+pub use simple_im::runtime::Kind as Runtime;
 
 /// The path of the binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_im-server");

@@ -1,0 +1,458 @@
+//! [`ServerDriver`]: the server's connection table, written once for every runtime.
+//!
+//! It owns the [`Server`] hub, the caps on open connections, and a [`Transport`] per socket,
+//! and carries every [`Output`] of the hub to the right transport. What is left for a runtime
+//! is the socket work itself: read when [`ServerDriver::wants_read`] says so and feed the bytes
+//! in, write what [`ServerDriver::poll_transmit`] hands out and say how much went, and carry out
+//! each [`DriverAction`]. Like the machines under it, it takes the time as an argument and
+//! never touches a socket, so a test drives it on a manual clock.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
+// Addresses are plain values; `core::net` holds them without any socket machinery.
+use core::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{ConnectionLimits, DriverConfig, Refusal};
+use crate::server::{ConnId, Input, Output, Server, ServerConfig};
+use crate::transport::{ReadPolicy, Transport, TransportAction, TransportConfig};
+use crate::users::{PasswordCheck, Users};
+
+/// One of a client's two connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    /// The client's connection to the server: requests and answers.
+    La,
+    /// The server's connection to the client: deliveries and receipts.
+    Lb,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::La => "La",
+            Side::Lb => "Lb",
+        })
+    }
+}
+
+/// Names one socket: a connection and which of its two it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId {
+    /// The client connection.
+    pub conn: ConnId,
+    /// Which of its sockets.
+    pub side: Side,
+}
+
+impl SocketId {
+    /// La of `conn`.
+    pub fn la(conn: ConnId) -> Self {
+        SocketId {
+            conn,
+            side: Side::La,
+        }
+    }
+
+    /// Lb of `conn`.
+    pub fn lb(conn: ConnId) -> Self {
+        SocketId {
+            conn,
+            side: Side::Lb,
+        }
+    }
+}
+
+impl fmt::Display for SocketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.conn, self.side)
+    }
+}
+
+/// What the runtime must do, drained with [`ServerDriver::poll_action`].
+#[derive(Debug)]
+pub enum DriverAction {
+    /// The socket has something new: bytes to write ([`ServerDriver::poll_transmit`]), or
+    /// reading is allowed again ([`ServerDriver::wants_read`]). Look at it.
+    Wake(SocketId),
+    /// Connect Lb of `conn` to `addr`, giving up after `timeout`, and report the outcome with
+    /// [`ServerDriver::handle_lb_connected`] or [`ServerDriver::handle_lb_connect_failed`].
+    Connect {
+        /// The connection whose Lb it is.
+        conn: ConnId,
+        /// The client's Lb listener.
+        addr: SocketAddr,
+        /// How long the attempt may take.
+        timeout: Duration,
+    },
+    /// Run this check off the event loop and report [`ServerDriver::handle_password_checked`].
+    CheckPassword(ConnId, PasswordCheck),
+    /// Shut the sending side: the last bytes are written.
+    ShutdownWrite(SocketId),
+    /// Shut both directions now (this also wakes a thread blocked writing to it).
+    ShutdownBoth(SocketId),
+    /// Finished with: close the socket and forget it. Nothing about it follows.
+    Release(SocketId),
+}
+
+/// A connection's sockets, from accept until both are finished with.
+#[derive(Debug)]
+struct Conn {
+    /// Counted in [`ConnectionLimits`] until the core closes the connection.
+    peer_ip: IpAddr,
+    la: Transport,
+    /// `None` until connected.
+    lb: Option<Transport>,
+    /// The core has closed it.
+    closed: bool,
+}
+
+impl Conn {
+    fn transport(&mut self, side: Side) -> Option<&mut Transport> {
+        match side {
+            Side::La => Some(&mut self.la),
+            Side::Lb => self.lb.as_mut(),
+        }
+    }
+
+    fn finished(&self) -> bool {
+        let lb_finished = match &self.lb {
+            Some(lb) => lb.is_finished(),
+            None => true,
+        };
+        self.closed && self.la.is_finished() && lb_finished
+    }
+}
+
+/// The server's connections: the hub, the caps, and a transport per socket.
+#[derive(Debug)]
+pub struct ServerDriver {
+    server: Server,
+    limits: ConnectionLimits,
+    transport: TransportConfig,
+    conns: HashMap<ConnId, Conn>,
+    /// Transport deadlines, with the one registered for each socket beside it.
+    deadlines: BTreeSet<(Instant, SocketId)>,
+    registered: HashMap<SocketId, Instant>,
+    /// Sockets touched by the current call: their actions and deadlines are collected at its end.
+    touched: Vec<SocketId>,
+    actions: VecDeque<DriverAction>,
+}
+
+impl ServerDriver {
+    /// A driver for these accounts, limits and socket policy.
+    pub fn new(users: Users, config: ServerConfig, driver: &DriverConfig) -> Self {
+        ServerDriver {
+            server: Server::new(users, config),
+            limits: ConnectionLimits::from_config(driver),
+            transport: driver.transport(),
+            conns: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            registered: HashMap::new(),
+            touched: Vec::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The hub, to look at.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// The caps and what is open, to look at.
+    pub fn limits(&self) -> &ConnectionLimits {
+        &self.limits
+    }
+
+    /// A client connected from `peer`: its La is [`SocketId::la`] of the returned id. Over a
+    /// cap, the connection is refused (close it) and the core never hears of it.
+    pub fn accept(&mut self, now: Instant, peer: SocketAddr) -> Result<ConnId, Refusal> {
+        self.limits.admit(peer.ip())?;
+        let conn = self.server.accept(now, peer);
+        log::info!("{conn} connected from {peer}");
+        self.conns.insert(
+            conn,
+            Conn {
+                peer_ip: peer.ip(),
+                la: Transport::new(self.transport, ReadPolicy::OnGrant),
+                lb: None,
+                closed: false,
+            },
+        );
+        self.finish(now);
+        Ok(conn)
+    }
+
+    /// Whether the runtime should read `socket` now.
+    pub fn wants_read(&self, socket: SocketId) -> bool {
+        let Some(conn) = self.conns.get(&socket.conn) else {
+            return false;
+        };
+        match socket.side {
+            Side::La => conn.la.wants_read(),
+            Side::Lb => conn.lb.as_ref().is_some_and(Transport::wants_read),
+        }
+    }
+
+    /// Bytes were read from `socket`.
+    pub fn handle_read(&mut self, now: Instant, socket: SocketId, data: &[u8]) {
+        if data.is_empty() {
+            return self.handle_read_end(now, socket);
+        }
+        let Some(transport) = self.transport_mut(socket) else {
+            return;
+        };
+        if transport.handle_read(now, data.len()) {
+            let input = match socket.side {
+                Side::La => Input::LaData(socket.conn, data),
+                Side::Lb => Input::LbData(socket.conn, data),
+            };
+            self.server.handle_input(now, input);
+        }
+        self.finish(now);
+    }
+
+    /// `socket` reached end of file, or reading it failed.
+    pub fn handle_read_end(&mut self, now: Instant, socket: SocketId) {
+        if let Some(transport) = self.transport_mut(socket) {
+            transport.handle_read_end(now);
+        }
+        self.finish(now);
+    }
+
+    /// The next bytes to write to `socket`, if any; report what was written with
+    /// [`ServerDriver::handle_written`] before asking again.
+    pub fn poll_transmit(&mut self, socket: SocketId) -> Option<Bytes> {
+        self.transport_mut(socket)?.poll_transmit()
+    }
+
+    /// `n` bytes of what [`ServerDriver::poll_transmit`] gave were written (0 if none).
+    pub fn handle_written(&mut self, now: Instant, socket: SocketId, n: usize) {
+        if let Some(transport) = self.transport_mut(socket) {
+            transport.handle_written(now, n);
+        }
+        self.finish(now);
+    }
+
+    /// Writing to `socket` failed.
+    pub fn handle_write_error(&mut self, now: Instant, socket: SocketId) {
+        if let Some(transport) = self.transport_mut(socket) {
+            transport.handle_write_error(now);
+        }
+        self.finish(now);
+    }
+
+    /// The connection asked for by [`DriverAction::Connect`] is up. `true`: it is
+    /// [`SocketId::lb`] of `conn` from now on; `false`: the connection is gone, close it.
+    pub fn handle_lb_connected(&mut self, now: Instant, conn: ConnId) -> bool {
+        let transport = self.transport;
+        let Some(entry) = self.conns.get_mut(&conn).filter(|entry| !entry.closed) else {
+            return false;
+        };
+        if entry.lb.is_some() {
+            return false;
+        }
+        entry.lb = Some(Transport::new(transport, ReadPolicy::Always));
+        log::debug!("{conn} Lb connected");
+        self.touched.push(SocketId::lb(conn));
+        self.server.handle_input(now, Input::LbConnected(conn));
+        self.finish(now);
+        true
+    }
+
+    /// The connection asked for by [`DriverAction::Connect`] could not be made.
+    pub fn handle_lb_connect_failed(&mut self, now: Instant, conn: ConnId) {
+        self.server.handle_input(now, Input::LbConnectFailed(conn));
+        self.finish(now);
+    }
+
+    /// The result of a [`DriverAction::CheckPassword`].
+    pub fn handle_password_checked(&mut self, now: Instant, conn: ConnId, correct: bool) {
+        self.server
+            .handle_input(now, Input::PasswordChecked(conn, correct));
+        self.finish(now);
+    }
+
+    /// Fires every deadline due at `now`, the hub's and the sockets'.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.server.poll_timeout().is_some_and(|at| at <= now) {
+            self.server.handle_timeout(now);
+        }
+        while let Some(&(at, socket)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            self.registered.remove(&socket);
+            if let Some(transport) = self.transport_mut(socket) {
+                transport.handle_timeout(now);
+            }
+        }
+        self.finish(now);
+    }
+
+    /// When [`ServerDriver::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let sockets = self.deadlines.first().map(|&(at, _)| at);
+        self.server.poll_timeout().into_iter().chain(sockets).min()
+    }
+
+    /// The next thing the runtime must do, or `None` until new input or the next timeout.
+    pub fn poll_action(&mut self) -> Option<DriverAction> {
+        self.actions.pop_front()
+    }
+
+    /// Whether `conn` still has a socket the runtime must keep.
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.conns.contains_key(&conn)
+    }
+
+    /// How many connections have sockets open.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn transport_mut(&mut self, socket: SocketId) -> Option<&mut Transport> {
+        self.touched.push(socket);
+        self.conns.get_mut(&socket.conn)?.transport(socket.side)
+    }
+
+    /// Carries the hub's outputs to the transports and the transports' actions out, feeding
+    /// sockets found closed back to the hub, until nothing moves; then syncs the deadlines of
+    /// every socket touched.
+    fn finish(&mut self, now: Instant) {
+        loop {
+            while let Some(output) = self.server.poll_output() {
+                self.carry_out(now, output);
+            }
+            if self.touched.is_empty() {
+                return;
+            }
+            let mut touched = std::mem::take(&mut self.touched);
+            touched.sort_unstable();
+            touched.dedup();
+            for &socket in &touched {
+                self.drain_transport(now, socket);
+            }
+            self.sync_deadlines(&touched);
+        }
+    }
+
+    fn carry_out(&mut self, now: Instant, output: Output) {
+        match output {
+            Output::ReadLa(conn) => {
+                if let Some(transport) = self.transport_mut(SocketId::la(conn)) {
+                    transport.grant_read();
+                    self.actions
+                        .push_back(DriverAction::Wake(SocketId::la(conn)));
+                }
+            }
+            Output::SendLa(conn, bytes) => self.send(now, SocketId::la(conn), bytes),
+            Output::SendLb(conn, bytes) => self.send(now, SocketId::lb(conn), bytes),
+            Output::ConnectLb(conn, addr) => self.actions.push_back(DriverAction::Connect {
+                conn,
+                addr,
+                timeout: self.server.config().connect_timeout,
+            }),
+            Output::CheckPassword(conn, check) => {
+                self.actions
+                    .push_back(DriverAction::CheckPassword(conn, check));
+            }
+            Output::Close(conn) => {
+                let Some(entry) = self.conns.get_mut(&conn).filter(|entry| !entry.closed) else {
+                    return;
+                };
+                entry.closed = true;
+                self.limits.release(entry.peer_ip);
+                entry.la.close(now);
+                if let Some(lb) = &mut entry.lb {
+                    lb.close(now);
+                }
+                log::debug!("{conn} closing");
+                self.touched.push(SocketId::la(conn));
+                self.touched.push(SocketId::lb(conn));
+            }
+        }
+    }
+
+    fn send(&mut self, now: Instant, socket: SocketId, bytes: Bytes) {
+        let Some(transport) = self.transport_mut(socket) else {
+            if self.conns.contains_key(&socket.conn) {
+                log::warn!("{socket}: nothing to write to");
+                self.server.handle_input(now, Input::LbClosed(socket.conn));
+            }
+            return;
+        };
+        transport.send(now, bytes);
+        self.actions.push_back(DriverAction::Wake(socket));
+    }
+
+    /// Carries out what one transport asks.
+    fn drain_transport(&mut self, now: Instant, socket: SocketId) {
+        loop {
+            let Some(entry) = self.conns.get_mut(&socket.conn) else {
+                return;
+            };
+            let Some(action) = entry
+                .transport(socket.side)
+                .and_then(Transport::poll_action)
+            else {
+                return;
+            };
+            match action {
+                TransportAction::ReportClosed => {
+                    let input = match socket.side {
+                        Side::La => Input::LaClosed(socket.conn),
+                        Side::Lb => Input::LbClosed(socket.conn),
+                    };
+                    self.server.handle_input(now, input);
+                }
+                TransportAction::ShutdownWrite => {
+                    self.actions.push_back(DriverAction::ShutdownWrite(socket));
+                }
+                TransportAction::ShutdownBoth => {
+                    self.actions.push_back(DriverAction::ShutdownBoth(socket));
+                }
+                TransportAction::Release => {
+                    self.actions.push_back(DriverAction::Release(socket));
+                    self.forget_if_finished(socket.conn);
+                }
+            }
+        }
+    }
+
+    /// Forgets a connection the core has closed once all its sockets are finished with.
+    fn forget_if_finished(&mut self, conn: ConnId) {
+        if self.conns.get(&conn).is_some_and(Conn::finished) {
+            self.conns.remove(&conn);
+            log::debug!("{conn} closed");
+        }
+    }
+
+    fn sync_deadlines(&mut self, sockets: &[SocketId]) {
+        for &socket in sockets {
+            let wanted = self
+                .conns
+                .get(&socket.conn)
+                .and_then(|conn| match socket.side {
+                    Side::La => Some(&conn.la),
+                    Side::Lb => conn.lb.as_ref(),
+                })
+                .and_then(Transport::poll_timeout);
+            let known = self.registered.get(&socket).copied();
+            if known == wanted {
+                continue;
+            }
+            if let Some(at) = known {
+                self.deadlines.remove(&(at, socket));
+                self.registered.remove(&socket);
+            }
+            if let Some(at) = wanted {
+                self.deadlines.insert((at, socket));
+                self.registered.insert(socket, at);
+            }
+        }
+    }
+}
