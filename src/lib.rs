@@ -133,4 +133,5 @@ pub mod client;
 pub mod protocol;
 pub mod runtime;
 pub mod server;
+pub mod transport;
 pub mod users;
