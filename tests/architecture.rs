@@ -9,6 +9,7 @@ const CORE: &[&str] = &[
     "src/server/mod.rs",
     "src/server/session.rs",
     "src/server/broadcast.rs",
+    "src/transport.rs",
 ];
 
 const FORBIDDEN: &[&str] = &[
