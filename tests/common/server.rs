@@ -37,7 +37,35 @@ pub const USERS: &str = "# test accounts\n\
     alice alice123\n\
     carol carol123\n";
 
-pub use simple_im::runtime::Kind as Runtime;
+/// Which server a scenario runs against: `im-server` in one of its runtimes, or the tokio
+/// example (`examples/tokio_server.rs`), a third runtime on the same driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    /// `im-server --runtime smol`.
+    Smol,
+    /// `im-server --runtime threads`.
+    Threads,
+    /// `target/…/examples/tokio_server`, with the driver's defaults.
+    TokioExample,
+}
+
+impl Runtime {
+    /// The `--runtime` of `im-server` and `im-client` (the tokio example's clients use smol).
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Smol | Runtime::TokioExample => "smol",
+            Runtime::Threads => "threads",
+        }
+    }
+}
+
+/// The tokio example, which `cargo test` builds beside the test binaries.
+fn tokio_example() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> → target/<profile>/examples/tokio_server
+    let profile = exe.parent().and_then(Path::parent).unwrap();
+    profile.join("examples").join("tokio_server")
+}
 
 /// The path of the binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_im-server");
@@ -113,12 +141,25 @@ impl ServerProcess {
         } else {
             &["--bind", "127.0.0.1"]
         };
-        let mut child = Command::new(BIN)
-            .arg("0")
-            .arg(users.path())
-            .args(bind)
-            .args(["--log", "debug", "--runtime", runtime.name()])
-            .args(options)
+        let mut command = match runtime {
+            Runtime::TokioExample => {
+                assert!(options.is_empty(), "the tokio example takes no options");
+                let mut command = Command::new(tokio_example());
+                command.arg("0").arg(users.path()).env("RUST_LOG", "debug");
+                command
+            }
+            _ => {
+                let mut command = Command::new(BIN);
+                command
+                    .arg("0")
+                    .arg(users.path())
+                    .args(bind)
+                    .args(["--log", "debug", "--runtime", runtime.name()])
+                    .args(options);
+                command
+            }
+        };
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
