@@ -1,6 +1,7 @@
 //! The wire format of PROTOCOL.md §1–§2: exact bytes, parse/format round trips, the framer.
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use simple_im::protocol::{
     is_content, is_token, Delivery, Frame, LineFramer, Request, Response, Unrecognized,
 };
@@ -114,6 +115,15 @@ fn frame_model(max_line: usize, bytes: &[u8]) -> Vec<Option<Vec<u8>>> {
 }
 
 proptest! {
+    // Failures are kept in the repository's proptest-regressions/, replayed first.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/proptest-regressions/protocol.txt"
+        )))),
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn requests_round_trip(request in request()) {
         let request = request.as_request();
