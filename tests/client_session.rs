@@ -225,7 +225,7 @@ enum Step {
     Server(Ev),
 }
 
-/// A server in memory that answers the client's requests the way PROTOCOL.md §3 does.
+/// A server in memory that answers the client's requests the way docs/protocol.md §3 does.
 struct FakeServer {
     users: &'static [(&'static [u8], &'static [u8])],
     /// Names of the other users online, after the one logged in here.

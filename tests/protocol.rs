@@ -1,4 +1,5 @@
-//! The wire format of PROTOCOL.md §1–§2: exact bytes, parse/format round trips, the framer.
+//! The wire format of docs/protocol.md §1–§2: exact bytes, parse/format round trips, the
+//! framer.
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -14,7 +15,7 @@ fn token() -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// Content that survives a trip through the framer: no `\n`, and no `\r` at its end (the
-/// framer drops a `\r` before `\n`, as PROTOCOL.md §1 says).
+/// framer drops a `\r` before `\n`, as docs/protocol.md §1 says).
 fn content() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(
         any::<u8>().prop_filter("no newline", |b| *b != b'\n'),

@@ -33,7 +33,7 @@ impl fmt::Display for ConnId {
     }
 }
 
-/// The server's limits; the defaults are PROTOCOL.md's.
+/// The server's limits; the defaults are docs/protocol.md's.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// How long a recipient has to answer `302` (`--ack-timeout`).
@@ -144,7 +144,7 @@ struct Pending {
 }
 
 /// The hub: every session by connection id, the online users in login order, routing and
-/// delivery, and every teardown rule of PROTOCOL.md §3.
+/// delivery, and every teardown rule of docs/protocol.md §3.
 #[derive(Debug)]
 pub struct Server {
     config: ServerConfig,

@@ -1,6 +1,6 @@
 //! [`ServerSession`]: the server's view of one client, its La connection and, once Ready, its Lb.
 //!
-//! The session owns what belongs to one client alone: its state (PROTOCOL.md §3), which lines
+//! The session owns what belongs to one client alone: its state (docs/protocol.md §3), which lines
 //! are accepted in that state, its login-failure count, its deadlines, and its Lb delivery queue
 //! with at most one message outstanding. What needs other clients (the online registry,
 //! routing) belongs to the [`Server`](super::Server) hub, which calls in here.
@@ -29,7 +29,7 @@ pub struct Queued {
     pub line: Bytes,
 }
 
-/// Where a session is in PROTOCOL.md §3. Each variant holds what is valid in that state.
+/// Where a session is in docs/protocol.md §3. Each variant holds what is valid in that state.
 #[derive(Debug)]
 pub enum SessionState {
     /// Connected, not logged in.
