@@ -1,10 +1,11 @@
-//! What the binaries' command lines share: durations written like `500ms` or `10s`.
+//! What the binaries' command lines share: durations written like `500ms`, `10s` or `1m30s`.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// A duration written as a whole number and a unit: `ms`, `s`, `m` or `h` (`500ms`, `10s`, `2m`).
+/// A duration in [`humantime`]'s syntax: numbers with units, like `500ms`, `10s`, `2m` or
+/// `1m30s`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Span(pub Duration);
 
@@ -23,41 +24,18 @@ impl FromStr for Span {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let expected = || {
-            format!("{text:?}: expected a whole number and a unit (ms, s, m, h), like 500ms or 10s")
-        };
-        let number: u64 = number.parse().map_err(|_| expected())?;
-        let millis_per_unit = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            _ => return Err(expected()),
-        };
-        let millis = number
-            .checked_mul(millis_per_unit)
-            .ok_or_else(|| format!("{text:?} is too long"))?;
-        Ok(Span(Duration::from_millis(millis)))
+        humantime::parse_duration(text)
+            .map(Span)
+            .map_err(|err| format!("{text:?}: {err}; expected a duration like 500ms, 10s or 1m30s"))
     }
 }
 
-/// Writes the largest unit that is exact, so `--help` shows defaults as they would be typed.
+/// Writes the span in humantime's units without the spaces between them (`1m30s`), so
+/// `--help` shows defaults as they would be typed.
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let millis = self.0.as_millis();
-        if millis % 1_000 != 0 || millis == 0 {
-            write!(f, "{millis}ms")
-        } else if millis % 3_600_000 == 0 {
-            write!(f, "{}h", millis / 3_600_000)
-        } else if millis % 60_000 == 0 {
-            write!(f, "{}m", millis / 60_000)
-        } else {
-            write!(f, "{}s", millis / 1_000)
-        }
+        let text = humantime::format_duration(self.0).to_string();
+        f.write_str(&text.replace(' ', ""))
     }
 }
 
@@ -67,24 +45,37 @@ mod tests {
 
     #[test]
     fn spans_parse_and_print_as_typed() {
-        for text in ["500ms", "10s", "2m", "1h", "0ms", "1500ms"] {
+        for text in ["500ms", "10s", "2m", "1h", "0s", "1m30s", "1s500ms"] {
             let span: Span = text.parse().unwrap();
             assert_eq!(span.to_string(), text);
         }
-        assert_eq!("90s".parse::<Span>().unwrap().0, Duration::from_secs(90));
-        for bad in [
-            "",
-            "10",
-            "s",
-            "1.5s",
-            "-1s",
-            "10 s",
-            "10sec",
-            "99999999999999999h",
+        for (text, duration) in [
+            ("90s", Duration::from_secs(90)),
+            ("1m30s", Duration::from_secs(90)),
+            ("1m 30s", Duration::from_secs(90)),
+            ("1500ms", Duration::from_millis(1500)),
+            ("300s", Duration::from_secs(300)),
         ] {
+            assert_eq!(text.parse::<Span>().unwrap().0, duration, "{text:?}");
+        }
+        // The defaults print as a user would type them.
+        assert_eq!(Span(Duration::from_secs(300)).to_string(), "5m");
+        assert_eq!(Span(Duration::from_secs(10)).to_string(), "10s");
+        for bad in ["", "10", "s", "-1s", "10parsecs", "99999999999999999999h"] {
             assert!(bad.parse::<Span>().is_err(), "{bad:?}");
         }
         assert!(Span::positive("0s").is_err());
+        assert!(Span::positive("0ms").is_err());
         assert!(Span::positive("1ms").is_ok());
+    }
+
+    #[test]
+    fn printed_spans_parse_back() {
+        for millis in [
+            1, 999, 1_000, 1_001, 59_999, 60_000, 90_500, 3_600_000, 86_400_000,
+        ] {
+            let span = Span(Duration::from_millis(millis));
+            assert_eq!(span.to_string().parse::<Span>().unwrap(), span, "{span}");
+        }
     }
 }

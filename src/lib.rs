@@ -1,4 +1,4 @@
-//! A sans-IO implementation of a simple instant-messaging protocol (`PROTOCOL.md`): exact on
+//! A sans-IO implementation of a simple instant-messaging protocol (`docs/protocol.md`): exact on
 //! the wire, property-tested, with a smol server and client on top.
 //!
 //! # Layout

@@ -1,4 +1,4 @@
-//! Every message of PROTOCOL.md §2: types, `nom` parsers and exact formatters, side by side,
+//! Every message of docs/protocol.md §2: types, `nom` parsers and exact formatters, side by side,
 //! plus the bounded [`LineFramer`] that turns a byte stream into lines (§1).
 //!
 //! Parsers take one line *without* its `\n` (the framer strips it and a `\r` before it) and

@@ -1,4 +1,4 @@
-//! The users file of PROTOCOL.md §5: one `username password` a line.
+//! The users file of docs/protocol.md §5: one `username password` a line.
 //!
 //! A password may also be stored hashed, as an argon2id PHC string (`$argon2id$v=19$…`,
 //! made by `im-server --hash-password`), so the file need not hold passwords in the clear.
@@ -98,7 +98,7 @@ impl Account {
     }
 }
 
-/// Parses a users file's accounts in file order, with every rule of PROTOCOL.md §5: blank
+/// Parses a users file's accounts in file order, with every rule of docs/protocol.md §5: blank
 /// lines and lines starting with `#` are skipped; a `\r` before `\n` is dropped so files
 /// written on Windows load as well; anything else must be two tokens, the name not given before,
 /// and a stored hash must be a valid argon2 PHC string.

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use simple_im::client::{
     ClientConfig, ClientInput, ClientOutput, ClientSession, PASSWORD_PROMPT, TOKEN_HINT,
     USER_PROMPT,
@@ -224,7 +225,7 @@ enum Step {
     Server(Ev),
 }
 
-/// A server in memory that answers the client's requests the way PROTOCOL.md §3 does.
+/// A server in memory that answers the client's requests the way docs/protocol.md §3 does.
 struct FakeServer {
     users: &'static [(&'static [u8], &'static [u8])],
     /// Names of the other users online, after the one logged in here.
@@ -925,6 +926,15 @@ fn event() -> impl Strategy<Value = Ev> {
 }
 
 proptest! {
+    // Failures are kept in the repository's proptest-regressions/, replayed first.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/proptest-regressions/client_session.txt"
+        )))),
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn arbitrary_input_never_panics_and_exits_at_most_once(
         events in proptest::collection::vec(event(), 0..64),

@@ -498,7 +498,7 @@ fn appendix_with_three_im_clients(runtime: Runtime) {
     bob.run("/list", "301 bob michael");
 }
 
-/// PROTOCOL.md §4.7: when the server dies, every client says so and exits 1 within a second.
+/// docs/protocol.md §4.7: when the server dies, every client says so and exits 1 within a second.
 fn killing_the_server_ends_every_client_with_1_within_a_second(runtime: Runtime) {
     let mut server = ServerProcess::start(runtime, USERS, &[]);
     let mut clients: Vec<ClientProcess> = [("jacky", "12345"), ("bob", "bob123")]

@@ -45,7 +45,7 @@ fn server_hub_corpus() {
     replay("server_hub", server_hub);
 }
 
-/// The model framer itself, on the cases PROTOCOL.md §1 names (the bound counts the `\n`), so
+/// The model framer itself, on the cases docs/protocol.md §1 names (the bound counts the `\n`), so
 /// the fuzz target's reference is known to be right.
 #[test]
 fn the_model_framer_follows_the_protocol() {

@@ -1,6 +1,8 @@
-//! The wire format of PROTOCOL.md §1–§2: exact bytes, parse/format round trips, the framer.
+//! The wire format of docs/protocol.md §1–§2: exact bytes, parse/format round trips, the
+//! framer.
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use simple_im::protocol::{
     is_content, is_token, Delivery, Frame, LineFramer, Request, Response, Unrecognized,
 };
@@ -13,7 +15,7 @@ fn token() -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// Content that survives a trip through the framer: no `\n`, and no `\r` at its end (the
-/// framer drops a `\r` before `\n`, as PROTOCOL.md §1 says).
+/// framer drops a `\r` before `\n`, as docs/protocol.md §1 says).
 fn content() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(
         any::<u8>().prop_filter("no newline", |b| *b != b'\n'),
@@ -114,6 +116,15 @@ fn frame_model(max_line: usize, bytes: &[u8]) -> Vec<Option<Vec<u8>>> {
 }
 
 proptest! {
+    // Failures are kept in the repository's proptest-regressions/, replayed first.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/proptest-regressions/protocol.txt"
+        )))),
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn requests_round_trip(request in request()) {
         let request = request.as_request();

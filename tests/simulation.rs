@@ -2,7 +2,7 @@
 //! `random_interaction.rs`: proptest generates schedules of client actions ([`Op`]) over six
 //! clients and five users, each op is applied to the in-memory [`Net`] in turn (ops that
 //! make no sense at that moment are skipped), and after every op the server's outputs are
-//! checked against [`Model`], a small reference server written from PROTOCOL.md alone.
+//! checked against [`Model`], a small reference server written from docs/protocol.md alone.
 //!
 //! The model predicts, event by event, exactly what each connection must see: every answer on
 //! La, every `/from`/`/broadcastfrom` on Lb (so at most one outstanding per recipient, in the
@@ -305,7 +305,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// The limits one schedule runs with: small enough that over-long lines, full queues and the
-/// login-failure limit happen; timeouts as in PROTOCOL.md except a shorter login timeout.
+/// login-failure limit happen; timeouts as in docs/protocol.md except a shorter login timeout.
 fn sim_config() -> impl Strategy<Value = ServerConfig> {
     let max_queue = prop_oneof![2 => Just(1usize), 1 => 2usize..=3];
     (32usize..=128, max_queue, 1u32..=5).prop_map(|(max_line, max_queue, max_login_failures)| {
@@ -324,7 +324,7 @@ fn sim_config() -> impl Strategy<Value = ServerConfig> {
 // The reference model
 // ---------------------------------------------------------------------------------------------
 
-/// A line as the server frames it (PROTOCOL.md §1), written independently of `LineFramer`.
+/// A line as the server frames it (docs/protocol.md §1), written independently of `LineFramer`.
 #[derive(Clone, Debug)]
 enum Frame {
     Line(Vec<u8>),
@@ -364,7 +364,7 @@ impl Framer {
     }
 }
 
-/// A client command (PROTOCOL.md §2), parsed independently of `protocol.rs`.
+/// A client command (docs/protocol.md §2), parsed independently of `protocol.rs`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Command {
     Login(Vec<u8>, Vec<u8>),
@@ -464,7 +464,7 @@ struct Request {
     failed: bool,
 }
 
-/// The server as PROTOCOL.md describes it, one event at a time.
+/// The server as docs/protocol.md describes it, one event at a time.
 #[derive(Clone, Debug)]
 struct Model {
     config: ServerConfig,
@@ -877,7 +877,7 @@ impl Model {
         }
     }
 
-    /// Fires every deadline due now, earliest first (ties by connection id: PROTOCOL.md
+    /// Fires every deadline due now, earliest first (ties by connection id: docs/protocol.md
     /// leaves that order open, and the schedules give each op its own instant).
     fn timeout(&mut self) {
         loop {
@@ -907,7 +907,7 @@ impl Model {
         }
     }
 
-    /// PROTOCOL.md §3, "Ends of a session".
+    /// docs/protocol.md §3, "Ends of a session".
     fn end_session(&mut self, conn: ConnId, last: Option<&str>) {
         if self.is_closed(conn) {
             return;
@@ -1904,7 +1904,7 @@ fn events_after_close_are_ignored() {
 
 #[test]
 fn the_model_parses_as_the_spec_says() {
-    // The reference model's own parser, against PROTOCOL.md's edge cases, so that the
+    // The reference model's own parser, against docs/protocol.md's edge cases, so that the
     // simulation's expectations rest on something checked.
     assert_eq!(
         parse(b"/to bob  hi"),

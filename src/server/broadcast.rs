@@ -82,6 +82,7 @@ impl BroadcastAggregator {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use proptest::test_runner::FileFailurePersistence;
 
     #[test]
     fn nobody_to_deliver_to_is_delivered() {
@@ -91,6 +92,15 @@ mod tests {
     }
 
     proptest! {
+        // Failures are kept in the repository's proptest-regressions/, replayed first.
+        #![proptest_config(ProptestConfig {
+            failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/proptest-regressions/broadcast.txt"
+            )))),
+            ..ProptestConfig::default()
+        })]
+
         /// Whatever the order and repetition of reports, exactly one answer comes, after the
         /// last slot settles, and it is `Failed` iff some slot's first report was a failure.
         #[test]

@@ -33,7 +33,7 @@ impl fmt::Display for ConnId {
     }
 }
 
-/// The server's limits; the defaults are PROTOCOL.md's.
+/// The server's limits; the defaults are docs/protocol.md's.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// How long a recipient has to answer `302` (`--ack-timeout`).
@@ -144,7 +144,7 @@ struct Pending {
 }
 
 /// The hub: every session by connection id, the online users in login order, routing and
-/// delivery, and every teardown rule of PROTOCOL.md §3.
+/// delivery, and every teardown rule of docs/protocol.md §3.
 #[derive(Debug)]
 pub struct Server {
     config: ServerConfig,
@@ -161,6 +161,9 @@ pub struct Server {
     timers: BTreeSet<(Instant, ConnId, TimerKind)>,
     /// Sessions whose request was answered, so their next La line may be read.
     wakeups: Vec<ConnId>,
+    /// Sessions whose deadlines may have changed during the current call; [`Server::sync`]
+    /// brings [`Server::timers`] up to date for each of them once, as the call returns.
+    touched: Vec<ConnId>,
     outputs: VecDeque<Output>,
     lb_events: Vec<LbEvent>,
 }
@@ -180,6 +183,7 @@ impl Server {
             next_request: 0,
             timers: BTreeSet::new(),
             wakeups: Vec::new(),
+            touched: Vec::new(),
             outputs: VecDeque::new(),
             lb_events: Vec::new(),
         }
@@ -204,8 +208,9 @@ impl Server {
             },
         );
         log::debug!("{conn} connected from {peer}");
-        // Grants the first read of La and registers the login deadline.
+        // Grants the first read of La; the login deadline is registered as the call returns.
         self.read_la(now, conn);
+        self.sync_touched();
         conn
     }
 
@@ -222,12 +227,13 @@ impl Server {
             Input::LaClosed(conn) => self.end_session(conn, EndReason::LaClosed, None),
             Input::LbConnected(conn) => {
                 let max_line = self.config.max_line;
-                let Some(entry) = self.sessions.get_mut(&conn) else {
-                    return;
-                };
-                if entry.session.lb_connected(max_line) {
+                let connected = self
+                    .sessions
+                    .get_mut(&conn)
+                    .is_some_and(|entry| entry.session.lb_connected(max_line));
+                if connected {
                     self.reply(conn, &Response::LbOk);
-                    self.sync(conn);
+                    self.touch(conn);
                     self.read_la(now, conn);
                 }
             }
@@ -248,12 +254,13 @@ impl Server {
                     .and_then(|entry| entry.session.finish_check());
                 if let Some(user) = user {
                     self.finish_login(conn, &user, correct);
-                    self.sync(conn);
+                    self.touch(conn);
                     self.read_la(now, conn);
                 }
             }
         }
         self.run_wakeups(now);
+        self.sync_touched();
     }
 
     /// Fires every deadline that is due at `now`.
@@ -272,6 +279,7 @@ impl Server {
             }
         }
         self.run_wakeups(now);
+        self.sync_touched();
     }
 
     /// The next thing the adapter must do, or `None` until new input or the next timeout.
@@ -333,7 +341,7 @@ impl Server {
             entry.read_granted = true;
             self.outputs.push_back(Output::ReadLa(conn));
         }
-        self.sync(conn);
+        self.touch(conn);
     }
 
     /// Carries out what the session decided a line means.
@@ -350,7 +358,7 @@ impl Server {
             Step::ToAll { content } => self.broadcast(now, conn, content),
             Step::Exit => self.end_session(conn, EndReason::Exit, Some(Response::Bye)),
         }
-        self.sync(conn);
+        self.touch(conn);
     }
 
     fn login(&mut self, conn: ConnId, user: &[u8], password: &[u8]) {
@@ -483,7 +491,7 @@ impl Server {
         };
         if let Some(line) = entry.session.next_to_send(deadline) {
             self.outputs.push_back(Output::SendLb(recipient, line));
-            self.sync(recipient);
+            self.touch(recipient);
         }
     }
 
@@ -525,7 +533,7 @@ impl Server {
             }
         }
         self.lb_events = events;
-        self.sync(conn);
+        self.touch(conn);
     }
 
     fn state_deadline_passed(&mut self, conn: ConnId) {
@@ -592,6 +600,28 @@ impl Server {
         while let Some(conn) = self.wakeups.pop() {
             self.read_la(now, conn);
         }
+    }
+
+    /// Notes that the deadlines of `conn` may have changed; [`Server::sync_touched`] registers
+    /// them before the public call returns.
+    fn touch(&mut self, conn: ConnId) {
+        self.touched.push(conn);
+    }
+
+    /// Syncs every session touched during this call, once each, as a public call returns.
+    /// Within a call the timer set may lag behind the sessions, and that is never observed:
+    /// [`Server::end_session`] removes what is registered, whatever it is, and the one reader,
+    /// [`Server::handle_timeout`]'s loop, only ends sessions, which sets no deadline; the
+    /// lines it lets be read come after the loop.
+    fn sync_touched(&mut self) {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for &conn in &touched {
+            self.sync(conn);
+        }
+        touched.clear();
+        self.touched = touched;
     }
 
     /// Makes the timer set match the session's current deadlines.

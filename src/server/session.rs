@@ -1,6 +1,6 @@
 //! [`ServerSession`]: the server's view of one client, its La connection and, once Ready, its Lb.
 //!
-//! The session owns what belongs to one client alone: its state (PROTOCOL.md §3), which lines
+//! The session owns what belongs to one client alone: its state (docs/protocol.md §3), which lines
 //! are accepted in that state, its login-failure count, its deadlines, and its Lb delivery queue
 //! with at most one message outstanding. What needs other clients (the online registry,
 //! routing) belongs to the [`Server`](super::Server) hub, which calls in here.
@@ -29,7 +29,7 @@ pub struct Queued {
     pub line: Bytes,
 }
 
-/// Where a session is in PROTOCOL.md §3. Each variant holds what is valid in that state.
+/// Where a session is in docs/protocol.md §3. Each variant holds what is valid in that state.
 #[derive(Debug)]
 pub enum SessionState {
     /// Connected, not logged in.
@@ -132,7 +132,7 @@ pub struct ServerSession {
 
 impl ServerSession {
     /// A fresh connection from `peer`, accepted at `now`.
-    pub fn new(now: Instant, peer: SocketAddr, config: &super::ServerConfig) -> Self {
+    pub(crate) fn new(now: Instant, peer: SocketAddr, config: &super::ServerConfig) -> Self {
         ServerSession {
             peer,
             state: SessionState::Unauthenticated {
@@ -201,7 +201,7 @@ impl ServerSession {
 
     /// Takes the La framer and unread bytes out, so the hub can frame lines while it changes
     /// other sessions; [`ServerSession::restore_input`] puts them back.
-    pub fn take_input(&mut self) -> (LineFramer, Vec<u8>) {
+    pub(crate) fn take_input(&mut self) -> (LineFramer, Vec<u8>) {
         let max_line = self.framer.max_line();
         (
             std::mem::replace(&mut self.framer, LineFramer::new(max_line)),
@@ -210,14 +210,14 @@ impl ServerSession {
     }
 
     /// Puts back what [`ServerSession::take_input`] took, with the bytes not yet framed.
-    pub fn restore_input(&mut self, framer: LineFramer, unread: &[u8]) {
+    pub(crate) fn restore_input(&mut self, framer: LineFramer, unread: &[u8]) {
         self.framer = framer;
         self.unread.clear();
         self.unread.extend_from_slice(unread);
     }
 
     /// Keeps bytes read from La until they can be framed.
-    pub fn push_unread(&mut self, data: &[u8]) {
+    pub(crate) fn push_unread(&mut self, data: &[u8]) {
         self.unread.extend_from_slice(data);
     }
 
@@ -228,7 +228,7 @@ impl ServerSession {
 
     /// Decides what one La frame means in the current state. Malformed and out-of-state
     /// lines are answered `401` here; the rest go to the hub.
-    pub fn on_frame<'l>(
+    pub(crate) fn on_frame<'l>(
         &mut self,
         now: Instant,
         frame: Frame<'l>,
@@ -268,14 +268,14 @@ impl ServerSession {
     }
 
     /// A login succeeded: the session is now Authenticated as `user`.
-    pub fn logged_in(&mut self, user: &[u8]) {
+    pub(crate) fn logged_in(&mut self, user: &[u8]) {
         self.state = SessionState::Authenticated {
             user: user.to_vec(),
         };
     }
 
     /// The password of `user` is being checked off the loop; lines wait until it is back.
-    pub fn start_check(&mut self, user: &[u8]) {
+    pub(crate) fn start_check(&mut self, user: &[u8]) {
         if let SessionState::Unauthenticated { checking, .. } = &mut self.state {
             *checking = Some(user.to_vec());
         }
@@ -283,7 +283,7 @@ impl ServerSession {
 
     /// The check started by [`ServerSession::start_check`] is back: the user it was for, or
     /// `None` if none was running (a late or stray result).
-    pub fn finish_check(&mut self) -> Option<Vec<u8>> {
+    pub(crate) fn finish_check(&mut self) -> Option<Vec<u8>> {
         match &mut self.state {
             SessionState::Unauthenticated { checking, .. } => checking.take(),
             _ => None,
@@ -291,7 +291,7 @@ impl ServerSession {
     }
 
     /// A login failed. Returns whether the connection has now used up its attempts.
-    pub fn login_failed(&mut self, max_failures: u32) -> bool {
+    pub(crate) fn login_failed(&mut self, max_failures: u32) -> bool {
         match &mut self.state {
             SessionState::Unauthenticated { failures, .. } => {
                 *failures += 1;
@@ -302,7 +302,7 @@ impl ServerSession {
     }
 
     /// Lb is connected: the session becomes Ready. Returns false if it was not connecting.
-    pub fn lb_connected(&mut self, max_line: usize) -> bool {
+    pub(crate) fn lb_connected(&mut self, max_line: usize) -> bool {
         let SessionState::ConnectingLb { user, .. } = &mut self.state else {
             return false;
         };
@@ -320,7 +320,7 @@ impl ServerSession {
     }
 
     /// This client's own request is being served; its next line waits until it is answered.
-    pub fn start_request(&mut self, request: RequestId) {
+    pub(crate) fn start_request(&mut self, request: RequestId) {
         if let SessionState::Ready { awaiting, .. } = &mut self.state {
             *awaiting = Some(request);
         }
@@ -335,7 +335,7 @@ impl ServerSession {
     }
 
     /// The client's request was answered; it may send its next line.
-    pub fn finish_request(&mut self, request: RequestId) -> bool {
+    pub(crate) fn finish_request(&mut self, request: RequestId) -> bool {
         match &mut self.state {
             SessionState::Ready { awaiting, .. } if *awaiting == Some(request) => {
                 *awaiting = None;
@@ -347,7 +347,7 @@ impl ServerSession {
 
     /// Queues a delivery to this user. It comes back as `Err` when the user has no Lb or the
     /// queue already holds `max_queue` messages: that delivery fails at once.
-    pub fn enqueue(&mut self, delivery: Queued, max_queue: usize) -> Result<(), Queued> {
+    pub(crate) fn enqueue(&mut self, delivery: Queued, max_queue: usize) -> Result<(), Queued> {
         match &mut self.state {
             SessionState::Ready { lb, .. } if lb.queue.len() < max_queue => {
                 lb.queue.push_back(delivery);
@@ -360,7 +360,7 @@ impl ServerSession {
     /// Drops the queued, not yet sent, deliveries of `request`, whose sender is gone: nobody
     /// waits for their answer, and a sender that leaves and comes back must not be able to
     /// pile up messages here. One already sent stays outstanding until its `302`.
-    pub fn withdraw(&mut self, request: RequestId) {
+    pub(crate) fn withdraw(&mut self, request: RequestId) {
         if let SessionState::Ready { lb, .. } = &mut self.state {
             lb.queue.retain(|queued| queued.request != request);
         }
@@ -368,7 +368,7 @@ impl ServerSession {
 
     /// If nothing is outstanding, takes the next queued message out and returns its line to
     /// send; its `302` is due by `ack_deadline`.
-    pub fn next_to_send(&mut self, ack_deadline: Instant) -> Option<Bytes> {
+    pub(crate) fn next_to_send(&mut self, ack_deadline: Instant) -> Option<Bytes> {
         let SessionState::Ready { lb, .. } = &mut self.state else {
             return None;
         };
@@ -382,7 +382,7 @@ impl ServerSession {
     }
 
     /// Frames bytes read from Lb and says what they mean. Stops at the first violation.
-    pub fn on_lb_data(&mut self, mut data: &[u8], events: &mut Vec<LbEvent>) {
+    pub(crate) fn on_lb_data(&mut self, mut data: &[u8], events: &mut Vec<LbEvent>) {
         let SessionState::Ready { lb, .. } = &mut self.state else {
             events.push(LbEvent::Violation);
             return;
@@ -407,7 +407,7 @@ impl ServerSession {
 
     /// Every delivery to this user not yet acknowledged, outstanding first; they all fail
     /// because the session is ending.
-    pub fn drain_deliveries(&mut self) -> Vec<Queued> {
+    pub(crate) fn drain_deliveries(&mut self) -> Vec<Queued> {
         match &mut self.state {
             SessionState::Ready { lb, .. } => lb
                 .outstanding
