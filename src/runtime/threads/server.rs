@@ -10,7 +10,7 @@
 //! writer.
 
 use std::collections::HashMap;
-use std::io::{self, ErrorKind, Write};
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
@@ -70,29 +70,22 @@ pub fn serve(
     }
 }
 
-/// Memory mappings one client costs: four threads, each with a stack and a signal stack, each
-/// of those with a guard page, and room for the Lb connect thread.
+/// Memory mappings one client costs (three threads, each a stack and a signal stack with
+/// guard pages, and room for the Lb connect thread), and those kept for everything else.
 const MAPS_PER_CLIENT: usize = 13;
-
-/// Mappings left for everything else: the binary, its libraries, the allocator's arenas.
 const MAPS_RESERVED: usize = 1_000;
 
 /// `max_connections`, lowered (with a warning) to what Linux's `vm.max_map_count` allows.
 /// Past that a new thread cannot map its signal stack and the Rust runtime aborts the whole
 /// process, so the cap must come first.
 fn within_map_limit(max_connections: usize) -> usize {
-    let Ok(text) = std::fs::read_to_string("/proc/sys/vm/max_map_count") else {
-        return max_connections;
-    };
+    let text = std::fs::read_to_string("/proc/sys/vm/max_map_count").unwrap_or_default();
     let Ok(max_maps) = text.trim().parse::<usize>() else {
         return max_connections;
     };
     let fits = (max_maps.saturating_sub(MAPS_RESERVED) / MAPS_PER_CLIENT).max(1);
     if max_connections > fits {
-        log::warn!(
-            "--max-connections {max_connections} lowered to {fits}: vm.max_map_count \
-             ({max_maps}) allows no more clients of the threads runtime"
-        );
+        log::warn!("--max-connections {max_connections} lowered to {fits}: vm.max_map_count ({max_maps}) allows no more threads");
     }
     max_connections.min(fits)
 }
@@ -108,6 +101,12 @@ enum Event {
     LbConnect(ConnId, Option<TcpStream>),
     PasswordChecked(ConnId, bool),
     Shutdown,
+}
+
+/// What a socket's thread has finished.
+enum Busy {
+    Reading,
+    Writing,
 }
 
 /// The loop's handles on one socket's threads.
@@ -169,42 +168,49 @@ impl EventLoop {
     }
 
     fn handle(&mut self, now: Instant, event: Event) {
-        let socket = match event {
+        let (socket, done) = match event {
             Event::Accepted(stream, peer) => return self.accept(now, stream, peer),
             Event::Read(socket, data) => {
                 self.driver.handle_read(now, socket, &data);
-                self.with(socket, |s| s.reading = false);
-                socket
+                (socket, Busy::Reading)
             }
-            Event::ReadEnded(socket) => {
-                self.driver.handle_read_end(now, socket);
-                socket
-            }
+            Event::ReadEnded(socket) => return self.driver.handle_read_end(now, socket),
             Event::Written(socket, n) => {
                 self.driver.handle_written(now, socket, n);
-                self.with(socket, |s| s.writing = false);
-                socket
+                (socket, Busy::Writing)
             }
             Event::WriteFailed(socket) => {
                 self.driver.handle_write_error(now, socket);
-                self.with(socket, |s| s.writing = false);
-                socket
+                (socket, Busy::Writing)
             }
             Event::LbConnect(conn, stream) => return self.lb_connect_ended(now, conn, stream),
-            Event::PasswordChecked(conn, correct) => {
-                return self.driver.handle_password_checked(now, conn, correct)
+            Event::PasswordChecked(conn, ok) => {
+                return self.driver.handle_password_checked(now, conn, ok)
             }
             Event::Shutdown => return,
         };
+        if let Some(s) = self.socket(socket) {
+            match done {
+                Busy::Reading => s.reading = false,
+                Busy::Writing => s.writing = false,
+            }
+        }
         self.service(socket);
     }
 
-    fn with(&mut self, socket: SocketId, change: impl FnOnce(&mut Socket)) {
-        if let Some(entry) = self.conns.get_mut(&socket.conn) {
-            if let Some(s) = entry.socket(socket.side) {
-                change(s);
-            }
-        }
+    fn socket(&mut self, socket: SocketId) -> Option<&mut Socket> {
+        self.conns
+            .get_mut(&socket.conn)?
+            .socket(socket.side)
+            .as_mut()
+    }
+
+    /// Starts a thread that reports what `job` returns; `false` if no thread could be had.
+    fn report(&self, name: String, job: impl FnOnce() -> Event + Send + 'static) -> bool {
+        let events = self.events.clone();
+        spawn(name, self.stack, move || {
+            let _ = events.send(job());
+        })
     }
 
     fn accept(&mut self, now: Instant, stream: TcpStream, peer: SocketAddr) {
@@ -214,21 +220,13 @@ impl EventLoop {
         };
         let (writes, queue) = mpsc::channel();
         let events = self.events.clone();
-        let started = spawn(format!("{conn} writer"), self.stack, move || {
-            write_all_jobs(queue, events)
-        });
+        let writer = move || write_all_jobs(queue, events);
+        let started = spawn(format!("{conn} writer"), self.stack, writer);
         let la = started.then(|| self.start_socket(SocketId::la(conn), stream));
         match la.flatten() {
             Some(la) => {
-                let lb = None;
-                self.conns.insert(
-                    conn,
-                    Conn {
-                        la: Some(la),
-                        lb,
-                        writes,
-                    },
-                );
+                let (la, lb) = (Some(la), None);
+                self.conns.insert(conn, Conn { la, lb, writes });
             }
             // No thread to be had: the client is dropped as if it had gone.
             None => self.driver.handle_read_end(now, SocketId::la(conn)),
@@ -303,27 +301,19 @@ impl EventLoop {
                     addr,
                     timeout,
                 } => {
-                    let events = self.events.clone();
                     let attempt = move || {
-                        let stream = TcpStream::connect_timeout(&addr, timeout)
-                            .map_err(|error| {
-                                log::info!("{conn} cannot connect Lb to {addr}: {error}")
-                            })
-                            .ok();
-                        let _ = events.send(Event::LbConnect(conn, stream));
+                        let stream = TcpStream::connect_timeout(&addr, timeout);
+                        let stream = stream.map_err(|e| log::info!("{conn} Lb to {addr}: {e}"));
+                        Event::LbConnect(conn, stream.ok())
                     };
-                    if !spawn(format!("{conn} Lb connect"), self.stack, attempt) {
+                    if !self.report(format!("{conn} Lb connect"), attempt) {
                         self.driver.handle_lb_connect_failed(Instant::now(), conn);
                     }
                 }
                 DriverAction::CheckPassword(conn, check) => {
-                    let events = self.events.clone();
-                    let job = move || {
-                        let _ = events.send(Event::PasswordChecked(conn, check.run()));
-                    };
-                    // argon2 is not one of the small per-socket jobs: the default stack.
-                    if !spawn(format!("{conn} password check"), None, job) {
-                        // No thread to be had: the login fails rather than hang.
+                    let job = move || Event::PasswordChecked(conn, check.run());
+                    // No thread to be had: the login fails rather than hang.
+                    if !self.report(format!("{conn} password check"), job) {
                         let now = Instant::now();
                         self.driver.handle_password_checked(now, conn, false);
                     }
@@ -344,10 +334,8 @@ impl EventLoop {
     }
 
     fn shutdown(&mut self, socket: SocketId, how: Shutdown) {
-        if let Some(entry) = self.conns.get_mut(&socket.conn) {
-            if let Some(s) = entry.socket(socket.side) {
-                let _ = s.stream.shutdown(how);
-            }
+        if let Some(s) = self.socket(socket) {
+            let _ = s.stream.shutdown(how);
         }
         // A lingering socket is read until the peer's end.
         self.service(socket);
@@ -400,7 +388,7 @@ fn read_per_permit(
 /// Writes each job in full, in order, and reports it, until the queue ends.
 fn write_all_jobs(jobs: Receiver<(SocketId, Arc<TcpStream>, Bytes)>, events: SyncSender<Event>) {
     for (socket, stream, bytes) in jobs {
-        let event = match write_all(&stream, &bytes) {
+        let event = match (&*stream).write_all(&bytes) {
             Ok(()) => Event::Written(socket, bytes.len()),
             Err(error) => {
                 log::debug!("{socket}: write failed: {error}");
@@ -411,16 +399,4 @@ fn write_all_jobs(jobs: Receiver<(SocketId, Arc<TcpStream>, Bytes)>, events: Syn
             return;
         }
     }
-}
-
-fn write_all(mut stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        match stream.write(bytes) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(error) if error.kind() == ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(())
 }
