@@ -1,23 +1,13 @@
-//! `im-server` on tokio: a third runtime behind the same [`Runtime`] trait, in one file.
-//!
-//! Everything the server does (the connection table, caps, write deadlines, linger, every
-//! protocol rule) is the driver's; this file only says how tokio spawns a local task, sets a
-//! timer, and asks its reactor about a socket. Run it with
-//! `cargo run --example tokio_server -- 4000 examples/users.txt`.
+//! `im-server` on tokio, behind the same [`Runtime`] trait: the connection table, caps,
+//! deadlines, linger and every protocol rule are the driver's; this file says how tokio spawns,
+//! times and polls sockets. `cargo run --example tokio_server -- 4000 examples/users.txt`.
 
-use std::future::Future;
-use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::pin::Pin;
-use std::process::ExitCode;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::{future::Future, io, pin::Pin, process::ExitCode, time::Instant};
 
-use simple_im::driver::{
-    AsyncListener, AsyncStream, AsyncTimer, DriverConfig, LocalBoxFuture, Runtime,
-};
-use simple_im::server::ServerConfig;
-use simple_im::users::Users;
+use simple_im::driver::{AsyncListener, AsyncStream, AsyncTimer, LocalBoxFuture, Runtime};
+use simple_im::{driver::DriverConfig, server::ServerConfig, users::Users};
 
 /// tokio's current-thread runtime, with its tasks on a `LocalSet`.
 #[derive(Clone)]
@@ -38,8 +28,9 @@ impl Runtime for Tokio {
     }
 
     fn timer(&self, at: Option<Instant>) -> Timer {
-        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
-        let mut timer = Timer(Box::pin(tokio::time::sleep_until(far)), None);
+        // A `Sleep` needs some deadline: `None` is a far one, never polled (see `poll_fired`).
+        let sleep = tokio::time::sleep(std::time::Duration::from_secs(86_400));
+        let mut timer = Timer(Box::pin(sleep), None);
         timer.reset(at);
         timer
     }
@@ -53,7 +44,6 @@ impl Runtime for Tokio {
         listener.set_nonblocking(true)?;
         tokio::net::TcpListener::from_std(listener).map(Listener)
     }
-
     fn unblock<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
@@ -81,7 +71,7 @@ impl AsyncStream for Stream {
         self.0.try_write(bytes)
     }
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        // tokio's own shutdown is write-only and async; the socket underneath does both.
+        // tokio's own is write-only and async: the socket underneath does both.
         socket2::SockRef::from(&self.0).shutdown(how)
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -98,9 +88,8 @@ impl AsyncStream for Stream {
 impl AsyncListener for Listener {
     type Stream = Stream;
     fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Stream, SocketAddr)>> {
-        self.0
-            .poll_accept(cx)
-            .map_ok(|(stream, peer)| (Stream(stream), peer))
+        let accepted = self.0.poll_accept(cx);
+        accepted.map_ok(|(stream, peer)| (Stream(stream), peer))
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
@@ -125,44 +114,34 @@ impl AsyncTimer for Timer {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Err(message) = run(std::env::args().skip(1).collect()) else {
+        return ExitCode::SUCCESS;
+    };
+    eprintln!("tokio_server: {message}");
+    ExitCode::from(2)
+}
+
+/// `<port> <users-file>`: serves forever with the driver's defaults.
+fn run(args: Vec<String>) -> Result<(), String> {
     let [port, users_file] = &args[..] else {
-        eprintln!("usage: tokio_server <port> <users-file>");
-        return ExitCode::from(2);
+        return Err("usage: tokio_server <port> <users-file>".to_owned());
     };
-    let Ok(port) = port.parse::<u16>() else {
-        eprintln!("tokio_server: {port:?} is not a port");
-        return ExitCode::from(2);
-    };
-    let users = match std::fs::read(users_file).map(|text| Users::parse(&text)) {
-        Ok(Ok(users)) => users,
-        Ok(Err(error)) => return fail(format!("{users_file}: {error}")),
-        Err(error) => return fail(format!("cannot read {users_file}: {error}")),
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let port: u16 = port.parse().map_err(|_| format!("bad port {port:?}"))?;
+    let text = std::fs::read(users_file).map_err(|e| format!("{users_file}: {e}"))?;
+    let users = Users::parse(&text).map_err(|e| format!("{users_file}: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => return fail(format!("cannot start tokio: {error}")),
-    };
+        .build();
+    let runtime = runtime.map_err(|e| format!("tokio: {e}"))?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async {
-        let listener = match Tokio.bind(SocketAddr::from(([0, 0, 0, 0], port))) {
-            Ok(listener) => listener,
-            Err(error) => return fail(format!("cannot listen on port {port}: {error}")),
-        };
-        if let Ok(addr) = listener.local_addr() {
-            println!("listening on {addr}");
-        }
+        let address = SocketAddr::from(([0, 0, 0, 0], port));
+        let listener = Tokio.bind(address).map_err(|e| format!("{address}: {e}"))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("listening on {local}");
         let (config, driver) = (ServerConfig::default(), DriverConfig::default());
         let forever = std::future::pending::<()>();
         simple_im::driver::serve(Tokio, listener, users, config, driver, forever).await;
-        ExitCode::SUCCESS
+        Ok(())
     })
-}
-
-fn fail(message: String) -> ExitCode {
-    eprintln!("tokio_server: {message}");
-    ExitCode::from(2)
 }
