@@ -961,6 +961,7 @@ fn show(output: &Output) -> String {
         Output::SendLb(c, b) => format!("Lb {c} -> {}", escape(b)),
         Output::Close(c) => format!("Close {c}"),
         Output::CheckPassword(c, _) => format!("CheckPassword {c}"),
+        Output::Cluster(cluster) => format!("Cluster {cluster:?}"),
     }
 }
 
@@ -1251,6 +1252,7 @@ impl Sim {
                     | Output::SendLb(c, _)
                     | Output::Close(c)
                     | Output::CheckPassword(c, _) => Some(*c),
+                    Output::Cluster(_) => panic!("a single server asked a cluster: {output:?}"),
                 };
                 if let Some(conn) = conn {
                     actual.push((conn, output.clone()));

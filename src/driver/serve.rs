@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 
 use super::server::{DriverAction, ServerDriver, Side, SocketId};
 use super::{accept, AsyncStream, AsyncTimer, DriverConfig, Runtime};
-use crate::server::{ConnId, ServerConfig};
+use crate::server::{ClusterInput, ClusterOutput, ConnId, ServerConfig};
 use crate::users::Users;
 
-/// Serves clients accepted on `listener` until `shutdown` completes.
+/// Serves clients accepted on `listener` with a single server until `shutdown` completes.
 ///
 /// Every task runs on `runtime`'s thread; when this returns the tasks still hold the sockets,
 /// and they are closed when the runtime drops its tasks.
@@ -38,9 +38,36 @@ pub async fn serve<R: Runtime>(
     driver: DriverConfig,
     shutdown: impl Future<Output = ()>,
 ) {
+    let server = ServerDriver::new(users, config, &driver);
+    serve_node(runtime, listener, server, &driver, None, shutdown).await
+}
+
+/// The channels between a cluster node's driver and its cluster engine.
+pub struct ClusterLink {
+    /// What the hub asks of the directory and the other nodes.
+    pub outputs: async_channel::Sender<ClusterOutput>,
+    /// Their answers.
+    pub inputs: async_channel::Receiver<ClusterInput>,
+}
+
+/// Serves clients accepted on `listener` with `server` (a cluster node when `cluster` links
+/// it to its engine) until `shutdown` completes.
+pub async fn serve_node<R: Runtime>(
+    runtime: R,
+    listener: R::Listener,
+    server: ServerDriver,
+    driver: &DriverConfig,
+    cluster: Option<ClusterLink>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (outputs, inputs) = match cluster {
+        Some(link) => (Some(link.outputs), Some(link.inputs)),
+        None => (None, None),
+    };
     let hub = Rc::new_cyclic(|me| {
         RefCell::new(Hub {
-            driver: ServerDriver::new(users, config, &driver),
+            driver: server,
+            cluster: outputs,
             conns: HashMap::new(),
             buffer: vec![0; driver.read_chunk.max(1)],
             timer: TimerTask::default(),
@@ -51,6 +78,9 @@ pub async fn serve<R: Runtime>(
     });
     runtime.spawn(Box::pin(accept_connections(listener, Rc::downgrade(&hub))));
     runtime.spawn(Box::pin(fire_deadlines(Rc::downgrade(&hub))));
+    if let Some(inputs) = inputs {
+        runtime.spawn(Box::pin(feed_cluster(inputs, Rc::downgrade(&hub))));
+    }
     shutdown.await;
     // Dropping every socket closes it; the tasks find the hub gone and end.
     hub.borrow_mut().conns.clear();
@@ -78,6 +108,19 @@ async fn accept_connections<R: Runtime>(listener: R::Listener, hub: Weak<RefCell
 
 /// How long to wait after a failed accept.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Hands what the cluster engine says to the driver.
+async fn feed_cluster<R: Runtime>(
+    inputs: async_channel::Receiver<ClusterInput>,
+    hub: Weak<RefCell<Hub<R>>>,
+) {
+    while let Ok(input) = inputs.recv().await {
+        let Some(hub) = hub.upgrade() else { return };
+        let mut hub = hub.borrow_mut();
+        hub.driver.handle_cluster(Instant::now(), input);
+        hub.carry_out_actions();
+    }
+}
 
 /// Fires the driver's deadlines as they come.
 async fn fire_deadlines<R: Runtime>(hub: Weak<RefCell<Hub<R>>>) {
@@ -147,6 +190,8 @@ const STEPS_PER_RUN: usize = 32;
 /// What the tasks share.
 struct Hub<R: Runtime> {
     driver: ServerDriver,
+    /// Where cluster outputs go; `None` for a single server, which makes none.
+    cluster: Option<async_channel::Sender<ClusterOutput>>,
     conns: HashMap<ConnId, ConnIo<R::Stream>>,
     /// Where every read lands: the core copies what it keeps at once.
     buffer: Vec<u8>,
@@ -416,6 +461,12 @@ impl<R: Runtime> Hub<R> {
                             hub.carry_out_actions();
                         }
                     }));
+                }
+                DriverAction::Cluster(output) => {
+                    // Unbounded: the engine's own backlog is bounded by the sessions' requests.
+                    if let Some(cluster) = &self.cluster {
+                        let _ = cluster.try_send(output);
+                    }
                 }
                 DriverAction::ShutdownWrite(socket) => self.shutdown(socket, Shutdown::Write),
                 DriverAction::ShutdownBoth(socket) => self.shutdown(socket, Shutdown::Both),

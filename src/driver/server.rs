@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{ConnectionLimits, DriverConfig, Refusal};
-use crate::server::{ConnId, Input, Output, Server, ServerConfig};
+use crate::server::{ClusterInput, ClusterOutput, ConnId, Input, Output, Server, ServerConfig};
 use crate::transport::{ReadPolicy, Transport, TransportAction, TransportConfig};
 use crate::users::{PasswordCheck, Users};
 
@@ -95,6 +95,9 @@ pub enum DriverAction {
     ShutdownBoth(SocketId),
     /// Finished with: close the socket and forget it. Nothing about it follows.
     Release(SocketId),
+    /// Cluster mode: for the cluster engine; its answers come back through
+    /// [`ServerDriver::handle_cluster`].
+    Cluster(ClusterOutput),
 }
 
 /// A connection's sockets, from accept until both are finished with.
@@ -142,10 +145,15 @@ pub struct ServerDriver {
 }
 
 impl ServerDriver {
-    /// A driver for these accounts, limits and socket policy.
+    /// A driver for a single server with these accounts, limits and socket policy.
     pub fn new(users: Users, config: ServerConfig, driver: &DriverConfig) -> Self {
+        ServerDriver::with_server(Server::new(users, config), driver)
+    }
+
+    /// A driver for `server` (a cluster node, say) with this socket policy.
+    pub fn with_server(server: Server, driver: &DriverConfig) -> Self {
         ServerDriver {
-            server: Server::new(users, config),
+            server,
             limits: ConnectionLimits::from_config(driver),
             transport: driver.transport(),
             conns: HashMap::new(),
@@ -275,6 +283,12 @@ impl ServerDriver {
         self.finish(now);
     }
 
+    /// What the cluster's directory or another node said.
+    pub fn handle_cluster(&mut self, now: Instant, input: ClusterInput) {
+        self.server.handle_cluster(now, input);
+        self.finish(now);
+    }
+
     /// Fires every deadline due at `now`, the hub's and the sockets'.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.server.poll_timeout().is_some_and(|at| at <= now) {
@@ -360,6 +374,7 @@ impl ServerDriver {
                 self.actions
                     .push_back(DriverAction::CheckPassword(conn, check));
             }
+            Output::Cluster(output) => self.actions.push_back(DriverAction::Cluster(output)),
             Output::Close(conn) => {
                 let Some(entry) = self.conns.get_mut(&conn).filter(|entry| !entry.closed) else {
                     return;

@@ -7,9 +7,11 @@
 //! happens until the next input or [`Server::poll_timeout`].
 
 mod broadcast;
+mod cluster;
+mod directory;
 mod session;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 // Addresses are plain values; `core::net` holds them without any socket machinery.
 use core::net::SocketAddr;
@@ -18,10 +20,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 pub use broadcast::{BroadcastAggregator, Outcome};
+pub use cluster::{ClusterInput, ClusterOutput, NodeId, NodeMessage, OnlineEntry, QueryId};
 pub use session::{LbEvent, Mailbox, Queued, RequestId, ServerSession, SessionState, Step};
 
 use crate::protocol::{write_list, Delivery, Response, DEFAULT_MAX_LINE};
 use crate::users::{PasswordCheck, Users, Verdict};
+use directory::LocalDirectory;
 
 /// Names one client connection (its La, and its Lb once made) for as long as it lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -102,6 +106,9 @@ pub enum Output {
     /// and feed its result as [`Input::PasswordChecked`]. Until then the connection's next line
     /// waits, and everyone else is served.
     CheckPassword(ConnId, PasswordCheck),
+    /// Cluster mode only: ask the directory or another node, and feed the answer with
+    /// [`Server::handle_cluster`].
+    Cluster(ClusterOutput),
 }
 
 /// Why a session ended, for logs.
@@ -114,6 +121,7 @@ enum EndReason {
     TooManyLoginFailures,
     LbConnectFailed,
     DeliveryFailed,
+    LeaseLost,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -132,6 +140,8 @@ struct Entry {
     registered: [Option<Instant>; 2],
     /// A [`Output::ReadLa`] was issued and its data has not come yet.
     read_granted: bool,
+    /// When it logged in, among this server's sessions.
+    login_order: Option<u64>,
 }
 
 /// A `/to` or `/toall` waiting for its recipients.
@@ -139,8 +149,37 @@ struct Entry {
 struct Pending {
     sender: ConnId,
     aggregator: BroadcastAggregator,
-    /// Where its deliveries were queued, to withdraw them if the sender leaves.
-    recipients: Vec<ConnId>,
+    /// Where each slot's delivery went, to withdraw them if the sender leaves and to fail
+    /// those of a node that goes down.
+    recipients: Vec<(NodeId, ConnId)>,
+}
+
+/// Where the online users are known.
+#[derive(Debug)]
+enum Directory {
+    /// This server is the whole cluster: the directory is here and answers at once.
+    Local(LocalDirectory),
+    /// A cluster: the directory answers through [`Output::Cluster`] and [`Server::handle_cluster`].
+    Cluster,
+}
+
+/// What a request waits for from the directory.
+#[derive(Debug)]
+enum Asked {
+    /// `/list`.
+    List,
+    /// `/to`: `line` for `target`.
+    To { target: Vec<u8>, line: Bytes },
+    /// `/toall`: `line` for everyone else.
+    ToAll { line: Bytes },
+}
+
+/// A directory question and the request that waits for it.
+#[derive(Debug)]
+struct Question {
+    conn: ConnId,
+    request: RequestId,
+    asked: Asked,
 }
 
 /// The hub: every session by connection id, the online users in login order, routing and
@@ -151,10 +190,13 @@ pub struct Server {
     users: Users,
     sessions: HashMap<ConnId, Entry>,
     next_conn: u64,
-    /// Online users by login order; the value is the session.
-    online: BTreeMap<u64, ConnId>,
-    /// Online users by name, with their key in `online`.
-    by_name: HashMap<Vec<u8>, (ConnId, u64)>,
+    /// This server's name in its cluster.
+    node: NodeId,
+    directory: Directory,
+    /// Sessions logging in whose claim is with the cluster's directory, and the user.
+    claiming: HashMap<ConnId, Vec<u8>>,
+    questions: HashMap<QueryId, Question>,
+    next_query: u64,
     next_login: u64,
     requests: HashMap<RequestId, Pending>,
     next_request: u64,
@@ -169,15 +211,38 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server for these accounts.
+    /// A server for these accounts that is the whole cluster: its directory is in memory.
     pub fn new(users: Users, config: ServerConfig) -> Self {
+        Server::with_directory(
+            users,
+            config,
+            NodeId(0),
+            Directory::Local(LocalDirectory::default()),
+        )
+    }
+
+    /// Node `node` of a cluster: who is online is asked of the cluster's directory, and
+    /// messages to users on other nodes go through them ([`Output::Cluster`]).
+    pub fn clustered(users: Users, config: ServerConfig, node: NodeId) -> Self {
+        Server::with_directory(users, config, node, Directory::Cluster)
+    }
+
+    fn with_directory(
+        users: Users,
+        config: ServerConfig,
+        node: NodeId,
+        directory: Directory,
+    ) -> Self {
         Server {
             config,
             users,
             sessions: HashMap::new(),
             next_conn: 0,
-            online: BTreeMap::new(),
-            by_name: HashMap::new(),
+            node,
+            directory,
+            claiming: HashMap::new(),
+            questions: HashMap::new(),
+            next_query: 0,
             next_login: 0,
             requests: HashMap::new(),
             next_request: 0,
@@ -205,6 +270,7 @@ impl Server {
                 session,
                 registered: [None, None],
                 read_granted: false,
+                login_order: None,
             },
         );
         log::debug!("{conn} connected from {peer}");
@@ -302,12 +368,65 @@ impl Server {
         self.sessions.len()
     }
 
-    /// The online users in the order they logged in, with their connections.
+    /// This server's node in its cluster (`NodeId(0)` for a single server).
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// The online users of this server in the order they logged in, with their connections.
+    /// In a cluster, those of this node only.
     pub fn online_in_login_order(&self) -> impl Iterator<Item = (ConnId, &[u8])> + '_ {
-        self.online.values().filter_map(|&conn| {
-            let user = self.sessions.get(&conn)?.session.user()?;
-            Some((conn, user))
-        })
+        let mut online: Vec<_> = self
+            .sessions
+            .iter()
+            .filter_map(|(&conn, entry)| Some((entry.login_order?, conn, entry.session.user()?)))
+            .collect();
+        online.sort_unstable();
+        online.into_iter().map(|(_, conn, user)| (conn, user))
+    }
+
+    /// Feeds what the cluster's directory or another node said. A single server gets none.
+    pub fn handle_cluster(&mut self, now: Instant, input: ClusterInput) {
+        match input {
+            ClusterInput::Claimed { conn, claimed } => {
+                let Some(user) = self.claiming.remove(&conn) else {
+                    return;
+                };
+                let waiting = self
+                    .sessions
+                    .get_mut(&conn)
+                    .and_then(|entry| entry.session.finish_check());
+                match waiting {
+                    Some(_) => {
+                        self.claim_answered(conn, &user, claimed);
+                        self.touch(conn);
+                        self.read_la(now, conn);
+                    }
+                    // Gone meanwhile: the claim it won must not keep the user online.
+                    None if claimed => self.cluster(ClusterOutput::Release { conn, user }),
+                    None => {}
+                }
+            }
+            ClusterInput::Online { query, entries } => {
+                if let Some(question) = self.questions.remove(&query) {
+                    self.answered(now, question, entries);
+                }
+            }
+            ClusterInput::Received { from, message } => self.received(now, from, message),
+            ClusterInput::NodeDown(node) => self.node_down(node),
+            ClusterInput::LeaseLost => {
+                let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
+                log::warn!(
+                    "this node's lease is lost: ending its {} sessions",
+                    conns.len()
+                );
+                for conn in conns {
+                    self.end_session(conn, EndReason::LeaseLost, None);
+                }
+            }
+        }
+        self.run_wakeups(now);
+        self.sync_touched();
     }
 
     /// Reads La lines of `conn` for as long as it is not busy, then asks for more bytes.
@@ -353,7 +472,7 @@ impl Server {
                 log::debug!("{conn} asks for Lb at {addr}");
                 self.outputs.push_back(Output::ConnectLb(conn, addr));
             }
-            Step::List => self.list(conn),
+            Step::List => self.ask(now, conn, Asked::List),
             Step::To { target, content } => self.send_to(now, conn, target, content),
             Step::ToAll { content } => self.broadcast(now, conn, content),
             Step::Exit => self.end_session(conn, EndReason::Exit, Some(Response::Bye)),
@@ -373,21 +492,45 @@ impl Server {
         }
     }
 
-    /// Answers a login whose password is known to be `correct` or not. Whether the user is
-    /// already online is looked at only now, after a check that may have taken a while.
+    /// Goes on with a login whose password is known to be `correct` or not: a correct one
+    /// still needs the user's claim, which is looked at only now, after a check that may have
+    /// taken a while.
     fn finish_login(&mut self, conn: ConnId, user: &[u8], correct: bool) {
+        if !correct {
+            return self.claim_answered(conn, user, false);
+        }
+        match &mut self.directory {
+            Directory::Local(directory) => {
+                let claimed = directory.claim(user, conn);
+                self.claim_answered(conn, user, claimed);
+            }
+            Directory::Cluster => {
+                let Some(entry) = self.sessions.get_mut(&conn) else {
+                    return;
+                };
+                // Its next line waits for the directory, as it waited for the password check.
+                entry.session.start_check(user);
+                self.claiming.insert(conn, user.to_vec());
+                self.cluster(ClusterOutput::Claim {
+                    conn,
+                    user: user.to_vec(),
+                });
+            }
+        }
+    }
+
+    /// Answers a login: `ok` if the password was right and the user is now this session's.
+    fn claim_answered(&mut self, conn: ConnId, user: &[u8], ok: bool) {
         let Some(entry) = self.sessions.get_mut(&conn) else {
             return;
         };
         let peer = entry.session.peer();
         // Escaped, so a hostile user name cannot forge log lines.
         let name = user.escape_ascii();
-        if correct && !self.by_name.contains_key(user) {
+        if ok {
             entry.session.logged_in(user);
-            let order = self.next_login;
+            entry.login_order = Some(self.next_login);
             self.next_login += 1;
-            self.online.insert(order, conn);
-            self.by_name.insert(user.to_vec(), (conn, order));
             log::info!("{conn} logged in as {name} from {peer}");
             self.reply(conn, &Response::AuthOk);
         } else if entry.session.login_failed(self.config.max_login_failures) {
@@ -403,15 +546,93 @@ impl Server {
         }
     }
 
-    fn list(&mut self, conn: ConnId) {
-        let Some(asker) = self.session(conn).and_then(ServerSession::user) else {
+    /// Asks the directory what `asked` needs, and goes on once it answers: at once for a
+    /// single server, later for a cluster (with the client's next line waiting meanwhile).
+    fn ask(&mut self, now: Instant, conn: ConnId, asked: Asked) {
+        let user = match &asked {
+            Asked::To { target, .. } => Some(target.clone()),
+            Asked::List | Asked::ToAll { .. } => None,
+        };
+        let request = RequestId(self.next_request);
+        self.next_request += 1;
+        let question = Question {
+            conn,
+            request,
+            asked,
+        };
+        match &self.directory {
+            Directory::Local(directory) => {
+                let entries = directory.query(user.as_deref(), self.node);
+                self.answered(now, question, Some(entries));
+            }
+            Directory::Cluster => {
+                let Some(entry) = self.sessions.get_mut(&conn) else {
+                    return;
+                };
+                entry.session.start_request(request);
+                let query = QueryId(self.next_query);
+                self.next_query += 1;
+                self.questions.insert(query, question);
+                self.cluster(ClusterOutput::Query { query, user });
+            }
+        }
+    }
+
+    /// Goes on with a request once the directory has answered (`None`: it could not be
+    /// reached, and the request fails closed).
+    fn answered(&mut self, now: Instant, question: Question, entries: Option<Vec<OnlineEntry>>) {
+        let Question {
+            conn,
+            request,
+            asked,
+        } = question;
+        let Some(entry) = self.sessions.get_mut(&conn) else {
             return;
         };
-        let others = self
-            .online
-            .values()
-            .filter(|&&other| other != conn)
-            .filter_map(|other| self.sessions.get(other)?.session.user());
+        if matches!(self.directory, Directory::Cluster) {
+            if !entry.session.finish_request(request) {
+                return;
+            }
+            self.wakeups.push(conn);
+        }
+        let Some(asker) = entry.session.user().map(<[u8]>::to_vec) else {
+            return;
+        };
+        let Some(entries) = entries else {
+            log::warn!("{conn}: the directory cannot be reached");
+            return match asked {
+                // Those online here are known to be: the asker and this node's sessions.
+                Asked::List => {
+                    let local = self.online_in_login_order();
+                    let users: Vec<_> = local.into_iter().map(|(_, user)| user.to_vec()).collect();
+                    self.list(conn, &asker, users.iter().map(Vec::as_slice))
+                }
+                Asked::To { .. } | Asked::ToAll { .. } => {
+                    self.reply(conn, &Response::DeliveryFailed)
+                }
+            };
+        };
+        match asked {
+            Asked::List => self.list(conn, &asker, entries.iter().map(|e| e.user.as_slice())),
+            Asked::To { line, .. } => match entries.first() {
+                Some(target) => self.submit(now, conn, line, vec![(target.node, target.conn)]),
+                None => self.reply(conn, &Response::DeliveryFailed),
+            },
+            Asked::ToAll { line } => {
+                let node = self.node;
+                let recipients = entries
+                    .iter()
+                    .filter(|other| (other.node, other.conn) != (node, conn))
+                    .map(|other| (other.node, other.conn))
+                    .collect();
+                self.submit(now, conn, line, recipients);
+            }
+        }
+    }
+
+    /// Answers `/list`: the asker first, then everyone else online in login order.
+    fn list<'u>(&mut self, conn: ConnId, asker: &'u [u8], online: impl Iterator<Item = &'u [u8]>) {
+        let others = online.filter(|&user| user != asker);
         let mut line = Vec::new();
         write_list(std::iter::once(asker).chain(others), &mut line);
         self.outputs.push_back(Output::SendLa(conn, line.into()));
@@ -421,31 +642,30 @@ impl Server {
         let Some(sender) = self.session(conn).and_then(ServerSession::user) else {
             return;
         };
-        let Some(&(recipient, _)) = self.by_name.get(target) else {
-            self.reply(conn, &Response::DeliveryFailed);
-            return;
-        };
-        let line = Delivery::From { sender, content }.to_bytes();
-        self.submit(now, conn, line.into(), vec![recipient]);
+        let line = Delivery::From { sender, content }.to_bytes().into();
+        let target = target.to_vec();
+        self.ask(now, conn, Asked::To { target, line });
     }
 
     fn broadcast(&mut self, now: Instant, conn: ConnId, content: &[u8]) {
         let Some(sender) = self.session(conn).and_then(ServerSession::user) else {
             return;
         };
-        let line = Delivery::BroadcastFrom { sender, content }.to_bytes();
-        let recipients = self
-            .online
-            .values()
-            .copied()
-            .filter(|&other| other != conn)
-            .collect();
-        self.submit(now, conn, line.into(), recipients);
+        let line = Delivery::BroadcastFrom { sender, content }
+            .to_bytes()
+            .into();
+        self.ask(now, conn, Asked::ToAll { line });
     }
 
-    /// Starts one request: queues `line` for every recipient at once and answers when all
-    /// have settled.
-    fn submit(&mut self, now: Instant, sender: ConnId, line: Bytes, recipients: Vec<ConnId>) {
+    /// Starts one request: queues `line` for every recipient at once (here, or on the
+    /// recipient's node) and answers when all have settled.
+    fn submit(
+        &mut self,
+        now: Instant,
+        sender: ConnId,
+        line: Bytes,
+        recipients: Vec<(NodeId, ConnId)>,
+    ) {
         let request = RequestId(self.next_request);
         self.next_request += 1;
         let mut aggregator = BroadcastAggregator::new(recipients.len());
@@ -464,22 +684,48 @@ impl Server {
                 recipients: recipients.clone(),
             },
         );
-        for (slot, recipient) in recipients.into_iter().enumerate() {
-            let queued = Queued {
-                request,
-                slot,
-                line: line.clone(),
-            };
-            let max_queue = self.config.max_queue;
-            let accepted = match self.sessions.get_mut(&recipient) {
-                Some(entry) => entry.session.enqueue(queued, max_queue).is_ok(),
-                None => false,
-            };
-            if accepted {
-                self.send_next(now, recipient);
+        for (slot, (node, conn)) in recipients.into_iter().enumerate() {
+            if node == self.node {
+                let origin = self.node;
+                self.deliver(now, origin, request, slot, conn, line.clone());
             } else {
-                self.settle(request, slot, false);
+                let line = line.clone();
+                let message = NodeMessage::Deliver {
+                    request,
+                    slot,
+                    conn,
+                    line,
+                };
+                self.cluster(ClusterOutput::Send { to: node, message });
             }
+        }
+    }
+
+    /// Queues one delivery for the local session `recipient`, or fails it at once.
+    fn deliver(
+        &mut self,
+        now: Instant,
+        origin: NodeId,
+        request: RequestId,
+        slot: usize,
+        recipient: ConnId,
+        line: Bytes,
+    ) {
+        let queued = Queued {
+            origin,
+            request,
+            slot,
+            line,
+        };
+        let max_queue = self.config.max_queue;
+        let accepted = match self.sessions.get_mut(&recipient) {
+            Some(entry) => entry.session.enqueue(queued, max_queue).is_ok(),
+            None => false,
+        };
+        if accepted {
+            self.send_next(now, recipient);
+        } else {
+            self.settle(origin, request, slot, false);
         }
     }
 
@@ -495,8 +741,20 @@ impl Server {
         }
     }
 
-    /// Records one recipient's outcome; the sender gets its answer when the last one settles.
-    fn settle(&mut self, request: RequestId, slot: usize, delivered: bool) {
+    /// Records one recipient's outcome, here or on the sender's node; the sender gets its
+    /// answer when the last one settles.
+    fn settle(&mut self, origin: NodeId, request: RequestId, slot: usize, delivered: bool) {
+        if origin != self.node {
+            let message = NodeMessage::Outcome {
+                request,
+                slot,
+                delivered,
+            };
+            return self.cluster(ClusterOutput::Send {
+                to: origin,
+                message,
+            });
+        }
         let Some(pending) = self.requests.get_mut(&request) else {
             return;
         };
@@ -522,8 +780,12 @@ impl Server {
         entry.session.on_lb_data(data, &mut events);
         for event in events.drain(..) {
             match event {
-                LbEvent::Acked { request, slot } => {
-                    self.settle(request, slot, true);
+                LbEvent::Acked {
+                    origin,
+                    request,
+                    slot,
+                } => {
+                    self.settle(origin, request, slot, true);
                     self.send_next(now, conn);
                 }
                 LbEvent::Violation => {
@@ -534,6 +796,49 @@ impl Server {
         }
         self.lb_events = events;
         self.touch(conn);
+    }
+
+    /// What another node said.
+    fn received(&mut self, now: Instant, from: NodeId, message: NodeMessage) {
+        match message {
+            NodeMessage::Deliver {
+                request,
+                slot,
+                conn,
+                line,
+            } => self.deliver(now, from, request, slot, conn, line),
+            NodeMessage::Outcome {
+                request,
+                slot,
+                delivered,
+            } => self.settle(self.node, request, slot, delivered),
+            NodeMessage::Withdraw { request } => {
+                for entry in self.sessions.values_mut() {
+                    entry.session.withdraw(from, request);
+                }
+            }
+        }
+    }
+
+    /// Fails everything that waits on `node`, which is gone.
+    fn node_down(&mut self, node: NodeId) {
+        log::warn!("node {} is down: its deliveries fail", node.0);
+        let lost: Vec<(RequestId, usize)> = self
+            .requests
+            .iter()
+            .flat_map(|(&request, pending)| {
+                let slots = pending.recipients.iter().enumerate();
+                slots
+                    .filter(move |(_, (at, _))| *at == node)
+                    .map(move |(slot, _)| (request, slot))
+            })
+            .collect();
+        for (request, slot) in lost {
+            self.settle(self.node, request, slot, false);
+        }
+        for entry in self.sessions.values_mut() {
+            entry.session.withdraw_from(node);
+        }
     }
 
     fn state_deadline_passed(&mut self, conn: ConnId) {
@@ -564,8 +869,15 @@ impl Server {
             }
         }
         if let Some(user) = entry.session.user() {
-            if let Some((_, order)) = self.by_name.remove(user) {
-                self.online.remove(&order);
+            match &mut self.directory {
+                Directory::Local(directory) => directory.release(user, conn),
+                Directory::Cluster => {
+                    self.outputs
+                        .push_back(Output::Cluster(ClusterOutput::Release {
+                            conn,
+                            user: user.to_vec(),
+                        }))
+                }
             }
             log::info!("{conn} ({}) left: {reason:?}", user.escape_ascii());
         } else {
@@ -573,11 +885,7 @@ impl Server {
         }
         if let Some(request) = entry.session.awaiting() {
             if let Some(pending) = self.requests.remove(&request) {
-                for recipient in pending.recipients {
-                    if let Some(other) = self.sessions.get_mut(&recipient) {
-                        other.session.withdraw(request);
-                    }
-                }
+                self.withdraw(request, &pending.recipients);
             }
         }
         if let Some(response) = last {
@@ -586,8 +894,31 @@ impl Server {
         }
         self.outputs.push_back(Output::Close(conn));
         for queued in entry.session.drain_deliveries() {
-            self.settle(queued.request, queued.slot, false);
+            self.settle(queued.origin, queued.request, queued.slot, false);
         }
+    }
+
+    /// Drops the not yet sent deliveries of `request`, whose sender has left, here and on
+    /// every other node it reached.
+    fn withdraw(&mut self, request: RequestId, recipients: &[(NodeId, ConnId)]) {
+        let mut nodes = Vec::new();
+        for &(node, recipient) in recipients {
+            if node == self.node {
+                if let Some(other) = self.sessions.get_mut(&recipient) {
+                    other.session.withdraw(node, request);
+                }
+            } else if !nodes.contains(&node) {
+                nodes.push(node);
+            }
+        }
+        for to in nodes {
+            let message = NodeMessage::Withdraw { request };
+            self.cluster(ClusterOutput::Send { to, message });
+        }
+    }
+
+    fn cluster(&mut self, output: ClusterOutput) {
+        self.outputs.push_back(Output::Cluster(output));
     }
 
     fn reply(&mut self, conn: ConnId, response: &Response<'_>) {

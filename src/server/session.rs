@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::NodeId;
 use crate::protocol::{is_receipt, Frame, LineFramer, Request, Response};
 
 /// Names one `/to` or `/toall` the server accepted, until it is answered.
@@ -21,7 +22,9 @@ pub struct RequestId(pub u64);
 /// One message waiting for, or out on, a recipient's Lb.
 #[derive(Clone, Debug)]
 pub struct Queued {
-    /// The request it belongs to.
+    /// The node its sender is on (in a single server, always that server's own).
+    pub origin: NodeId,
+    /// The request it belongs to, on the origin node.
     pub request: RequestId,
     /// The recipient's slot in that request's [`BroadcastAggregator`](super::BroadcastAggregator).
     pub slot: usize,
@@ -111,6 +114,8 @@ pub enum Step<'l> {
 pub enum LbEvent {
     /// The outstanding delivery was acknowledged.
     Acked {
+        /// The node of its sender.
+        origin: NodeId,
         /// The request it belonged to.
         request: RequestId,
         /// The recipient's slot in it.
@@ -360,9 +365,18 @@ impl ServerSession {
     /// Drops the queued, not yet sent, deliveries of `request`, whose sender is gone: nobody
     /// waits for their answer, and a sender that leaves and comes back must not be able to
     /// pile up messages here. One already sent stays outstanding until its `302`.
-    pub(crate) fn withdraw(&mut self, request: RequestId) {
+    pub(crate) fn withdraw(&mut self, origin: NodeId, request: RequestId) {
         if let SessionState::Ready { lb, .. } = &mut self.state {
-            lb.queue.retain(|queued| queued.request != request);
+            lb.queue
+                .retain(|queued| (queued.origin, queued.request) != (origin, request));
+        }
+    }
+
+    /// Drops the queued, not yet sent, deliveries whose senders were on `origin`, a node that
+    /// is gone: nobody is left to hear their outcome.
+    pub(crate) fn withdraw_from(&mut self, origin: NodeId) {
+        if let SessionState::Ready { lb, .. } = &mut self.state {
+            lb.queue.retain(|queued| queued.origin != origin);
         }
     }
 
@@ -394,6 +408,7 @@ impl ServerSession {
             };
             match acked {
                 Some((queued, _)) => events.push(LbEvent::Acked {
+                    origin: queued.origin,
                     request: queued.request,
                     slot: queued.slot,
                 }),

@@ -59,6 +59,15 @@ impl Runtime {
     }
 }
 
+impl std::fmt::Display for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Runtime::TokioExample => f.write_str("tokio example"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
 /// The tokio example, which `cargo test` builds beside the test binaries.
 fn tokio_example() -> PathBuf {
     let exe = std::env::current_exe().unwrap();

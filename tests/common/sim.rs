@@ -573,6 +573,7 @@ impl Net {
                 Output::SendLb(_, bytes) => format!("Lb -> {}", escape(bytes)),
                 Output::Close(_) => "closed by server".to_owned(),
                 Output::CheckPassword(..) => "password check asked for".to_owned(),
+                Output::Cluster(cluster) => format!("cluster: {cluster:?}"),
             },
         };
         let client = &self.clients[entry_client(&entry.record)?.0];
@@ -630,6 +631,7 @@ impl Net {
             | Output::SendLb(conn, _)
             | Output::Close(conn)
             | Output::CheckPassword(conn, _) => *conn,
+            Output::Cluster(_) => panic!("a single server asked a cluster: {output:?}"),
         };
         let id = *self
             .by_conn
@@ -687,6 +689,7 @@ impl Net {
                     c.lb = LbState::Down;
                 }
             }
+            Output::Cluster(_) => unreachable!("refused above"),
         }
     }
 }

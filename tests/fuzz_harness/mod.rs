@@ -576,6 +576,7 @@ impl Hub {
             | Output::SendLb(conn, _)
             | Output::Close(conn)
             | Output::CheckPassword(conn, _) => conn.0 as usize,
+            Output::Cluster(_) => panic!("a single server asked a cluster: {output:?}"),
         };
         let what = format!("step {}: #{conn} {output:?}", self.step);
         let model = self
@@ -621,6 +622,7 @@ impl Hub {
                 model.unanswered.clear();
                 self.online.retain(|(online, _)| *online != conn);
             }
+            Output::Cluster(_) => unreachable!("refused above"),
         }
     }
 

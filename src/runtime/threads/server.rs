@@ -318,6 +318,8 @@ impl EventLoop {
                         self.driver.handle_password_checked(now, conn, false);
                     }
                 }
+                // A single server (`im-server` runs a cluster node on smol only) makes none.
+                DriverAction::Cluster(_) => {}
                 DriverAction::ShutdownWrite(socket) => self.shutdown(socket, Shutdown::Write),
                 DriverAction::ShutdownBoth(socket) => self.shutdown(socket, Shutdown::Both),
                 DriverAction::Release(socket) => {
