@@ -3,8 +3,9 @@
 //! Two runtimes drive the same core: [`server`] and [`client`] on smol (all on one thread;
 //! the server runs one task per connection), and [`threads`] on blocking `std::net` sockets
 //! with a thread per socket. What they share lives here: [`RuntimeConfig`],
-//! [`ConnectionLimits`] (the caps on open connections), [`Signals`] (SIGINT/SIGTERM as a
-//! channel), and the client's standard input and output handling.
+//! [`ConnectionLimits`] (the caps on open connections), and [`Signals`] (SIGINT/SIGTERM as a
+//! channel). The client's driving is written once in [`crate::driver::client`]; its terminal is
+//! [`crate::terminal`].
 
 pub mod client;
 pub mod server;
@@ -13,14 +14,11 @@ pub mod threads;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{BufRead, ErrorKind, Write};
 use std::net::IpAddr;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
 
-use crate::client::ClientInput;
 use crate::server::{ConnId, Input};
 
 /// Which runtime carries the core's inputs and outputs (`--runtime`).
@@ -62,13 +60,6 @@ impl fmt::Display for Runtime {
 /// The stack of each thread the threads runtime starts per connection: they only read, write
 /// and hand buffers over, and a small stack is what lets thousands of them fit.
 pub const THREAD_STACK: usize = 64 * 1024;
-
-/// Room for a few events in a client's loop, so a flooding server waits on its socket instead
-/// of growing the client's memory.
-pub(crate) const CLIENT_EVENT_QUEUE: usize = 64;
-
-/// How much one client socket read may take at once.
-pub(crate) const CLIENT_READ_CHUNK: usize = 8192;
 
 /// The default cap on connections from one IP address; loopback tests need many.
 pub const DEFAULT_MAX_PER_IP: usize = 1_000;
@@ -296,100 +287,6 @@ impl Signals {
             std::thread::park();
         }
     }
-}
-
-/// What the user did on the client's terminal.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum UserInput {
-    /// One line of standard input, without its `\n`.
-    Line(Vec<u8>),
-    /// Standard input reached end of file (Ctrl-D).
-    EndOfInput,
-    /// Ctrl-C, SIGTERM, or Ctrl-C typed at the password prompt.
-    Interrupted,
-}
-
-impl UserInput {
-    /// The same, as the client session takes it.
-    pub(crate) fn as_client_input(&self) -> ClientInput<'_> {
-        match self {
-            UserInput::Line(line) => ClientInput::Line(line),
-            UserInput::EndOfInput => ClientInput::StdinClosed,
-            UserInput::Interrupted => ClientInput::Interrupted,
-        }
-    }
-}
-
-/// Starts the thread that reads one line of standard input per request sent to the returned
-/// channel (`true`: a password, read without echo when standard input is a terminal) and hands
-/// each to `deliver`, which says whether anybody still listens. Blocking reads (and
-/// `rpassword`'s terminal handling) need a thread of their own in either runtime.
-pub(crate) fn spawn_stdin_reader(
-    mut deliver: impl FnMut(UserInput) -> bool + Send + 'static,
-    interactive: bool,
-) -> std::io::Result<mpsc::Sender<bool>> {
-    let (requests, wanted) = mpsc::channel::<bool>();
-    std::thread::Builder::new()
-        .name("stdin".to_owned())
-        .spawn(move || {
-            for secret in wanted {
-                let input = read_stdin_line(secret && interactive);
-                let last = matches!(input, UserInput::EndOfInput | UserInput::Interrupted);
-                if !deliver(input) || last {
-                    return;
-                }
-            }
-        })?;
-    Ok(requests)
-}
-
-/// Reads one line of standard input as bytes, without its `\n`.
-fn read_stdin_line(secret: bool) -> UserInput {
-    if secret {
-        return match rpassword::read_password() {
-            Ok(password) => UserInput::Line(password.into_bytes()),
-            // `rpassword` turns the terminal's Ctrl-C into a byte, then re-raises SIGINT.
-            Err(err) if err.kind() == ErrorKind::Interrupted => UserInput::Interrupted,
-            Err(err) => {
-                if err.kind() != ErrorKind::UnexpectedEof {
-                    log::warn!("reading the password failed: {err}");
-                }
-                UserInput::EndOfInput
-            }
-        };
-    }
-    let mut line = Vec::new();
-    loop {
-        match std::io::stdin().lock().read_until(b'\n', &mut line) {
-            Ok(0) if line.is_empty() => return UserInput::EndOfInput,
-            Ok(_) => {
-                if line.last() == Some(&b'\n') {
-                    line.pop();
-                }
-                return UserInput::Line(line);
-            }
-            Err(err) if err.kind() == ErrorKind::Interrupted => {}
-            Err(err) => {
-                log::warn!("reading standard input failed: {err}");
-                return UserInput::EndOfInput;
-            }
-        }
-    }
-}
-
-/// Writes `line` and `\n` to standard output in one call, so lines never interleave.
-pub(crate) fn print_line(mut line: Vec<u8>) {
-    line.push(b'\n');
-    let mut stdout = std::io::stdout().lock();
-    if let Err(err) = stdout.write_all(&line).and_then(|()| stdout.flush()) {
-        log::debug!("writing to standard output failed: {err}");
-    }
-}
-
-/// Writes `message` and `\n` to standard error in one call.
-pub(crate) fn print_error(message: &str) {
-    let mut stderr = std::io::stderr().lock();
-    let _ = stderr.write_all(format!("{message}\n").as_bytes());
 }
 
 #[cfg(test)]
