@@ -425,7 +425,7 @@ impl ClientSession {
         match input {
             ClientInput::Line(line) => self.on_stdin_line(line),
             ClientInput::StdinClosed | ClientInput::Interrupted => self.send_exit(),
-            ClientInput::LaData(bytes) => self.on_la_data(bytes),
+            ClientInput::LaData(bytes) => self.on_data(Connection::La, bytes),
             ClientInput::LaClosed => self.fail(ClientError::Closed(Connection::La)),
             ClientInput::LbListening(port) => self.on_lb_listening(port),
             ClientInput::LbListenFailed => {
@@ -437,7 +437,7 @@ impl ClientSession {
             // Deliveries are handled whenever Lb bytes come, so whether the accept is reported
             // before or after `201` changes nothing.
             ClientInput::LbAccepted => {}
-            ClientInput::LbData(bytes) => self.on_lb_data(bytes),
+            ClientInput::LbData(bytes) => self.on_data(Connection::Lb, bytes),
             ClientInput::LbClosed => match &mut self.state {
                 // The server closes Lb as it answers `/exit`; its `310` may still be on the way.
                 State::Exiting { bye_deadline } => {
@@ -557,21 +557,26 @@ impl ClientSession {
         }
     }
 
-    fn on_la_data(&mut self, bytes: &[u8]) {
+    fn on_data(&mut self, on: Connection, bytes: &[u8]) {
         // The framer lends lines out of itself, so it is moved out while `self` changes.
-        let mut framer = std::mem::replace(&mut self.la, LineFramer::new(0));
+        let framer = match on {
+            Connection::La => &mut self.la,
+            Connection::Lb => &mut self.lb,
+        };
+        let mut framer = std::mem::replace(framer, LineFramer::new(0));
         let max_line = framer.max_line();
         for_each_frame(&mut framer, bytes, |frame| {
-            match frame {
-                Frame::Line(line) => self.on_la_line(line),
-                Frame::TooLong => self.fail(ClientError::LineTooLong {
-                    on: Connection::La,
-                    max_line,
-                }),
+            match (frame, on) {
+                (Frame::Line(line), Connection::La) => self.on_la_line(line),
+                (Frame::Line(line), Connection::Lb) => self.on_lb_line(line),
+                (Frame::TooLong, _) => self.fail(ClientError::LineTooLong { on, max_line }),
             }
             !matches!(self.state, State::Exited)
         });
-        self.la = framer;
+        match on {
+            Connection::La => self.la = framer,
+            Connection::Lb => self.lb = framer,
+        }
     }
 
     fn on_la_line(&mut self, line: &[u8]) {
@@ -613,22 +618,6 @@ impl ClientSession {
             Outcome::ReadCommand => self.read_command(),
             Outcome::Nothing => {}
         }
-    }
-
-    fn on_lb_data(&mut self, bytes: &[u8]) {
-        let mut framer = std::mem::replace(&mut self.lb, LineFramer::new(0));
-        let max_line = framer.max_line();
-        for_each_frame(&mut framer, bytes, |frame| {
-            match frame {
-                Frame::Line(line) => self.on_lb_line(line),
-                Frame::TooLong => self.fail(ClientError::LineTooLong {
-                    on: Connection::Lb,
-                    max_line,
-                }),
-            }
-            !matches!(self.state, State::Exited)
-        });
-        self.lb = framer;
     }
 
     fn on_lb_line(&mut self, line: &[u8]) {

@@ -315,11 +315,9 @@ impl<R: Runtime, F: ClientFrontend> AsyncClient<R, F> {
 
     async fn read(&mut self, on: Connection, scratch: &mut [u8]) {
         loop {
-            let stream = match on {
-                Connection::La => Some(&self.la),
-                Connection::Lb => self.lb.as_ref(),
+            let Some(stream) = self.stream(on) else {
+                return;
             };
-            let Some(stream) = stream else { return };
             let (input, more) = match stream.try_read(scratch) {
                 Ok(0) => (on.closed(), false),
                 Ok(n) => (on.data(&scratch[..n]), n == scratch.len()),
@@ -339,16 +337,20 @@ impl<R: Runtime, F: ClientFrontend> AsyncClient<R, F> {
         }
     }
 
+    /// The socket of `on`, if it is open.
+    fn stream(&self, on: Connection) -> Option<&R::Stream> {
+        match on {
+            Connection::La => Some(&self.la),
+            Connection::Lb => self.lb.as_ref(),
+        }
+    }
+
     /// Does what the driver asks until it asks nothing more.
     async fn carry_out(&mut self) {
         while let Some(action) = self.driver.poll_io(&mut self.frontend) {
             match action {
                 IoAction::Send(on, bytes) => {
-                    let stream = match on {
-                        Connection::La => Some(&self.la),
-                        Connection::Lb => self.lb.as_ref(),
-                    };
-                    let written = match stream {
+                    let written = match self.stream(on) {
                         Some(stream) => write_all(stream, &bytes).await,
                         None => Err(io::ErrorKind::NotConnected.into()),
                     };

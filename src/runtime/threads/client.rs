@@ -1,15 +1,13 @@
-//! The std-thread client: the same [`ClientDriver`] as the smol one, on blocking sockets.
-//!
-//! The calling thread owns the driver and writes to La and Lb itself (a client has one peer,
-//! so waiting on it holds up nobody else). Threads read La, accept Lb then read it, and read
-//! the terminal; each sends what happened as an `Event` over one bounded channel, so the
-//! driver sees one ordered stream and `recv_timeout` serves as its timer.
+//! The std-thread client: the same [`ClientDriver`] as the smol one, on blocking sockets. The
+//! calling thread owns the driver and writes La and Lb itself (one peer: waiting on it holds up
+//! nobody). Threads read La, accept then read Lb, and read the terminal, each sending `Event`s
+//! over one bounded channel: one ordered stream, and `recv_timeout` is the driver's timer.
 
-use std::io::Write;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{read_some, spawn};
 use crate::client::{ClientInput, Connection};
@@ -49,17 +47,17 @@ pub fn run(server: SocketAddr) -> i32 {
             match action {
                 IoAction::Send(on, bytes) => {
                     // The driver sends on Lb only once it is accepted, so `lb` is there.
-                    let stream = if on == Connection::La {
-                        Some(&la)
-                    } else {
-                        lb.as_ref()
+                    let stream = match on {
+                        Connection::La => Some(&la),
+                        Connection::Lb => lb.as_ref(),
                     };
                     if let Some(Err(err)) = stream.map(|s| (&**s).write_all(&bytes)) {
                         driver.write_failed(now, on, &err);
                     }
                 }
                 IoAction::ListenLb => {
-                    let bound = listen_lb(&la, &mut terminal, &events_tx);
+                    let ip = la.local_addr().map(|addr| addr.ip());
+                    let bound = ip.and_then(|ip| listen_lb(&mut terminal, ip, &events_tx));
                     driver.lb_listening(now, bound);
                 }
                 IoAction::Exit(code) => break 'run code,
@@ -93,27 +91,23 @@ pub fn run(server: SocketAddr) -> i32 {
 
 /// Waits for the next event; `None` once `deadline` (if any) has come first.
 fn next_event(events: &Receiver<Event>, deadline: Option<Instant>) -> Option<Event> {
-    // The loop holds a sender itself, so the channel cannot close; if it did, the driver
-    // would be told that La is gone.
-    let gone = Event::Closed(Connection::La);
-    match deadline {
-        Some(at) => match events.recv_timeout(at.saturating_duration_since(Instant::now())) {
-            Ok(event) => Some(event),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => Some(gone),
-        },
-        None => Some(events.recv().unwrap_or(gone)),
+    // No deadline: a wait longer than any, which `recv_timeout` takes as no timeout at all.
+    let wait = deadline.map_or(Duration::MAX, |at| {
+        at.saturating_duration_since(Instant::now())
+    });
+    match events.recv_timeout(wait) {
+        Ok(event) => Some(event),
+        Err(RecvTimeoutError::Timeout) => None,
+        // The loop holds a sender itself, so the channel cannot close; if it did, the driver
+        // would be told that La is gone.
+        Err(RecvTimeoutError::Disconnected) => Some(Event::Closed(Connection::La)),
     }
 }
 
 /// Binds the Lb listener on La's local address, and starts the thread that accepts the
 /// server's one connection; the listener closes once it has.
-fn listen_lb(
-    la: &TcpStream,
-    terminal: &mut Terminal,
-    events: &SyncSender<Event>,
-) -> std::io::Result<u16> {
-    let listener = terminal.bind_lb(la.local_addr()?.ip(), TcpListener::bind)?;
+fn listen_lb(terminal: &mut Terminal, ip: IpAddr, events: &SyncSender<Event>) -> io::Result<u16> {
+    let listener = terminal.bind_lb(ip, TcpListener::bind)?;
     let port = listener.local_addr()?.port();
     let events = events.clone();
     let accept = move || {
@@ -130,11 +124,9 @@ fn listen_lb(
         };
         let _ = events.send(event);
     };
-    if spawn("Lb accept".to_owned(), None, accept) {
-        Ok(port)
-    } else {
-        Err(std::io::Error::other("cannot start the Lb accept thread"))
-    }
+    spawn("Lb accept".to_owned(), None, accept)
+        .then_some(port)
+        .ok_or_else(|| io::Error::other("cannot start the Lb accept thread"))
 }
 
 /// Starts a thread that sends what `stream` reads as events until end of file or an error,
@@ -144,18 +136,13 @@ fn spawn_reader(on: Connection, stream: &Arc<TcpStream>, events: &SyncSender<Eve
     let events = events.clone();
     spawn(format!("{on} reader"), None, move || {
         let mut buffer = vec![0; CLIENT_READ_CHUNK];
-        loop {
-            match read_some(&stream, &mut buffer) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if events.send(Event::Data(on, buffer[..n].to_vec())).is_err() {
-                        return;
-                    }
-                }
-                Err(err) => {
-                    log::debug!("reading {on} failed: {err}");
-                    break;
-                }
+        let read = |buffer: &mut [u8]| {
+            read_some(&stream, buffer).inspect_err(|err| log::debug!("reading {on} failed: {err}"))
+        };
+        // Until end of file (`Ok(0)`) or an error; either way the connection is gone.
+        while let Ok(n @ 1..) = read(&mut buffer) {
+            if events.send(Event::Data(on, buffer[..n].to_vec())).is_err() {
+                return;
             }
         }
         let _ = events.send(Event::Closed(on));
