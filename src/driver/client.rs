@@ -329,7 +329,12 @@ impl<R: Runtime, F: ClientFrontend> AsyncClient<R, F> {
                     (on.closed(), false)
                 }
             };
+            let closed = input == on.closed();
             self.driver.handle_input(Instant::now(), input);
+            if closed && on == Connection::Lb {
+                // Lb's end stays readable; it is not watched again. (La's end ends the client.)
+                self.lb = None;
+            }
             self.carry_out().await;
             if !more || self.driver.exit_code().is_some() {
                 return;
