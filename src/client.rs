@@ -1,12 +1,17 @@
 //! [`ClientSession`]: the client of PROTOCOL.md §4 as a sans-IO state machine.
 //!
 //! The adapter feeds it standard-input lines, La and Lb bytes and the current time, and carries
-//! out what it asks: print a line, read a line, send bytes, open the Lb listener, exit.
+//! out what it asks: read a line, send bytes, open the Lb listener, exit. What happened is
+//! reported as typed [`ClientEvent`]s (a prompt, an answer, a delivery, an error): the terminal
+//! prints them (`crate::terminal`), a load generator counts them, a test compares them.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::protocol::{is_token, receipt_bytes, Delivery, Frame, LineFramer, Request, Response};
+use crate::protocol::{
+    is_token, receipt_bytes, Delivery, Frame, LineFramer, Request, Response, Unrecognized,
+};
 
 /// How the client behaves; the defaults follow PROTOCOL.md §4.
 #[derive(Clone, Debug)]
@@ -58,10 +63,8 @@ pub enum ClientInput<'a> {
 /// Something the client asks its adapter to do, drained with [`ClientSession::poll_output`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientOutput {
-    /// Write this line, plus `\n`, to standard output in one piece.
-    Print(Vec<u8>),
-    /// Write this line, plus `\n`, to standard error.
-    Error(String),
+    /// Something happened that the user should learn of; the front-end decides how.
+    Event(ClientEvent),
     /// Read the next line of standard input; `secret`: without echo when it is a terminal.
     ReadLine {
         /// The line is a password.
@@ -84,6 +87,277 @@ pub const USER_PROMPT: &[u8] = b"Please input your user name:";
 pub const PASSWORD_PROMPT: &[u8] = b"Please input your password:";
 /// Printed instead of sending a `/login` the server could only answer `401`.
 pub const TOKEN_HINT: &[u8] = b"user names and passwords are one word (no spaces), not empty";
+
+/// What happened, as the client reports it: the terminal prints each of these in one way
+/// (`crate::terminal::render`), other front-ends count or check them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// The user is asked for something, or told why the last answer was not taken.
+    Prompt(Prompt),
+    /// A command as it is sent; only when standard input is not a terminal, so that a piped
+    /// run reads as a transcript.
+    Echo(Vec<u8>),
+    /// A line the server sent on La, and the request it answers (`None`: nothing was asked,
+    /// as with a line from a deviating server).
+    Answer {
+        /// The request it answers, matched in order: the server answers each in turn.
+        to: Option<Asked>,
+        /// What the server said.
+        reply: Reply,
+    },
+    /// `101` answered the login: the client goes on to open Lb. (Its `Answer` came first.)
+    LoggedIn,
+    /// `201`: Lb is up and the client reads commands. (Its `Answer` came first.)
+    LbReady,
+    /// A message on Lb, already acknowledged with `302`.
+    Delivery {
+        /// `/from` or `/broadcastfrom`.
+        kind: DeliveryKind,
+        /// Who sent it.
+        sender: Vec<u8>,
+        /// The chat text, verbatim.
+        content: Vec<u8>,
+    },
+    /// `310` answered `/exit`: the client exits 0. (Its `Answer` came first.)
+    Bye,
+    /// Something went wrong; unless it is [`ClientError::UnexpectedLbLine`], the client exits 1.
+    Error(ClientError),
+}
+
+/// What the user is asked or told during the login (§4, step 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prompt {
+    /// [`USER_PROMPT`]
+    UserName,
+    /// [`PASSWORD_PROMPT`]
+    Password,
+    /// [`TOKEN_HINT`]: what was typed is not one word, so it was not sent.
+    NotOneWord,
+}
+
+impl Prompt {
+    /// The exact text the terminal shows.
+    pub fn text(self) -> &'static [u8] {
+        match self {
+            Prompt::UserName => USER_PROMPT,
+            Prompt::Password => PASSWORD_PROMPT,
+            Prompt::NotOneWord => TOKEN_HINT,
+        }
+    }
+}
+
+/// The kind of request an answer on La belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asked {
+    /// `/login`
+    Login,
+    /// `/port`
+    Port,
+    /// `/list`
+    List,
+    /// `/to`
+    To,
+    /// `/toall`
+    ToAll,
+    /// `/exit`, typed or sent for Ctrl-D / Ctrl-C.
+    Exit,
+    /// A typed line of no known form (the server answers it `401`).
+    Other,
+}
+
+impl Asked {
+    fn of(request: Result<Request<'_>, Unrecognized>) -> Asked {
+        match request {
+            Ok(Request::Login { .. }) => Asked::Login,
+            Ok(Request::Port(_)) => Asked::Port,
+            Ok(Request::List) => Asked::List,
+            Ok(Request::To { .. }) => Asked::To,
+            Ok(Request::ToAll { .. }) => Asked::ToAll,
+            Ok(Request::Exit) => Asked::Exit,
+            Err(Unrecognized) => Asked::Other,
+        }
+    }
+}
+
+/// One La line from the server, owned: a [`Response`] of PROTOCOL.md §2, or the line itself
+/// when it is of no known form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// `101 Authentication successful`
+    AuthOk,
+    /// `102 Authentication failed`
+    AuthFailed,
+    /// `201 Build connection successful`
+    LbOk,
+    /// `202 Build connection failed`
+    LbFailed,
+    /// `301 <user> …`: the online users, the asker first.
+    List(Vec<Vec<u8>>),
+    /// `303 Message delivery successful`
+    Delivered,
+    /// `304 Message delivery failed`
+    DeliveryFailed,
+    /// `310 Bye bye`
+    Bye,
+    /// `401 Unrecognized message`
+    Unrecognized,
+    /// A line of no known form, verbatim (without `\n`).
+    Unknown(Vec<u8>),
+}
+
+impl Reply {
+    /// The reply of one La line (without `\n`).
+    pub fn parse(line: &[u8]) -> Reply {
+        match Response::parse(line) {
+            Ok(Response::AuthOk) => Reply::AuthOk,
+            Ok(Response::AuthFailed) => Reply::AuthFailed,
+            Ok(Response::LbOk) => Reply::LbOk,
+            Ok(Response::LbFailed) => Reply::LbFailed,
+            Ok(Response::List(names)) => Reply::List(names.iter().map(|n| n.to_vec()).collect()),
+            Ok(Response::Delivered) => Reply::Delivered,
+            Ok(Response::DeliveryFailed) => Reply::DeliveryFailed,
+            Ok(Response::Bye) => Reply::Bye,
+            Ok(Response::Unrecognized) => Reply::Unrecognized,
+            Err(Unrecognized) => Reply::Unknown(line.to_vec()),
+        }
+    }
+
+    /// The line as the server sent it, `\n` included. (The parsers take only exact lines,
+    /// so formatting a parsed reply gives back the very bytes that came.)
+    pub fn to_line_bytes(&self) -> Vec<u8> {
+        let known = match self {
+            Reply::AuthOk => Response::AuthOk,
+            Reply::AuthFailed => Response::AuthFailed,
+            Reply::LbOk => Response::LbOk,
+            Reply::LbFailed => Response::LbFailed,
+            Reply::List(names) => Response::List(names.iter().map(Vec::as_slice).collect()),
+            Reply::Delivered => Response::Delivered,
+            Reply::DeliveryFailed => Response::DeliveryFailed,
+            Reply::Bye => Response::Bye,
+            Reply::Unrecognized => Response::Unrecognized,
+            Reply::Unknown(line) => return crate::protocol::line_bytes(line),
+        };
+        known.to_bytes()
+    }
+}
+
+/// Which of the two messages on Lb a delivery is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryKind {
+    /// `/from <sender> <content>`: someone's `/to`.
+    From,
+    /// `/broadcastfrom <sender> <content>`: someone's `/toall`.
+    BroadcastFrom,
+}
+
+impl DeliveryKind {
+    /// The line as the server sent it, `\n` included.
+    pub fn to_line_bytes(self, sender: &[u8], content: &[u8]) -> Vec<u8> {
+        match self {
+            DeliveryKind::From => Delivery::From { sender, content },
+            DeliveryKind::BroadcastFrom => Delivery::BroadcastFrom { sender, content },
+        }
+        .to_bytes()
+    }
+}
+
+/// One of the client's two connections to the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connection {
+    /// The client's own connection, for requests and answers.
+    La,
+    /// The server's connection to the client's listener, for deliveries.
+    Lb,
+}
+
+impl Connection {
+    /// The input that hands bytes read from this connection to the session.
+    pub fn data(self, bytes: &[u8]) -> ClientInput<'_> {
+        match self {
+            Connection::La => ClientInput::LaData(bytes),
+            Connection::Lb => ClientInput::LbData(bytes),
+        }
+    }
+
+    /// The input that tells the session this connection is gone.
+    pub fn closed(self) -> ClientInput<'static> {
+        match self {
+            Connection::La => ClientInput::LaClosed,
+            Connection::Lb => ClientInput::LbClosed,
+        }
+    }
+}
+
+impl fmt::Display for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Connection::La => "La",
+            Connection::Lb => "Lb",
+        })
+    }
+}
+
+/// What went wrong; its `Display` is the one-line message the terminal shows after `error: `.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientError {
+    /// The server closed (or broke) a connection while the client still needed it.
+    Closed(Connection),
+    /// The Lb listener could not be bound.
+    LbListenFailed,
+    /// The Lb listener reported port 0, which cannot be sent in `/port`.
+    LbPortZero,
+    /// `/port` was answered with something other than `201` or `202`.
+    PortNotAccepted,
+    /// The server sent a line longer than [`ClientConfig::max_line`].
+    LineTooLong {
+        /// Where.
+        on: Connection,
+        /// The bound.
+        max_line: usize,
+    },
+    /// Lb carried a line that is no delivery; it is not acknowledged, and the client goes on.
+    UnexpectedLbLine(Vec<u8>),
+    /// After `/exit`, Lb closed and `310` did not follow within [`ClientConfig::exit_grace`].
+    NoBye,
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Closed(Connection::La) => {
+                f.write_str("the server closed the connection (La)")
+            }
+            ClientError::Closed(Connection::Lb) => {
+                f.write_str("the server closed the message connection (Lb)")
+            }
+            ClientError::LbListenFailed => {
+                f.write_str("could not listen for the server's message connection (Lb)")
+            }
+            ClientError::LbPortZero => {
+                f.write_str("the message connection (Lb) listener reported port 0")
+            }
+            ClientError::PortNotAccepted => {
+                f.write_str("the server did not accept the message connection's port")
+            }
+            ClientError::LineTooLong { on, max_line } => {
+                write!(
+                    f,
+                    "the server sent a line longer than {max_line} bytes on {on}"
+                )
+            }
+            ClientError::UnexpectedLbLine(line) => {
+                write!(
+                    f,
+                    "the server sent an unexpected line on Lb: {}",
+                    preview(line)
+                )
+            }
+            ClientError::NoBye => {
+                f.write_str("the server closed the connection without answering /exit")
+            }
+        }
+    }
+}
 
 /// Where the client is in PROTOCOL.md §4; each variant holds what is valid in it.
 #[derive(Debug)]
@@ -122,6 +396,9 @@ pub struct ClientSession {
     state: State,
     la: LineFramer,
     lb: LineFramer,
+    /// The requests sent on La and not answered yet, oldest first: the server answers in
+    /// order, so each La line belongs to the front one. At most two (a command, then `/exit`).
+    asked: VecDeque<Asked>,
     outputs: VecDeque<ClientOutput>,
 }
 
@@ -133,6 +410,7 @@ impl ClientSession {
             lb: LineFramer::new(config.max_line),
             config,
             state: State::AskingUser,
+            asked: VecDeque::new(),
             outputs: VecDeque::new(),
         };
         session.ask_user();
@@ -147,25 +425,25 @@ impl ClientSession {
         match input {
             ClientInput::Line(line) => self.on_stdin_line(line),
             ClientInput::StdinClosed | ClientInput::Interrupted => self.send_exit(),
-            ClientInput::LaData(bytes) => self.on_la_data(bytes),
-            ClientInput::LaClosed => self.fail("the server closed the connection (La)"),
+            ClientInput::LaData(bytes) => self.on_data(Connection::La, bytes),
+            ClientInput::LaClosed => self.fail(ClientError::Closed(Connection::La)),
             ClientInput::LbListening(port) => self.on_lb_listening(port),
             ClientInput::LbListenFailed => {
                 // Once `/exit` is out the listener no longer matters: only `310` does.
                 if matches!(self.state, State::OpeningLb { .. }) {
-                    self.fail("could not listen for the server's message connection (Lb)");
+                    self.fail(ClientError::LbListenFailed);
                 }
             }
             // Deliveries are handled whenever Lb bytes come, so whether the accept is reported
             // before or after `201` changes nothing.
             ClientInput::LbAccepted => {}
-            ClientInput::LbData(bytes) => self.on_lb_data(bytes),
+            ClientInput::LbData(bytes) => self.on_data(Connection::Lb, bytes),
             ClientInput::LbClosed => match &mut self.state {
                 // The server closes Lb as it answers `/exit`; its `310` may still be on the way.
                 State::Exiting { bye_deadline } => {
                     bye_deadline.get_or_insert(now + self.config.exit_grace);
                 }
-                _ => self.fail("the server closed the message connection (Lb)"),
+                _ => self.fail(ClientError::Closed(Connection::Lb)),
             },
         }
     }
@@ -177,7 +455,7 @@ impl ClientSession {
         } = self.state
         {
             if now >= deadline {
-                self.fail("the server closed the connection without answering /exit");
+                self.fail(ClientError::NoBye);
             }
         }
     }
@@ -196,7 +474,7 @@ impl ClientSession {
     }
 
     fn ask_user(&mut self) {
-        self.print(USER_PROMPT);
+        self.event(ClientEvent::Prompt(Prompt::UserName));
         self.outputs
             .push_back(ClientOutput::ReadLine { secret: false });
         self.state = State::AskingUser;
@@ -216,14 +494,14 @@ impl ClientSession {
         match std::mem::replace(&mut self.state, State::Exited) {
             State::AskingUser => {
                 if is_token(line) {
-                    self.print(PASSWORD_PROMPT);
+                    self.event(ClientEvent::Prompt(Prompt::Password));
                     self.outputs
                         .push_back(ClientOutput::ReadLine { secret: true });
                     self.state = State::AskingPassword {
                         user: line.to_vec(),
                     };
                 } else {
-                    self.print(TOKEN_HINT);
+                    self.event(ClientEvent::Prompt(Prompt::NotOneWord));
                     self.ask_user();
                 }
             }
@@ -233,23 +511,23 @@ impl ClientSession {
                         user: &user,
                         password: line,
                     };
-                    self.outputs
-                        .push_back(ClientOutput::SendLa(login.to_bytes()));
+                    self.send_la(Asked::Login, login.to_bytes());
                     self.state = State::LoggingIn;
                 } else {
-                    self.print(TOKEN_HINT);
+                    self.event(ClientEvent::Prompt(Prompt::NotOneWord));
                     self.ask_user();
                 }
             }
             State::ReadingCommand if line.is_empty() => self.read_command(),
             State::ReadingCommand => {
                 if !self.config.interactive {
-                    self.print(line);
+                    self.event(ClientEvent::Echo(line.to_vec()));
                 }
                 let mut bytes = line.to_vec();
                 bytes.push(b'\n');
-                self.outputs.push_back(ClientOutput::SendLa(bytes));
-                self.state = if Request::parse(line) == Ok(Request::Exit) {
+                let asked = Asked::of(Request::parse(line));
+                self.send_la(asked, bytes);
+                self.state = if asked == Asked::Exit {
                     State::Exiting { bye_deadline: None }
                 } else {
                     State::AwaitingAnswer
@@ -264,108 +542,120 @@ impl ClientSession {
         if matches!(self.state, State::Exiting { .. } | State::Exited) {
             return;
         }
-        self.outputs
-            .push_back(ClientOutput::SendLa(Request::Exit.to_bytes()));
+        self.send_la(Asked::Exit, Request::Exit.to_bytes());
         self.state = State::Exiting { bye_deadline: None };
     }
 
     fn on_lb_listening(&mut self, port: u16) {
         if let State::OpeningLb { port_sent: false } = self.state {
             if port == 0 {
-                self.fail("the message connection (Lb) listener reported port 0");
+                self.fail(ClientError::LbPortZero);
                 return;
             }
-            self.outputs
-                .push_back(ClientOutput::SendLa(Request::Port(port).to_bytes()));
+            self.send_la(Asked::Port, Request::Port(port).to_bytes());
             self.state = State::OpeningLb { port_sent: true };
         }
     }
 
-    fn on_la_data(&mut self, bytes: &[u8]) {
+    fn on_data(&mut self, on: Connection, bytes: &[u8]) {
         // The framer lends lines out of itself, so it is moved out while `self` changes.
-        let mut framer = std::mem::replace(&mut self.la, LineFramer::new(0));
+        let framer = match on {
+            Connection::La => &mut self.la,
+            Connection::Lb => &mut self.lb,
+        };
+        let mut framer = std::mem::replace(framer, LineFramer::new(0));
         let max_line = framer.max_line();
         for_each_frame(&mut framer, bytes, |frame| {
-            match frame {
-                Frame::Line(line) => self.on_la_line(line),
-                Frame::TooLong => self.fail(&format!(
-                    "the server sent a line longer than {max_line} bytes on La"
-                )),
+            match (frame, on) {
+                (Frame::Line(line), Connection::La) => self.on_la_line(line),
+                (Frame::Line(line), Connection::Lb) => self.on_lb_line(line),
+                (Frame::TooLong, _) => self.fail(ClientError::LineTooLong { on, max_line }),
             }
             !matches!(self.state, State::Exited)
         });
-        self.la = framer;
+        match on {
+            Connection::La => self.la = framer,
+            Connection::Lb => self.lb = framer,
+        }
     }
 
     fn on_la_line(&mut self, line: &[u8]) {
         // The user sees every answer, known or not, exactly as it came.
-        self.print(line);
-        let response = Response::parse(line);
-        if response == Ok(Response::Bye) {
-            self.exit(0);
-            return;
-        }
-        match (&self.state, response) {
-            (State::LoggingIn, Ok(Response::AuthOk)) => {
+        let reply = Reply::parse(line);
+        let to = self.asked.pop_front();
+        let is_bye = reply == Reply::Bye;
+        let outcome = match (&self.state, &reply) {
+            _ if is_bye => Outcome::Exit(0),
+            (State::LoggingIn, Reply::AuthOk) => Outcome::LoggedIn,
+            (State::LoggingIn, _) => Outcome::AskAgain,
+            (State::OpeningLb { port_sent: true }, Reply::LbOk) => Outcome::LbReady,
+            (State::OpeningLb { .. } | State::Exiting { .. }, Reply::LbFailed) => Outcome::Exit(1),
+            (State::OpeningLb { port_sent: true }, _) => Outcome::PortNotAccepted,
+            (State::AwaitingAnswer, _) => Outcome::ReadCommand,
+            // Nothing was asked, or the answer is for a request sent before `/exit`: the line
+            // is shown and changes nothing.
+            _ => Outcome::Nothing,
+        };
+        self.event(ClientEvent::Answer { to, reply });
+        match outcome {
+            Outcome::Exit(code) => {
+                if is_bye {
+                    self.event(ClientEvent::Bye);
+                }
+                self.exit(code);
+            }
+            Outcome::LoggedIn => {
+                self.event(ClientEvent::LoggedIn);
                 self.outputs.push_back(ClientOutput::ListenLb);
                 self.state = State::OpeningLb { port_sent: false };
             }
-            (State::LoggingIn, _) => self.ask_user(),
-            (State::OpeningLb { port_sent: true }, Ok(Response::LbOk)) => self.read_command(),
-            (State::OpeningLb { .. } | State::Exiting { .. }, Ok(Response::LbFailed)) => {
-                self.exit(1)
+            Outcome::AskAgain => self.ask_user(),
+            Outcome::LbReady => {
+                self.event(ClientEvent::LbReady);
+                self.read_command();
             }
-            (State::OpeningLb { port_sent: true }, _) => {
-                self.fail("the server did not accept the message connection's port")
-            }
-            (State::AwaitingAnswer, _) => self.read_command(),
-            // Nothing was asked, or the answer is for a request sent before `/exit`: the line
-            // is shown and changes nothing.
-            _ => {}
+            Outcome::PortNotAccepted => self.fail(ClientError::PortNotAccepted),
+            Outcome::ReadCommand => self.read_command(),
+            Outcome::Nothing => {}
         }
-    }
-
-    fn on_lb_data(&mut self, bytes: &[u8]) {
-        let mut framer = std::mem::replace(&mut self.lb, LineFramer::new(0));
-        let max_line = framer.max_line();
-        for_each_frame(&mut framer, bytes, |frame| {
-            match frame {
-                Frame::Line(line) => self.on_lb_line(line),
-                Frame::TooLong => self.fail(&format!(
-                    "the server sent a line longer than {max_line} bytes on Lb"
-                )),
-            }
-            !matches!(self.state, State::Exited)
-        });
-        self.lb = framer;
     }
 
     fn on_lb_line(&mut self, line: &[u8]) {
-        if Delivery::parse(line).is_ok() {
-            self.print(line);
-            self.outputs
-                .push_back(ClientOutput::SendLb(receipt_bytes()));
-        } else {
-            // No `302`: the server then fails that delivery rather than count it as received.
-            self.error(format!(
-                "the server sent an unexpected line on Lb: {}",
-                preview(line)
-            ));
-        }
-    }
-
-    fn print(&mut self, line: &[u8]) {
-        self.outputs.push_back(ClientOutput::Print(line.to_vec()));
-    }
-
-    fn error(&mut self, message: String) {
+        let (kind, sender, content) = match Delivery::parse(line) {
+            Ok(Delivery::From { sender, content }) => (DeliveryKind::From, sender, content),
+            Ok(Delivery::BroadcastFrom { sender, content }) => {
+                (DeliveryKind::BroadcastFrom, sender, content)
+            }
+            Err(Unrecognized) => {
+                // No `302`: the server then fails that delivery rather than count it as
+                // received.
+                self.event(ClientEvent::Error(ClientError::UnexpectedLbLine(
+                    line.to_vec(),
+                )));
+                return;
+            }
+        };
+        self.event(ClientEvent::Delivery {
+            kind,
+            sender: sender.to_vec(),
+            content: content.to_vec(),
+        });
         self.outputs
-            .push_back(ClientOutput::Error(format!("error: {message}")));
+            .push_back(ClientOutput::SendLb(receipt_bytes()));
+    }
+
+    fn send_la(&mut self, asked: Asked, bytes: Vec<u8>) {
+        self.asked.push_back(asked);
+        self.outputs.push_back(ClientOutput::SendLa(bytes));
+    }
+
+    fn event(&mut self, event: ClientEvent) {
+        self.outputs.push_back(ClientOutput::Event(event));
     }
 
     /// The server misbehaved or went away: say so and exit 1.
-    fn fail(&mut self, message: &str) {
-        self.error(message.to_owned());
+    fn fail(&mut self, error: ClientError) {
+        self.event(ClientEvent::Error(error));
         self.exit(1);
     }
 
@@ -373,6 +663,17 @@ impl ClientSession {
         self.outputs.push_back(ClientOutput::Exit(code));
         self.state = State::Exited;
     }
+}
+
+/// What an La line makes the session do next.
+enum Outcome {
+    Exit(i32),
+    LoggedIn,
+    AskAgain,
+    LbReady,
+    PortNotAccepted,
+    ReadCommand,
+    Nothing,
 }
 
 /// Feeds `bytes` to `framer` and hands each frame to `on_frame` while it returns `true`.

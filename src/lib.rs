@@ -9,9 +9,11 @@
 //!   [`ServerSession`](server::ServerSession) per client and routes `/to` and `/toall`
 //!   through per-recipient queues; [`BroadcastAggregator`](server::BroadcastAggregator)
 //!   turns a request's delivery outcomes into its one `303`/`304`.
-//! - [`client`]: [`ClientSession`](client::ClientSession), the interactive client.
+//! - [`client`]: [`ClientSession`](client::ClientSession), the interactive client; it reports
+//!   typed [`ClientEvent`](client::ClientEvent)s, which [`terminal`] prints.
+//! - [`driver`]: the client's driving, written once above the runtime trait.
 //! - [`users`]: the users file.
-//! - [`runtime`]: the smol adapters that carry bytes between sockets and the machines above.
+//! - [`runtime`]: the smol and threads glue that carries bytes between sockets and the machines.
 //! - [`cli`]: what the binaries' command lines share.
 //!
 //! # The run loop
@@ -29,6 +31,7 @@
 //! use std::time::Instant;
 //! use simple_im::client::{ClientConfig, ClientInput, ClientOutput, ClientSession};
 //! use simple_im::server::{ConnId, Input, Output, Server, ServerConfig};
+//! use simple_im::terminal::{render, Rendered};
 //! use simple_im::users::Users;
 //!
 //! /// One client: its machine, its connection on the server, what it will type, what it printed.
@@ -52,8 +55,11 @@
 //!                 busy = true;
 //!                 let conn = client.conn;
 //!                 match action {
-//!                     ClientOutput::Print(line) => {
-//!                         client.printed.push(String::from_utf8_lossy(&line).into())
+//!                     // Typed events (a prompt, an answer, a delivery…), printed as a terminal would.
+//!                     ClientOutput::Event(event) => {
+//!                         if let Some(Rendered::Stdout(line)) = render(&event) {
+//!                             client.printed.push(String::from_utf8_lossy(&line).into())
+//!                         }
 //!                     }
 //!                     ClientOutput::ReadLine { .. } if !client.typed.is_empty() => {
 //!                         let line = client.typed.remove(0);
@@ -71,7 +77,7 @@
 //!                         let port = 9000 + conn.0 as u16;
 //!                         client.session.handle_input(now, ClientInput::LbListening(port));
 //!                     }
-//!                     ClientOutput::Error(_) | ClientOutput::Exit(_) => {}
+//!                     ClientOutput::Exit(_) => {}
 //!                 }
 //!             }
 //!         }
@@ -134,5 +140,6 @@ pub mod driver;
 pub mod protocol;
 pub mod runtime;
 pub mod server;
+pub mod terminal;
 pub mod transport;
 pub mod users;

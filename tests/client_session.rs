@@ -1,5 +1,7 @@
 //! Scenario tests for [`ClientSession`]: a manual clock, an in-memory fake server and a
-//! transcript of everything that crosses the session's edges.
+//! transcript of everything that crosses the session's edges. Events are rendered the way the
+//! terminal prints them ([`terminal::render`]), so the transcripts hold the client's exact
+//! output; the typed events themselves are checked in the tests at the end.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -7,10 +9,35 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use simple_im::client::{
-    ClientConfig, ClientInput, ClientOutput, ClientSession, PASSWORD_PROMPT, TOKEN_HINT,
-    USER_PROMPT,
+    Asked, ClientConfig, ClientError, ClientEvent, ClientInput, ClientOutput, ClientSession,
+    Connection, DeliveryKind, Prompt, Reply, PASSWORD_PROMPT, TOKEN_HINT, USER_PROMPT,
 };
 use simple_im::protocol::{self, Request};
+use simple_im::terminal::{self, Rendered};
+
+/// A session output as the tests see it: an event as the terminal renders it (milestones,
+/// which the terminal does not print, are left out), or any other output as it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Out {
+    /// A line for standard output.
+    Print(Vec<u8>),
+    /// A line for standard error.
+    Error(String),
+    /// Anything but an event.
+    Do(ClientOutput),
+}
+
+impl Out {
+    fn of(output: &ClientOutput) -> Option<Out> {
+        match output {
+            ClientOutput::Event(event) => match terminal::render(event)? {
+                Rendered::Stdout(line) => Some(Out::Print(line)),
+                Rendered::Stderr(line) => Some(Out::Error(line)),
+            },
+            other => Some(Out::Do(other.clone())),
+        }
+    }
+}
 
 /// The port the fake adapter reports for the Lb listener.
 const LB_PORT: u16 = 40_000;
@@ -57,8 +84,10 @@ struct Harness {
     start: Instant,
     now: Instant,
     transcript: Vec<String>,
-    /// Outputs not yet taken by the test.
-    pending: VecDeque<ClientOutput>,
+    /// Outputs not yet taken by the test, as the terminal renders them.
+    pending: VecDeque<Out>,
+    /// Events not yet taken by the test, typed.
+    events: Vec<ClientEvent>,
     exits: Vec<i32>,
 }
 
@@ -78,6 +107,7 @@ impl Harness {
             now: start,
             transcript: Vec::new(),
             pending: VecDeque::new(),
+            events: Vec::new(),
             exits: Vec::new(),
         };
         harness.drain();
@@ -134,25 +164,41 @@ impl Harness {
     fn drain(&mut self) {
         while let Some(output) = self.session.poll_output() {
             assert!(self.exits.is_empty(), "{output:?} after Exit");
-            self.transcript.push(match &output {
-                ClientOutput::Print(line) => format!("out   < {}", show(line)),
-                ClientOutput::Error(line) => format!("err   < {line}"),
-                ClientOutput::ReadLine { secret: false } => "stdin < (read a line)".to_owned(),
-                ClientOutput::ReadLine { secret: true } => "stdin < (read a secret)".to_owned(),
-                ClientOutput::SendLa(bytes) => format!("La    < {}", show(bytes)),
-                ClientOutput::ListenLb => "Lb    < (listen)".to_owned(),
-                ClientOutput::SendLb(bytes) => format!("Lb    < {}", show(bytes)),
-                ClientOutput::Exit(code) => format!("exit  < {code}"),
-            });
             if let ClientOutput::Exit(code) = output {
                 self.exits.push(code);
             }
-            self.pending.push_back(output);
+            if let ClientOutput::Event(event) = &output {
+                self.events.push(event.clone());
+            }
+            let Some(out) = Out::of(&output) else {
+                continue;
+            };
+            self.transcript.push(match &out {
+                Out::Print(line) => format!("out   < {}", show(line)),
+                Out::Error(line) => format!("err   < {line}"),
+                Out::Do(ClientOutput::ReadLine { secret: false }) => {
+                    "stdin < (read a line)".to_owned()
+                }
+                Out::Do(ClientOutput::ReadLine { secret: true }) => {
+                    "stdin < (read a secret)".to_owned()
+                }
+                Out::Do(ClientOutput::SendLa(bytes)) => format!("La    < {}", show(bytes)),
+                Out::Do(ClientOutput::ListenLb) => "Lb    < (listen)".to_owned(),
+                Out::Do(ClientOutput::SendLb(bytes)) => format!("Lb    < {}", show(bytes)),
+                Out::Do(ClientOutput::Exit(code)) => format!("exit  < {code}"),
+                Out::Do(ClientOutput::Event(_)) => unreachable!("events are rendered"),
+            });
+            self.pending.push_back(out);
         }
     }
 
+    /// The typed events since the last call.
+    fn take_events(&mut self) -> Vec<ClientEvent> {
+        std::mem::take(&mut self.events)
+    }
+
     /// The outputs since the last call.
-    fn take(&mut self) -> Vec<ClientOutput> {
+    fn take(&mut self) -> Vec<Out> {
         self.pending.drain(..).collect()
     }
 
@@ -177,6 +223,7 @@ impl Harness {
             Ev::la(protocol::LB_OK),
         ]);
         assert_eq!(harness.take().last(), Some(&read_line()));
+        harness.take_events();
         harness
     }
 
@@ -185,35 +232,47 @@ impl Harness {
     }
 }
 
-fn print(text: &[u8]) -> ClientOutput {
-    ClientOutput::Print(text.to_vec())
+fn print(text: &[u8]) -> Out {
+    Out::Print(text.to_vec())
 }
 
-fn read_line() -> ClientOutput {
-    ClientOutput::ReadLine { secret: false }
+fn read_line() -> Out {
+    Out::Do(ClientOutput::ReadLine { secret: false })
 }
 
-fn read_secret() -> ClientOutput {
-    ClientOutput::ReadLine { secret: true }
+fn read_secret() -> Out {
+    Out::Do(ClientOutput::ReadLine { secret: true })
 }
 
-fn send_la(bytes: &[u8]) -> ClientOutput {
-    ClientOutput::SendLa(bytes.to_vec())
+fn send_la(bytes: &[u8]) -> Out {
+    Out::Do(ClientOutput::SendLa(bytes.to_vec()))
 }
 
-fn send_exit() -> ClientOutput {
-    ClientOutput::SendLa(Request::Exit.to_bytes())
+fn send_lb_receipt() -> Out {
+    Out::Do(ClientOutput::SendLb(protocol::receipt_bytes()))
 }
 
-fn ask_both() -> Vec<ClientOutput> {
+fn send_exit() -> Out {
+    send_la(&Request::Exit.to_bytes())
+}
+
+fn listen_lb() -> Out {
+    Out::Do(ClientOutput::ListenLb)
+}
+
+fn exit(code: i32) -> Out {
+    Out::Do(ClientOutput::Exit(code))
+}
+
+fn ask_both() -> Vec<Out> {
     vec![print(USER_PROMPT), read_line()]
 }
 
-fn errors(outputs: &[ClientOutput]) -> Vec<&str> {
+fn errors(outputs: &[Out]) -> Vec<&str> {
     outputs
         .iter()
         .filter_map(|output| match output {
-            ClientOutput::Error(line) => Some(line.as_str()),
+            Out::Error(line) => Some(line.as_str()),
             _ => None,
         })
         .collect()
@@ -323,7 +382,7 @@ fn converse(harness: &mut Harness, server: &mut FakeServer, script: Vec<Step>) {
             return;
         };
         let answers = match output {
-            ClientOutput::ReadLine { .. } => {
+            Out::Do(ClientOutput::ReadLine { .. }) => {
                 let mut events = Vec::new();
                 loop {
                     match script.pop_front() {
@@ -342,16 +401,16 @@ fn converse(harness: &mut Harness, server: &mut FakeServer, script: Vec<Step>) {
                 }
                 events
             }
-            ClientOutput::SendLa(bytes) => bytes
+            Out::Do(ClientOutput::SendLa(bytes)) => bytes
                 .strip_suffix(b"\n")
                 .map(|line| server.on_request(line))
                 .unwrap_or_default(),
-            ClientOutput::SendLb(bytes) => bytes
+            Out::Do(ClientOutput::SendLb(bytes)) => bytes
                 .strip_suffix(b"\n")
                 .map(|line| server.on_lb(line))
                 .unwrap_or_default(),
-            ClientOutput::ListenLb => vec![Ev::LbListening(LB_PORT)],
-            ClientOutput::Print(_) | ClientOutput::Error(_) | ClientOutput::Exit(_) => Vec::new(),
+            Out::Do(ClientOutput::ListenLb) => vec![Ev::LbListening(LB_PORT)],
+            Out::Do(_) | Out::Print(_) | Out::Error(_) => Vec::new(),
         };
         for event in answers {
             if harness.exits.is_empty() {
@@ -479,7 +538,9 @@ fn a_user_name_or_password_that_is_not_one_word_is_not_sent() {
         }
         let outputs = harness.take();
         assert!(
-            !outputs.iter().any(|o| matches!(o, ClientOutput::SendLa(_))),
+            !outputs
+                .iter()
+                .any(|o| matches!(o, Out::Do(ClientOutput::SendLa(_)))),
             "{user:?} {password:?}: {outputs:?}"
         );
         let mut expected = vec![print(TOKEN_HINT)];
@@ -495,10 +556,7 @@ fn lb_opens_with_201_before_or_after_the_accept() {
         harness.feed_all(&[Ev::line("alice"), Ev::line("secret")]);
         harness.take();
         harness.feed(&Ev::la(protocol::AUTH_OK));
-        assert_eq!(
-            harness.take(),
-            vec![print(protocol::AUTH_OK), ClientOutput::ListenLb]
-        );
+        assert_eq!(harness.take(), vec![print(protocol::AUTH_OK), listen_lb()]);
         harness.feed(&Ev::LbListening(LB_PORT));
         assert_eq!(harness.take(), vec![send_la(b"/port 40000\n")]);
         let order = if accept_first {
@@ -511,10 +569,7 @@ fn lb_opens_with_201_before_or_after_the_accept() {
         harness.feed(&Ev::lb(b"/from bob hi"));
         assert_eq!(
             harness.take(),
-            vec![
-                print(b"/from bob hi"),
-                ClientOutput::SendLb(protocol::receipt_bytes())
-            ]
+            vec![print(b"/from bob hi"), send_lb_receipt()]
         );
     }
 }
@@ -530,10 +585,7 @@ fn build_connection_failed_exits_1() {
     ]);
     harness.take();
     harness.feed(&Ev::la(protocol::LB_FAILED));
-    assert_eq!(
-        harness.take(),
-        vec![print(protocol::LB_FAILED), ClientOutput::Exit(1)]
-    );
+    assert_eq!(harness.take(), vec![print(protocol::LB_FAILED), exit(1)]);
 }
 
 #[test]
@@ -548,7 +600,7 @@ fn a_listener_that_cannot_be_bound_exits_1() {
     harness.feed(&Ev::LbListenFailed);
     let outputs = harness.take();
     assert_eq!(errors(&outputs).len(), 1);
-    assert_eq!(outputs.last(), Some(&ClientOutput::Exit(1)));
+    assert_eq!(outputs.last(), Some(&exit(1)));
 }
 
 #[test]
@@ -571,7 +623,7 @@ fn la_closing_exits_1_with_one_error_at_any_step() {
         let outputs = harness.take();
         assert_eq!(errors(&outputs).len(), 1, "{outputs:?}");
         assert!(errors(&outputs)[0].contains("server closed"));
-        assert_eq!(outputs.last(), Some(&ClientOutput::Exit(1)));
+        assert_eq!(outputs.last(), Some(&exit(1)));
     }
     let mut harness = Harness::logged_in(true);
     harness.feed_all(&[Ev::line("/list"), Ev::LaClosed]);
@@ -584,7 +636,7 @@ fn lb_closing_before_exit_exits_1_at_once() {
     harness.feed(&Ev::LbClosed);
     let outputs = harness.take();
     assert_eq!(errors(&outputs).len(), 1);
-    assert_eq!(outputs.last(), Some(&ClientOutput::Exit(1)));
+    assert_eq!(outputs.last(), Some(&exit(1)));
 }
 
 #[test]
@@ -597,10 +649,7 @@ fn lb_closing_after_exit_still_waits_for_310() {
     harness.feed(&Ev::Advance(grace / 2));
     assert_eq!(harness.take(), vec![]);
     harness.feed(&Ev::la(protocol::BYE));
-    assert_eq!(
-        harness.take(),
-        vec![print(protocol::BYE), ClientOutput::Exit(0)]
-    );
+    assert_eq!(harness.take(), vec![print(protocol::BYE), exit(0)]);
     assert_eq!(harness.session.poll_timeout(), None);
 }
 
@@ -615,7 +664,7 @@ fn lb_closing_after_exit_without_310_exits_1_when_the_grace_ends() {
     harness.feed(&Ev::Advance(Duration::from_millis(1)));
     let outputs = harness.take();
     assert_eq!(errors(&outputs).len(), 1);
-    assert_eq!(outputs.last(), Some(&ClientOutput::Exit(1)));
+    assert_eq!(outputs.last(), Some(&exit(1)));
     assert_eq!(harness.session.poll_timeout(), None);
 }
 
@@ -662,10 +711,7 @@ fn ctrl_c_and_end_of_input_send_exit_in_any_state() {
             harness.feed_all(&[Ev::line("/list"), Ev::Interrupted, Ev::StdinClosed]);
             assert_eq!(harness.take(), vec![]);
             harness.feed(&Ev::la(protocol::BYE));
-            assert_eq!(
-                harness.take(),
-                vec![print(protocol::BYE), ClientOutput::Exit(0)]
-            );
+            assert_eq!(harness.take(), vec![print(protocol::BYE), exit(0)]);
         }
     }
 }
@@ -684,11 +730,7 @@ fn ctrl_c_while_a_command_is_pending_sends_exit_at_once_and_prints_both_answers(
     ));
     assert_eq!(
         harness.take(),
-        vec![
-            print(protocol::DELIVERED),
-            print(protocol::BYE),
-            ClientOutput::Exit(0)
-        ]
+        vec![print(protocol::DELIVERED), print(protocol::BYE), exit(0)]
     );
 }
 
@@ -739,7 +781,7 @@ fn the_password_is_never_echoed() {
     assert!(!harness
         .take()
         .iter()
-        .any(|o| matches!(o, ClientOutput::Print(line) if line.as_slice() == b"secret")));
+        .any(|o| matches!(o, Out::Print(line) if line.as_slice() == b"secret")));
 }
 
 #[test]
@@ -770,17 +812,11 @@ fn non_utf8_content_is_printed_and_sent_verbatim() {
     sent.push(b'\n');
     assert_eq!(
         harness.take(),
-        vec![print(&typed), ClientOutput::SendLa(sent)]
+        vec![print(&typed), Out::Do(ClientOutput::SendLa(sent))]
     );
     let incoming = b"/from bob \xc3\x28 \xfe".to_vec();
     harness.feed(&Ev::lb(&incoming));
-    assert_eq!(
-        harness.take(),
-        vec![
-            print(&incoming),
-            ClientOutput::SendLb(protocol::receipt_bytes())
-        ]
-    );
+    assert_eq!(harness.take(), vec![print(&incoming), send_lb_receipt()]);
     harness.feed(&Ev::la(b"303 \xff"));
     assert_eq!(harness.take(), vec![print(b"303 \xff"), read_line()]);
 }
@@ -795,7 +831,7 @@ fn lines_are_framed_across_chunks_and_crlf_is_dropped() {
         Ev::La(b"ice\r\n".to_vec()),
         Ev::Lb(b"o\n".to_vec()),
     ]);
-    let receipt = ClientOutput::SendLb(protocol::receipt_bytes());
+    let receipt = send_lb_receipt();
     assert_eq!(
         harness.take(),
         vec![
@@ -854,7 +890,7 @@ fn an_over_long_line_from_the_server_exits_1() {
         harness.feed(&if on_lb { Ev::Lb(long) } else { Ev::La(long) });
         let outputs = harness.take();
         assert_eq!(errors(&outputs).len(), 1, "{}", harness.rendered());
-        assert_eq!(outputs.last(), Some(&ClientOutput::Exit(1)));
+        assert_eq!(outputs.last(), Some(&exit(1)));
     }
 }
 
@@ -868,10 +904,7 @@ fn nothing_happens_after_exit() {
         ]
         .concat(),
     ));
-    assert_eq!(
-        harness.take(),
-        vec![print(protocol::BYE), ClientOutput::Exit(0)]
-    );
+    assert_eq!(harness.take(), vec![print(protocol::BYE), exit(0)]);
     harness.feed_all(&[
         Ev::line("/list"),
         Ev::lb(b"/from bob hi"),
@@ -882,6 +915,171 @@ fn nothing_happens_after_exit() {
     ]);
     assert_eq!(harness.take(), vec![]);
     assert_eq!(harness.session.poll_timeout(), None);
+}
+
+fn answer(to: Option<Asked>, reply: Reply) -> ClientEvent {
+    ClientEvent::Answer { to, reply }
+}
+
+#[test]
+fn the_login_is_reported_as_typed_events() {
+    let mut harness = Harness::new(true);
+    harness.feed_all(&[
+        Ev::line("al ice"),
+        Ev::line("alice"),
+        Ev::line("wrong"),
+        Ev::la(protocol::AUTH_FAILED),
+    ]);
+    assert_eq!(
+        harness.take_events(),
+        vec![
+            ClientEvent::Prompt(Prompt::UserName),
+            ClientEvent::Prompt(Prompt::NotOneWord),
+            ClientEvent::Prompt(Prompt::UserName),
+            ClientEvent::Prompt(Prompt::Password),
+            answer(Some(Asked::Login), Reply::AuthFailed),
+            ClientEvent::Prompt(Prompt::UserName),
+        ]
+    );
+    harness.feed_all(&[
+        Ev::line("alice"),
+        Ev::line("secret"),
+        Ev::la(protocol::AUTH_OK),
+        Ev::LbListening(LB_PORT),
+        Ev::LbAccepted,
+        Ev::la(protocol::LB_OK),
+    ]);
+    assert_eq!(
+        harness.take_events(),
+        vec![
+            ClientEvent::Prompt(Prompt::Password),
+            answer(Some(Asked::Login), Reply::AuthOk),
+            ClientEvent::LoggedIn,
+            answer(Some(Asked::Port), Reply::LbOk),
+            ClientEvent::LbReady,
+        ]
+    );
+}
+
+#[test]
+fn answers_name_the_request_they_answer_in_order() {
+    let mut harness = Harness::logged_in(false);
+    harness.feed_all(&[
+        Ev::line("/list"),
+        Ev::la(b"301 alice bob"),
+        Ev::line("/toall hi"),
+        Ev::la(protocol::DELIVERY_FAILED),
+        Ev::line("/to bob hi"),
+        Ev::Interrupted,
+        Ev::La(
+            [
+                protocol::line_bytes(protocol::DELIVERED),
+                protocol::line_bytes(protocol::BYE),
+            ]
+            .concat(),
+        ),
+    ]);
+    let names = vec![b"alice".to_vec(), b"bob".to_vec()];
+    assert_eq!(
+        harness.take_events(),
+        vec![
+            ClientEvent::Echo(b"/list".to_vec()),
+            answer(Some(Asked::List), Reply::List(names)),
+            ClientEvent::Echo(b"/toall hi".to_vec()),
+            answer(Some(Asked::ToAll), Reply::DeliveryFailed),
+            ClientEvent::Echo(b"/to bob hi".to_vec()),
+            answer(Some(Asked::To), Reply::Delivered),
+            answer(Some(Asked::Exit), Reply::Bye),
+            ClientEvent::Bye,
+        ]
+    );
+}
+
+#[test]
+fn unasked_and_unknown_lines_are_answers_to_nothing_kept_verbatim() {
+    let mut harness = Harness::logged_in(true);
+    harness.feed_all(&[
+        Ev::la(b"999 \xff what"),
+        Ev::line("hello?"),
+        Ev::la(protocol::UNRECOGNIZED),
+    ]);
+    assert_eq!(
+        harness.take_events(),
+        vec![
+            answer(None, Reply::Unknown(b"999 \xff what".to_vec())),
+            answer(Some(Asked::Other), Reply::Unrecognized),
+        ]
+    );
+}
+
+#[test]
+fn deliveries_are_typed_with_their_kind_sender_and_content() {
+    let mut harness = Harness::logged_in(true);
+    harness.feed_all(&[
+        Ev::lb(b"/from bob hi  there"),
+        Ev::lb(b"/broadcastfrom carol \xfe"),
+        Ev::lb(b"/from bob"),
+    ]);
+    assert_eq!(
+        harness.take_events(),
+        vec![
+            ClientEvent::Delivery {
+                kind: DeliveryKind::From,
+                sender: b"bob".to_vec(),
+                content: b"hi  there".to_vec(),
+            },
+            ClientEvent::Delivery {
+                kind: DeliveryKind::BroadcastFrom,
+                sender: b"carol".to_vec(),
+                content: b"\xfe".to_vec(),
+            },
+            ClientEvent::Error(ClientError::UnexpectedLbLine(b"/from bob".to_vec())),
+        ]
+    );
+}
+
+#[test]
+fn errors_are_typed() {
+    let mut harness = Harness::logged_in(true);
+    harness.feed(&Ev::LbClosed);
+    assert_eq!(
+        harness.take_events(),
+        vec![ClientEvent::Error(ClientError::Closed(Connection::Lb))]
+    );
+    let mut harness = Harness::logged_in(true);
+    harness.feed_all(&[Ev::line("/exit"), Ev::LbClosed]);
+    harness.feed(&Ev::Advance(ClientConfig::default().exit_grace));
+    assert_eq!(
+        harness.take_events(),
+        vec![ClientEvent::Error(ClientError::NoBye)]
+    );
+}
+
+#[test]
+fn a_reply_renders_back_to_the_very_line_that_came() {
+    let lines: [&[u8]; 12] = [
+        protocol::AUTH_OK,
+        protocol::AUTH_FAILED,
+        protocol::LB_OK,
+        protocol::LB_FAILED,
+        b"301 alice bob carol",
+        protocol::DELIVERED,
+        protocol::DELIVERY_FAILED,
+        protocol::BYE,
+        protocol::UNRECOGNIZED,
+        b"301",
+        b"301 alice  bob",
+        b"",
+    ];
+    for line in lines {
+        assert_eq!(
+            Reply::parse(line).to_line_bytes(),
+            protocol::line_bytes(line),
+            "{}",
+            show(line)
+        );
+    }
+    assert!(matches!(Reply::parse(b"301 alice  bob"), Reply::Unknown(_)));
 }
 
 /// Chunks that are sometimes protocol lines, so random runs reach every state.
@@ -952,16 +1150,16 @@ proptest! {
         for output in &outputs {
             match output {
                 // Every request is exactly one line, whatever was typed.
-                ClientOutput::SendLa(bytes) => {
+                Out::Do(ClientOutput::SendLa(bytes)) => {
                     prop_assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 1);
                     prop_assert_eq!(bytes.last(), Some(&b'\n'));
                     if bytes.as_slice() == b"/exit\n" {
                         exits_sent += 1;
                     }
                 }
-                ClientOutput::Print(line) => prop_assert!(!line.contains(&b'\n')),
-                ClientOutput::Error(line) => prop_assert!(!line.contains('\n')),
-                ClientOutput::SendLb(bytes) => {
+                Out::Print(line) => prop_assert!(!line.contains(&b'\n')),
+                Out::Error(line) => prop_assert!(!line.contains('\n')),
+                Out::Do(ClientOutput::SendLb(bytes)) => {
                     prop_assert_eq!(bytes, &protocol::receipt_bytes());
                 }
                 _ => {}

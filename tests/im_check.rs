@@ -459,7 +459,7 @@ fn bad_arguments_exit_2() {
             "--users",
             users,
             "--timeout",
-            "5 seconds",
+            "5 fortnights",
         ],
         vec!["server", "--port", "4000", "--users", "/no/such/users/file"],
         vec!["client"],

@@ -12,6 +12,7 @@
 //! The seam is modelled on quinn's `Runtime` / `AsyncTimer` / `AsyncUdpSocket`: small traits
 //! that expose readiness and non-blocking calls, so the loop above them decides everything.
 
+pub mod client;
 mod config;
 mod serve;
 pub mod server;
@@ -23,6 +24,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+pub use client::{AsyncClient, ClientDriver, ClientFrontend, IoAction};
 pub use config::{
     ConnectionLimits, DriverConfig, Refusal, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_IP,
     THREAD_STACK,

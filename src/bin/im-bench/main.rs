@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use simple_im::cli::Span;
+use simple_im::runtime::smol::Smol;
 use smol::LocalExecutor;
 
 use crate::report::Report;
@@ -189,6 +190,9 @@ fn main() -> ExitCode {
         // --help and --version.
         Err(error) => error.exit(),
     };
+    // The command line lives as long as the process; the run's future (which borrows it) must
+    // be `'static` for the runtime.
+    let cli: &'static Cli = Box::leak(Box::new(cli));
     let (target_args, run): (&TargetArgs, Scenario) = match &cli.command {
         Command::GenUsers { count } => {
             let mut stdout = std::io::stdout().lock();
@@ -224,16 +228,20 @@ fn main() -> ExitCode {
     if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("im-bench: cannot raise the open-file limit: {err}");
     }
-    let target = match target(target_args, run.accounts_needed()) {
-        Ok(target) => target,
+    let report = Smol::block_on(move |runtime| {
+        Box::pin(async move {
+            let target = target(target_args, run.accounts_needed(), runtime)?;
+            let executor = LocalExecutor::new();
+            Ok::<_, String>(executor.run(run.run(&executor, &target)).await)
+        })
+    });
+    let report = match report {
+        Ok(report) => report,
         Err(message) => {
             eprintln!("im-bench: {message}");
             return ExitCode::from(2);
         }
     };
-
-    let executor = LocalExecutor::new();
-    let report = smol::block_on(executor.run(run.run(&executor, &target)));
 
     let mut stdout = std::io::stdout().lock();
     let written = if target_args.json {
@@ -286,7 +294,7 @@ impl Scenario<'_> {
 }
 
 /// Resolves the server's address and reads the accounts the scenario needs.
-fn target(args: &TargetArgs, needed: usize) -> Result<Target, String> {
+fn target(args: &TargetArgs, needed: usize, runtime: Smol) -> Result<Target, String> {
     let server: SocketAddr = (args.host.as_str(), args.port)
         .to_socket_addrs()
         .map_err(|err| format!("cannot resolve {}: {err}", args.host))?
@@ -305,6 +313,7 @@ fn target(args: &TargetArgs, needed: usize) -> Result<Target, String> {
         ));
     }
     Ok(Target {
+        runtime,
         server,
         accounts,
         timeout: args.timeout.0,

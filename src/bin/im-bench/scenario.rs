@@ -10,7 +10,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use simple_im::protocol::Response;
+use simple_im::client::Reply;
+use simple_im::runtime::smol::Smol;
 use smol::{LocalExecutor, Task, Timer};
 
 use crate::accounts::Account;
@@ -21,8 +22,9 @@ use crate::report::{
 use crate::user::{FailureKind, LbPorts, SimUser, UserError};
 
 /// Where the server is and how to reach it; shared by every scenario.
-#[derive(Debug)]
 pub struct Target {
+    /// The runtime the users' client driver runs on (sockets and timers).
+    pub runtime: Smol,
     /// The server's La address.
     pub server: SocketAddr,
     /// The accounts the scenario uses, in order.
@@ -113,7 +115,8 @@ async fn open_sessions(
                 opened.clone(),
             );
             let (histogram, failures) = (histogram.clone(), failures.clone());
-            let (server, timeout) = (target.server, target.timeout);
+            let (runtime, server, timeout) =
+                (target.runtime.clone(), target.server, target.timeout);
             let lb_ports = target.lb_ports.clone();
             executor.spawn(async move {
                 loop {
@@ -125,6 +128,7 @@ async fn open_sessions(
                     next.set(index + 1);
                     let account = &accounts[index];
                     let login = SimUser::login(
+                        runtime.clone(),
                         server,
                         &account.user,
                         &account.password,
@@ -232,22 +236,25 @@ async fn closed_loop(
         let answer = user.request(&line, deadline).await;
         let elapsed = now.elapsed();
         let mut state = state.borrow_mut();
-        match answer.as_deref().map(Response::parse) {
-            Ok(Ok(Response::Delivered)) if measured => {
+        match answer {
+            Ok(Reply::Delivered) if measured => {
                 state.delivered += 1;
                 record(&mut state.histogram, elapsed);
             }
-            Ok(Ok(Response::Delivered)) => state.warmup_requests += 1,
-            Ok(Ok(Response::DeliveryFailed)) => {
+            Ok(Reply::Delivered) => state.warmup_requests += 1,
+            Ok(Reply::DeliveryFailed) => {
                 failures.borrow_mut().add(FailureKind::DeliveryFailed, || {
                     "a request was answered 304".into()
                 })
             }
-            Ok(_) => failures
+            Ok(other) => failures
                 .borrow_mut()
                 .add(FailureKind::UnexpectedAnswer, || {
-                    let answer = answer.as_deref().unwrap_or_default();
-                    format!("unexpected answer: {}", String::from_utf8_lossy(answer))
+                    let line = other.to_line_bytes();
+                    format!(
+                        "unexpected answer: {}",
+                        String::from_utf8_lossy(line.trim_ascii_end())
+                    )
                 }),
             Err(err) => {
                 failures

@@ -1,29 +1,28 @@
-//! [`SimUser`]: one simulated user, a [`ClientSession`] driven over real sockets.
+//! [`SimUser`]: one simulated user, the client driver's [`AsyncClient`] on [`Smol`] over real
+//! sockets.
 //!
 //! The session makes every protocol decision (what `/login` looks like, answering `302` on Lb,
-//! what ends a session); this adapter carries bytes and answers the session's `ReadLine`
-//! requests with the scenario's lines. The session's `Print` outputs are how the scenario sees
-//! answers: a line printed while La bytes were fed is the server's answer, one printed while Lb
-//! bytes were fed is a delivery.
+//! what ends a session) and the driver carries them out; this file is only a front-end
+//! ([`Seen`]): it answers the session's line requests with the scenario's lines and keeps the
+//! typed events the scenario needs (the answer to a request, `201`, deliveries, errors).
 //!
-//! Many users share one thread, so the adapter is lean: sockets are read when the reactor says
-//! they are readable, into one scratch buffer per thread, and only the socket the scenario
-//! expects something on is watched (a sender waits on La, a recipient on Lb). Every wait has a
+//! Many users share one thread, so it is lean: sockets are read when the reactor says they
+//! are readable, into one scratch buffer per thread, and only the socket the scenario expects
+//! something on is watched (a sender waits on La, a recipient on Lb). Every wait has a
 //! deadline.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::io::{self, ErrorKind};
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
 use futures_lite::future;
-use simple_im::client::{ClientConfig, ClientInput, ClientOutput, ClientSession};
-use simple_im::protocol::{AUTH_OK, LB_OK};
-use smol::Async;
+use simple_im::client::{Asked, ClientConfig, ClientError, ClientEvent, ClientInput, Reply};
+use simple_im::driver::client::{AsyncClient, ClientFrontend, Watch};
+use simple_im::runtime::smol::Smol;
 
 use crate::watchdog;
 
@@ -34,6 +33,18 @@ thread_local! {
     /// The read buffer every user of this thread shares: the bytes are handed to the session
     /// before the next read, so one buffer per thread is enough, not two per user.
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
+}
+
+/// Runs `turn` with this thread's scratch buffer. A turn may wait (for a full socket to take
+/// a write) while it holds the buffer; another user's turn meanwhile gets a buffer of its own.
+async fn with_scratch<T>(turn: impl AsyncFnOnce(&mut [u8]) -> T) -> T {
+    let mut scratch = SCRATCH.with_borrow_mut(std::mem::take);
+    if scratch.is_empty() {
+        scratch = vec![0; READ_CHUNK];
+    }
+    let result = turn(&mut scratch).await;
+    SCRATCH.with_borrow_mut(|slot| *slot = scratch);
+    result
 }
 
 /// Why a simulated user could not go on.
@@ -89,131 +100,139 @@ pub enum FailureKind {
     Exit,
 }
 
-/// Which connection a session output was caused by.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Source {
-    /// The scenario's own input (a line, end of input).
-    Local,
-    La,
-    Lb,
+/// What a simulated user has seen of its session: the front-end the client driver reports to.
+pub struct Seen {
+    /// Where to listen for Lb.
+    lb_ports: Rc<LbPorts>,
+    /// The first answer on La since the last request.
+    answer: Option<Reply>,
+    /// The answer to `/login` or `/port` that refused the session, if one did.
+    refused: Option<Reply>,
+    /// `201` came: the session reads commands.
+    lb_ready: bool,
+    /// The session asked for the next line.
+    wants_line: bool,
+    /// Deliveries shown (and acknowledged by the session) on Lb.
+    received: u64,
+    /// The session's last error.
+    last_error: Option<ClientError>,
+}
+
+impl ClientFrontend for Seen {
+    fn show(&mut self, event: ClientEvent) {
+        match event {
+            ClientEvent::Answer {
+                to: Some(Asked::Login | Asked::Port),
+                reply,
+            } if !matches!(reply, Reply::AuthOk | Reply::LbOk) => self.refused = Some(reply),
+            ClientEvent::Answer { reply, .. } => {
+                self.answer.get_or_insert(reply);
+            }
+            ClientEvent::LbReady => self.lb_ready = true,
+            ClientEvent::Delivery { .. } => self.received += 1,
+            ClientEvent::Error(error) => self.last_error = Some(error),
+            _ => {}
+        }
+    }
+
+    fn read_line(&mut self, _secret: bool) {
+        self.wants_line = true;
+    }
+
+    fn bind_lb<L>(
+        &mut self,
+        ip: IpAddr,
+        bind: impl FnMut(SocketAddr) -> io::Result<L>,
+    ) -> io::Result<L> {
+        self.lb_ports.bind(ip, bind)
+    }
 }
 
 /// One simulated user with an open session.
 pub struct SimUser {
-    session: ClientSession,
-    la: Arc<Async<TcpStream>>,
-    lb: Option<Arc<Async<TcpStream>>>,
-    listener: Option<async_net::TcpListener>,
-    /// Where to listen for Lb.
-    lb_ports: Rc<LbPorts>,
-    /// Lines the server answered on La since the last request, oldest first.
-    answers: Vec<Vec<u8>>,
-    /// The session asked for the next command: the previous one is answered.
-    wants_line: bool,
-    /// Deliveries printed (and acknowledged by the session) on Lb.
-    received: u64,
-    /// Set when the session asked to exit.
-    exit_code: Option<i32>,
-    /// The session's last error message.
-    last_error: Option<String>,
+    client: AsyncClient<Smol, Seen>,
 }
 
 impl SimUser {
     /// Connects La to `server`, logs in as `user`, and opens Lb; done when the session asks for
     /// its first command. Everything must happen before `deadline`.
     pub async fn login(
+        runtime: Smol,
         server: SocketAddr,
         user: &[u8],
         password: &[u8],
         lb_ports: Rc<LbPorts>,
         deadline: Instant,
     ) -> Result<SimUser, UserError> {
-        let connect = async_net::TcpStream::connect(server);
-        let la = match with_deadline(connect, deadline).await {
-            Some(Ok(stream)) => stream,
-            Some(Err(err)) => return Err(UserError::Connect(err)),
-            None => return Err(UserError::Timeout("the La connection")),
-        };
-        // Requests are one small line each: send them at once rather than wait to batch.
-        let _ = la.set_nodelay(true);
         let config = ClientConfig {
             // No echo of each command: the scenario knows what it sent.
             interactive: true,
             ..ClientConfig::default()
         };
-        let mut sim = SimUser {
-            session: ClientSession::new(Instant::now(), config),
-            la: la.into(),
-            lb: None,
-            listener: None,
+        let seen = Seen {
             lb_ports,
-            answers: Vec::new(),
+            answer: None,
+            refused: None,
+            lb_ready: false,
             wants_line: false,
             received: 0,
-            exit_code: None,
             last_error: None,
+        };
+        let connect = AsyncClient::connect(runtime, server, config, seen);
+        let mut sim = match with_deadline(connect, deadline).await {
+            Some(Ok(client)) => SimUser { client },
+            Some(Err(err)) => return Err(UserError::Connect(err)),
+            None => return Err(UserError::Timeout("the La connection")),
         };
         // The session asks for the user name, then the password, then sends `/login`.
         for word in [user, password] {
-            sim.pump(Source::Local, deadline).await;
-            if !std::mem::take(&mut sim.wants_line) {
+            if !std::mem::take(&mut sim.seen_mut().wants_line) {
                 return Err(sim.ended());
             }
-            sim.session
-                .handle_input(Instant::now(), ClientInput::Line(word));
+            sim.client.handle_user(ClientInput::Line(word)).await;
         }
-        sim.pump(Source::Local, deadline).await;
-        // `101`, the Lb listener, `/port`, the server's connect, `201`: done once the session
-        // asks for a command and Lb is there to be read. After `102` the session asks for the
-        // user name again, and after `202` it exits: either way the login is over.
+        // `101`, the Lb listener, `/port`, the server's connect, `201`: done once `201` came
+        // and Lb is there to be read. After `102` the session asks for the user name again,
+        // and after `202` it exits: either way the login is over.
         loop {
-            if sim.wants_line || sim.exit_code.is_some() {
-                let answered = matches!(
-                    sim.answers.as_slice(),
-                    [auth, lb] if auth == AUTH_OK && lb == LB_OK
-                );
-                if !answered || sim.exit_code.is_some() {
-                    return Err(match sim.answers.iter().find(|line| *line != AUTH_OK) {
-                        Some(line) => {
-                            UserError::LoginRefused(String::from_utf8_lossy(line).into_owned())
-                        }
-                        None => sim.ended(),
-                    });
-                }
-                if sim.lb.is_some() {
-                    sim.answers.clear();
-                    return Ok(sim);
-                }
+            if let Some(reply) = &sim.seen().refused {
+                let line = reply.to_line_bytes();
+                let line = line.strip_suffix(b"\n").unwrap_or(&line);
+                return Err(UserError::LoginRefused(
+                    String::from_utf8_lossy(line).into_owned(),
+                ));
             }
-            sim.wait_login_step(deadline).await?;
+            sim.check_alive()?;
+            if sim.seen().lb_ready && sim.client.driver().lb_open() {
+                let seen = sim.seen_mut();
+                seen.answer = None;
+                seen.wants_line = true;
+                return Ok(sim);
+            }
+            sim.step(Watch::LA, deadline, "the login and Lb to complete")
+                .await?;
         }
     }
 
-    /// Sends one command line and returns the server's answer line on La.
-    pub async fn request(&mut self, line: &[u8], deadline: Instant) -> Result<Vec<u8>, UserError> {
+    /// Sends one command line and returns the server's answer on La.
+    pub async fn request(&mut self, line: &[u8], deadline: Instant) -> Result<Reply, UserError> {
         self.check_alive()?;
-        if !std::mem::take(&mut self.wants_line) {
+        if !std::mem::take(&mut self.seen_mut().wants_line) {
             return Err(UserError::Ended(
                 "the previous command was never answered".into(),
             ));
         }
-        self.answers.clear();
-        self.session
-            .handle_input(Instant::now(), ClientInput::Line(line));
-        self.pump(Source::Local, deadline).await;
+        self.seen_mut().answer = None;
+        self.client.handle_user(ClientInput::Line(line)).await;
         loop {
             self.check_alive()?;
-            if self.wants_line {
-                // The first line is the answer (the session reads the next command after it).
-                if !self.answers.is_empty() {
-                    return Ok(self.answers.swap_remove(0));
+            // The session reads the next command only once the answer came.
+            if self.seen().wants_line {
+                if let Some(answer) = self.seen_mut().answer.take() {
+                    return Ok(answer);
                 }
             }
-            let la = self.la.clone();
-            match with_deadline(la.readable(), deadline).await {
-                Some(_) => self.read(Source::La, deadline).await,
-                None => return Err(UserError::Timeout("the answer on La")),
-            }
+            self.step(Watch::LA, deadline, "the answer on La").await?;
         }
     }
 
@@ -223,44 +242,40 @@ impl SimUser {
         mut stop: std::pin::Pin<&mut impl Future<Output = ()>>,
         write_timeout: std::time::Duration,
     ) -> Result<(), UserError> {
-        let Some(lb) = self.lb.clone() else {
+        if !self.client.driver().lb_open() {
             return Err(UserError::Ended("no Lb connection".into()));
-        };
+        }
         loop {
             self.check_alive()?;
-            // An error from the reactor is read too: the read then reports it to the session.
-            let stopped = future::or(
-                async {
-                    let _ = lb.readable().await;
-                    false
-                },
-                async {
-                    stop.as_mut().await;
-                    true
-                },
-            )
+            let client = &mut self.client;
+            let ready = future::or(async { Some(client.wait(Watch::LB).await) }, async {
+                stop.as_mut().await;
+                None
+            })
             .await;
-            if stopped {
+            let Some(ready) = ready else {
                 return Ok(());
+            };
+            let deadline = Instant::now() + write_timeout;
+            let client = &mut self.client;
+            let done = with_scratch(async |scratch| {
+                with_deadline(client.on_ready(ready, scratch), deadline).await
+            })
+            .await;
+            if done.is_none() {
+                return Err(UserError::Timeout("the receipt to be written on Lb"));
             }
-            self.read(Source::Lb, Instant::now() + write_timeout).await;
         }
     }
 
     /// Sends `/exit` (as the client does at end of input) and waits for `310`.
     pub async fn exit(mut self, deadline: Instant) -> Result<(), UserError> {
-        self.session
-            .handle_input(Instant::now(), ClientInput::StdinClosed);
-        self.pump(Source::Local, deadline).await;
+        self.client.handle_user(ClientInput::StdinClosed).await;
         // The server closes Lb as it answers; only La's `310` matters, so only La is read.
-        while self.exit_code.is_none() {
-            let la = self.la.clone();
-            match with_deadline(la.readable(), deadline).await {
-                Some(_) => self.read(Source::La, deadline).await,
-                None => return Err(UserError::Timeout("`310` after /exit")),
-            }
+        while self.client.driver().exit_code().is_none() {
+            self.step(Watch::LA, deadline, "`310` after /exit").await?;
         }
-        match self.exit_code {
+        match self.client.driver().exit_code() {
             Some(0) => Ok(()),
             _ => Err(self.ended()),
         }
@@ -268,156 +283,44 @@ impl SimUser {
 
     /// How many deliveries this user has received and acknowledged.
     pub fn received(&self) -> u64 {
-        self.received
+        self.seen().received
     }
 
-    /// Waits for La bytes or the server's Lb connection, whichever comes first.
-    async fn wait_login_step(&mut self, deadline: Instant) -> Result<(), UserError> {
-        enum Step {
-            La,
-            Accepted(io::Result<async_net::TcpStream>),
-        }
-        let la = self.la.clone();
-        let listener = self.listener.take();
-        let read_la = async {
-            let _ = la.readable().await;
-            Step::La
-        };
-        let step = match &listener {
-            Some(listener) => {
-                let accept = async { Step::Accepted(listener.accept().await.map(|(s, _)| s)) };
-                with_deadline(future::or(accept, read_la), deadline).await
-            }
-            None => with_deadline(read_la, deadline).await,
-        };
-        match step {
-            None => Err(UserError::Timeout("the login and Lb to complete")),
-            Some(Step::La) => {
-                self.listener = listener;
-                self.read(Source::La, deadline).await;
-                Ok(())
-            }
-            Some(Step::Accepted(Ok(stream))) => {
-                // The listener closes here: the server connects once.
-                let _ = stream.set_nodelay(true);
-                self.lb = Some(stream.into());
-                self.session
-                    .handle_input(Instant::now(), ClientInput::LbAccepted);
-                self.pump(Source::Local, deadline).await;
-                Ok(())
-            }
-            Some(Step::Accepted(Err(err))) => {
-                self.session
-                    .handle_input(Instant::now(), ClientInput::LbClosed);
-                self.pump(Source::Local, deadline).await;
-                Err(UserError::Ended(format!("accepting Lb failed: {err}")))
-            }
-        }
+    fn seen(&self) -> &Seen {
+        self.client.frontend()
     }
 
-    /// Reads what `source`'s socket has and feeds it to the session, then carries out what
-    /// the session asks.
-    async fn read(&mut self, source: Source, deadline: Instant) {
-        let stream = match source {
-            Source::La => Some(&self.la),
-            Source::Lb => self.lb.as_ref(),
-            Source::Local => None,
-        };
-        let Some(stream) = stream.cloned() else {
-            return;
-        };
-        let now = Instant::now();
-        loop {
-            let more = SCRATCH.with(|scratch| {
-                let mut scratch = scratch.borrow_mut();
-                let read = (&mut stream.get_ref()).read(&mut scratch);
-                let (input, more) = match read {
-                    Ok(0) => (closed(source), false),
-                    Ok(n) => (data(source, &scratch[..n]), n == scratch.len()),
-                    Err(err) if err.kind() == ErrorKind::Interrupted => return true,
-                    // A spurious wake-up: the reactor reports the socket again when it is ready.
-                    Err(err) if err.kind() == ErrorKind::WouldBlock => return false,
-                    Err(_) => (closed(source), false),
-                };
-                self.session.handle_input(now, input);
-                more
-            });
-            self.pump(source, deadline).await;
-            if !more || self.exit_code.is_some() {
-                return;
-            }
-        }
+    fn seen_mut(&mut self) -> &mut Seen {
+        self.client.frontend_mut()
     }
 
-    /// Carries out every output of the session; a line it prints is attributed to `source`.
-    async fn pump(&mut self, source: Source, deadline: Instant) {
-        while let Some(output) = self.session.poll_output() {
-            match output {
-                ClientOutput::Print(line) => match source {
-                    Source::La => self.answers.push(line),
-                    Source::Lb => self.received += 1,
-                    Source::Local => {}
-                },
-                ClientOutput::Error(message) => self.last_error = Some(message),
-                ClientOutput::ReadLine { .. } => self.wants_line = true,
-                ClientOutput::SendLa(bytes) => {
-                    if write_all(&self.la, &bytes, deadline).await.is_err() {
-                        self.session
-                            .handle_input(Instant::now(), ClientInput::LaClosed);
-                    }
-                }
-                ClientOutput::SendLb(bytes) => {
-                    let written = match &self.lb {
-                        Some(lb) => write_all(lb, &bytes, deadline).await,
-                        None => Err(ErrorKind::NotConnected.into()),
-                    };
-                    if written.is_err() {
-                        self.session
-                            .handle_input(Instant::now(), ClientInput::LbClosed);
-                    }
-                }
-                ClientOutput::ListenLb => {
-                    let input = match listen_lb(&self.la, &self.lb_ports) {
-                        Ok((listener, port)) => {
-                            self.listener = Some(listener);
-                            ClientInput::LbListening(port)
-                        }
-                        Err(_) => ClientInput::LbListenFailed,
-                    };
-                    self.session.handle_input(Instant::now(), input);
-                }
-                ClientOutput::Exit(code) => self.exit_code = Some(code),
-            }
-        }
+    /// One turn of the client's loop, watching `watch`, bounded by `deadline`.
+    async fn step(
+        &mut self,
+        watch: Watch,
+        deadline: Instant,
+        waiting_for: &'static str,
+    ) -> Result<(), UserError> {
+        let client = &mut self.client;
+        let done = with_scratch(async |scratch| {
+            with_deadline(client.step(watch, scratch), deadline).await
+        })
+        .await;
+        done.ok_or(UserError::Timeout(waiting_for))
     }
 
     fn check_alive(&self) -> Result<(), UserError> {
-        match self.exit_code {
+        match self.client.driver().exit_code() {
             Some(_) => Err(self.ended()),
             None => Ok(()),
         }
     }
 
     fn ended(&self) -> UserError {
-        UserError::Ended(
-            self.last_error
-                .clone()
-                .unwrap_or_else(|| "the client exited".to_owned()),
-        )
-    }
-}
-
-fn data(source: Source, bytes: &[u8]) -> ClientInput<'_> {
-    match source {
-        Source::Lb => ClientInput::LbData(bytes),
-        _ => ClientInput::LaData(bytes),
-    }
-}
-
-fn closed(source: Source) -> ClientInput<'static> {
-    match source {
-        Source::Lb => ClientInput::LbClosed,
-        _ => ClientInput::LaClosed,
+        UserError::Ended(match &self.seen().last_error {
+            Some(error) => format!("error: {error}"),
+            None => "the client exited".to_owned(),
+        })
     }
 }
 
@@ -458,16 +361,20 @@ impl LbPorts {
         }
     }
 
-    /// Binds a listener on `ip` at the next free port.
-    fn bind(&self, ip: IpAddr) -> io::Result<std::net::TcpListener> {
+    /// Binds a listener on `ip` with `bind`, at the next free port.
+    fn bind<L>(
+        &self,
+        ip: IpAddr,
+        mut bind: impl FnMut(SocketAddr) -> io::Result<L>,
+    ) -> io::Result<L> {
         let LbPorts::Range { first, last, next } = self else {
-            return std::net::TcpListener::bind((ip, 0));
+            return bind(SocketAddr::new(ip, 0));
         };
         let mut error = io::Error::from(ErrorKind::AddrInUse);
         for _ in *first..=*last {
             let port = next.get();
             next.set(if port >= *last { *first } else { port + 1 });
-            match std::net::TcpListener::bind((ip, port)) {
+            match bind(SocketAddr::new(ip, port)) {
                 Ok(listener) => return Ok(listener),
                 // Taken (by anything): the next one will do.
                 Err(err) if err.kind() == ErrorKind::AddrInUse => error = err,
@@ -476,37 +383,6 @@ impl LbPorts {
         }
         Err(error)
     }
-}
-
-/// Binds the Lb listener on La's local address, as the real client does.
-fn listen_lb(la: &Async<TcpStream>, ports: &LbPorts) -> io::Result<(async_net::TcpListener, u16)> {
-    let ip = la.get_ref().local_addr()?.ip();
-    let listener = ports.bind(ip)?;
-    let port = listener.local_addr()?.port();
-    Ok((listener.try_into()?, port))
-}
-
-/// Writes all of `bytes`, waiting for room only if the socket is full, until `deadline`.
-async fn write_all(
-    stream: &Async<TcpStream>,
-    mut bytes: &[u8],
-    deadline: Instant,
-) -> io::Result<()> {
-    while !bytes.is_empty() {
-        match (&mut stream.get_ref()).write(bytes) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(err) if err.kind() == ErrorKind::Interrupted => {}
-            Err(err) if err.kind() == ErrorKind::WouldBlock => {
-                match with_deadline(stream.writable(), deadline).await {
-                    Some(ready) => ready?,
-                    None => return Err(ErrorKind::TimedOut.into()),
-                }
-            }
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
 }
 
 /// Runs `future` until `deadline`; `None` if the deadline came first.

@@ -1,32 +1,27 @@
-//! The std-thread client adapter: the same [`ClientSession`] as the smol one, on blocking
-//! sockets, with the same behaviour. Every protocol decision is the session's.
-//!
-//! The calling thread owns the session and writes to La and Lb itself (a client has one peer,
-//! so waiting on it holds up nobody else). Threads read La, accept Lb then read it, read
-//! standard input one line per `ReadLine`, and wait for Ctrl-C; each sends what happened as
-//! an `Event` over one bounded channel, so the session sees one ordered stream.
+//! The std-thread client: the same [`ClientDriver`] as the smol one, on blocking sockets. The
+//! calling thread owns the driver and writes La and Lb itself (one peer: waiting on it holds up
+//! nobody). Threads read La, accept then read Lb, and read the terminal, each sending `Event`s
+//! over one bounded channel: one ordered stream, and `recv_timeout` is the driver's timer.
 
-use std::io::{ErrorKind, IsTerminal, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{read_some, spawn};
-use crate::client::{ClientConfig, ClientInput, ClientOutput, ClientSession};
-use crate::runtime::{
-    print_error, print_line, spawn_stdin_reader, Signals, UserInput, CLIENT_EVENT_QUEUE,
-    CLIENT_READ_CHUNK,
+use crate::client::{ClientInput, Connection};
+use crate::driver::client::{
+    ClientDriver, ClientFrontend, IoAction, CLIENT_EVENT_QUEUE, CLIENT_READ_CHUNK,
 };
+use crate::terminal::{cannot_connect, print_error, Terminal, UserInput};
 
-/// Something that happened around the session, sent to its loop.
+/// Something that happened around the driver, sent to its loop.
 enum Event {
     User(UserInput),
-    LaData(Vec<u8>),
-    LaClosed,
+    Data(Connection, Vec<u8>),
+    Closed(Connection),
     LbAccepted(TcpStream),
-    LbData(Vec<u8>),
-    LbClosed,
 }
 
 /// Runs the client of PROTOCOL.md §4 against `server` on the current thread until it exits,
@@ -34,73 +29,56 @@ enum Event {
 pub fn run(server: SocketAddr) -> i32 {
     let la = match TcpStream::connect(server) {
         Ok(stream) => Arc::new(stream),
-        Err(err) => {
-            print_error(&format!("error: cannot connect to {server}: {err}"));
-            return 1;
-        }
+        Err(err) => return cannot_connect(server, &err),
     };
+    let _ = la.set_nodelay(true);
     let (events_tx, events) = mpsc::sync_channel(CLIENT_EVENT_QUEUE);
-    if !spawn_forwarder("La", &la, &events_tx, Event::LaData, Event::LaClosed) {
+    if !spawn_reader(Connection::La, &la, &events_tx) {
         print_error("error: cannot start reading from the server");
         return 1;
     }
-    let interactive = std::io::stdin().is_terminal();
-    let stdin_events = events_tx.clone();
-    let deliver = move |input| stdin_events.send(Event::User(input)).is_ok();
-    let stdin_requests = match spawn_stdin_reader(deliver, interactive) {
-        Ok(requests) => Some(requests),
-        Err(err) => {
-            log::error!("cannot start the standard input reader: {err}");
-            let _ = events_tx.try_send(Event::User(UserInput::EndOfInput));
-            None
-        }
-    };
-    let signals = Signals::install();
-    let interrupts = events_tx.clone();
-    spawn("signals".to_owned(), None, move || loop {
-        signals.wait();
-        if interrupts
-            .send(Event::User(UserInput::Interrupted))
-            .is_err()
-        {
-            return;
-        }
-    });
-
-    let config = ClientConfig {
-        interactive,
-        ..ClientConfig::default()
-    };
-    let mut session = ClientSession::new(Instant::now(), config);
+    let user = events_tx.clone();
+    let mut terminal = Terminal::start(move |typed| user.send(Event::User(typed)).is_ok());
+    let mut driver = ClientDriver::new(Instant::now(), terminal.config());
     let mut lb: Option<Arc<TcpStream>> = None;
-    let code = loop {
-        if let Some(code) =
-            carry_out_outputs(&mut session, &la, &mut lb, &events_tx, &stdin_requests)
-        {
-            break code;
+    let code = 'run: loop {
+        while let Some(action) = driver.poll_io(&mut terminal) {
+            let now = Instant::now();
+            match action {
+                IoAction::Send(on, bytes) => {
+                    // The driver sends on Lb only once it is accepted, so `lb` is there.
+                    let stream = match on {
+                        Connection::La => Some(&la),
+                        Connection::Lb => lb.as_ref(),
+                    };
+                    if let Some(Err(err)) = stream.map(|s| (&**s).write_all(&bytes)) {
+                        driver.write_failed(now, on, &err);
+                    }
+                }
+                IoAction::ListenLb => {
+                    let ip = la.local_addr().map(|addr| addr.ip());
+                    let bound = ip.and_then(|ip| listen_lb(&mut terminal, ip, &events_tx));
+                    driver.lb_listening(now, bound);
+                }
+                IoAction::Exit(code) => break 'run code,
+            }
         }
-        let Some(event) = next_event(&events, session.poll_timeout()) else {
-            session.handle_timeout(Instant::now());
-            continue;
-        };
+        let event = next_event(&events, driver.poll_timeout());
         let now = Instant::now();
         match event {
-            Event::User(input) => session.handle_input(now, input.as_client_input()),
-            Event::LaData(bytes) => session.handle_input(now, ClientInput::LaData(&bytes)),
-            Event::LaClosed => session.handle_input(now, ClientInput::LaClosed),
-            Event::LbAccepted(stream) => {
+            None => driver.handle_timeout(now),
+            Some(Event::User(typed)) => driver.handle_input(now, typed.as_client_input()),
+            Some(Event::Data(on, bytes)) => driver.handle_input(now, on.data(&bytes)),
+            Some(Event::Closed(on)) => driver.handle_input(now, on.closed()),
+            Some(Event::LbAccepted(stream)) => {
                 let stream = Arc::new(stream);
-                let input =
-                    if spawn_forwarder("Lb", &stream, &events_tx, Event::LbData, Event::LbClosed) {
-                        lb = Some(stream);
-                        ClientInput::LbAccepted
-                    } else {
-                        ClientInput::LbClosed
-                    };
-                session.handle_input(now, input);
+                if spawn_reader(Connection::Lb, &stream, &events_tx) {
+                    lb = Some(stream);
+                    driver.lb_accepted(now);
+                } else {
+                    driver.handle_input(now, ClientInput::LbClosed);
+                }
             }
-            Event::LbData(bytes) => session.handle_input(now, ClientInput::LbData(&bytes)),
-            Event::LbClosed => session.handle_input(now, ClientInput::LbClosed),
         }
     };
     // The readers hold the sockets too: shutting them closes both connections now.
@@ -111,131 +89,62 @@ pub fn run(server: SocketAddr) -> i32 {
     code
 }
 
-/// Does what the session asks until it asks nothing more; returns the exit code once it exits.
-fn carry_out_outputs(
-    session: &mut ClientSession,
-    la: &Arc<TcpStream>,
-    lb: &mut Option<Arc<TcpStream>>,
-    events: &SyncSender<Event>,
-    stdin_requests: &Option<mpsc::Sender<bool>>,
-) -> Option<i32> {
-    while let Some(output) = session.poll_output() {
-        match output {
-            ClientOutput::Print(line) => print_line(line),
-            ClientOutput::Error(message) => print_error(&message),
-            ClientOutput::ReadLine { secret } => {
-                // The reader thread only stops after reporting end of input, after which the
-                // session asks for no more lines.
-                if let Some(requests) = stdin_requests {
-                    let _ = requests.send(secret);
-                }
-            }
-            ClientOutput::SendLa(bytes) => {
-                let mut stream: &TcpStream = la;
-                if let Err(err) = stream.write_all(&bytes) {
-                    log::debug!("writing to La failed: {err}");
-                    session.handle_input(Instant::now(), ClientInput::LaClosed);
-                }
-            }
-            ClientOutput::ListenLb => {
-                let input = match listen_lb(la) {
-                    Ok((listener, port)) => {
-                        let events = events.clone();
-                        if spawn("Lb accept".to_owned(), None, move || {
-                            accept_one(listener, events)
-                        }) {
-                            ClientInput::LbListening(port)
-                        } else {
-                            ClientInput::LbListenFailed
-                        }
-                    }
-                    Err(err) => {
-                        log::warn!("cannot listen for Lb: {err}");
-                        ClientInput::LbListenFailed
-                    }
-                };
-                session.handle_input(Instant::now(), input);
-            }
-            ClientOutput::SendLb(bytes) => {
-                let written = match lb.as_deref() {
-                    Some(mut stream) => stream.write_all(&bytes),
-                    None => Err(ErrorKind::NotConnected.into()),
-                };
-                if let Err(err) = written {
-                    log::debug!("writing to Lb failed: {err}");
-                    session.handle_input(Instant::now(), ClientInput::LbClosed);
-                }
-            }
-            ClientOutput::Exit(code) => return Some(code),
-        }
-    }
-    None
-}
-
 /// Waits for the next event; `None` once `deadline` (if any) has come first.
 fn next_event(events: &Receiver<Event>, deadline: Option<Instant>) -> Option<Event> {
-    match deadline {
-        Some(at) => match events.recv_timeout(at.saturating_duration_since(Instant::now())) {
-            Ok(event) => Some(event),
-            Err(RecvTimeoutError::Timeout) => None,
-            // The loop holds a sender itself, so the channel cannot close; if it did, the
-            // session would be told that La is gone.
-            Err(RecvTimeoutError::Disconnected) => Some(Event::LaClosed),
-        },
-        None => Some(events.recv().unwrap_or(Event::LaClosed)),
+    // No deadline: a wait longer than any, which `recv_timeout` takes as no timeout at all.
+    let wait = deadline.map_or(Duration::MAX, |at| {
+        at.saturating_duration_since(Instant::now())
+    });
+    match events.recv_timeout(wait) {
+        Ok(event) => Some(event),
+        Err(RecvTimeoutError::Timeout) => None,
+        // The loop holds a sender itself, so the channel cannot close; if it did, the driver
+        // would be told that La is gone.
+        Err(RecvTimeoutError::Disconnected) => Some(Event::Closed(Connection::La)),
     }
 }
 
-/// Binds the Lb listener on La's local address, so the server reaches the interface it sees.
-fn listen_lb(la: &TcpStream) -> std::io::Result<(TcpListener, u16)> {
-    let ip = la.local_addr()?.ip();
-    let listener = TcpListener::bind((ip, 0))?;
+/// Binds the Lb listener on La's local address, and starts the thread that accepts the
+/// server's one connection; the listener closes once it has.
+fn listen_lb(terminal: &mut Terminal, ip: IpAddr, events: &SyncSender<Event>) -> io::Result<u16> {
+    let listener = terminal.bind_lb(ip, TcpListener::bind)?;
     let port = listener.local_addr()?.port();
-    Ok((listener, port))
-}
-
-/// Accepts the server's one Lb connection; the listener closes when this returns.
-fn accept_one(listener: TcpListener, events: SyncSender<Event>) {
-    let event = match listener.accept() {
-        Ok((stream, peer)) => {
-            log::debug!("Lb accepted from {peer}");
-            Event::LbAccepted(stream)
-        }
-        Err(err) => {
-            log::warn!("accepting Lb failed: {err}");
-            Event::LbClosed
-        }
+    let events = events.clone();
+    let accept = move || {
+        let event = match listener.accept() {
+            Ok((stream, peer)) => {
+                log::debug!("Lb accepted from {peer}");
+                let _ = stream.set_nodelay(true);
+                Event::LbAccepted(stream)
+            }
+            Err(err) => {
+                log::warn!("accepting Lb failed: {err}");
+                Event::Closed(Connection::Lb)
+            }
+        };
+        let _ = events.send(event);
     };
-    let _ = events.send(event);
+    spawn("Lb accept".to_owned(), None, accept)
+        .then_some(port)
+        .ok_or_else(|| io::Error::other("cannot start the Lb accept thread"))
 }
 
-/// Starts a thread that sends what `stream` reads as `data` events until end of file or an
-/// error, then `closed`; `false` if it could not start.
-fn spawn_forwarder(
-    name: &str,
-    stream: &Arc<TcpStream>,
-    events: &SyncSender<Event>,
-    data: fn(Vec<u8>) -> Event,
-    closed: Event,
-) -> bool {
+/// Starts a thread that sends what `stream` reads as events until end of file or an error,
+/// then its close; `false` if it could not start.
+fn spawn_reader(on: Connection, stream: &Arc<TcpStream>, events: &SyncSender<Event>) -> bool {
     let stream = Arc::clone(stream);
     let events = events.clone();
-    spawn(format!("{name} reader"), None, move || {
+    spawn(format!("{on} reader"), None, move || {
         let mut buffer = vec![0; CLIENT_READ_CHUNK];
-        loop {
-            match read_some(&stream, &mut buffer) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if events.send(data(buffer[..n].to_vec())).is_err() {
-                        return;
-                    }
-                }
-                Err(err) => {
-                    log::debug!("read failed: {err}");
-                    break;
-                }
+        let read = |buffer: &mut [u8]| {
+            read_some(&stream, buffer).inspect_err(|err| log::debug!("reading {on} failed: {err}"))
+        };
+        // Until end of file (`Ok(0)`) or an error; either way the connection is gone.
+        while let Ok(n @ 1..) = read(&mut buffer) {
+            if events.send(Event::Data(on, buffer[..n].to_vec())).is_err() {
+                return;
             }
         }
-        let _ = events.send(closed);
+        let _ = events.send(Event::Closed(on));
     })
 }

@@ -1,0 +1,428 @@
+//! The client's driving, written once: [`ClientDriver`] (sans-IO, for any runtime, blocking or
+//! async) and [`AsyncClient`] (its sockets, generic over [`Runtime`]), with [`run`], the loop
+//! of a terminal client.
+//!
+//! The session decides the protocol; the driver adds what every runtime needs around it:
+//! front-end events (shown through [`ClientFrontend`]) are set apart from socket actions
+//! ([`IoAction`]), a write to Lb before Lb is up is a closed Lb, a failed write is a closed
+//! connection, and nothing is done after the exit.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::task::Poll;
+use std::time::Instant;
+
+use futures_lite::future;
+
+use super::{write_all, AsyncListener, AsyncStream, AsyncTimer, Runtime};
+use crate::client::{
+    ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientSession, Connection,
+};
+use crate::terminal::UserInput;
+
+/// Room for a few user inputs in a client's loop, so that nothing grows without bound.
+pub const CLIENT_EVENT_QUEUE: usize = 64;
+
+/// How much one client socket read may take at once.
+pub const CLIENT_READ_CHUNK: usize = 8192;
+
+/// Where a client's events go and its lines of input come from: a terminal, a load generator.
+pub trait ClientFrontend {
+    /// Shows (or counts) what happened.
+    fn show(&mut self, event: ClientEvent);
+    /// The session waits for the next line of input (a password if `secret`); it comes back
+    /// as a [`ClientInput::Line`].
+    fn read_line(&mut self, secret: bool);
+    /// Binds the Lb listener on `ip` through `bind`; by default on a port the system picks,
+    /// as PROTOCOL.md §4 step 3 says. (A load generator with thousands of listeners picks
+    /// its own.)
+    fn bind_lb<L>(
+        &mut self,
+        ip: IpAddr,
+        mut bind: impl FnMut(SocketAddr) -> io::Result<L>,
+    ) -> io::Result<L> {
+        bind(SocketAddr::new(ip, 0))
+    }
+}
+
+/// What the driver asks of the runtime's sockets, drained with [`ClientDriver::poll_io`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IoAction {
+    /// Write these bytes; report a failure with [`ClientDriver::write_failed`].
+    Send(Connection, Vec<u8>),
+    /// Bind the Lb listener on La's local address with [`ClientFrontend::bind_lb`], report it
+    /// with [`ClientDriver::lb_listening`], then accept one connection
+    /// ([`ClientDriver::lb_accepted`]).
+    ListenLb,
+    /// Close both connections: the client is done, with this exit code. Nothing follows it.
+    Exit(i32),
+}
+
+/// A [`ClientSession`] and what its runtime must know about Lb and the exit.
+#[derive(Debug)]
+pub struct ClientDriver {
+    session: ClientSession,
+    /// The server's Lb connection was accepted (and is being read).
+    lb_open: bool,
+    exit_code: Option<i32>,
+}
+
+impl ClientDriver {
+    /// A driver for a client whose La is connected.
+    pub fn new(now: Instant, config: ClientConfig) -> Self {
+        ClientDriver {
+            session: ClientSession::new(now, config),
+            lb_open: false,
+            exit_code: None,
+        }
+    }
+
+    /// Feeds one input to the session.
+    pub fn handle_input(&mut self, now: Instant, input: ClientInput<'_>) {
+        self.session.handle_input(now, input);
+    }
+
+    /// Lets the session's due timers fire.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.session.handle_timeout(now);
+    }
+
+    /// When [`ClientDriver::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.session.poll_timeout()
+    }
+
+    /// The Lb listener asked for by [`IoAction::ListenLb`] is bound (to this port) or not.
+    pub fn lb_listening(&mut self, now: Instant, bound: io::Result<u16>) {
+        let input = match bound {
+            Ok(port) => ClientInput::LbListening(port),
+            Err(err) => {
+                log::warn!("cannot listen for Lb: {err}");
+                ClientInput::LbListenFailed
+            }
+        };
+        self.session.handle_input(now, input);
+    }
+
+    /// The server's Lb connection was accepted, and the runtime reads it from now on.
+    pub fn lb_accepted(&mut self, now: Instant) {
+        self.lb_open = true;
+        self.session.handle_input(now, ClientInput::LbAccepted);
+    }
+
+    /// A write asked for by [`IoAction::Send`] failed: to the session, the connection is gone.
+    pub fn write_failed(&mut self, now: Instant, on: Connection, error: &io::Error) {
+        log::debug!("writing to {on} failed: {error}");
+        self.session.handle_input(now, on.closed());
+    }
+
+    /// Whether the server's Lb connection is accepted.
+    pub fn lb_open(&self) -> bool {
+        self.lb_open
+    }
+
+    /// The exit code, once [`IoAction::Exit`] has been handed out.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.exit_code
+    }
+
+    /// Hands events and line requests to `frontend` until a socket action is due, and returns
+    /// it; `None` until new input or the next timeout.
+    pub fn poll_io(&mut self, frontend: &mut impl ClientFrontend) -> Option<IoAction> {
+        while self.exit_code.is_none() {
+            match self.session.poll_output()? {
+                ClientOutput::Event(event) => frontend.show(event),
+                ClientOutput::ReadLine { secret } => frontend.read_line(secret),
+                ClientOutput::SendLa(bytes) => return Some(IoAction::Send(Connection::La, bytes)),
+                ClientOutput::SendLb(bytes) if self.lb_open => {
+                    return Some(IoAction::Send(Connection::Lb, bytes))
+                }
+                // Unreachable (a receipt answers Lb bytes, which come only once Lb is open);
+                // if it came, Lb is as good as closed.
+                ClientOutput::SendLb(_) => self
+                    .session
+                    .handle_input(Instant::now(), ClientInput::LbClosed),
+                ClientOutput::ListenLb => return Some(IoAction::ListenLb),
+                ClientOutput::Exit(code) => {
+                    self.exit_code = Some(code);
+                    return Some(IoAction::Exit(code));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Which of a client's sockets a wait watches (a load generator watches only the one it
+/// expects something on). The Lb listener and the session's timer are always watched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watch {
+    /// Wait for La to be readable.
+    pub la: bool,
+    /// Wait for Lb to be readable (once accepted).
+    pub lb: bool,
+}
+
+impl Watch {
+    /// Both connections, as a terminal client watches them.
+    pub const BOTH: Watch = Watch { la: true, lb: true };
+    /// La only: an answer is awaited.
+    pub const LA: Watch = Watch {
+        la: true,
+        lb: false,
+    };
+    /// Lb only: deliveries are awaited.
+    pub const LB: Watch = Watch {
+        la: false,
+        lb: true,
+    };
+}
+
+/// Why [`AsyncClient::wait`] returned; hand it to [`AsyncClient::on_ready`].
+pub enum Ready<S> {
+    /// This connection may be readable.
+    Readable(Connection),
+    /// The Lb listener accepted (or failed).
+    Accepted(io::Result<(S, SocketAddr)>),
+    /// The session's timer came.
+    Timeout,
+}
+
+/// A client on an async [`Runtime`]: the driver, its front-end, La, the Lb listener and Lb.
+pub struct AsyncClient<R: Runtime, F> {
+    runtime: R,
+    driver: ClientDriver,
+    frontend: F,
+    la: R::Stream,
+    lb: Option<R::Stream>,
+    listener: Option<R::Listener>,
+    timer: R::Timer,
+}
+
+impl<R: Runtime, F: ClientFrontend> AsyncClient<R, F> {
+    /// Connects La to `server` and starts the session (it asks `frontend` for the user name).
+    pub async fn connect(
+        runtime: R,
+        server: SocketAddr,
+        config: ClientConfig,
+        frontend: F,
+    ) -> io::Result<Self> {
+        let la = runtime.connect(server).await?;
+        // Every line is a request someone waits for: send it at once.
+        let _ = la.set_nodelay(true);
+        let mut client = AsyncClient {
+            timer: runtime.timer(None),
+            runtime,
+            driver: ClientDriver::new(Instant::now(), config),
+            frontend,
+            la,
+            lb: None,
+            listener: None,
+        };
+        client.carry_out().await;
+        Ok(client)
+    }
+
+    /// The front-end, with what it has seen.
+    pub fn frontend(&self) -> &F {
+        &self.frontend
+    }
+
+    /// The front-end, to change.
+    pub fn frontend_mut(&mut self) -> &mut F {
+        &mut self.frontend
+    }
+
+    /// The driver, for its state ([`ClientDriver::exit_code`], [`ClientDriver::lb_open`]).
+    pub fn driver(&self) -> &ClientDriver {
+        &self.driver
+    }
+
+    /// Feeds one input from the user (a line, end of input, Ctrl-C) and carries out the rest.
+    pub async fn handle_user(&mut self, input: ClientInput<'_>) {
+        self.driver.handle_input(Instant::now(), input);
+        self.carry_out().await;
+    }
+
+    /// Waits until a watched socket may be readable, the listener accepts, or the session's
+    /// timer comes. Cancel-safe: it only waits, so it may lose a race with other input.
+    pub async fn wait(&mut self, watch: Watch) -> Ready<R::Stream> {
+        self.timer.reset(self.driver.poll_timeout());
+        let AsyncClient {
+            la,
+            lb,
+            listener,
+            timer,
+            ..
+        } = self;
+        poll_fn(|cx| {
+            // An error counts as readable: the read that follows reports it to the session.
+            if watch.la && la.poll_readable(cx).is_ready() {
+                return Poll::Ready(Ready::Readable(Connection::La));
+            }
+            if let Some(lb) = lb.as_ref().filter(|_| watch.lb) {
+                if lb.poll_readable(cx).is_ready() {
+                    return Poll::Ready(Ready::Readable(Connection::Lb));
+                }
+            }
+            if let Some(listener) = listener {
+                if let Poll::Ready(accepted) = listener.poll_accept(cx) {
+                    return Poll::Ready(Ready::Accepted(accepted));
+                }
+            }
+            timer.poll_fired(cx).map(|()| Ready::Timeout)
+        })
+        .await
+    }
+
+    /// Handles what [`AsyncClient::wait`] found: reads a readable socket into `scratch` until
+    /// it has nothing more, takes the Lb connection, or fires the timer; then carries out
+    /// what the session asks.
+    pub async fn on_ready(&mut self, ready: Ready<R::Stream>, scratch: &mut [u8]) {
+        match ready {
+            Ready::Readable(on) => self.read(on, scratch).await,
+            Ready::Accepted(accepted) => {
+                // The listener closes here: the server connects once.
+                self.listener = None;
+                match accepted {
+                    Ok((stream, peer)) => {
+                        log::debug!("Lb accepted from {peer}");
+                        let _ = stream.set_nodelay(true);
+                        self.lb = Some(stream);
+                        self.driver.lb_accepted(Instant::now());
+                    }
+                    Err(err) => {
+                        log::warn!("accepting Lb failed: {err}");
+                        self.driver
+                            .handle_input(Instant::now(), ClientInput::LbClosed);
+                    }
+                }
+                self.carry_out().await;
+            }
+            Ready::Timeout => {
+                self.driver.handle_timeout(Instant::now());
+                self.carry_out().await;
+            }
+        }
+    }
+
+    /// [`AsyncClient::wait`], then [`AsyncClient::on_ready`].
+    pub async fn step(&mut self, watch: Watch, scratch: &mut [u8]) {
+        let ready = self.wait(watch).await;
+        self.on_ready(ready, scratch).await;
+    }
+
+    async fn read(&mut self, on: Connection, scratch: &mut [u8]) {
+        loop {
+            let Some(stream) = self.stream(on) else {
+                return;
+            };
+            let (input, more) = match stream.try_read(scratch) {
+                Ok(0) => (on.closed(), false),
+                Ok(n) => (on.data(&scratch[..n]), n == scratch.len()),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                // A spurious wake-up: the reactor reports the socket again when it is ready.
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) => {
+                    log::debug!("reading {on} failed: {err}");
+                    (on.closed(), false)
+                }
+            };
+            let closed = input == on.closed();
+            self.driver.handle_input(Instant::now(), input);
+            if closed && on == Connection::Lb {
+                // Lb's end stays readable; it is not watched again. (La's end ends the client.)
+                self.lb = None;
+            }
+            self.carry_out().await;
+            if !more || self.driver.exit_code().is_some() {
+                return;
+            }
+        }
+    }
+
+    /// The socket of `on`, if it is open.
+    fn stream(&self, on: Connection) -> Option<&R::Stream> {
+        match on {
+            Connection::La => Some(&self.la),
+            Connection::Lb => self.lb.as_ref(),
+        }
+    }
+
+    /// Does what the driver asks until it asks nothing more.
+    async fn carry_out(&mut self) {
+        while let Some(action) = self.driver.poll_io(&mut self.frontend) {
+            match action {
+                IoAction::Send(on, bytes) => {
+                    let written = match self.stream(on) {
+                        Some(stream) => write_all(stream, &bytes).await,
+                        None => Err(io::ErrorKind::NotConnected.into()),
+                    };
+                    if let Err(err) = written {
+                        self.driver.write_failed(Instant::now(), on, &err);
+                    }
+                }
+                IoAction::ListenLb => {
+                    let bound = self.listen_lb();
+                    self.driver.lb_listening(Instant::now(), bound);
+                }
+                IoAction::Exit(_) => {
+                    let _ = self.la.shutdown(Shutdown::Both);
+                    if let Some(lb) = self.lb.take() {
+                        let _ = lb.shutdown(Shutdown::Both);
+                    }
+                    self.listener = None;
+                }
+            }
+        }
+    }
+
+    /// Binds the Lb listener on La's local address, so the server reaches the interface it sees.
+    fn listen_lb(&mut self) -> io::Result<u16> {
+        let ip = self.la.local_addr()?.ip();
+        let runtime = &self.runtime;
+        let listener = self.frontend.bind_lb(ip, |addr| runtime.bind(addr))?;
+        let port = listener.local_addr()?.port();
+        self.listener = Some(listener);
+        Ok(port)
+    }
+}
+
+/// Runs a client against `server` until it exits, with user input from `input` and events
+/// shown by `frontend`; returns the exit code (1 if La cannot be connected).
+pub async fn run<R: Runtime, F: ClientFrontend>(
+    runtime: R,
+    server: SocketAddr,
+    config: ClientConfig,
+    frontend: F,
+    input: async_channel::Receiver<UserInput>,
+) -> i32 {
+    let mut client = match AsyncClient::connect(runtime, server, config, frontend).await {
+        Ok(client) => client,
+        Err(err) => return crate::terminal::cannot_connect(server, &err),
+    };
+    let mut scratch = vec![0; CLIENT_READ_CHUNK];
+    enum Wake<S> {
+        User(UserInput),
+        Socket(Ready<S>),
+    }
+    loop {
+        if let Some(code) = client.driver().exit_code() {
+            return code;
+        }
+        let user = async {
+            match input.recv().await {
+                Ok(input) => Wake::User(input),
+                // The terminal's threads hold senders for good; if they were gone, nothing
+                // more would come from the user, and the sockets still decide.
+                Err(_) => future::pending().await,
+            }
+        };
+        let socket = async { Wake::Socket(client.wait(Watch::BOTH).await) };
+        match future::or(user, socket).await {
+            Wake::User(input) => client.handle_user(input.as_client_input()).await,
+            Wake::Socket(ready) => client.on_ready(ready, &mut scratch).await,
+        }
+    }
+}
