@@ -16,10 +16,8 @@ use std::time::{Duration, Instant};
 use simple_im::client::{PASSWORD_PROMPT, USER_PROMPT};
 use simple_im::protocol::{line_bytes, receipt_bytes, write_list, Delivery, Request, Response};
 
-use crate::wire::{
-    accept, closed_port, escape, note, remaining, show_duration, Conn, Failure, Got, Outcome,
-    Problem, Transcript,
-};
+use crate::outcome::{escape, note, show_duration, Failure, Got, Outcome, Problem, Transcript};
+use crate::wire::{accept, closed_port, remaining, Conn};
 
 /// What im-check knows about the client under test.
 #[derive(Clone, Debug)]

@@ -10,6 +10,7 @@
 //! for bad arguments.
 
 mod client_checks;
+mod outcome;
 mod report;
 mod server_checks;
 mod wire;

@@ -14,10 +14,8 @@ use simple_im::protocol::{
     line_bytes, receipt_bytes, write_list, Delivery, Request, Response, RECEIPT,
 };
 
-use crate::wire::{
-    accept, closed_port, escape, remaining, show_duration, Conn, Failure, Got, Outcome, Problem,
-    Transcript,
-};
+use crate::outcome::{escape, show_duration, Failure, Got, Outcome, Problem, Transcript};
+use crate::wire::{accept, closed_port, remaining, Conn};
 
 /// One account of the users file.
 #[derive(Clone, Debug)]
