@@ -1,31 +1,36 @@
 //! `im-check`: a conformance checker for any implementation of PROTOCOL.md.
 //!
 //! - `im-check server --host H --port P --users FILE` runs every server behaviour of §1–§3 as
-//!   a named, independent check over raw sockets ([`server_checks`]).
+//!   a named, independent check over raw sockets ([`server`]).
 //! - `im-check client -- CMD ARGS…` runs a client command against scripted fake servers and
-//!   checks §4 ([`client_checks`]).
+//!   checks §4 ([`client`]).
+//!
+//! Both modes list their checks the same way ([`registry`]), and [`report`] runs and reports
+//! them.
 //!
 //! Each check is bounded in time and reported PASS, FAIL (with the expected and the actual
 //! bytes) or SKIP (with the reason); the exit code is 0 when nothing failed, 1 otherwise, and 2
 //! for bad arguments.
 
-mod client_checks;
+mod client;
+mod outcome;
+mod registry;
 mod report;
-mod server_checks;
+mod server;
 mod wire;
 
 use std::ffi::OsString;
 use std::net::ToSocketAddrs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use simple_im::protocol::DEFAULT_MAX_LINE;
 use simple_im::users;
 
-use crate::report::{Entry, Style};
+use crate::registry::Registry;
+use crate::report::Style;
 
 /// Checks an implementation of the instant-messaging protocol (PROTOCOL.md) byte for byte.
 #[derive(Debug, Parser)]
@@ -133,94 +138,66 @@ fn main() -> ExitCode {
 }
 
 fn run_server(args: ServerArgs) -> Result<ExitCode, String> {
-    let names: Vec<_> = server_checks::CHECKS
-        .iter()
-        .map(|c| (c.name, c.description))
-        .collect();
-    if args.common.list {
-        report::print_list(&names);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let selected = select(&names, &args.common.only)?;
-    let (Some(port), Some(users_path)) = (args.port, args.users) else {
-        return Err("--port and --users are required".into());
-    };
-    let addr = (args.host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|error| format!("cannot resolve {}: {error}", args.host))?
-        .next()
-        .ok_or_else(|| format!("{} has no address", args.host))?;
-    let (accounts, hashed_accounts) = read_accounts(&users_path)?;
-    let config = Arc::new(server_checks::ServerConfig {
-        addr,
-        accounts,
-        hashed_accounts,
-        ack_timeout: args.ack_timeout,
-        login_timeout: args.login_timeout,
-        max_login_failures: args.max_login_failures,
-        max_line: args.max_line,
-    });
-    let timeout = args.common.timeout;
-    let entries = server_checks::CHECKS
-        .iter()
-        .filter(|c| selected.contains(&c.name))
-        .map(|check| {
-            let config = Arc::clone(&config);
-            let run = check.run;
-            Entry {
-                name: check.name,
-                description: check.description,
-                budget: timeout + (check.extra_time)(&config),
-                run: Box::new(move |deadline, transcript| {
-                    run(&server_checks::Ctx::new(config, deadline, transcript))
-                }),
-            }
-        })
-        .collect();
-    let summary = report::run("server", addr.to_string(), entries, style(&args.common));
-    Ok(exit_code(summary.failed))
+    run_mode("server", server::CHECKS, &args.common, move || {
+        let (Some(port), Some(users_path)) = (args.port, args.users) else {
+            return Err("--port and --users are required".into());
+        };
+        let addr = (args.host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|error| format!("cannot resolve {}: {error}", args.host))?
+            .next()
+            .ok_or_else(|| format!("{} has no address", args.host))?;
+        let (accounts, hashed_accounts) = read_accounts(&users_path)?;
+        let config = server::ServerConfig {
+            addr,
+            accounts,
+            hashed_accounts,
+            ack_timeout: args.ack_timeout,
+            login_timeout: args.login_timeout,
+            max_login_failures: args.max_login_failures,
+            max_line: args.max_line,
+        };
+        Ok((addr.to_string(), config))
+    })
 }
 
 fn run_client(args: ClientArgs) -> Result<ExitCode, String> {
-    let names: Vec<_> = client_checks::CHECKS
-        .iter()
-        .map(|c| (c.name, c.description))
-        .collect();
-    if args.common.list {
+    run_mode("client", client::CHECKS, &args.common, move || {
+        if args.command.is_empty() {
+            return Err("give the client command after `--`".into());
+        }
+        let target = args
+            .command
+            .iter()
+            .map(|part| part.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let config = client::ClientConfig {
+            command: args.command,
+        };
+        Ok((target, config))
+    })
+}
+
+/// One mode's run: `--list`, or the checks `--only` chooses run against the peer that
+/// `target` describes (what was checked, and what the checks need to know about it).
+fn run_mode<C: Send + Sync + 'static>(
+    mode: &'static str,
+    checks: Registry<C>,
+    common: &Common,
+    target: impl FnOnce() -> Result<(String, C), String>,
+) -> Result<ExitCode, String> {
+    if common.list {
+        let names: Vec<_> = registry::all(checks)
+            .map(|check| (check.name, check.description))
+            .collect();
         report::print_list(&names);
         return Ok(ExitCode::SUCCESS);
     }
-    let selected = select(&names, &args.common.only)?;
-    if args.command.is_empty() {
-        return Err("give the client command after `--`".into());
-    }
-    let target = args
-        .command
-        .iter()
-        .map(|part| part.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let config = Arc::new(client_checks::ClientConfig {
-        command: args.command,
-    });
-    let timeout = args.common.timeout;
-    let entries = client_checks::CHECKS
-        .iter()
-        .filter(|c| selected.contains(&c.name))
-        .map(|check| {
-            let config = Arc::clone(&config);
-            let run = check.run;
-            Entry {
-                name: check.name,
-                description: check.description,
-                budget: timeout,
-                run: Box::new(move |deadline, transcript| {
-                    run(&client_checks::Ctx::new(config, deadline, transcript))
-                }),
-            }
-        })
-        .collect();
-    let summary = report::run("client", target, entries, style(&args.common));
+    let chosen = registry::select(checks, &common.only)?;
+    let (target, config) = target()?;
+    let entries = registry::entries(&chosen, config, common.timeout);
+    let summary = report::run(mode, target, entries, style(common));
     Ok(exit_code(summary.failed))
 }
 
@@ -239,28 +216,9 @@ fn exit_code(failed: usize) -> ExitCode {
     }
 }
 
-/// The names of the checks to run: all of them, or those `--only` names (each must exist).
-fn select(
-    checks: &[(&'static str, &'static str)],
-    only: &[String],
-) -> Result<Vec<&'static str>, String> {
-    if only.is_empty() {
-        return Ok(checks.iter().map(|(name, _)| *name).collect());
-    }
-    only.iter()
-        .map(|wanted| {
-            checks
-                .iter()
-                .find(|(name, _)| name == wanted)
-                .map(|(name, _)| *name)
-                .ok_or_else(|| format!("there is no check named {wanted:?} (--list shows them)"))
-        })
-        .collect()
-}
-
 /// The accounts of a users file (PROTOCOL.md §5) that im-check can log in with, in file
 /// order, and how many it cannot use because their password is stored hashed.
-fn read_accounts(path: &PathBuf) -> Result<(Vec<server_checks::Account>, usize), String> {
+fn read_accounts(path: &Path) -> Result<(Vec<server::Account>, usize), String> {
     let bytes = std::fs::read(path).map_err(|error| format!("{}: {error}", path.display()))?;
     let listed = users::accounts(&bytes).map_err(|error| format!("{}: {error}", path.display()))?;
     // A hash cannot be typed as a password: such a user is of no use to the checks.
@@ -268,7 +226,7 @@ fn read_accounts(path: &PathBuf) -> Result<(Vec<server_checks::Account>, usize),
     let accounts = listed
         .into_iter()
         .filter(|account| !account.is_hashed())
-        .map(|account| server_checks::Account {
+        .map(|account| server::Account {
             name: account.user,
             password: account.stored,
         })

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::wire::{escape, show_duration, Outcome, Problem, Transcript};
+use crate::outcome::{escape, show_duration, Failure, Outcome, Problem, Transcript};
 
 /// How long past its own deadline a check may take to wind down (logging its users out)
 /// before the runner gives up on it.
@@ -155,12 +155,10 @@ fn run_one(entry: Entry) -> CheckReport {
         Err(error) => Err(Problem::Skip(format!("cannot start a thread: {error}"))),
         Ok(handle) => match outcome.recv_timeout(entry.budget + WIND_DOWN) {
             Ok(outcome) => outcome,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                Err(Problem::Fail(crate::wire::Failure::new(format!(
-                    "the check did not finish within {} (its time limit)",
-                    show_duration(entry.budget)
-                ))))
-            }
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(Problem::Fail(Failure::new(format!(
+                "the check did not finish within {} (its time limit)",
+                show_duration(entry.budget)
+            )))),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let why = match handle.join() {
                     Err(panic) => panic
@@ -170,7 +168,7 @@ fn run_one(entry: Entry) -> CheckReport {
                         .unwrap_or_default(),
                     Ok(()) => String::new(),
                 };
-                Err(Problem::Fail(crate::wire::Failure::new(format!(
+                Err(Problem::Fail(Failure::new(format!(
                     "im-check itself failed in this check (a bug in im-check): {why}"
                 ))))
             }

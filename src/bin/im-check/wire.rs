@@ -1,175 +1,46 @@
-//! Raw TCP with a deadline on every step, and how bytes are shown in a report.
+//! Raw TCP with a deadline on every step.
 //!
 //! A check never blocks past its deadline: every read, write and accept here takes one, so a
 //! peer that hangs turns into "got nothing within …" instead of a stuck checker.
 
-use std::fmt;
+use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// What went over the wire during one check, line by line, for `--verbose` and `--json`.
-pub type Transcript = Arc<Mutex<Vec<String>>>;
+use simple_im::protocol::{Frame, LineFramer};
 
-/// Appends one entry to `transcript`; a poisoned lock only loses the transcript, never the check.
-pub fn note(transcript: &Transcript, entry: String) {
-    if let Ok(mut entries) = transcript.lock() {
-        entries.push(entry);
-    }
-}
-
-/// Longest run of bytes shown in a report; a peer may send megabytes, a report line should not.
-const SHOWN_BYTES: usize = 200;
-
-/// `bytes` in double quotes, escaped so that every byte is visible: `"303 Bye\n"`, `"\xff"`.
-pub fn escape(bytes: &[u8]) -> String {
-    let shown = &bytes[..bytes.len().min(SHOWN_BYTES)];
-    let mut out = String::with_capacity(shown.len() + 2);
-    out.push('"');
-    for &byte in shown {
-        match byte {
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            b'\\' => out.push_str("\\\\"),
-            b'"' => out.push_str("\\\""),
-            0x20..=0x7e => out.push(char::from(byte)),
-            _ => out.push_str(&format!("\\x{byte:02x}")),
-        }
-    }
-    out.push('"');
-    if bytes.len() > SHOWN_BYTES {
-        out.push_str(&format!("… ({} bytes in all)", bytes.len()));
-    }
-    out
-}
-
-/// A duration the way a person writes it: `300ms`, `5s`, `1.5s`.
-pub fn show_duration(duration: Duration) -> String {
-    let millis = duration.as_millis();
-    if millis < 1000 {
-        format!("{millis}ms")
-    } else if millis % 1000 == 0 {
-        format!("{}s", millis / 1000)
-    } else {
-        format!("{:.1}s", duration.as_secs_f64())
-    }
-}
-
-/// What arrived where a particular line was expected.
-#[derive(Clone, Debug)]
-pub enum Got {
-    /// These bytes: a whole line (with its `\n`), or what came before a silence or the end.
-    Bytes(Vec<u8>),
-    /// Nothing at all for this long.
-    Nothing(Duration),
-    /// The peer closed the connection, after sending these bytes of an unfinished line.
-    Closed(Vec<u8>),
-    /// The socket failed.
-    Error(String),
-}
-
-impl fmt::Display for Got {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Got::Bytes(bytes) => f.write_str(&escape(bytes)),
-            Got::Nothing(waited) => write!(f, "nothing within {}", show_duration(*waited)),
-            Got::Closed(partial) if partial.is_empty() => {
-                f.write_str("end of stream (the connection was closed)")
-            }
-            Got::Closed(partial) => write!(
-                f,
-                "{} and then end of stream (the connection was closed)",
-                escape(partial)
-            ),
-            Got::Error(error) => write!(f, "a socket error: {error}"),
-        }
-    }
-}
-
-/// Why a check failed: what was being done, and (when bytes were compared) both sides.
-#[derive(Clone, Debug)]
-pub struct Failure {
-    /// What the check was looking at, e.g. `answer to jacky's "/list"`.
-    pub context: String,
-    /// The exact bytes the protocol asks for, when there are such bytes.
-    pub expected: Option<Vec<u8>>,
-    /// What came instead.
-    pub got: Option<Got>,
-}
-
-impl Failure {
-    /// A failure told in words only.
-    pub fn new(context: impl Into<String>) -> Self {
-        Failure {
-            context: context.into(),
-            expected: None,
-            got: None,
-        }
-    }
-
-    /// `expected` bytes were due and `got` came instead.
-    pub fn mismatch(context: impl Into<String>, expected: &[u8], got: Got) -> Self {
-        Failure {
-            context: context.into(),
-            expected: Some(expected.to_vec()),
-            got: Some(got),
-        }
-    }
-
-    /// Something other than particular bytes was due (`expected` says what), `got` came.
-    pub fn unexpected(context: impl Into<String>, expected: &str, got: Got) -> Self {
-        Failure {
-            context: format!("{}: expected {expected}", context.into()),
-            expected: None,
-            got: Some(got),
-        }
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.context)?;
-        match (&self.expected, &self.got) {
-            (Some(expected), Some(got)) => write!(f, ": expected {}, got {got}", escape(expected)),
-            (None, Some(got)) => write!(f, ", got {got}"),
-            (Some(expected), None) => write!(f, ": expected {}", escape(expected)),
-            (None, None) => Ok(()),
-        }
-    }
-}
-
-/// Why a check did not pass.
-#[derive(Clone, Debug)]
-pub enum Problem {
-    /// The peer did something the protocol does not allow.
-    Fail(Failure),
-    /// The check cannot be run here; the text says why (never counted as a pass).
-    Skip(String),
-}
-
-impl From<Failure> for Problem {
-    fn from(failure: Failure) -> Self {
-        Problem::Fail(failure)
-    }
-}
-
-/// What one check function returns.
-pub type Outcome = Result<(), Problem>;
+use crate::outcome::{escape, note, Failure, Got, Transcript};
 
 /// The longest line kept while waiting for its `\n`: far more than any answer, and a bound on
 /// what a misbehaving peer can make the checker hold.
 const MAX_HELD: usize = 1 << 20;
 
 /// One TCP connection, read line by line, each step bounded by a deadline.
+///
+/// The crate's [`LineFramer`] says where each line ends and bounds it. The checker must still
+/// see every byte the peer sent, so it keeps what the framer does not hand out: the `\r` the
+/// framer drops before a `\n` (nothing may send one) and the unfinished line it holds (a report
+/// shows what came before a silence or the end).
 pub struct Conn {
     stream: TcpStream,
-    held: Vec<u8>,
+    framer: LineFramer,
+    /// What was framed and not yet read, in order, byte for byte as it came.
+    framed: VecDeque<Framed>,
+    /// The bytes of the unfinished line the framer holds.
+    unfinished: Vec<u8>,
     closed: bool,
     label: String,
     transcript: Transcript,
+}
+
+/// One frame, as the checker keeps it.
+enum Framed {
+    /// A whole line, `\n` included.
+    Line(Vec<u8>),
+    /// A line longer than [`MAX_HELD`]: what came of it.
+    TooLong(Vec<u8>),
 }
 
 impl Conn {
@@ -179,7 +50,9 @@ impl Conn {
         let _ = stream.set_nodelay(true);
         Conn {
             stream,
-            held: Vec::new(),
+            framer: LineFramer::new(MAX_HELD),
+            framed: VecDeque::new(),
+            unfinished: Vec::new(),
             closed: false,
             label,
             transcript,
@@ -236,26 +109,26 @@ impl Conn {
     pub fn read_line(&mut self, deadline: Instant) -> Result<Vec<u8>, Got> {
         let started = Instant::now();
         loop {
-            if let Some(at) = self.held.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.held.drain(..=at).collect();
-                note(
-                    &self.transcript,
-                    format!("{} got {}", self.label, escape(&line)),
-                );
-                return Ok(line);
-            }
-            if self.held.len() > MAX_HELD {
-                return Err(Got::Bytes(std::mem::take(&mut self.held)));
+            match self.framed.pop_front() {
+                Some(Framed::Line(line)) => {
+                    note(
+                        &self.transcript,
+                        format!("{} got {}", self.label, escape(&line)),
+                    );
+                    return Ok(line);
+                }
+                Some(Framed::TooLong(bytes)) => return Err(Got::Bytes(bytes)),
+                None => {}
             }
             if self.closed {
-                return Err(Got::Closed(std::mem::take(&mut self.held)));
+                return Err(Got::Closed(self.take_held()));
             }
             match self.fill(deadline) {
                 Fill::Data => {}
-                Fill::TimedOut if self.held.is_empty() => {
+                Fill::TimedOut if self.unfinished.is_empty() => {
                     return Err(Got::Nothing(started.elapsed()))
                 }
-                Fill::TimedOut => return Err(Got::Bytes(std::mem::take(&mut self.held))),
+                Fill::TimedOut => return Err(Got::Bytes(self.take_held())),
                 Fill::Failed(error) => return Err(Got::Error(error)),
             }
         }
@@ -277,11 +150,11 @@ impl Conn {
 
     /// Nothing at all may arrive before `until` (the peer must still be waiting for us).
     pub fn expect_quiet(&mut self, until: Instant, context: &str) -> Result<(), Failure> {
-        if self.held.is_empty() && !self.closed {
+        if self.holds_nothing() && !self.closed {
             loop {
                 match self.fill(until) {
                     Fill::TimedOut => return Ok(()),
-                    Fill::Data if self.held.is_empty() && !self.closed => {}
+                    Fill::Data if self.holds_nothing() && !self.closed => {}
                     Fill::Data => break,
                     Fill::Failed(error) => {
                         return Err(Failure::unexpected(
@@ -295,7 +168,7 @@ impl Conn {
         }
         // Whatever came, show all of it that is already here.
         let got = if self.closed {
-            Got::Closed(std::mem::take(&mut self.held))
+            Got::Closed(self.take_held())
         } else {
             self.read_line(Instant::now())
                 .map_or_else(|got| got, Got::Bytes)
@@ -308,7 +181,7 @@ impl Conn {
         match self.read_line(deadline) {
             Err(Got::Closed(partial)) if partial.is_empty() => Ok(()),
             // A reset closes the connection as well, only less politely.
-            Err(Got::Error(_)) if self.held.is_empty() => Ok(()),
+            Err(Got::Error(_)) if self.holds_nothing() => Ok(()),
             Ok(line) => Err(Failure::unexpected(
                 context,
                 "the connection to be closed",
@@ -332,7 +205,64 @@ impl Conn {
         self.closed = true;
     }
 
-    /// One read into `held`, waiting at most until `deadline`.
+    /// Whether nothing the peer sent is waiting to be read.
+    fn holds_nothing(&self) -> bool {
+        self.framed.is_empty() && self.unfinished.is_empty()
+    }
+
+    /// Everything the peer sent that was not read yet, as it came; reading then starts afresh
+    /// at the next byte.
+    fn take_held(&mut self) -> Vec<u8> {
+        let mut held = Vec::new();
+        for framed in self.framed.drain(..) {
+            match framed {
+                Framed::Line(bytes) | Framed::TooLong(bytes) => held.extend_from_slice(&bytes),
+            }
+        }
+        held.append(&mut self.unfinished);
+        self.framer = LineFramer::new(MAX_HELD);
+        held
+    }
+
+    /// Passes `chunk` through the framer, keeping each frame byte for byte as it came.
+    fn frame(&mut self, chunk: &[u8]) {
+        let mut input = chunk;
+        loop {
+            let before = input;
+            let frame = self.framer.next_frame(&mut input);
+            let used = &before[..before.len() - input.len()];
+            let framed = match frame {
+                Some(Frame::Line(line)) => {
+                    // `used` ends with this line's `\n`; the byte before it is the line's own.
+                    let cr = match used {
+                        [.., b'\r', b'\n'] => true,
+                        [b'\n'] => self.unfinished.last() == Some(&b'\r'),
+                        _ => false,
+                    };
+                    let mut bytes = line.to_vec();
+                    bytes.extend_from_slice(if cr { b"\r\n" } else { b"\n" });
+                    Framed::Line(bytes)
+                }
+                Some(Frame::TooLong) => {
+                    let mut bytes = std::mem::take(&mut self.unfinished);
+                    bytes.extend_from_slice(used);
+                    Framed::TooLong(bytes)
+                }
+                None => {
+                    // The framer holds the end of what it took (nothing, while it skips the
+                    // rest of an over-long line): keep the same bytes.
+                    self.unfinished.extend_from_slice(used);
+                    let skipped = self.unfinished.len().saturating_sub(self.framer.buffered());
+                    self.unfinished.drain(..skipped);
+                    return;
+                }
+            };
+            self.unfinished.clear();
+            self.framed.push_back(framed);
+        }
+    }
+
+    /// One read through the framer, waiting at most until `deadline`.
     fn fill(&mut self, deadline: Instant) -> Fill {
         let wait = remaining(deadline);
         if wait.is_zero() {
@@ -350,7 +280,7 @@ impl Conn {
                 Fill::Data
             }
             Ok(n) => {
-                self.held.extend_from_slice(&chunk[..n]);
+                self.frame(&chunk[..n]);
                 Fill::Data
             }
             Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
@@ -426,4 +356,86 @@ pub fn closed_port(ip: std::net::IpAddr) -> Result<u16, Failure> {
         .port();
     drop(listener);
     Ok(port)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A [`Conn`] and the peer's end of it.
+    fn pair() -> (Conn, TcpStream) {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        let conn = Conn::new(ours, "test".into(), Arc::new(Mutex::new(Vec::new())));
+        (conn, peer)
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_millis(300)
+    }
+
+    #[test]
+    fn lines_come_byte_for_byte_with_their_cr() {
+        let (mut conn, mut peer) = pair();
+        peer.write_all(b"one\r\ntwo\n\r\n").unwrap();
+        assert_eq!(conn.read_line(soon()).unwrap(), b"one\r\n");
+        assert_eq!(conn.read_line(soon()).unwrap(), b"two\n");
+        assert_eq!(conn.read_line(soon()).unwrap(), b"\r\n");
+        // A `\r` that ends one write and the `\n` of the next.
+        peer.write_all(b"three\r").unwrap();
+        thread::sleep(Duration::from_millis(50));
+        peer.write_all(b"\n").unwrap();
+        assert_eq!(conn.read_line(soon()).unwrap(), b"three\r\n");
+    }
+
+    #[test]
+    fn an_unfinished_line_is_shown_on_silence_and_at_the_end() {
+        let (mut conn, mut peer) = pair();
+        peer.write_all(b"30").unwrap();
+        assert!(matches!(conn.read_line(soon()), Err(Got::Bytes(b)) if b == b"30"));
+        // What was shown is given up: the next line starts afresh.
+        peer.write_all(b"1 x\n303 y\n31").unwrap();
+        assert_eq!(conn.read_line(soon()).unwrap(), b"1 x\n");
+        drop(peer);
+        assert!(matches!(conn.read_line(soon()), Ok(l) if l == b"303 y\n"));
+        assert!(matches!(conn.read_line(soon()), Err(Got::Closed(b)) if b == b"31"));
+    }
+
+    #[test]
+    fn nothing_at_all_is_a_silence() {
+        let (mut conn, _peer) = pair();
+        assert!(matches!(conn.read_line(soon()), Err(Got::Nothing(_))));
+        assert!(conn.expect_quiet(soon(), "quiet").is_ok());
+    }
+
+    #[test]
+    fn what_breaks_a_silence_is_shown_a_line_at_a_time() {
+        let (mut conn, mut peer) = pair();
+        peer.write_all(b"a\nb").unwrap();
+        let failure = conn.expect_quiet(soon(), "quiet").unwrap_err();
+        assert!(matches!(failure.got, Some(Got::Bytes(b)) if b == b"a\n"));
+        // The rest is already here: shown at once, without waiting for more.
+        let failure = conn.expect_quiet(soon(), "quiet").unwrap_err();
+        assert!(matches!(failure.got, Some(Got::Bytes(b)) if b == b"b"));
+    }
+
+    #[test]
+    fn an_overlong_line_is_reported_and_skipped() {
+        let (mut conn, mut peer) = pair();
+        let writer = thread::spawn(move || {
+            peer.write_all(&vec![b'x'; MAX_HELD + 10]).unwrap();
+            peer.write_all(b"\nok\n").unwrap();
+            peer
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        assert!(
+            matches!(conn.read_line(deadline), Err(Got::Bytes(b)) if b.len() >= MAX_HELD && b[0] == b'x')
+        );
+        assert_eq!(conn.read_line(deadline).unwrap(), b"ok\n");
+        drop(writer.join().unwrap());
+    }
 }

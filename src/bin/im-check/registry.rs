@@ -1,0 +1,108 @@
+//! The one shape of a check, shared by both modes, and what is done with a list of them:
+//! `--list`, `--only`, and turning the chosen ones into the runner's entries.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::outcome::{Outcome, Transcript};
+use crate::report::Entry;
+
+/// What one check runs with: what im-check knows about the peer (`C`), the check's deadline,
+/// and its transcript.
+pub struct Ctx<C> {
+    /// The peer under test.
+    pub config: Arc<C>,
+    /// When the check must be done.
+    pub deadline: Instant,
+    /// What goes over the wire.
+    pub transcript: Transcript,
+}
+
+/// One named check of a peer described by `C`.
+pub struct Check<C: 'static> {
+    /// Its name, for `--only`.
+    pub name: &'static str,
+    /// What it checks, in one line.
+    pub description: &'static str,
+    /// The check itself.
+    pub run: fn(&Ctx<C>) -> Outcome,
+    /// Time it needs on top of `--timeout` (for checks that wait out a timeout of the peer's).
+    pub extra_time: fn(&C) -> Duration,
+}
+
+impl<C> Check<C> {
+    /// A check that fits in `--timeout`.
+    pub const fn new(
+        name: &'static str,
+        description: &'static str,
+        run: fn(&Ctx<C>) -> Outcome,
+    ) -> Self {
+        Check {
+            name,
+            description,
+            run,
+            extra_time: no_extra_time::<C>,
+        }
+    }
+
+    /// This check, given `extra_time` on top of `--timeout`.
+    pub const fn with_extra_time(self, extra_time: fn(&C) -> Duration) -> Self {
+        Check { extra_time, ..self }
+    }
+}
+
+fn no_extra_time<C>(_: &C) -> Duration {
+    Duration::ZERO
+}
+
+/// Every check of one mode, section by section in PROTOCOL.md's order (the report's order).
+pub type Registry<C> = &'static [&'static [Check<C>]];
+
+/// The checks of `registry`, in order.
+pub fn all<C>(registry: Registry<C>) -> impl Iterator<Item = &'static Check<C>> {
+    registry.iter().flat_map(|section| section.iter())
+}
+
+/// The checks to run: all of them, or those `--only` names (each must exist), in the
+/// registry's order and each once.
+pub fn select<C>(registry: Registry<C>, only: &[String]) -> Result<Vec<&'static Check<C>>, String> {
+    if let Some(wanted) = only
+        .iter()
+        .find(|wanted| !all(registry).any(|check| check.name == wanted.as_str()))
+    {
+        return Err(format!(
+            "there is no check named {wanted:?} (--list shows them)"
+        ));
+    }
+    Ok(all(registry)
+        .filter(|check| only.is_empty() || only.iter().any(|wanted| wanted == check.name))
+        .collect())
+}
+
+/// The chosen checks, ready to run against `config`, each within `timeout` and its extra time.
+pub fn entries<C: Send + Sync + 'static>(
+    chosen: &[&'static Check<C>],
+    config: C,
+    timeout: Duration,
+) -> Vec<Entry> {
+    let config = Arc::new(config);
+    chosen
+        .iter()
+        .map(|check| {
+            let config = Arc::clone(&config);
+            let run = check.run;
+            Entry {
+                name: check.name,
+                description: check.description,
+                budget: timeout + (check.extra_time)(&config),
+                run: Box::new(move |deadline, transcript| {
+                    run(&Ctx {
+                        config,
+                        deadline,
+                        transcript,
+                    })
+                }),
+            }
+        })
+        .collect()
+}

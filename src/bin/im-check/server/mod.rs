@@ -1,0 +1,101 @@
+//! The server checks: PROTOCOL.md §1–§3, one small function each, a file per section, all
+//! listed in [`CHECKS`].
+//!
+//! Every check logs in its own users (the first ones of the users file), works over raw
+//! sockets, compares each reply byte for byte with what the crate's formatters produce, and
+//! logs its users out at the end: a [`Session`](session::Session) sends `/exit` when it is
+//! dropped, whether the check passed or stopped at its first failure, so the next check starts
+//! with nobody online.
+
+mod delivery;
+mod ends;
+mod lines;
+mod login;
+mod port;
+mod ready;
+mod session;
+mod toall;
+mod wire_basics;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::outcome::Problem;
+use crate::registry::{self, Registry};
+
+/// One account of the users file.
+#[derive(Clone, Debug)]
+pub struct Account {
+    /// The user name.
+    pub name: Vec<u8>,
+    /// The password.
+    pub password: Vec<u8>,
+}
+
+/// What im-check knows about the server under test.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The accounts of its users file with plain passwords, in file order.
+    pub accounts: Vec<Account>,
+    /// How many more accounts it has whose password is stored hashed (unusable here).
+    pub hashed_accounts: usize,
+    /// Its `--ack-timeout`, if the user told us.
+    pub ack_timeout: Option<Duration>,
+    /// Its `--login-timeout`, if the user told us.
+    pub login_timeout: Option<Duration>,
+    /// Its `--max-login-failures`.
+    pub max_login_failures: u32,
+    /// Its `--max-line`.
+    pub max_line: usize,
+}
+
+/// One server check.
+type Check = registry::Check<ServerConfig>;
+
+/// What a server check runs with.
+type Ctx = registry::Ctx<ServerConfig>;
+
+/// Every server check, a file per section of PROTOCOL.md, in its order.
+pub const CHECKS: Registry<ServerConfig> = &[
+    // §1 Wire basics.
+    wire_basics::CHECKS,
+    // §3 Unauthenticated.
+    login::CHECKS,
+    // §3 Authenticated: /port and Lb.
+    port::CHECKS,
+    // §3 Ready: /list, /to, /toall.
+    ready::CHECKS,
+    toall::CHECKS,
+    // §3 Delivery over Lb.
+    delivery::CHECKS,
+    // §3 Ends of a session.
+    ends::CHECKS,
+    // Last, once all of the above has been seen to work: what a Ready connection must refuse.
+    ready::REFUSED,
+];
+
+/// How long "nothing arrives" is watched for: long enough for a server on a loaded machine to
+/// have sent what it wrongly sends, short enough to keep the run quick.
+const QUIET: Duration = Duration::from_millis(200);
+
+/// How long a check waits, after a user's connection dropped, for the server to notice.
+const NOTICE: Duration = Duration::from_secs(2);
+
+/// How long a dropped session waits for the server to answer its `/exit` and close.
+const LOGOUT_WAIT: Duration = Duration::from_secs(1);
+
+/// Chat text used by the checks (the appendix's).
+const HELLO: &[u8] = b"Hello! Nice to meet you!";
+const MEETING: &[u8] = b"How about meeting at 3pm today?";
+
+/// The server's `what` timeout, as `--<option>` gave it, or SKIP: without it, a check could
+/// not tell a timeout from a hang.
+fn told_timeout(told: Option<Duration>, what: &str, option: &str) -> Result<Duration, Problem> {
+    told.ok_or_else(|| {
+        Problem::Skip(format!(
+            "the server's {what} timeout is unknown: pass --{option} <its value> to check it"
+        ))
+    })
+}
