@@ -196,6 +196,17 @@ impl ServerDriver {
         }
     }
 
+    /// Bytes queued for `socket` and not written yet (0 for a socket it does not hold).
+    pub fn unwritten(&self, socket: SocketId) -> usize {
+        let Some(conn) = self.conns.get(&socket.conn) else {
+            return 0;
+        };
+        match socket.side {
+            Side::La => conn.la.unwritten(),
+            Side::Lb => conn.lb.as_ref().map_or(0, Transport::unwritten),
+        }
+    }
+
     /// Bytes were read from `socket`.
     pub fn handle_read(&mut self, now: Instant, socket: SocketId, data: &[u8]) {
         if data.is_empty() {
