@@ -347,6 +347,12 @@ impl ServerDriver {
             for &socket in &touched {
                 self.drain_transport(now, socket);
             }
+            // Only once every socket touched is drained: both sockets of a connection can be
+            // released in one call, and forgetting it at the first `Release` would drop the
+            // other socket's `ShutdownBoth` and `Release`.
+            for &socket in &touched {
+                self.forget_if_finished(socket.conn);
+            }
             self.sync_deadlines(&touched);
         }
     }
@@ -428,7 +434,6 @@ impl ServerDriver {
                 }
                 TransportAction::Release => {
                     self.actions.push_back(DriverAction::Release(socket));
-                    self.forget_if_finished(socket.conn);
                 }
             }
         }
