@@ -13,13 +13,15 @@
 //! `Release` drops the socket, and shutdowns are recorded. After every call [`Net`] checks the
 //! rules that hold in every test (see [`Net::check`]).
 //!
-//! Below the harness: one scenario per policy.
+//! Below the harness: one scenario per policy, then random schedules over many clients.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use simple_im::driver::{DriverAction, DriverConfig, Refusal, ServerDriver, SocketId};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence, TestError, TestRunner};
+use simple_im::driver::{DriverAction, DriverConfig, Refusal, ServerDriver, Side, SocketId};
 use simple_im::protocol::{
     AUTH_FAILED, AUTH_OK, BYE, DELIVERED, DELIVERY_FAILED, LB_FAILED, LB_OK, UNRECOGNIZED,
 };
@@ -1125,4 +1127,508 @@ fn a_hashed_password_is_checked_by_the_runtime() {
         net.lines(SocketId::la(alice)),
         [text(AUTH_FAILED), text(AUTH_OK)]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random schedules
+// ---------------------------------------------------------------------------------------------
+
+/// Users `u0`..`u3` (password `pw<i>`); index `USERS` is `ghost`, who has no account.
+const USERS: usize = 4;
+const CONTENTS: &[&str] = &[
+    "hi",
+    "hello world",
+    " spaced  out ",
+    "a somewhat longer line of chat, to fill outboxes faster than the others do",
+];
+/// Lines that are `401` in every state.
+const GARBAGE: &[&str] = &[
+    "hello",
+    "/login",
+    "/to u0",
+    "/port 0",
+    "/lis",
+    "/exit now",
+    "",
+];
+
+/// A line a client sends on La.
+#[derive(Clone, Debug)]
+enum Line {
+    Login { user: usize, right: bool },
+    Port,
+    List,
+    To { target: usize, content: usize },
+    ToAll { content: usize },
+    Exit,
+    Garbage(usize),
+}
+
+impl Line {
+    fn bytes(&self, port: u16) -> Vec<u8> {
+        let user = |i: usize| {
+            if i < USERS {
+                format!("u{i}")
+            } else {
+                "ghost".to_string()
+            }
+        };
+        let text = match self {
+            Line::Login { user: u, right } => {
+                let password = if *right {
+                    format!("pw{u}")
+                } else {
+                    "nope".into()
+                };
+                format!("/login {} {password}", user(*u))
+            }
+            Line::Port => format!("/port {port}"),
+            Line::List => "/list".into(),
+            Line::To { target, content } => format!("/to {} {}", user(*target), CONTENTS[*content]),
+            Line::ToAll { content } => format!("/toall {}", CONTENTS[*content]),
+            Line::Exit => "/exit".into(),
+            Line::Garbage(i) => GARBAGE[*i].into(),
+        };
+        format!("{text}\n").into_bytes()
+    }
+}
+
+/// The longest single line the core can send in these schedules.
+fn max_message() -> usize {
+    let content = CONTENTS.iter().map(|c| c.len()).max().unwrap();
+    let delivery = "/broadcastfrom u0 \n".len() + content;
+    let list = "301".len() + USERS * " u0".len() + 1;
+    delivery.max(list).max(64)
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// A new client from 10.0.0.`ip`, whose La and Lb kernels take this many bytes at first
+    /// and whose Lb listener answers per `plan`; with `join`, it sends `/login` (as that user)
+    /// and `/port` at once.
+    Connect {
+        ip: u8,
+        la_window: usize,
+        lb_window: usize,
+        plan: LbPlan,
+        join: Option<usize>,
+    },
+    /// A client writes a line on La.
+    Send { client: usize, line: Line },
+    /// A client reads `k` bytes of a socket, so its kernel takes `k` more.
+    Read { client: usize, side: Side, k: usize },
+    /// A client acknowledges on Lb: a delivery it has received, or (`blind`) whatever comes.
+    Ack { client: usize, blind: bool },
+    /// A client shuts its sending side of a socket (`full`: closes it).
+    Close {
+        client: usize,
+        side: Side,
+        full: bool,
+    },
+    /// A client's pending Lb connect completes or fails.
+    Resolve { client: usize, ok: bool },
+    /// Time passes, every deadline fired on time.
+    Advance(Duration),
+    /// Time passes with no deadline fired (a late runtime) ...
+    Lag(Duration),
+    /// ... and catches up.
+    Timeout,
+}
+
+fn line() -> impl Strategy<Value = Line> {
+    prop_oneof![
+        3 => (0..=USERS, prop::bool::weighted(0.85))
+            .prop_map(|(user, right)| Line::Login { user, right }),
+        3 => Just(Line::Port),
+        1 => Just(Line::List),
+        4 => (0..=USERS, 0..CONTENTS.len()).prop_map(|(target, content)| Line::To { target, content }),
+        3 => (0..CONTENTS.len()).prop_map(|content| Line::ToAll { content }),
+        1 => Just(Line::Exit),
+        1 => (0..GARBAGE.len()).prop_map(Line::Garbage),
+    ]
+}
+
+fn window() -> impl Strategy<Value = usize> {
+    prop_oneof![Just(0), 1..200usize, Just(BIG)]
+}
+
+fn plan() -> impl Strategy<Value = LbPlan> {
+    prop_oneof![6 => Just(LbPlan::Accept), 1 => Just(LbPlan::Refuse), 2 => Just(LbPlan::Hang)]
+}
+
+fn side() -> impl Strategy<Value = Side> {
+    prop_oneof![Just(Side::La), Just(Side::Lb)]
+}
+
+fn duration() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        4 => (0..2_000u64).prop_map(Duration::from_millis),
+        1 => (2_000..40_000u64).prop_map(Duration::from_millis),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let client = 0..16usize;
+    prop_oneof![
+        4 => (0..3u8, window(), window(), plan(), prop::option::weighted(0.7, 0..USERS))
+            .prop_map(|(ip, la_window, lb_window, plan, join)| Op::Connect {
+                ip,
+                la_window,
+                lb_window,
+                plan,
+                join,
+            }),
+        10 => (client.clone(), line()).prop_map(|(client, line)| Op::Send { client, line }),
+        4 => (client.clone(), side(), 1..120usize)
+            .prop_map(|(client, side, k)| Op::Read { client, side, k }),
+        6 => (client.clone(), prop::bool::weighted(0.15))
+            .prop_map(|(client, blind)| Op::Ack { client, blind }),
+        1 => (client.clone(), side(), any::<bool>())
+            .prop_map(|(client, side, full)| Op::Close { client, side, full }),
+        3 => (client.clone(), prop::bool::weighted(0.8))
+            .prop_map(|(client, ok)| Op::Resolve { client, ok }),
+        3 => duration().prop_map(Op::Advance),
+        1 => duration().prop_map(Op::Lag),
+        1 => Just(Op::Timeout),
+    ]
+}
+
+/// Limits small enough that every policy fires in a short schedule.
+fn configs() -> impl Strategy<Value = (ServerConfig, DriverConfig)> {
+    (
+        (
+            1..6_000u64,
+            500..4_000u64,
+            5_000..60_000u64,
+            1..5u32,
+            1..4usize,
+        ),
+        (
+            500..6_000u64,
+            16..300usize,
+            0..3_000u64,
+            2..7usize,
+            1..4usize,
+            prop_oneof![1..40usize, Just(4096usize)],
+        ),
+    )
+        .prop_map(
+            |(
+                (ack, connect, login, failures, queue),
+                (write, max_unwritten, linger, max_connections, max_per_ip, read_chunk),
+            )| {
+                let server = ServerConfig {
+                    ack_timeout: Duration::from_millis(ack),
+                    connect_timeout: Duration::from_millis(connect),
+                    login_timeout: Duration::from_millis(login),
+                    max_login_failures: failures,
+                    max_queue: queue,
+                    ..ServerConfig::default()
+                };
+                let driver = DriverConfig {
+                    write_timeout: Duration::from_millis(write),
+                    max_unwritten,
+                    close_linger: Duration::from_millis(linger),
+                    max_connections,
+                    max_per_ip,
+                    read_chunk,
+                    ..DriverConfig::default()
+                };
+                (server, driver)
+            },
+        )
+}
+
+/// A client of the schedule, as it knows itself.
+struct Client {
+    /// `None`: refused.
+    conn: Option<ConnId>,
+    /// The port it names in `/port`.
+    port: u16,
+    /// Every line it wrote on La, in order.
+    sent: Vec<Line>,
+    /// `302`s it wrote on Lb.
+    acks: usize,
+}
+
+struct Schedule {
+    net: Net,
+    clients: Vec<Client>,
+}
+
+/// Where a client stands, as its answers show.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Unauthenticated,
+    Authenticated,
+    Ready,
+}
+
+impl Schedule {
+    fn new((server, driver): (ServerConfig, DriverConfig)) -> Self {
+        let mut users = Users::default();
+        for i in 0..USERS {
+            users.insert(format!("u{i}").as_bytes(), format!("pw{i}").as_bytes());
+        }
+        let mut net = Net::new(users, server, driver);
+        net.max_message = max_message();
+        Schedule {
+            net,
+            clients: Vec::new(),
+        }
+    }
+
+    /// The client an index names, if it was admitted.
+    fn conn(&self, client: usize) -> Option<ConnId> {
+        if self.clients.is_empty() {
+            return None;
+        }
+        self.clients[client % self.clients.len()].conn
+    }
+
+    /// The socket, if the runtime has it and the client has not shut its sending side.
+    fn writable(&self, socket: SocketId) -> bool {
+        self.net
+            .socks
+            .get(&socket)
+            .is_some_and(|sock| !sock.eof && sock.released.is_none())
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match *op {
+            Op::Connect {
+                ip,
+                la_window,
+                lb_window,
+                plan,
+                join,
+            } => {
+                let n = self.clients.len() as u16;
+                let address = peer(ip, n);
+                let open = self.net.driver.limits().open();
+                let from_ip = self.net.driver.limits().open_from(address.ip());
+                let conn = match self.net.accept(address) {
+                    Ok(conn) => {
+                        self.net.plan_lb(conn, plan, lb_window);
+                        self.net.set_window(SocketId::la(conn), la_window);
+                        Some(conn)
+                    }
+                    Err(refusal) => {
+                        let max = &self.net.driver_config;
+                        assert!(
+                            open >= max.max_connections || from_ip >= max.max_per_ip,
+                            "refused ({refusal}) with {open} open, {from_ip} from the address"
+                        );
+                        None
+                    }
+                };
+                self.clients.push(Client {
+                    conn,
+                    port: 7000 + n,
+                    sent: Vec::new(),
+                    acks: 0,
+                });
+                if let Some(user) = join.filter(|_| conn.is_some()) {
+                    let client = self.clients.len() - 1;
+                    for line in [Line::Login { user, right: true }, Line::Port] {
+                        self.apply(&Op::Send { client, line });
+                    }
+                }
+            }
+            Op::Send { client, ref line } => {
+                let Some(conn) = self.conn(client) else {
+                    return;
+                };
+                if !self.writable(SocketId::la(conn)) {
+                    return;
+                }
+                let index = client % self.clients.len();
+                let bytes = line.bytes(self.clients[index].port);
+                self.clients[index].sent.push(line.clone());
+                self.net.write(SocketId::la(conn), &bytes);
+            }
+            Op::Read { client, side, k } => {
+                let Some(conn) = self.conn(client) else {
+                    return;
+                };
+                let socket = SocketId { conn, side };
+                if self.net.has(socket) {
+                    self.net.open_window(socket, k);
+                }
+            }
+            Op::Ack { client, blind } => {
+                let Some(conn) = self.conn(client) else {
+                    return;
+                };
+                let socket = SocketId::lb(conn);
+                if !self.writable(socket) {
+                    return;
+                }
+                let index = client % self.clients.len();
+                let received = whole_lines(&self.net.sock(socket).received).len();
+                if blind || received > self.clients[index].acks {
+                    self.clients[index].acks += 1;
+                    self.net.write(socket, b"302 Message receipt successful\n");
+                }
+            }
+            Op::Close { client, side, full } => {
+                let Some(conn) = self.conn(client) else {
+                    return;
+                };
+                let socket = SocketId { conn, side };
+                if self.writable(socket) {
+                    self.net.shut(socket, full);
+                }
+            }
+            Op::Resolve { client, ok } => {
+                if let Some(conn) = self.conn(client) {
+                    self.net.complete_connect(conn, ok);
+                }
+            }
+            Op::Advance(by) => self.net.advance(by),
+            Op::Lag(by) => self.net.lag(by),
+            Op::Timeout => self.net.fire(),
+        }
+        self.check_answers();
+    }
+
+    /// Every La answer so far answers the line in its place, by what the answers before it
+    /// show of the client's stage: in particular a `/to` or `/toall` sent while Ready gets
+    /// `303` or `304`, never two answers, and nothing follows the session's last answer.
+    /// Lb carries deliveries only.
+    fn check_answers(&self) {
+        for client in &self.clients {
+            let Some(conn) = client.conn else { continue };
+            let received = &self.net.sock(SocketId::la(conn)).received;
+            let answers = whole_lines(received);
+            assert!(
+                answers.len() <= client.sent.len(),
+                "{conn}: {} answers to {} lines",
+                answers.len(),
+                client.sent.len()
+            );
+            let mut stage = Stage::Unauthenticated;
+            let mut last = false;
+            for (line, answer) in client.sent.iter().zip(&answers) {
+                assert!(!last, "{conn}: an answer after the session's last");
+                let answer = *answer;
+                let ok = match (line, stage) {
+                    (Line::Login { .. }, Stage::Unauthenticated) => {
+                        if answer == AUTH_OK {
+                            stage = Stage::Authenticated;
+                        }
+                        answer == AUTH_OK || answer == AUTH_FAILED
+                    }
+                    (Line::Port, Stage::Authenticated) => {
+                        if answer == LB_OK {
+                            stage = Stage::Ready;
+                        }
+                        last = answer == LB_FAILED;
+                        answer == LB_OK || answer == LB_FAILED
+                    }
+                    (Line::List, Stage::Ready) => answer.starts_with(b"301 "),
+                    (Line::To { .. } | Line::ToAll { .. }, Stage::Ready) => {
+                        answer == DELIVERED || answer == DELIVERY_FAILED
+                    }
+                    (Line::Exit, _) => {
+                        last = true;
+                        answer == BYE
+                    }
+                    _ => answer == UNRECOGNIZED,
+                };
+                assert!(
+                    ok,
+                    "{conn}: {:?} answered {:?}",
+                    text(&line.bytes(client.port)),
+                    text(answer)
+                );
+            }
+            if let Some(lb) = self.net.socks.get(&SocketId::lb(conn)) {
+                for delivery in whole_lines(&lb.received) {
+                    assert!(
+                        delivery.starts_with(b"/from ") || delivery.starts_with(b"/broadcastfrom "),
+                        "{conn}: {:?} on Lb",
+                        text(delivery)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every client reads everything from now on, and time passes until nothing is due: then
+    /// every connection the core closed is released and forgotten, and a client whose session
+    /// is still on has had every line answered.
+    fn finish(&mut self) {
+        let ids: Vec<SocketId> = self.net.socks.keys().copied().collect();
+        for socket in ids {
+            self.net.sock_mut(socket).window = BIG;
+        }
+        self.net.pump();
+        for _ in 0..1_000 {
+            let Some(next) = self.net.next_deadline() else {
+                break;
+            };
+            let by = next.saturating_duration_since(self.net.now);
+            self.net.advance(by);
+        }
+        assert!(self.net.next_deadline().is_none(), "deadlines never end");
+        self.check_answers();
+        for client in &self.clients {
+            let Some(conn) = client.conn else { continue };
+            if self.net.session_alive(conn) {
+                let answers = whole_lines(&self.net.sock(SocketId::la(conn)).received).len();
+                assert_eq!(answers, client.sent.len(), "{conn}: a line is unanswered");
+                assert!(self.net.driver.is_open(conn));
+            } else {
+                assert!(
+                    !self.net.driver.is_open(conn),
+                    "{conn}: closed, not forgotten"
+                );
+            }
+        }
+        assert_eq!(
+            self.net.driver.limits().open(),
+            self.net.driver.connection_count()
+        );
+    }
+}
+
+fn run_schedule(configs: (ServerConfig, DriverConfig), ops: &[Op]) {
+    let mut schedule = Schedule::new(configs);
+    for op in ops {
+        schedule.apply(op);
+    }
+    schedule.finish();
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512)
+}
+
+#[test]
+fn random_schedules_keep_every_rule() {
+    let config = Config {
+        cases: cases(),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/proptest-regressions/driver.txt"
+        )))),
+        ..Config::default()
+    };
+    let strategy = (configs(), prop::collection::vec(op(), 1..=120));
+    let mut runner = TestRunner::new(config);
+    let result = runner.run(&strategy, |(configs, ops)| {
+        run_schedule(configs, &ops);
+        Ok(())
+    });
+    match result {
+        Ok(()) => {}
+        Err(TestError::Fail(why, (configs, ops))) => {
+            panic!("{why}\nminimal schedule: {configs:?}\n{ops:#?}")
+        }
+        Err(e) => panic!("{e}"),
+    }
 }
