@@ -510,7 +510,8 @@ impl Net {
     }
 
     /// The rules that hold after every call:
-    /// - no socket has more unwritten than `max(max_unwritten, the longest message)`;
+    /// - no socket has more unwritten than `max(max_unwritten, the longest message)`, and La
+    ///   is read only once nothing is (read-after-flush);
     /// - a released socket is never read, written or named again (and `Release` comes once:
     ///   see [`Net::carry_out`]);
     /// - the caps count exactly the connections the core has not closed;
@@ -543,6 +544,12 @@ impl Net {
                     unwritten <= cap,
                     "{socket}: {unwritten} bytes unwritten, over {cap}"
                 );
+                if socket.side == Side::La && self.driver.wants_read(socket) {
+                    assert_eq!(
+                        unwritten, 0,
+                        "{socket}: La read before its answers are written"
+                    );
+                }
             }
         }
         let bound = self.driver_config.write_timeout + self.driver_config.close_linger;
