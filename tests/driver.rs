@@ -232,7 +232,7 @@ impl Net {
         self.write(SocketId::la(conn), format!("{text}\n").as_bytes());
     }
 
-    /// The client's kernel now takes `window` more bytes... in all.
+    /// From now on the client's kernel takes `window` more bytes (before the client reads).
     fn set_window(&mut self, socket: SocketId, window: usize) {
         self.sock_mut(socket).window = window;
         self.pump();
