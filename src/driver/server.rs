@@ -204,6 +204,17 @@ impl ServerDriver {
         }
     }
 
+    /// Bytes queued for `socket` and not written yet (0 for a socket it does not hold).
+    pub fn unwritten(&self, socket: SocketId) -> usize {
+        let Some(conn) = self.conns.get(&socket.conn) else {
+            return 0;
+        };
+        match socket.side {
+            Side::La => conn.la.unwritten(),
+            Side::Lb => conn.lb.as_ref().map_or(0, Transport::unwritten),
+        }
+    }
+
     /// Bytes were read from `socket`.
     pub fn handle_read(&mut self, now: Instant, socket: SocketId, data: &[u8]) {
         if data.is_empty() {
@@ -350,6 +361,12 @@ impl ServerDriver {
             for &socket in &touched {
                 self.drain_transport(now, socket);
             }
+            // Only once every socket touched is drained: both sockets of a connection can be
+            // released in one call, and forgetting it at the first `Release` would drop the
+            // other socket's `ShutdownBoth` and `Release`.
+            for &socket in &touched {
+                self.forget_if_finished(socket.conn);
+            }
             self.sync_deadlines(&touched);
         }
     }
@@ -432,7 +449,6 @@ impl ServerDriver {
                 }
                 TransportAction::Release => {
                     self.actions.push_back(DriverAction::Release(socket));
-                    self.forget_if_finished(socket.conn);
                 }
             }
         }
