@@ -98,7 +98,8 @@
 //!                 Output::CheckPassword(conn, check) => {
 //!                     server.handle_input(now, Input::PasswordChecked(conn, check.run()))
 //!                 }
-//!                 Output::ReadLa(_) | Output::Close(_) => {}
+//!                 // Only a cluster node (`Server::clustered`) asks its directory and peers.
+//!                 Output::ReadLa(_) | Output::Close(_) | Output::Cluster(_) => {}
 //!             }
 //!         }
 //!         if !busy {

@@ -350,6 +350,7 @@ impl Net {
     fn carry_out(&mut self, action: DriverAction) {
         let now = self.now;
         match action {
+            DriverAction::Cluster(output) => panic!("a single server asked a cluster: {output:?}"),
             DriverAction::Wake(socket) => self.expect_live(socket, "Wake"),
             DriverAction::Connect {
                 conn,
