@@ -312,7 +312,7 @@ impl Net {
         self.pump();
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
+    fn next_deadline(&mut self) -> Option<Instant> {
         let connects = self.connects.iter().map(|c| c.deadline);
         self.driver.poll_timeout().into_iter().chain(connects).min()
     }

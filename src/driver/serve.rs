@@ -13,13 +13,14 @@
 //! connection holds no buffer.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::io::ErrorKind;
 use std::net::{Shutdown, SocketAddr};
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
 
 use super::server::{DriverAction, ServerDriver, Side, SocketId};
 use super::{accept, AsyncStream, AsyncTimer, DriverConfig, Runtime};
@@ -68,7 +69,7 @@ pub async fn serve_node<R: Runtime>(
         RefCell::new(Hub {
             driver: server,
             cluster: outputs,
-            conns: HashMap::new(),
+            conns: FxHashMap::default(),
             buffer: vec![0; driver.read_chunk.max(1)],
             timer: TimerTask::default(),
             running: None,
@@ -192,7 +193,7 @@ struct Hub<R: Runtime> {
     driver: ServerDriver,
     /// Where cluster outputs go; `None` for a single server, which makes none.
     cluster: Option<async_channel::Sender<ClusterOutput>>,
-    conns: HashMap<ConnId, ConnIo<R::Stream>>,
+    conns: FxHashMap<ConnId, ConnIo<R::Stream>>,
     /// Where every read lands: the core copies what it keeps at once.
     buffer: Vec<u8>,
     timer: TimerTask,
@@ -433,9 +434,11 @@ impl<R: Runtime> Hub<R> {
             match action {
                 DriverAction::Wake(socket) => {
                     if self.running != Some(socket.conn) {
-                        // Written at once; only a full socket needs its task.
+                        // Written at once; only a full socket needs its task. Lb is read
+                        // whenever it has something, so its task is waiting on it already;
+                        // La is read per grant, which may be new.
                         self.flush(socket, None);
-                        if self.driver.wants_read(socket) {
+                        if socket.side == Side::La && self.driver.wants_read(socket) {
                             self.wake(socket.conn);
                         }
                     }

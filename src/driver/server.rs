@@ -7,7 +7,9 @@
 //! each [`DriverAction`]. Like the machines under it, it takes the time as an argument and
 //! never touches a socket, so a test drives it on a manual clock.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::fmt;
 // Addresses are plain values; `core::net` holds them without any socket machinery.
 use core::net::{IpAddr, SocketAddr};
@@ -110,6 +112,8 @@ struct Conn {
     lb: Option<Transport>,
     /// The core has closed it.
     closed: bool,
+    /// The deadline of each socket (La, Lb) as registered in [`ServerDriver::deadlines`].
+    registered: [Option<Instant>; 2],
 }
 
 impl Conn {
@@ -135,12 +139,13 @@ pub struct ServerDriver {
     server: Server,
     limits: ConnectionLimits,
     transport: TransportConfig,
-    conns: HashMap<ConnId, Conn>,
-    /// Transport deadlines, with the one registered for each socket beside it.
+    conns: FxHashMap<ConnId, Conn>,
+    /// Transport deadlines; each connection keeps its own registered ones beside it.
     deadlines: BTreeSet<(Instant, SocketId)>,
-    registered: HashMap<SocketId, Instant>,
     /// Sockets touched by the current call: their actions and deadlines are collected at its end.
     touched: Vec<SocketId>,
+    /// Sockets whose deadlines may have changed since they were last synced.
+    unsynced: Vec<SocketId>,
     actions: VecDeque<DriverAction>,
 }
 
@@ -156,10 +161,10 @@ impl ServerDriver {
             server,
             limits: ConnectionLimits::from_config(driver),
             transport: driver.transport(),
-            conns: HashMap::new(),
+            conns: FxHashMap::default(),
             deadlines: BTreeSet::new(),
-            registered: HashMap::new(),
             touched: Vec::new(),
+            unsynced: Vec::new(),
             actions: VecDeque::new(),
         }
     }
@@ -187,6 +192,7 @@ impl ServerDriver {
                 la: Transport::new(self.transport, ReadPolicy::OnGrant),
                 lb: None,
                 closed: false,
+                registered: [None, None],
             },
         );
         self.finish(now);
@@ -244,7 +250,9 @@ impl ServerDriver {
     /// The next bytes to write to `socket`, if any; report what was written with
     /// [`ServerDriver::handle_written`] before asking again.
     pub fn poll_transmit(&mut self, socket: SocketId) -> Option<Bytes> {
-        self.transport_mut(socket)?.poll_transmit()
+        // Taking bytes out asks nothing of the driver, so the socket is not `touched`.
+        let conn = self.conns.get_mut(&socket.conn)?;
+        conn.transport(socket.side)?.poll_transmit()
     }
 
     /// `n` bytes of what [`ServerDriver::poll_transmit`] gave were written (0 if none).
@@ -302,6 +310,7 @@ impl ServerDriver {
 
     /// Fires every deadline due at `now`, the hub's and the sockets'.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.sync_deadlines();
         if self.server.poll_timeout().is_some_and(|at| at <= now) {
             self.server.handle_timeout(now);
         }
@@ -310,7 +319,9 @@ impl ServerDriver {
                 break;
             }
             self.deadlines.pop_first();
-            self.registered.remove(&socket);
+            if let Some(conn) = self.conns.get_mut(&socket.conn) {
+                conn.registered[socket.side as usize] = None;
+            }
             if let Some(transport) = self.transport_mut(socket) {
                 transport.handle_timeout(now);
             }
@@ -319,7 +330,8 @@ impl ServerDriver {
     }
 
     /// When [`ServerDriver::handle_timeout`] should next be called.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.sync_deadlines();
         let sockets = self.deadlines.first().map(|&(at, _)| at);
         self.server.poll_timeout().into_iter().chain(sockets).min()
     }
@@ -356,8 +368,10 @@ impl ServerDriver {
                 return;
             }
             let mut touched = std::mem::take(&mut self.touched);
-            touched.sort_unstable();
-            touched.dedup();
+            if touched.len() > 1 {
+                touched.sort_unstable();
+                touched.dedup();
+            }
             for &socket in &touched {
                 self.drain_transport(now, socket);
             }
@@ -367,7 +381,9 @@ impl ServerDriver {
             for &socket in &touched {
                 self.forget_if_finished(socket.conn);
             }
-            self.sync_deadlines(&touched);
+            // Synced lazily (`poll_timeout`, `handle_timeout`): a message queued and written
+            // within one turn of the runtime never costs a timer entry.
+            self.unsynced.extend_from_slice(&touched);
         }
     }
 
@@ -457,33 +473,52 @@ impl ServerDriver {
     /// Forgets a connection the core has closed once all its sockets are finished with.
     fn forget_if_finished(&mut self, conn: ConnId) {
         if self.conns.get(&conn).is_some_and(Conn::finished) {
-            self.conns.remove(&conn);
+            if let Some(gone) = self.conns.remove(&conn) {
+                for (side, at) in [Side::La, Side::Lb].into_iter().zip(gone.registered) {
+                    if let Some(at) = at {
+                        self.deadlines.remove(&(at, SocketId { conn, side }));
+                    }
+                }
+            }
             log::debug!("{conn} closed");
         }
     }
 
-    fn sync_deadlines(&mut self, sockets: &[SocketId]) {
-        for &socket in sockets {
-            let wanted = self
-                .conns
-                .get(&socket.conn)
-                .and_then(|conn| match socket.side {
-                    Side::La => Some(&conn.la),
-                    Side::Lb => conn.lb.as_ref(),
-                })
-                .and_then(Transport::poll_timeout);
-            let known = self.registered.get(&socket).copied();
-            if known == wanted {
-                continue;
-            }
-            if let Some(at) = known {
-                self.deadlines.remove(&(at, socket));
-                self.registered.remove(&socket);
-            }
-            if let Some(at) = wanted {
-                self.deadlines.insert((at, socket));
-                self.registered.insert(socket, at);
-            }
+    fn sync_deadlines(&mut self) {
+        if self.unsynced.is_empty() {
+            return;
+        }
+        let mut sockets = std::mem::take(&mut self.unsynced);
+        sockets.sort_unstable();
+        sockets.dedup();
+        for &socket in &sockets {
+            self.sync_deadline(socket);
+        }
+        sockets.clear();
+        // Its room is kept for the next turn.
+        self.unsynced = sockets;
+    }
+
+    /// Makes the timer set match one socket's current deadline.
+    fn sync_deadline(&mut self, socket: SocketId) {
+        let Some(conn) = self.conns.get_mut(&socket.conn) else {
+            return;
+        };
+        let transport = match socket.side {
+            Side::La => Some(&conn.la),
+            Side::Lb => conn.lb.as_ref(),
+        };
+        let wanted = transport.and_then(Transport::poll_timeout);
+        let known = &mut conn.registered[socket.side as usize];
+        if *known == wanted {
+            return;
+        }
+        if let Some(at) = known.take() {
+            self.deadlines.remove(&(at, socket));
+        }
+        if let Some(at) = wanted {
+            self.deadlines.insert((at, socket));
+            *known = Some(at);
         }
     }
 }

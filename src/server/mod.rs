@@ -11,13 +11,14 @@ mod cluster;
 mod directory;
 mod session;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 // Addresses are plain values; `core::net` holds them without any socket machinery.
 use core::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rustc_hash::FxHashMap;
 
 pub use broadcast::{BroadcastAggregator, Outcome};
 pub use cluster::{ClusterInput, ClusterOutput, NodeId, NodeMessage, OnlineEntry, QueryId};
@@ -188,17 +189,17 @@ struct Question {
 pub struct Server {
     config: ServerConfig,
     users: Users,
-    sessions: HashMap<ConnId, Entry>,
+    sessions: FxHashMap<ConnId, Entry>,
     next_conn: u64,
     /// This server's name in its cluster.
     node: NodeId,
     directory: Directory,
     /// Sessions logging in whose claim is with the cluster's directory, and the user.
-    claiming: HashMap<ConnId, Vec<u8>>,
-    questions: HashMap<QueryId, Question>,
+    claiming: FxHashMap<ConnId, Vec<u8>>,
+    questions: FxHashMap<QueryId, Question>,
     next_query: u64,
     next_login: u64,
-    requests: HashMap<RequestId, Pending>,
+    requests: FxHashMap<RequestId, Pending>,
     next_request: u64,
     timers: BTreeSet<(Instant, ConnId, TimerKind)>,
     /// Sessions whose request was answered, so their next La line may be read.
@@ -236,15 +237,15 @@ impl Server {
         Server {
             config,
             users,
-            sessions: HashMap::new(),
+            sessions: FxHashMap::default(),
             next_conn: 0,
             node,
             directory,
-            claiming: HashMap::new(),
-            questions: HashMap::new(),
+            claiming: FxHashMap::default(),
+            questions: FxHashMap::default(),
             next_query: 0,
             next_login: 0,
-            requests: HashMap::new(),
+            requests: FxHashMap::default(),
             next_request: 0,
             timers: BTreeSet::new(),
             wakeups: Vec::new(),
