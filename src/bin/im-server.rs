@@ -103,6 +103,11 @@ struct Args {
     )]
     max_per_ip: usize,
 
+    /// Set SO_REUSEPORT on the listening socket, so that several `im-server` processes (cluster
+    /// nodes) on this machine listen on one port and the kernel spreads clients among them.
+    #[arg(long)]
+    reuse_port: bool,
+
     /// The log level on standard error (error, warn, info, debug, trace, off); `RUST_LOG`, if
     /// set, overrides it.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
@@ -203,7 +208,7 @@ fn main() -> ExitCode {
     };
 
     let address = SocketAddr::new(args.bind, port);
-    let (local, listener) = match listen(address) {
+    let (local, listener) = match listen(address, args.reuse_port) {
         Ok(bound) => bound,
         Err(error) => {
             eprintln!("im-server: cannot listen on {address}: {error}");
@@ -256,9 +261,23 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Binds `address`; returns the address really bound (the port, if 0 was asked) and the listener.
-fn listen(address: SocketAddr) -> io::Result<(SocketAddr, std::net::TcpListener)> {
-    let listener = std::net::TcpListener::bind(address)?;
+/// Binds `address` (with SO_REUSEPORT if `reuse_port`); returns the address really bound (the
+/// port, if 0 was asked) and the listener.
+fn listen(address: SocketAddr, reuse_port: bool) -> io::Result<(SocketAddr, std::net::TcpListener)> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+    // As std's own `bind` does: a restarted server need not wait out TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if address.is_ipv6() {
+        // Dual-stack, as std's listener is on Linux by default.
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    let listener: std::net::TcpListener = socket.into();
     Ok((listener.local_addr()?, listener))
 }
 
