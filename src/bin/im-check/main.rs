@@ -20,7 +20,7 @@ mod server;
 mod wire;
 
 use std::ffi::OsString;
-use std::net::ToSocketAddrs;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -84,9 +84,10 @@ struct ServerArgs {
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
 
-    /// The server's TCP port.
+    /// The server's TCP port. Give it more than once for a cluster (`--port 4000 --port 4001`):
+    /// the users are spread over the nodes in turn, so users of one check are on different nodes.
     #[arg(long, required_unless_present = "list", value_parser = clap::value_parser!(u16).range(1..))]
-    port: Option<u16>,
+    port: Vec<u16>,
 
     /// The users file the server was started with (`username password` a line).
     #[arg(long, value_name = "FILE", required_unless_present = "list")]
@@ -139,17 +140,22 @@ fn main() -> ExitCode {
 
 fn run_server(args: ServerArgs) -> Result<ExitCode, String> {
     run_mode("server", server::CHECKS, &args.common, move || {
-        let (Some(port), Some(users_path)) = (args.port, args.users) else {
+        let (false, Some(users_path)) = (args.port.is_empty(), args.users) else {
             return Err("--port and --users are required".into());
         };
-        let addr = (args.host.as_str(), port)
-            .to_socket_addrs()
-            .map_err(|error| format!("cannot resolve {}: {error}", args.host))?
-            .next()
-            .ok_or_else(|| format!("{} has no address", args.host))?;
+        let mut addrs = Vec::new();
+        for &port in &args.port {
+            let addr = (args.host.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|error| format!("cannot resolve {}: {error}", args.host))?
+                .next()
+                .ok_or_else(|| format!("{} has no address", args.host))?;
+            addrs.push(addr);
+        }
+        let shown: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
         let (accounts, hashed_accounts) = read_accounts(&users_path)?;
         let config = server::ServerConfig {
-            addr,
+            addrs,
             accounts,
             hashed_accounts,
             ack_timeout: args.ack_timeout,
@@ -157,7 +163,7 @@ fn run_server(args: ServerArgs) -> Result<ExitCode, String> {
             max_login_failures: args.max_login_failures,
             max_line: args.max_line,
         };
-        Ok((addr.to_string(), config))
+        Ok((shown.join(" "), config))
     })
 }
 

@@ -32,11 +32,20 @@ pub struct Account {
     pub password: Vec<u8>,
 }
 
+impl ServerConfig {
+    /// Where `account` connects: the addresses taken in turn by its place in the users file.
+    pub fn addr_for(&self, account: &Account) -> SocketAddr {
+        let place = self.accounts.iter().position(|a| a.name == account.name);
+        self.addrs[place.unwrap_or(0) % self.addrs.len()]
+    }
+}
+
 /// What im-check knows about the server under test.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Where it listens.
-    pub addr: SocketAddr,
+    /// Where it listens: one address, or one per node of a cluster. Users are spread over
+    /// them in file order, so the checks with two or more users cross nodes.
+    pub addrs: Vec<SocketAddr>,
     /// The accounts of its users file with plain passwords, in file order.
     pub accounts: Vec<Account>,
     /// How many more accounts it has whose password is stored hashed (unusable here).

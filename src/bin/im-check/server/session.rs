@@ -52,7 +52,7 @@ impl Ctx {
     pub(super) fn connect(&self, account: &Account) -> Result<Session, Failure> {
         let name = String::from_utf8_lossy(&account.name).into_owned();
         let la = Conn::connect(
-            self.config.addr,
+            self.config.addr_for(account),
             self.deadline,
             format!("{name} La"),
             Arc::clone(&self.transcript),
