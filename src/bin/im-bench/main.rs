@@ -101,9 +101,10 @@ struct TargetArgs {
     /// The server's IP address or host name.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
-    /// The server's port.
-    #[arg(long)]
-    port: u16,
+    /// The server's port. Give it once per node of a cluster (`--port 4000 --port 4001`): the
+    /// users are spread over the nodes in turn, a `to` receiver on another node than its sender.
+    #[arg(long, required = true)]
+    port: Vec<u16>,
     /// The users file the server runs with; its accounts are used in file order.
     #[arg(long, value_name = "FILE")]
     users: PathBuf,
@@ -118,9 +119,10 @@ struct TargetArgs {
     #[arg(long, value_name = "N", default_value_t = 64)]
     concurrency: usize,
     /// The server's process id, to report its memory and processor time (from `/proc/<pid>`;
-    /// the server must run on this machine).
+    /// the server must run on this machine). Give it for every node of a cluster, and for its
+    /// Redis: their processor time is added up.
     #[arg(long, value_name = "PID")]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
     /// Where the simulated users listen for Lb: `FIRST-LAST` (ports taken in turn, skipping
     /// those in use), or `0` to let the system pick as the real client does. The default range
     /// lies below Linux's ephemeral ports, which thousands of sessions would otherwise exhaust.
@@ -295,11 +297,15 @@ impl Scenario<'_> {
 
 /// Resolves the server's address and reads the accounts the scenario needs.
 fn target(args: &TargetArgs, needed: usize, runtime: Smol) -> Result<Target, String> {
-    let server: SocketAddr = (args.host.as_str(), args.port)
-        .to_socket_addrs()
-        .map_err(|err| format!("cannot resolve {}: {err}", args.host))?
-        .next()
-        .ok_or_else(|| format!("{} has no address", args.host))?;
+    let mut servers = Vec::new();
+    for &port in &args.port {
+        let server: SocketAddr = (args.host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|err| format!("cannot resolve {}: {err}", args.host))?
+            .next()
+            .ok_or_else(|| format!("{} has no address", args.host))?;
+        servers.push(server);
+    }
     let all = accounts::read_accounts(&args.users).map_err(|err| err.to_string())?;
     let accounts: Vec<_> = all.into_iter().skip(args.first_user).take(needed).collect();
     if accounts.len() < needed {
@@ -314,11 +320,11 @@ fn target(args: &TargetArgs, needed: usize, runtime: Smol) -> Result<Target, Str
     }
     Ok(Target {
         runtime,
-        server,
+        servers,
         accounts,
         timeout: args.timeout.0,
         concurrency: args.concurrency.max(1),
-        server_pid: args.server_pid,
+        server_pids: args.server_pid.clone(),
         lb_ports: Rc::new(match args.lb_ports.0 {
             Some((first, last)) => LbPorts::range(first, last),
             None => LbPorts::System,

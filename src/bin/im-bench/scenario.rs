@@ -25,18 +25,42 @@ use crate::user::{FailureKind, LbPorts, SimUser, UserError};
 pub struct Target {
     /// The runtime the users' client driver runs on (sockets and timers).
     pub runtime: Smol,
-    /// The server's La address.
-    pub server: SocketAddr,
+    /// The server's La address; one per node of a cluster, users spread over them in turn.
+    pub servers: Vec<SocketAddr>,
     /// The accounts the scenario uses, in order.
     pub accounts: Vec<Account>,
     /// The longest any one wait may take (a login, an answer, an `/exit`).
     pub timeout: Duration,
     /// Sessions opened at the same time during setup.
     pub concurrency: usize,
-    /// The server's process id, to read its memory from `/proc`.
-    pub server_pid: Option<u32>,
+    /// The server's process ids (every node, and Redis, for a cluster): their processor time
+    /// is added up; the first one's memory is reported.
+    pub server_pids: Vec<u32>,
     /// Where the users listen for Lb.
     pub lb_ports: Rc<LbPorts>,
+}
+
+impl Target {
+    /// The address for the `index`th account of a scenario whose senders are its first
+    /// `senders` accounts: in turn, shifted by one for each block of `senders`, so that a
+    /// sender's receiver (`senders` places on) is on another node whenever there are two.
+    fn server_for(&self, index: usize, senders: usize) -> SocketAddr {
+        let shift = index / senders.max(1);
+        self.servers[(index + shift) % self.servers.len()]
+    }
+
+    /// The first server process, whose memory is reported.
+    fn server_pid(&self) -> Option<u32> {
+        self.server_pids.first().copied()
+    }
+}
+
+/// Processor time used so far by all of `pids`, if each can be read.
+fn servers_cpu(pids: &[u32]) -> Option<Duration> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| cpu_time(Some(pid))).sum()
 }
 
 /// When a request load stops, and how it warms up.
@@ -90,6 +114,7 @@ async fn open_sessions(
     executor: &LocalExecutor<'static>,
     target: &Target,
     accounts: &[Account],
+    senders: usize,
     stop_at: Option<Instant>,
     failures: &Shared<FailureLog>,
 ) -> Opened {
@@ -115,8 +140,10 @@ async fn open_sessions(
                 opened.clone(),
             );
             let (histogram, failures) = (histogram.clone(), failures.clone());
-            let (runtime, server, timeout) =
-                (target.runtime.clone(), target.server, target.timeout);
+            let (runtime, timeout) = (target.runtime.clone(), target.timeout);
+            let servers: Vec<SocketAddr> = (0..accounts.len())
+                .map(|index| target.server_for(index, senders))
+                .collect();
             let lb_ports = target.lb_ports.clone();
             executor.spawn(async move {
                 loop {
@@ -129,7 +156,7 @@ async fn open_sessions(
                     let account = &accounts[index];
                     let login = SimUser::login(
                         runtime.clone(),
-                        server,
+                        servers[index],
                         &account.user,
                         &account.password,
                         lb_ports.clone(),
@@ -356,13 +383,10 @@ async fn run_load(
     };
     // Processor time is sampled when warm-up ends and when the last sender stops.
     let cpu_at_warmup_end = {
-        let server_pid = target.server_pid;
+        let server_pids = target.server_pids.clone();
         executor.spawn(async move {
             Timer::at(warmup_end).await;
-            (
-                cpu_time(None),
-                server_pid.and_then(|pid| cpu_time(Some(pid))),
-            )
+            (cpu_time(None), servers_cpu(&server_pids))
         })
     };
     let tasks: Vec<Task<Option<SimUser>>> = senders
@@ -376,10 +400,7 @@ async fn run_load(
         users.extend(task.await);
     }
     let end = Instant::now();
-    let cpu_at_end = (
-        cpu_time(None),
-        target.server_pid.and_then(|pid| cpu_time(Some(pid))),
-    );
+    let cpu_at_end = (cpu_time(None), servers_cpu(&target.server_pids));
     // Already done unless the run ended during warm-up, when nothing was measured anyway.
     let cpu_at_warmup_end = cpu_at_warmup_end.await;
     drop(progress_task);
@@ -450,7 +471,12 @@ fn report(
     let failures = failures.borrow();
     Report {
         scenario,
-        server: target.server.to_string(),
+        server: target
+            .servers
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
         setup,
         load,
         server_memory,
@@ -470,7 +496,7 @@ pub async fn run_to(
 ) -> Report {
     let failures = Rc::new(RefCell::new(FailureLog::default()));
     let accounts = &target.accounts[..2 * pairs];
-    let opened = open_sessions(executor, target, accounts, None, &failures).await;
+    let opened = open_sessions(executor, target, accounts, pairs, None, &failures).await;
     let content = payload(payload_size);
     let mut users = opened.users;
     let receivers_side = users.split_off(pairs);
@@ -494,7 +520,9 @@ pub async fn run_to(
     let (load, mut users) =
         run_load(executor, target, bounds, senders, receivers, 1, &failures).await;
     users.extend(unpaired);
-    let memory = target.server_pid.map(|pid| memory(pid, None, users.len()));
+    let memory = target
+        .server_pid()
+        .map(|pid| memory(pid, None, users.len()));
     close_sessions(executor, users, target.timeout, &failures).await;
     report("to", target, opened.setup, Some(load), memory, &failures)
 }
@@ -509,7 +537,7 @@ pub async fn run_toall(
 ) -> Report {
     let failures = Rc::new(RefCell::new(FailureLog::default()));
     let accounts = &target.accounts[..recipients + 1];
-    let opened = open_sessions(executor, target, accounts, None, &failures).await;
+    let opened = open_sessions(executor, target, accounts, usize::MAX, None, &failures).await;
     let mut users = opened.users.into_iter();
     let sender = users.next().flatten();
     let recipients: Vec<SimUser> = users.flatten().collect();
@@ -522,7 +550,9 @@ pub async fn run_toall(
         executor, target, bounds, senders, recipients, fanout, &failures,
     )
     .await;
-    let memory = target.server_pid.map(|pid| memory(pid, None, users.len()));
+    let memory = target
+        .server_pid()
+        .map(|pid| memory(pid, None, users.len()));
     close_sessions(executor, users, target.timeout, &failures).await;
     report("toall", target, opened.setup, Some(load), memory, &failures)
 }
@@ -538,17 +568,25 @@ pub async fn run_sessions(
 ) -> Report {
     let failures = Rc::new(RefCell::new(FailureLog::default()));
     let rss_before = target
-        .server_pid
+        .server_pid()
         .and_then(|pid| proc_status_kib(pid, "VmRSS"));
     let accounts = &target.accounts[..count];
     let stop_at = Instant::now() + duration;
-    let opened = open_sessions(executor, target, accounts, Some(stop_at), &failures).await;
+    let opened = open_sessions(
+        executor,
+        target,
+        accounts,
+        usize::MAX,
+        Some(stop_at),
+        &failures,
+    )
+    .await;
     let users: Vec<SimUser> = opened.users.into_iter().flatten().collect();
     if !hold.is_zero() {
         Timer::after(hold).await;
     }
     let memory = target
-        .server_pid
+        .server_pid()
         .map(|pid| memory(pid, rss_before, users.len()));
     close_sessions(executor, users, target.timeout, &failures).await;
     report("sessions", target, opened.setup, None, memory, &failures)
