@@ -29,7 +29,7 @@ pub use config::{
     ConnectionLimits, DriverConfig, Refusal, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_IP,
     THREAD_STACK,
 };
-pub use serve::{serve, serve_node, ClusterLink};
+pub use serve::{serve, serve_cluster, serve_node, ClusterLink};
 pub use server::{DriverAction, ServerDriver, Side, SocketId};
 
 /// A future that runs on the driver's one thread (it shares the driver through `Rc`).

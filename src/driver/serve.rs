@@ -51,6 +51,27 @@ pub struct ClusterLink {
     pub inputs: async_channel::Receiver<ClusterInput>,
 }
 
+/// Serves clients accepted on `listener` as one node of a cluster until `shutdown` completes:
+/// `engine` gets the two ends of the node's [`ClusterLink`] (the hub's questions in, the
+/// answers out) and runs beside the server for as long as it does.
+pub async fn serve_cluster<R: Runtime, E: Future<Output = ()> + 'static>(
+    runtime: R,
+    listener: R::Listener,
+    server: ServerDriver,
+    driver: &DriverConfig,
+    engine: impl FnOnce(
+        async_channel::Receiver<ClusterOutput>,
+        async_channel::Sender<ClusterInput>,
+    ) -> E,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (outputs, questions) = async_channel::unbounded();
+    let (answers, inputs) = async_channel::unbounded();
+    runtime.spawn(Box::pin(engine(questions, answers)));
+    let link = ClusterLink { outputs, inputs };
+    serve_node(runtime, listener, server, driver, Some(link), shutdown).await
+}
+
 /// Serves clients accepted on `listener` with `server` (a cluster node when `cluster` links
 /// it to its engine) until `shutdown` completes.
 pub async fn serve_node<R: Runtime>(
