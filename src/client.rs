@@ -1,9 +1,10 @@
 //! [`ClientSession`]: the client of PROTOCOL.md §4 as a sans-IO state machine.
 //!
-//! The adapter feeds it standard-input lines, La and Lb bytes and the current time, and carries
-//! out what it asks: read a line, send bytes, open the Lb listener, exit. What happened is
-//! reported as typed [`ClientEvent`]s (a prompt, an answer, a delivery, an error): the terminal
-//! prints them (`crate::terminal`), a load generator counts them, a test compares them.
+//! Its driver ([`crate::driver::client`]) feeds it standard-input lines, La and Lb bytes and
+//! the current time, and carries out what it asks: read a line, send bytes, open the Lb
+//! listener, exit. What happened is reported as typed [`ClientEvent`]s (a prompt, an answer,
+//! a delivery, an error): the terminal prints them (`crate::terminal`), a load generator
+//! counts them, a test compares them.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -35,7 +36,7 @@ impl Default for ClientConfig {
     }
 }
 
-/// Something that happened to the client, fed in by the adapter.
+/// Something that happened to the client, fed in by its driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientInput<'a> {
     /// One line of standard input, without its line end; answers [`ClientOutput::ReadLine`].
@@ -60,7 +61,7 @@ pub enum ClientInput<'a> {
     LbClosed,
 }
 
-/// Something the client asks its adapter to do, drained with [`ClientSession::poll_output`].
+/// Something the client asks its driver to do, drained with [`ClientSession::poll_output`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientOutput {
     /// Something happened that the user should learn of; the front-end decides how.

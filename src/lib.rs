@@ -11,9 +11,16 @@
 //!   turns a request's delivery outcomes into its one `303`/`304`.
 //! - [`client`]: [`ClientSession`](client::ClientSession), the interactive client; it reports
 //!   typed [`ClientEvent`](client::ClientEvent)s, which [`terminal`] prints.
-//! - [`driver`]: the client's driving, written once above the runtime trait.
+//! - [`transport`]: [`Transport`](transport::Transport), one socket's policy as a sans-IO
+//!   machine: outbox cap, write deadline, read grants, half-close, linger.
+//! - [`driver`]: written once for every runtime:
+//!   [`ServerDriver`](driver::ServerDriver) (the connection table, caps, a transport per
+//!   socket) and [`ClientDriver`](driver::ClientDriver), both sans-IO; the
+//!   [`Runtime`](driver::Runtime) trait; the async server loop ([`serve`](driver::serve)) and
+//!   client ([`AsyncClient`](driver::AsyncClient)) above it.
 //! - [`users`]: the users file.
-//! - [`runtime`]: the smol and threads glue that carries bytes between sockets and the machines.
+//! - [`runtime`]: the glue of each runtime: smol behind the trait, and std threads driving the
+//!   drivers directly on blocking sockets (`docs/runtimes.md`).
 //! - [`cli`]: what the binaries' command lines share.
 //!
 //! # The run loop
@@ -66,7 +73,7 @@
 //!                         client.session.handle_input(now, ClientInput::Line(line.as_bytes()));
 //!                     }
 //!                     ClientOutput::ReadLine { .. } => {} // the user has not typed anything yet
-//!                     // (A socket adapter reads La only when the server grants it: `ReadLa`.)
+//!                     // (A socket driver reads La only when the server grants it: `ReadLa`.)
 //!                     ClientOutput::SendLa(bytes) => {
 //!                         server.handle_input(now, Input::LaData(conn, &bytes))
 //!                     }
@@ -94,7 +101,7 @@
 //!                     session(clients, conn).handle_input(now, ClientInput::LbAccepted);
 //!                     server.handle_input(now, Input::LbConnected(conn));
 //!                 }
-//!                 // An argon2 check: a socket adapter runs it off its event loop.
+//!                 // An argon2 check: a socket runtime runs it off its event loop.
 //!                 Output::CheckPassword(conn, check) => {
 //!                     server.handle_input(now, Input::PasswordChecked(conn, check.run()))
 //!                 }

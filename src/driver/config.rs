@@ -90,9 +90,10 @@ impl fmt::Display for Refusal {
 
 /// Counts open client connections, in all and per IP address, against their caps.
 ///
-/// Both runtimes call it: [`ConnectionLimits::admit`] when the listener accepts, and
-/// [`ConnectionLimits::release`] when the core closes the connection. It is a resource guard
-/// of the adapter, not protocol logic, which is why the core does not know about it.
+/// [`ServerDriver`](crate::driver::ServerDriver) calls it for every runtime:
+/// [`ConnectionLimits::admit`] when the listener accepts, and [`ConnectionLimits::release`]
+/// when the core closes the connection. It is a resource guard of the driver, not protocol
+/// logic, which is why the core does not know about it.
 #[derive(Clone, Debug)]
 pub struct ConnectionLimits {
     max_connections: usize,

@@ -8,6 +8,10 @@
 //! - [`serve`] is the async server loop on top of it, written once against [`Runtime`]: a
 //!   runtime supplies spawning, timers and non-blocking sockets, nothing else.
 //!   `runtime::smol` is one such runtime, and `examples/tokio_server.rs` another.
+//! - [`client`]: [`ClientDriver`], the client's sans-IO driver, and [`AsyncClient`], its
+//!   sockets on any [`Runtime`].
+//! - `runtime::threads` drives [`ServerDriver`] and [`ClientDriver`] itself, on blocking
+//!   sockets; `docs/runtimes.md` gives the contract every runtime follows.
 //!
 //! The seam is modelled on quinn's `Runtime` / `AsyncTimer` / `AsyncUdpSocket`: small traits
 //! that expose readiness and non-blocking calls, so the loop above them decides everything.

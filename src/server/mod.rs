@@ -1,10 +1,11 @@
 //! The server side: [`Server`], the hub that owns every client's [`ServerSession`] and routes
 //! between them, and [`BroadcastAggregator`], which turns delivery outcomes into one answer.
 //!
-//! The adapter accepts connections ([`Server::accept`]), feeds what happens on sockets in
-//! ([`Server::handle_input`]) and the passing of time ([`Server::handle_timeout`]), and carries
-//! out each [`Output`] from [`Server::poll_output`] until it returns `None`. Then nothing new
-//! happens until the next input or [`Server::poll_timeout`].
+//! Its driver ([`ServerDriver`](crate::driver::ServerDriver)) accepts connections
+//! ([`Server::accept`]), feeds what happens on sockets in ([`Server::handle_input`]) and the
+//! passing of time ([`Server::handle_timeout`]), and carries out each [`Output`] from
+//! [`Server::poll_output`] until it returns `None`. Then nothing new happens until the next
+//! input or [`Server::poll_timeout`].
 
 mod broadcast;
 mod cluster;
@@ -88,7 +89,7 @@ pub enum Input<'a> {
     PasswordChecked(ConnId, bool),
 }
 
-/// Something the adapter must do.
+/// Something the driver must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     /// Read once from La and feed what came as [`Input::LaData`].
@@ -349,7 +350,7 @@ impl Server {
         self.sync_touched();
     }
 
-    /// The next thing the adapter must do, or `None` until new input or the next timeout.
+    /// The next thing the driver must do, or `None` until new input or the next timeout.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
     }

@@ -1,9 +1,10 @@
 //! `im-bench`: a load generator for any server of PROTOCOL.md, and the figures of BENCHMARKS.md.
 //!
-//! Each simulated user is a [`simple_im::client::ClientSession`] (the same client core as
-//! `im-client`), driven over real sockets on one smol thread; the scenario answers its
-//! `ReadLine` requests and reads its `Print`s. It speaks only the wire protocol, so it loads
-//! whatever listens at `--host`/`--port`, given the users file the server was started with.
+//! Each simulated user is the client driver's `AsyncClient` on smol around a
+//! [`simple_im::client::ClientSession`] (the same client core as `im-client`), over real
+//! sockets on one thread; the scenario answers its line requests and counts its events. It
+//! speaks only the wire protocol, so it loads whatever listens at `--host`/`--port`, given
+//! the users file the server was started with.
 //!
 //! ```text
 //! im-bench gen-users 12000 > users.txt
