@@ -263,7 +263,10 @@ fn main() -> ExitCode {
 
 /// Binds `address` (with SO_REUSEPORT if `reuse_port`); returns the address really bound (the
 /// port, if 0 was asked) and the listener.
-fn listen(address: SocketAddr, reuse_port: bool) -> io::Result<(SocketAddr, std::net::TcpListener)> {
+fn listen(
+    address: SocketAddr,
+    reuse_port: bool,
+) -> io::Result<(SocketAddr, std::net::TcpListener)> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
     // As std's own `bind` does: a restarted server need not wait out TIME_WAIT.

@@ -144,6 +144,11 @@ impl ServerProcess {
     /// Starts the server in `runtime` on a free port of 127.0.0.1 (unless `options` name
     /// another `--bind`) with these accounts and options.
     pub fn start(runtime: Runtime, users: &str, options: &[&str]) -> Self {
+        Self::start_on(0, runtime, users, options)
+    }
+
+    /// As [`ServerProcess::start`], on this port (0: a free one).
+    pub fn start_on(port: u16, runtime: Runtime, users: &str, options: &[&str]) -> Self {
         let users = TempFile::new("users.txt", users.as_bytes());
         let bind: &[&str] = if options.contains(&"--bind") {
             &[]
@@ -154,13 +159,14 @@ impl ServerProcess {
             Runtime::TokioExample => {
                 assert!(options.is_empty(), "the tokio example takes no options");
                 let mut command = Command::new(tokio_example());
-                command.arg("0").arg(users.path()).env("RUST_LOG", "debug");
+                let port = port.to_string();
+                command.arg(port).arg(users.path()).env("RUST_LOG", "debug");
                 command
             }
             _ => {
                 let mut command = Command::new(BIN);
                 command
-                    .arg("0")
+                    .arg(port.to_string())
                     .arg(users.path())
                     .args(bind)
                     .args(["--log", "debug", "--runtime", runtime.name()])
