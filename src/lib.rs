@@ -15,6 +15,8 @@
 //! - [`users`]: the users file.
 //! - [`runtime`]: the smol and threads glue that carries bytes between sockets and the machines.
 //! - [`cli`]: what the binaries' command lines share.
+//! - [`cluster`]: the cluster engine on Redis: a node's directory, its lease, its messages to
+//!   the other nodes.
 //!
 //! # The run loop
 //!
@@ -137,6 +139,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod driver;
 pub mod protocol;
 pub mod runtime;
