@@ -22,6 +22,8 @@
 //! - [`runtime`]: the glue of each runtime: smol behind the trait, and std threads driving the
 //!   drivers directly on blocking sockets (`docs/runtimes.md`).
 //! - [`cli`]: what the binaries' command lines share.
+//! - [`cluster`]: the cluster engine on Redis: a node's directory, its lease, its messages to
+//!   the other nodes.
 //!
 //! # The run loop
 //!
@@ -144,6 +146,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod driver;
 pub mod protocol;
 pub mod runtime;

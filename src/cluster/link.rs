@@ -1,0 +1,95 @@
+//! One connection to Redis that comes back by itself: every call is bounded by a timeout, and
+//! a call that fails for any reason but Redis's own answer drops the connection, so the next
+//! call dials again.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Cmd, ErrorKind, FromRedisValue, Pipeline};
+use redis::{RedisError, RedisResult, ScriptInvocation};
+
+/// A lazily (re)connected multiplexed connection.
+pub(crate) struct Link {
+    client: Client,
+    config: AsyncConnectionConfig,
+    timeout: Duration,
+    conn: Option<MultiplexedConnection>,
+}
+
+impl Link {
+    /// Calls through this link take at most `timeout` each, dialing included.
+    pub(crate) fn new(client: Client, timeout: Duration) -> Self {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        Link {
+            client,
+            config,
+            timeout,
+            conn: None,
+        }
+    }
+
+    pub(crate) async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> RedisResult<T> {
+        self.call(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
+    }
+
+    pub(crate) async fn pipe<T: FromRedisValue>(&mut self, pipe: &Pipeline) -> RedisResult<T> {
+        self.call(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await
+    }
+
+    pub(crate) async fn invoke<T: FromRedisValue>(
+        &mut self,
+        script: &ScriptInvocation<'_>,
+    ) -> RedisResult<T> {
+        self.call(|mut conn| async move { script.invoke_async(&mut conn).await })
+            .await
+    }
+
+    async fn call<T, F>(&mut self, f: impl FnOnce(MultiplexedConnection) -> F) -> RedisResult<T>
+    where
+        F: Future<Output = RedisResult<T>>,
+    {
+        let timeout = self.timeout;
+        let result = bounded(timeout, async {
+            let conn = match &self.conn {
+                Some(conn) => conn.clone(),
+                None => {
+                    let conn = self
+                        .client
+                        .get_multiplexed_async_connection_with_config(&self.config)
+                        .await?;
+                    self.conn = Some(conn.clone());
+                    conn
+                }
+            };
+            f(conn).await
+        })
+        .await;
+        if let Err(error) = &result {
+            if !matches!(error.kind(), ErrorKind::Server(_)) {
+                self.conn = None;
+            }
+        }
+        result
+    }
+}
+
+/// `future`, or a timeout error after `timeout`.
+pub(crate) async fn bounded<T>(
+    timeout: Duration,
+    future: impl Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    futures_lite::future::or(future, async {
+        smol::Timer::after(timeout).await;
+        Err(RedisError::from(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer from Redis within {timeout:?}"),
+        )))
+    })
+    .await
+}

@@ -1,0 +1,816 @@
+//! The cluster engine: the other end of a node's [`ClusterLink`](crate::driver::ClusterLink),
+//! carrying the hub's [`ClusterOutput`]s to Redis and Redis's answers and the other nodes'
+//! messages back as [`ClusterInput`]s. [`join`] registers a node, [`Membership::run`] serves it.
+//!
+//! # Keys (`{p}` is [`ClusterConfig::prefix`])
+//!
+//! - `{p}:node-seq`: the last node id handed out (`INCR`); ids are never reused.
+//! - `{p}:node:{n}`: node `n`'s lease, a key that expires after [`ClusterConfig::lease`]
+//!   unless `n` renews it every [`ClusterConfig::heartbeat`].
+//! - `{p}:nodes`: the set of registered node ids.
+//! - `{p}:where`: hash, user → `"<node>:<conn>"`, the one session holding that user.
+//! - `{p}:order`: the last login order handed out.
+//! - `{p}:online`: sorted set of the users online, scored by login order.
+//! - `{p}:node-users:{n}`: the users node `n` claimed (so a reaper finds them).
+//! - `{p}:inbox:{n}`: stream of node `n`'s messages from other nodes (fields `from`, `kind`,
+//!   `request`, `slot`, `conn`, `line`, `delivered`); `n` deletes what it read.
+//!
+//! Claims, releases, the online list and reaping are Lua scripts, so each is one atomic step.
+//!
+//! # Leases and reaping
+//!
+//! A node whose lease key is gone is dead: every node checks all others on each heartbeat and
+//! reaps a dead one (in one script, and only if its lease is still gone: its users leave
+//! `where` and `online`, its `node-users` and inbox are deleted, it leaves `nodes`), then tells
+//! its own hub [`ClusterInput::NodeDown`] — once, and again only if that node was seen alive
+//! since. A node that vanished from `nodes` (reaped by another, or left) is down too.
+//!
+//! A node that finds its own lease gone (renewal answered nil: it was paused, or Redis lost its
+//! data), or that has not renewed it for longer than the lease (Redis unreachable), tells its hub
+//! [`ClusterInput::LeaseLost`] (which ends every local session) and, once Redis answers,
+//! registers again under the same id, dropping whatever of its old users the directory still
+//! holds. A claim is refused while the lease is lost, and by the claim script itself if the
+//! lease key is missing (fencing).
+//!
+//! # When Redis is unreachable
+//!
+//! Every Redis call gives up after at most a heartbeat (an inbox read after its one-second block
+//! plus a heartbeat). Claims then answer `false` (fail closed: never two sessions of one user),
+//! queries `None`, releases are dropped (the user stays claimed until the node's next
+//! registration or its reaping clears it). Messages to other nodes are retried in order with
+//! backoff until Redis takes them (at least once: a retried batch may arrive twice); only one that
+//! Redis refuses outright (a server error) is dropped, and a `Deliver` among them is answered
+//! locally as not delivered, so no sender waits on it. After a lease without renewal the hub is
+//! told `LeaseLost`. A node that lost its lease may still serve old sessions for up to a
+//! heartbeat after Redis expired its key.
+//!
+//! Known limit: node ids come from `{p}:node-seq`; if Redis loses its data, a node joining
+//! before the old ones registered again may get an id still in use. Run Redis with persistence
+//! if nodes join while others run.
+
+mod codec;
+mod link;
+mod scripts;
+
+use std::cell::Cell;
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use redis::{Client, ErrorKind, Value};
+use smol::Timer;
+
+use crate::server::{ClusterInput, ClusterOutput, ConnId, NodeId, NodeMessage, OnlineEntry};
+use link::Link;
+
+/// How a node reaches its cluster's Redis and how fast it declares nodes dead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `redis://HOST:PORT` or `unix:///path/to/socket`.
+    pub url: String,
+    /// How long a node stays alive without renewing its lease: the longest a dead node keeps
+    /// its users claimed.
+    pub lease: Duration,
+    /// How often a node renews its lease and looks for dead nodes; also the bound on each
+    /// Redis call. Well under `lease`, so one slow call does not cost the lease.
+    pub heartbeat: Duration,
+    /// Prefix of every key, so clusters (or tests) can share one Redis.
+    pub prefix: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            lease: Duration::from_secs(3),
+            heartbeat: Duration::from_secs(1),
+            prefix: "im".into(),
+        }
+    }
+}
+
+/// Why a node could not join its cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterError {
+    /// The URL is not one the Redis client takes.
+    InvalidUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Redis did not answer, or refused to register the node.
+    Unreachable {
+        /// The URL given.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClusterError::InvalidUrl { url, reason } => {
+                write!(f, "invalid Redis URL {url}: {reason}")
+            }
+            ClusterError::Unreachable { url, reason } => {
+                write!(f, "cannot reach Redis at {url}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClusterError {}
+
+/// The names of the cluster's keys.
+#[derive(Clone, Debug)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn seq(&self) -> String {
+        format!("{}:node-seq", self.prefix)
+    }
+    fn lease(&self, node: NodeId) -> String {
+        format!("{}:node:{}", self.prefix, node.0)
+    }
+    fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+    fn where_(&self) -> String {
+        format!("{}:where", self.prefix)
+    }
+    fn order(&self) -> String {
+        format!("{}:order", self.prefix)
+    }
+    fn online(&self) -> String {
+        format!("{}:online", self.prefix)
+    }
+    fn node_users(&self, node: NodeId) -> String {
+        format!("{}:node-users:{}", self.prefix, node.0)
+    }
+    fn inbox(&self, node: NodeId) -> String {
+        format!("{}:inbox:{}", self.prefix, node.0)
+    }
+}
+
+/// A node registered in its cluster, not yet serving: [`Membership::run`] keeps its lease and
+/// carries its hub's traffic.
+pub struct Membership {
+    config: ClusterConfig,
+    client: Client,
+    node: NodeId,
+    keys: Keys,
+    directory: Link,
+    /// When the registration that took the lease was sent: the lease runs from there.
+    registered: Instant,
+}
+
+/// Registers a new node in the cluster at `config.url`, under a fresh id (`INCR
+/// {p}:node-seq`), with its lease taken.
+pub async fn join(config: &ClusterConfig) -> Result<Membership, ClusterError> {
+    // The client takes `redis://`, `unix://` and `redis+unix://` as they are.
+    let client = Client::open(config.url.as_str()).map_err(|error| ClusterError::InvalidUrl {
+        url: config.url.clone(),
+        reason: error.to_string(),
+    })?;
+    let unreachable = |error: redis::RedisError| ClusterError::Unreachable {
+        url: config.url.clone(),
+        reason: error.to_string(),
+    };
+    let keys = Keys {
+        prefix: config.prefix.clone(),
+    };
+    let mut directory = Link::new(client.clone(), config.heartbeat);
+    let id: u64 = directory
+        .query(redis::cmd("INCR").arg(keys.seq()))
+        .await
+        .map_err(unreachable)?;
+    let node = NodeId(id);
+    let registered = Instant::now();
+    register(&mut directory, &keys, node, config.lease)
+        .await
+        .map_err(unreachable)?;
+    log::info!("joined the cluster at {} as node {}", config.url, node.0);
+    Ok(Membership {
+        config: config.clone(),
+        client,
+        node,
+        keys,
+        directory,
+        registered,
+    })
+}
+
+/// Takes (again) `node`'s lease and membership, dropping its old users.
+async fn register(
+    link: &mut Link,
+    keys: &Keys,
+    node: NodeId,
+    lease: Duration,
+) -> redis::RedisResult<()> {
+    let invocation = {
+        let mut invocation = scripts::REGISTER.prepare_invoke();
+        invocation
+            .key(keys.node_users(node))
+            .key(keys.where_())
+            .key(keys.online())
+            .key(keys.seq())
+            .key(keys.lease(node))
+            .key(keys.nodes())
+            .arg(node.0)
+            .arg(millis(lease));
+        invocation
+    };
+    link.invoke::<i64>(&invocation).await.map(drop)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// What the engine's loops share.
+#[derive(Default)]
+struct State {
+    /// This node's lease is lost and not yet taken again.
+    lost: Cell<bool>,
+    /// The hub has closed its outputs: finish what is queued, then leave.
+    stopping: Cell<bool>,
+}
+
+/// How many messages go to Redis in one pipeline.
+const SEND_BATCH: usize = 256;
+/// How long an inbox read blocks in Redis.
+const INBOX_BLOCK: Duration = Duration::from_secs(1);
+
+impl Membership {
+    /// This node's id in the cluster, for [`Server::clustered`](crate::server::Server::clustered).
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Serves the hub at the other end of `outputs` and `inputs` until `outputs` closes; then
+    /// leaves the cluster (its users go offline, the other nodes are told it is down). Dropping
+    /// the future instead is a crash: the node's lease runs out and another node reaps it.
+    ///
+    /// Runs on the caller's executor (it spawns nothing itself); the Redis client drives its
+    /// connections on smol's global executor.
+    pub fn run(
+        self,
+        outputs: async_channel::Receiver<ClusterOutput>,
+        inputs: async_channel::Sender<ClusterInput>,
+    ) -> impl Future<Output = ()> {
+        let Membership {
+            config,
+            client,
+            node,
+            keys,
+            directory,
+            registered,
+        } = self;
+        let state = Rc::new(State::default());
+        let (directory_tx, directory_rx) = async_channel::unbounded();
+        let (send_tx, send_rx) = async_channel::unbounded();
+        let dispatch = {
+            let state = state.clone();
+            async move {
+                while let Ok(output) = outputs.recv().await {
+                    let _ = match output {
+                        ClusterOutput::Send { to, message } => {
+                            send_tx.send((to, message)).await.is_ok()
+                        }
+                        other => directory_tx.send(other).await.is_ok(),
+                    };
+                }
+                state.stopping.set(true);
+            }
+        };
+        let engine = Engine {
+            config,
+            client,
+            node,
+            keys,
+            state,
+            inputs,
+        };
+        async move {
+            let engine = &engine;
+            let main = async {
+                let ((), (mut link, ())) = futures_lite::future::zip(
+                    dispatch,
+                    futures_lite::future::zip(
+                        engine.directory(directory, directory_rx),
+                        engine.sender(send_rx),
+                    ),
+                )
+                .await;
+                engine.leave(&mut link).await;
+            };
+            let background = futures_lite::future::zip(engine.inbox(), engine.lease(registered));
+            futures_lite::future::or(main, async {
+                background.await;
+            })
+            .await
+        }
+    }
+}
+
+/// The loops of one running node.
+struct Engine {
+    config: ClusterConfig,
+    client: Client,
+    node: NodeId,
+    keys: Keys,
+    state: Rc<State>,
+    inputs: async_channel::Sender<ClusterInput>,
+}
+
+impl Engine {
+    /// Tells the hub; a hub that is gone hears nothing more.
+    async fn tell(&self, input: ClusterInput) {
+        let _ = self.inputs.send(input).await;
+    }
+
+    /// The directory's requests, answered one at a time in the order they came.
+    async fn directory(
+        &self,
+        mut link: Link,
+        requests: async_channel::Receiver<ClusterOutput>,
+    ) -> Link {
+        let keys = &self.keys;
+        while let Ok(request) = requests.recv().await {
+            match request {
+                ClusterOutput::Claim { conn, user } => {
+                    let claimed = if self.state.lost.get() {
+                        log::warn!("refusing a claim for {conn}: this node's lease is lost");
+                        false
+                    } else {
+                        let invocation = {
+                            let mut invocation = scripts::CLAIM.prepare_invoke();
+                            invocation
+                                .key(keys.lease(self.node))
+                                .key(keys.where_())
+                                .key(keys.order())
+                                .key(keys.online())
+                                .key(keys.node_users(self.node))
+                                .arg(&user)
+                                .arg(self.at(conn));
+                            invocation
+                        };
+                        match link.invoke::<i64>(&invocation).await {
+                            Ok(order) if order > 0 => true,
+                            Ok(-1) => false,
+                            Ok(-2) => {
+                                log::warn!(
+                                    "refusing a claim for {conn}: this node's lease is gone"
+                                );
+                                false
+                            }
+                            Ok(other) => {
+                                log::warn!("refusing a claim for {conn}: the script said {other}");
+                                false
+                            }
+                            Err(error) => {
+                                log::warn!("refusing a claim for {conn}: {error}");
+                                false
+                            }
+                        }
+                    };
+                    self.tell(ClusterInput::Claimed { conn, claimed }).await;
+                }
+                ClusterOutput::Release { conn, user } => {
+                    let invocation = {
+                        let mut invocation = scripts::RELEASE.prepare_invoke();
+                        invocation
+                            .key(keys.where_())
+                            .key(keys.online())
+                            .key(keys.node_users(self.node))
+                            .arg(&user)
+                            .arg(self.at(conn));
+                        invocation
+                    };
+                    if let Err(error) = link.invoke::<i64>(&invocation).await {
+                        log::warn!("cannot release the claim of {conn}: {error}");
+                    }
+                }
+                ClusterOutput::Query { query, user } => {
+                    let entries = match user {
+                        None => {
+                            let invocation = {
+                                let mut invocation = scripts::ONLINE.prepare_invoke();
+                                invocation.key(keys.online()).key(keys.where_());
+                                invocation
+                            };
+                            link.invoke::<Vec<Vec<u8>>>(&invocation)
+                                .await
+                                .map(|flat| online_entries(flat.chunks_exact(2)))
+                        }
+                        Some(user) => link
+                            .query::<Option<Vec<u8>>>(
+                                redis::cmd("HGET").arg(keys.where_()).arg(&user),
+                            )
+                            .await
+                            .map(|at| at.and_then(|at| entry(user, &at)).into_iter().collect()),
+                    };
+                    let entries = entries
+                        .map_err(|error| log::warn!("cannot ask who is online: {error}"))
+                        .ok();
+                    self.tell(ClusterInput::Online { query, entries }).await;
+                }
+                ClusterOutput::Send { .. } => {} // dispatched to the sender
+            }
+        }
+        link
+    }
+
+    /// `"<node>:<conn>"`, a session of this node as `where` holds it.
+    fn at(&self, conn: ConnId) -> String {
+        format!("{}:{}", self.node.0, conn.0)
+    }
+
+    /// Messages to other nodes, appended to their inboxes in order, in batches.
+    async fn sender(&self, messages: async_channel::Receiver<(NodeId, NodeMessage)>) {
+        let heartbeat = self.config.heartbeat;
+        let mut link = Link::new(self.client.clone(), heartbeat);
+        // Long enough that a live reader always gets there first; short enough that the inbox
+        // of a dead node that was written to after its reaping does not stay forever.
+        let ttl = millis(self.config.lease * 10);
+        while let Ok(first) = messages.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < SEND_BATCH {
+                match messages.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+            let mut pipe = redis::pipe();
+            let mut targets = BTreeSet::new();
+            for (to, message) in &batch {
+                pipe.cmd("XADD")
+                    .arg(self.keys.inbox(*to))
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(100_000)
+                    .arg("*");
+                for (field, value) in codec::encode(self.node, message) {
+                    pipe.arg(field).arg(value);
+                }
+                pipe.ignore();
+                targets.insert(*to);
+            }
+            for to in targets {
+                pipe.cmd("PEXPIRE")
+                    .arg(self.keys.inbox(to))
+                    .arg(ttl)
+                    .ignore();
+            }
+            let mut backoff = Duration::from_millis(50).min(heartbeat);
+            let mut failing = false;
+            loop {
+                match link.pipe::<()>(&pipe).await {
+                    Ok(()) => {
+                        if failing {
+                            log::info!("messages to other nodes flow again");
+                        }
+                        break;
+                    }
+                    Err(error) if matches!(error.kind(), ErrorKind::Server(_)) => {
+                        log::error!(
+                            "Redis refused {} messages to other nodes: {error}",
+                            batch.len()
+                        );
+                        self.fail_deliveries(&batch).await;
+                        break;
+                    }
+                    Err(error) if self.state.stopping.get() && self.state.lost.get() => {
+                        log::warn!("dropping {} messages to other nodes: {error}", batch.len());
+                        self.fail_deliveries(&batch).await;
+                        break;
+                    }
+                    Err(error) => {
+                        if !failing {
+                            log::warn!("cannot send to other nodes, retrying: {error}");
+                            failing = true;
+                        }
+                        Timer::after(backoff).await;
+                        backoff = (backoff * 2).min(heartbeat);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers each `Deliver` of `batch` as not delivered, as its recipient's node would.
+    async fn fail_deliveries(&self, batch: &[(NodeId, NodeMessage)]) {
+        for (to, message) in batch {
+            if let NodeMessage::Deliver { request, slot, .. } = message {
+                let message = NodeMessage::Outcome {
+                    request: *request,
+                    slot: *slot,
+                    delivered: false,
+                };
+                self.tell(ClusterInput::Received { from: *to, message })
+                    .await;
+            }
+        }
+    }
+
+    /// This node's inbox, read in order from where it was created, each entry fed to the hub
+    /// once, then deleted.
+    async fn inbox(&self) {
+        let heartbeat = self.config.heartbeat;
+        let mut link = Link::new(self.client.clone(), INBOX_BLOCK + heartbeat);
+        let key = self.keys.inbox(self.node);
+        // The id is fresh, so is the stream; an id is never reread, even across reconnections.
+        let mut last = "0-0".to_string();
+        let mut failing = false;
+        loop {
+            let mut read = redis::cmd("XREAD");
+            read.arg("COUNT")
+                .arg(1000)
+                .arg("BLOCK")
+                .arg(millis(INBOX_BLOCK))
+                .arg("STREAMS")
+                .arg(&key)
+                .arg(&last);
+            let entries = match link.query::<Value>(&read).await {
+                Ok(reply) => match stream_entries(reply) {
+                    Some(entries) => entries,
+                    None => {
+                        log::warn!("cannot make sense of this node's inbox");
+                        Timer::after(heartbeat).await;
+                        continue;
+                    }
+                },
+                Err(error) => {
+                    if !failing {
+                        log::warn!("cannot read this node's inbox, retrying: {error}");
+                        failing = true;
+                    }
+                    Timer::after(heartbeat / 4).await;
+                    continue;
+                }
+            };
+            failing = false;
+            let Some((newest, _)) = entries.last() else {
+                continue;
+            };
+            let newest = newest.clone();
+            let mut delete = redis::cmd("XDEL");
+            delete.arg(&key);
+            for (id, fields) in entries {
+                match codec::decode(&fields) {
+                    Some((from, message)) => {
+                        self.tell(ClusterInput::Received { from, message }).await
+                    }
+                    None => log::warn!("ignoring entry {id} of this node's inbox: not a message"),
+                }
+                delete.arg(id);
+            }
+            last = newest;
+            // What is left behind is only space: it is never read again.
+            if let Err(error) = link.query::<i64>(&delete).await {
+                log::debug!("cannot delete what was read from this node's inbox: {error}");
+            }
+        }
+    }
+
+    /// Renews this node's lease, registers it again once lost, and reaps the other nodes,
+    /// every heartbeat.
+    async fn lease(&self, registered: Instant) {
+        let heartbeat = self.config.heartbeat;
+        let lease = self.config.lease;
+        // Half a heartbeat each, so that renewing and reaping fit in one tick.
+        let mut link = Link::new(self.client.clone(), heartbeat / 2);
+        let mut renewed = registered;
+        let mut reaper = Reaper::default();
+        let mut ticks = Timer::interval(heartbeat);
+        loop {
+            ticks.next().await;
+            if self.state.lost.get() {
+                let sent = Instant::now();
+                match register(&mut link, &self.keys, self.node, lease).await {
+                    Ok(()) => {
+                        renewed = sent;
+                        self.state.lost.set(false);
+                        log::warn!("rejoined the cluster as node {}", self.node.0);
+                    }
+                    Err(error) => log::debug!("cannot rejoin the cluster yet: {error}"),
+                }
+            } else {
+                let sent = Instant::now();
+                let renew = redis::cmd("SET")
+                    .arg(self.keys.lease(self.node))
+                    .arg(1)
+                    .arg("XX")
+                    .arg("PX")
+                    .arg(millis(lease))
+                    .clone();
+                let lost = match link.query::<Value>(&renew).await {
+                    Ok(Value::Nil) => Some("the lease expired".to_string()),
+                    Ok(_) => {
+                        renewed = sent;
+                        None
+                    }
+                    Err(error) if renewed.elapsed() > lease => {
+                        Some(format!("not renewed for {:?}: {error}", renewed.elapsed()))
+                    }
+                    Err(error) => {
+                        log::warn!("cannot renew the lease: {error}");
+                        None
+                    }
+                };
+                if let Some(why) = lost {
+                    self.state.lost.set(true);
+                    log::warn!("lost the cluster lease; ending local sessions ({why})");
+                    self.tell(ClusterInput::LeaseLost).await;
+                }
+            }
+            if !self.state.lost.get() {
+                if let Err(error) = self.reap(&mut link, &mut reaper).await {
+                    log::debug!("cannot look for dead nodes: {error}");
+                }
+            }
+        }
+    }
+
+    /// One pass of the reaper: reaps the nodes whose lease is gone, tells the hub of every
+    /// node newly down.
+    async fn reap(&self, link: &mut Link, reaper: &mut Reaper) -> redis::RedisResult<()> {
+        let keys = &self.keys;
+        let members: Vec<Vec<u8>> = link.query(redis::cmd("SMEMBERS").arg(keys.nodes())).await?;
+        let others: Vec<NodeId> = members
+            .iter()
+            .filter_map(|member| std::str::from_utf8(member).ok()?.parse().ok())
+            .map(NodeId)
+            .filter(|&node| node != self.node)
+            .collect();
+        let mut alive = HashSet::new();
+        let mut down = Vec::new();
+        if !others.is_empty() {
+            let mut get = redis::cmd("MGET");
+            for &node in &others {
+                get.arg(keys.lease(node));
+            }
+            let leases: Vec<Option<Vec<u8>>> = link.query(&get).await?;
+            for (&node, lease) in others.iter().zip(leases) {
+                if lease.is_some() {
+                    alive.insert(node);
+                    continue;
+                }
+                let invocation = {
+                    let mut invocation = scripts::REAP.prepare_invoke();
+                    invocation
+                        .key(keys.lease(node))
+                        .key(keys.node_users(node))
+                        .key(keys.where_())
+                        .key(keys.online())
+                        .key(keys.inbox(node))
+                        .key(keys.nodes())
+                        .arg(node.0)
+                        .arg("reap");
+                    invocation
+                };
+                match link.invoke::<i64>(&invocation).await? {
+                    0 => {
+                        alive.insert(node);
+                    }
+                    1 => {
+                        log::warn!("node {} lost its lease: reaped it", node.0);
+                        down.push(node);
+                    }
+                    _ => down.push(node),
+                }
+            }
+        }
+        // Seen alive, now gone from `nodes`: reaped by another node, or it left.
+        let vanished: Vec<NodeId> = (reaper.seen.iter())
+            .filter(|node| !alive.contains(node) && !down.contains(node))
+            .copied()
+            .collect();
+        down.extend(vanished);
+        for &node in &alive {
+            reaper.reported.remove(&node);
+            reaper.seen.insert(node);
+        }
+        for node in down {
+            reaper.seen.remove(&node);
+            if reaper.reported.insert(node) {
+                log::info!("node {} is down", node.0);
+                self.tell(ClusterInput::NodeDown(node)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves the cluster at once, best effort: the lease, the users, the inbox.
+    async fn leave(&self, link: &mut Link) {
+        let keys = &self.keys;
+        let invocation = {
+            let mut invocation = scripts::REAP.prepare_invoke();
+            invocation
+                .key(keys.lease(self.node))
+                .key(keys.node_users(self.node))
+                .key(keys.where_())
+                .key(keys.online())
+                .key(keys.inbox(self.node))
+                .key(keys.nodes())
+                .arg(self.node.0)
+                .arg("leave");
+            invocation
+        };
+        match link.invoke::<i64>(&invocation).await {
+            Ok(_) => log::info!("node {} left the cluster", self.node.0),
+            Err(error) => log::warn!("cannot leave the cluster cleanly: {error}"),
+        }
+    }
+}
+
+/// What the reaper remembers between passes.
+#[derive(Default)]
+struct Reaper {
+    /// Other nodes seen alive and not since down.
+    seen: HashSet<NodeId>,
+    /// Nodes the hub was told are down and not since seen alive.
+    reported: HashSet<NodeId>,
+}
+
+/// The entries of the online script's flat `user, where` reply; malformed ones are skipped.
+fn online_entries<'a>(pairs: impl Iterator<Item = &'a [Vec<u8>]>) -> Vec<OnlineEntry> {
+    pairs
+        .filter_map(|pair| entry(pair[0].clone(), &pair[1]))
+        .collect()
+}
+
+/// `user` at `"<node>:<conn>"`.
+fn entry(user: Vec<u8>, at: &[u8]) -> Option<OnlineEntry> {
+    let parsed = std::str::from_utf8(at).ok().and_then(|at| {
+        let (node, conn) = at.split_once(':')?;
+        Some((NodeId(node.parse().ok()?), ConnId(conn.parse().ok()?)))
+    });
+    match parsed {
+        Some((node, conn)) => Some(OnlineEntry { user, node, conn }),
+        None => {
+            log::warn!(
+                "ignoring a malformed directory entry {:?}",
+                String::from_utf8_lossy(at)
+            );
+            None
+        }
+    }
+}
+
+/// The entries of an XREAD reply for one stream (RESP2 or RESP3): id and field/value pairs.
+/// `None` if the reply is not shaped like one.
+#[allow(clippy::type_complexity)]
+fn stream_entries(reply: Value) -> Option<Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>> {
+    let streams = match reply {
+        Value::Nil => return Some(Vec::new()),
+        Value::Array(streams) => streams
+            .into_iter()
+            .map(|stream| match stream {
+                Value::Array(mut pair) if pair.len() == 2 => pair.pop(),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?,
+        Value::Map(streams) => streams.into_iter().map(|(_, entries)| entries).collect(),
+        _ => return None,
+    };
+    let mut out = Vec::new();
+    for entries in streams {
+        let Value::Array(entries) = entries else {
+            return None;
+        };
+        for entry in entries {
+            let Value::Array(entry) = entry else {
+                return None;
+            };
+            let [id, Value::Array(flat)] = <[Value; 2]>::try_from(entry).ok()? else {
+                return None;
+            };
+            let id = String::from_utf8(bytes(id)?).ok()?;
+            let mut fields = Vec::with_capacity(flat.len() / 2);
+            let mut flat = flat.into_iter();
+            while let (Some(field), Some(value)) = (flat.next(), flat.next()) {
+                fields.push((bytes(field)?, bytes(value)?));
+            }
+            out.push((id, fields));
+        }
+    }
+    Some(out)
+}
+
+fn bytes(value: Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.into_bytes()),
+        _ => None,
+    }
+}

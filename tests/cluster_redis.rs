@@ -1,0 +1,631 @@
+//! The Redis cluster engine against a real `redis-server` (started per test): two or three
+//! [`Membership`]s driven directly through their channels, as a hub would, on one smol thread.
+
+#[path = "common/redis.rs"]
+mod redis_server;
+
+use std::future::Future;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use async_channel::{Receiver, Sender};
+use bytes::Bytes;
+use smol::{LocalExecutor, Task, Timer};
+
+use redis_server::RedisServer;
+use simple_im::cluster::{join, ClusterConfig};
+use simple_im::server::{
+    ClusterInput, ClusterOutput, ConnId, NodeId, NodeMessage, OnlineEntry, QueryId, RequestId,
+};
+
+/// The longest any test may run.
+const TEST: Duration = Duration::from_secs(30);
+/// The longest one answer from a healthy Redis may take.
+const STEP: Duration = Duration::from_secs(2);
+
+/// Runs `test` on a local executor, failing it after [`TEST`].
+fn run<F: Future<Output = ()>>(test: impl FnOnce(Rc<LocalExecutor<'static>>) -> F) {
+    let executor = Rc::new(LocalExecutor::new());
+    let test = test(executor.clone());
+    smol::block_on(executor.run(futures_lite::future::or(test, async {
+        Timer::after(TEST).await;
+        panic!("the test did not finish within {TEST:?}");
+    })));
+}
+
+/// Fast leases, so that faults show within a second.
+fn config(server: &RedisServer) -> ClusterConfig {
+    ClusterConfig {
+        url: server.url(),
+        lease: Duration::from_millis(600),
+        heartbeat: Duration::from_millis(150),
+        ..ClusterConfig::default()
+    }
+}
+
+/// One node as its hub sees it.
+struct Node {
+    id: NodeId,
+    outputs: Option<Sender<ClusterOutput>>,
+    inputs: Receiver<ClusterInput>,
+    task: Option<Task<()>>,
+    /// Skip `NodeDown`s (after an outage, when who saw whom vanish is a race).
+    skip_down: std::cell::Cell<bool>,
+}
+
+impl Node {
+    async fn start(executor: &LocalExecutor<'static>, config: &ClusterConfig) -> Node {
+        let membership = join(config).await.expect("joins the cluster");
+        let id = membership.node();
+        let (outputs, from_hub) = async_channel::unbounded();
+        let (to_hub, inputs) = async_channel::unbounded();
+        let task = executor.spawn(membership.run(from_hub, to_hub));
+        Node {
+            id,
+            outputs: Some(outputs),
+            inputs,
+            task: Some(task),
+            skip_down: Default::default(),
+        }
+    }
+
+    fn tell(&self, output: ClusterOutput) {
+        let outputs = self.outputs.as_ref().expect("the node still runs");
+        outputs.try_send(output).expect("the engine listens");
+    }
+
+    /// The next input, within `within`.
+    async fn next_within(&self, within: Duration) -> ClusterInput {
+        let next = async {
+            loop {
+                match self.inputs.recv().await.expect("the engine runs") {
+                    ClusterInput::NodeDown(_) if self.skip_down.get() => {}
+                    input => return input,
+                }
+            }
+        };
+        futures_lite::future::or(next, async {
+            Timer::after(within).await;
+            panic!("node {} heard nothing within {within:?}", self.id.0)
+        })
+        .await
+    }
+
+    async fn next(&self) -> ClusterInput {
+        self.next_within(STEP).await
+    }
+
+    /// Nothing comes for `quiet`.
+    async fn silent_for(&self, quiet: Duration) {
+        let heard = futures_lite::future::or(async { self.inputs.recv().await.ok() }, async {
+            Timer::after(quiet).await;
+            None
+        })
+        .await;
+        assert_eq!(heard, None, "node {} heard something", self.id.0);
+    }
+
+    async fn claim(&self, conn: u64, user: &[u8]) -> bool {
+        self.tell(ClusterOutput::Claim {
+            conn: ConnId(conn),
+            user: user.to_vec(),
+        });
+        match self.next().await {
+            ClusterInput::Claimed { conn: c, claimed } if c == ConnId(conn) => claimed,
+            other => panic!("expected the claim of {conn}, got {other:?}"),
+        }
+    }
+
+    fn release(&self, conn: u64, user: &[u8]) {
+        self.tell(ClusterOutput::Release {
+            conn: ConnId(conn),
+            user: user.to_vec(),
+        });
+    }
+
+    async fn query(&self, id: u64, user: Option<&[u8]>) -> Option<Vec<OnlineEntry>> {
+        self.tell(ClusterOutput::Query {
+            query: QueryId(id),
+            user: user.map(<[u8]>::to_vec),
+        });
+        match self.next().await {
+            ClusterInput::Online { query, entries } if query == QueryId(id) => entries,
+            other => panic!("expected the answer to query {id}, got {other:?}"),
+        }
+    }
+
+    /// Crashes the node: its loops stop, its lease is left to run out.
+    fn crash(&mut self) {
+        self.task = None;
+        self.outputs = None;
+    }
+}
+
+fn entry(user: &[u8], node: &Node, conn: u64) -> OnlineEntry {
+    OnlineEntry {
+        user: user.to_vec(),
+        node: node.id,
+        conn: ConnId(conn),
+    }
+}
+
+#[test]
+fn claims_are_exclusive_across_nodes() {
+    let Some(server) = RedisServer::unix() else {
+        return;
+    };
+    run(|executor| async move {
+        let config = config(&server);
+        let a = Node::start(&executor, &config).await;
+        let b = Node::start(&executor, &config).await;
+        assert_ne!(a.id, b.id);
+        // Binary names stay binary.
+        let user: &[u8] = b"b\xffo\x00b";
+        a.tell(ClusterOutput::Claim {
+            conn: ConnId(1),
+            user: user.to_vec(),
+        });
+        b.tell(ClusterOutput::Claim {
+            conn: ConnId(1),
+            user: user.to_vec(),
+        });
+        let won = |input| match input {
+            ClusterInput::Claimed { conn, claimed } if conn == ConnId(1) => claimed,
+            other => panic!("expected a claim, got {other:?}"),
+        };
+        let (a_won, b_won) = (won(a.next().await), won(b.next().await));
+        assert!(
+            a_won != b_won,
+            "exactly one claim wins: a {a_won}, b {b_won}"
+        );
+        let (winner, loser) = if a_won { (&a, &b) } else { (&b, &a) };
+        assert_eq!(
+            winner.query(1, Some(user)).await,
+            Some(vec![entry(user, winner, 1)])
+        );
+
+        // Not the holder: the loser's session, and another session of the winner's node.
+        loser.release(1, user);
+        winner.release(2, user);
+        // Each node's requests are answered in order: this one follows the release.
+        assert_eq!(
+            winner.query(9, Some(user)).await,
+            Some(vec![entry(user, winner, 1)])
+        );
+        assert!(
+            !loser.claim(3, user).await,
+            "a release by the wrong conn freed the user"
+        );
+        assert_eq!(
+            loser.query(2, None).await,
+            Some(vec![entry(user, winner, 1)])
+        );
+
+        winner.release(1, user);
+        assert_eq!(winner.query(8, Some(user)).await, Some(vec![]));
+        assert!(
+            loser.claim(4, user).await,
+            "the release did not free the user"
+        );
+        assert_eq!(
+            winner.query(3, Some(user)).await,
+            Some(vec![entry(user, loser, 4)])
+        );
+        assert!(!winner.claim(5, user).await);
+    });
+}
+
+#[test]
+fn queries_follow_the_global_login_order() {
+    let Some(server) = RedisServer::unix() else {
+        return;
+    };
+    run(|executor| async move {
+        let config = config(&server);
+        let a = Node::start(&executor, &config).await;
+        let b = Node::start(&executor, &config).await;
+        let c = Node::start(&executor, &config).await;
+        assert!(b.claim(1, b"zed").await);
+        assert!(a.claim(1, b"amy").await);
+        assert!(c.claim(7, b"mo").await);
+        assert!(a.claim(2, b"bob").await);
+        let everyone = vec![
+            entry(b"zed", &b, 1),
+            entry(b"amy", &a, 1),
+            entry(b"mo", &c, 7),
+            entry(b"bob", &a, 2),
+        ];
+        for (i, node) in [&a, &b, &c].into_iter().enumerate() {
+            assert_eq!(node.query(i as u64, None).await.as_ref(), Some(&everyone));
+        }
+        assert_eq!(
+            a.query(10, Some(b"mo")).await,
+            Some(vec![entry(b"mo", &c, 7)])
+        );
+        assert_eq!(
+            c.query(11, Some(b"bob")).await,
+            Some(vec![entry(b"bob", &a, 2)])
+        );
+        assert_eq!(c.query(12, Some(b"nobody")).await, Some(vec![]));
+
+        // A user who leaves and comes back is last.
+        b.release(1, b"zed");
+        assert_eq!(b.query(14, Some(b"zed")).await, Some(vec![]));
+        assert!(c.claim(8, b"zed").await);
+        let order: Vec<Vec<u8>> = (a.query(13, None).await.expect("an answer"))
+            .into_iter()
+            .map(|entry| entry.user)
+            .collect();
+        assert_eq!(order, [&b"amy"[..], b"mo", b"bob", b"zed"]);
+    });
+}
+
+#[test]
+fn messages_arrive_in_order_from_their_sender() {
+    let Some(server) = RedisServer::unix() else {
+        return;
+    };
+    run(|executor| async move {
+        let config = config(&server);
+        let a = Node::start(&executor, &config).await;
+        let b = Node::start(&executor, &config).await;
+        let mut messages = vec![
+            NodeMessage::Deliver {
+                request: RequestId(1),
+                slot: 0,
+                conn: ConnId(3),
+                line: Bytes::from_static(b"/from amy hi \xff\x00\r\n"),
+            },
+            NodeMessage::Outcome {
+                request: RequestId(9),
+                slot: 4,
+                delivered: true,
+            },
+            NodeMessage::Outcome {
+                request: RequestId(9),
+                slot: 5,
+                delivered: false,
+            },
+            NodeMessage::Withdraw {
+                request: RequestId(1),
+            },
+        ];
+        messages.extend((0..500).map(|i| NodeMessage::Deliver {
+            request: RequestId(100 + i),
+            slot: i as usize,
+            conn: ConnId(3),
+            line: Bytes::from(format!("/broadcastfrom amy {i}\n")),
+        }));
+        for message in &messages {
+            a.tell(ClusterOutput::Send {
+                to: b.id,
+                message: message.clone(),
+            });
+        }
+        for message in messages {
+            assert_eq!(
+                b.next().await,
+                ClusterInput::Received {
+                    from: a.id,
+                    message
+                }
+            );
+        }
+        // And back, on the same inboxes.
+        let reply = NodeMessage::Outcome {
+            request: RequestId(1),
+            slot: 0,
+            delivered: true,
+        };
+        b.tell(ClusterOutput::Send {
+            to: a.id,
+            message: reply.clone(),
+        });
+        assert_eq!(
+            a.next().await,
+            ClusterInput::Received {
+                from: b.id,
+                message: reply
+            }
+        );
+        a.silent_for(Duration::from_millis(300)).await;
+        b.silent_for(Duration::from_millis(300)).await;
+    });
+}
+
+#[test]
+fn a_silent_node_is_reaped_once() {
+    let Some(server) = RedisServer::unix() else {
+        return;
+    };
+    run(|executor| async move {
+        let config = config(&server);
+        let mut a = Node::start(&executor, &config).await;
+        let b = Node::start(&executor, &config).await;
+        let c = Node::start(&executor, &config).await;
+        assert!(a.claim(1, b"amy").await);
+        assert!(b.claim(1, b"bob").await);
+        // Everyone has seen everyone alive.
+        Timer::after(config.heartbeat * 2).await;
+
+        let crashed = Instant::now();
+        let dead = a.id;
+        a.crash();
+        let bound = config.lease + config.heartbeat * 2;
+        for survivor in [&b, &c] {
+            let left = bound.saturating_sub(crashed.elapsed());
+            assert_eq!(
+                survivor.next_within(left).await,
+                ClusterInput::NodeDown(dead)
+            );
+        }
+        let took = crashed.elapsed();
+        assert!(took <= bound, "reaped after {took:?}, more than {bound:?}");
+        println!("reaped after {took:?} (bound {bound:?})");
+
+        assert_eq!(b.query(1, None).await, Some(vec![entry(b"bob", &b, 1)]));
+        assert!(
+            c.claim(2, b"amy").await,
+            "the dead node's user is still claimed"
+        );
+        // Once only, though every survivor keeps looking.
+        b.silent_for(config.heartbeat * 4).await;
+        c.silent_for(config.heartbeat).await;
+        let mut redis = server.connection();
+        let nodes: Vec<u64> = redis::cmd("SMEMBERS")
+            .arg("im:nodes")
+            .query(&mut redis)
+            .unwrap();
+        assert!(
+            !nodes.contains(&dead.0),
+            "the dead node is still a member: {nodes:?}"
+        );
+        let users: bool = redis::cmd("EXISTS")
+            .arg(format!("im:node-users:{}", dead.0))
+            .query(&mut redis)
+            .unwrap();
+        assert!(!users, "the dead node's user set is left behind");
+    });
+}
+
+#[test]
+fn a_node_that_leaves_is_down_at_once() {
+    let Some(server) = RedisServer::unix() else {
+        return;
+    };
+    run(|executor| async move {
+        let config = ClusterConfig {
+            lease: Duration::from_secs(10),
+            ..config(&server)
+        };
+        let mut a = Node::start(&executor, &config).await;
+        let b = Node::start(&executor, &config).await;
+        assert!(a.claim(1, b"amy").await);
+        Timer::after(config.heartbeat * 2).await;
+        let left = Instant::now();
+        a.outputs = None; // the hub is gone: the engine finishes and leaves
+        let task = a.task.take().expect("running");
+        futures_lite::future::or(task, async {
+            Timer::after(STEP).await;
+            panic!("the engine did not finish when its hub left")
+        })
+        .await;
+        assert_eq!(
+            b.next_within(config.heartbeat * 3).await,
+            ClusterInput::NodeDown(a.id)
+        );
+        println!(
+            "down after {:?}, with a lease of {:?}",
+            left.elapsed(),
+            config.lease
+        );
+        assert!(b.claim(1, b"amy").await);
+    });
+}
+
+#[test]
+fn an_outage_fails_closed_then_the_node_rejoins() {
+    let Some(mut server) = RedisServer::unix() else {
+        return;
+    };
+    run(|executor| async move {
+        let config = config(&server);
+        let a = Node::start(&executor, &config).await;
+        let b = Node::start(&executor, &config).await;
+        assert!(a.claim(1, b"amy").await);
+        Timer::after(config.heartbeat * 2).await;
+
+        server.kill();
+        let killed = Instant::now();
+        // Every answer within a heartbeat or so, and a failure.
+        let bound = config.heartbeat * 2;
+        a.tell(ClusterOutput::Claim {
+            conn: ConnId(2),
+            user: b"bob".to_vec(),
+        });
+        a.tell(ClusterOutput::Query {
+            query: QueryId(1),
+            user: None,
+        });
+        a.tell(ClusterOutput::Query {
+            query: QueryId(2),
+            user: Some(b"amy".to_vec()),
+        });
+        // A message sent during the outage is not lost (or falsely answered).
+        let message = NodeMessage::Deliver {
+            request: RequestId(5),
+            slot: 0,
+            conn: ConnId(1),
+            line: Bytes::from_static(b"/from amy still there?\n"),
+        };
+        a.tell(ClusterOutput::Send {
+            to: b.id,
+            message: message.clone(),
+        });
+        let mut answers = Vec::new();
+        let mut a_lost = false;
+        while answers.len() < 3 {
+            match a.next_within(bound).await {
+                ClusterInput::LeaseLost => a_lost = true,
+                other => answers.push(other),
+            }
+        }
+        let answered = killed.elapsed();
+        assert_eq!(
+            answers,
+            [
+                ClusterInput::Claimed {
+                    conn: ConnId(2),
+                    claimed: false
+                },
+                ClusterInput::Online {
+                    query: QueryId(1),
+                    entries: None
+                },
+                ClusterInput::Online {
+                    query: QueryId(2),
+                    entries: None
+                },
+            ]
+        );
+        println!("answered within {answered:?} of the outage");
+
+        // The lease runs out: both nodes end their sessions.
+        let bound = config.lease + config.heartbeat * 2;
+        for node in [&a, &b] {
+            if node.id == a.id && a_lost {
+                continue;
+            }
+            let left = bound.saturating_sub(killed.elapsed()).max(config.heartbeat);
+            assert_eq!(node.next_within(left).await, ClusterInput::LeaseLost);
+        }
+        println!("lease lost after {:?} (bound {bound:?})", killed.elapsed());
+        a.silent_for(config.heartbeat * 2).await;
+
+        // Redis is back, empty: both register again, the queued message arrives, claims work.
+        server.restart();
+        let restarted = Instant::now();
+        a.skip_down.set(true);
+        b.skip_down.set(true);
+        assert_eq!(
+            b.next_within(STEP).await,
+            ClusterInput::Received {
+                from: a.id,
+                message
+            }
+        );
+        // Each node refuses claims until it has registered again, on its next heartbeat.
+        for (node, user) in [(&a, &b"bob"[..]), (&b, b"amy")] {
+            let mut conn = 10;
+            while !node.claim(conn, user).await {
+                assert!(
+                    restarted.elapsed() < STEP,
+                    "no claim works after the restart"
+                );
+                Timer::after(config.heartbeat / 4).await;
+                conn += 1;
+            }
+        }
+        println!("claims work {:?} after the restart", restarted.elapsed());
+        let mut redis = server.connection();
+        loop {
+            let mut nodes: Vec<u64> = redis::cmd("SMEMBERS")
+                .arg("im:nodes")
+                .query(&mut redis)
+                .unwrap();
+            nodes.sort();
+            if nodes == [a.id.0, b.id.0] {
+                break;
+            }
+            assert!(
+                restarted.elapsed() < STEP,
+                "not both registered again: {nodes:?}"
+            );
+            Timer::after(config.heartbeat / 2).await;
+        }
+        let seq: u64 = redis::cmd("GET")
+            .arg("im:node-seq")
+            .query(&mut redis)
+            .unwrap();
+        assert!(
+            seq >= b.id.0,
+            "a new node would reuse an id: node-seq is {seq}"
+        );
+        // The nodes did see each other vanish (the data was lost) and come back; what they
+        // may say about it is NodeDown only.
+        for node in [&a, &b] {
+            while let Ok(input) = node.inputs.try_recv() {
+                assert!(
+                    matches!(input, ClusterInput::NodeDown(_)),
+                    "unexpected {input:?}"
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn tcp_urls_work_too() {
+    let Some(server) = RedisServer::tcp() else {
+        return;
+    };
+    assert!(server.url().starts_with("redis://127.0.0.1:"));
+    run(|executor| async move {
+        let config = config(&server);
+        let a = Node::start(&executor, &config).await;
+        let b = Node::start(&executor, &config).await;
+        assert!(a.claim(1, b"amy").await);
+        assert!(!b.claim(1, b"amy").await);
+        assert_eq!(b.query(1, None).await, Some(vec![entry(b"amy", &a, 1)]));
+        let message = NodeMessage::Withdraw {
+            request: RequestId(3),
+        };
+        b.tell(ClusterOutput::Send {
+            to: a.id,
+            message: message.clone(),
+        });
+        assert_eq!(
+            a.next().await,
+            ClusterInput::Received {
+                from: b.id,
+                message
+            }
+        );
+    });
+}
+
+#[test]
+fn joining_an_unreachable_redis_says_where() {
+    let Some(mut server) = RedisServer::unix() else {
+        return;
+    };
+    let url = server.url();
+    server.kill();
+    let config = ClusterConfig {
+        url: url.clone(),
+        ..ClusterConfig::default()
+    };
+    let error = smol::block_on(join(&config))
+        .err()
+        .expect("no Redis, no node");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!("cannot reach Redis at {url}: ")),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "{message}");
+
+    let config = ClusterConfig {
+        url: "http://example.com".into(),
+        ..ClusterConfig::default()
+    };
+    let error = smol::block_on(join(&config))
+        .err()
+        .expect("not a Redis URL");
+    assert!(
+        error
+            .to_string()
+            .starts_with("invalid Redis URL http://example.com: "),
+        "{error}"
+    );
+}
