@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::builder::RangedU64ValueParser;
 use clap::Parser;
 use simple_im::cli::Span;
+use simple_im::cluster::ClusterConfig;
 use simple_im::driver::{DriverConfig, DEFAULT_MAX_PER_IP};
 use simple_im::runtime::{Kind, Signals};
 use simple_im::server::ServerConfig;
@@ -102,6 +103,17 @@ struct Args {
         value_parser = RangedU64ValueParser::<usize>::new().range(1..),
     )]
     max_per_ip: usize,
+
+    /// Run as one node of a cluster whose nodes share this Redis (`redis://HOST:PORT` or
+    /// `unix:///path/to/redis.sock`): one chat across every node. Without it the server is
+    /// the whole chat and needs nothing else. Needs the smol runtime.
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+
+    /// How long a cluster node stays alive without renewing its lease in Redis: a node that
+    /// dies keeps its users at most this long; it renews three times per lease.
+    #[arg(long, value_name = "DURATION", value_parser = Span::positive, default_value_t = Span(ClusterConfig::default().lease))]
+    cluster_lease: Span,
 
     /// Set SO_REUSEPORT on the listening socket, so that several `im-server` processes (cluster
     /// nodes) on this machine listen on one port and the kernel spreads clients among them.
@@ -207,6 +219,10 @@ fn main() -> ExitCode {
         max_queue: args.max_queue,
     };
 
+    if args.cluster.is_some() && args.runtime != Kind::Smol {
+        eprintln!("im-server: --cluster needs --runtime smol (try --help)");
+        return ExitCode::from(2);
+    }
     let address = SocketAddr::new(args.bind, port);
     let (local, listener) = match listen(address, args.reuse_port) {
         Ok(bound) => bound,
@@ -218,12 +234,13 @@ fn main() -> ExitCode {
 
     // Before the `listening on` line, so that a signal sent as soon as it is seen is handled.
     let signals = Signals::install();
-    let mut stdout = std::io::stdout().lock();
-    if let Err(error) = writeln!(stdout, "listening on {local}").and_then(|()| stdout.flush()) {
-        log::warn!("cannot write to standard output: {error}");
-    }
-    drop(stdout);
-    log::info!("listening on {local}");
+    let announce = move || {
+        let mut stdout = std::io::stdout().lock();
+        if let Err(error) = writeln!(stdout, "listening on {local}").and_then(|()| stdout.flush()) {
+            log::warn!("cannot write to standard output: {error}");
+        }
+        log::info!("listening on {local}");
+    };
 
     let driver = DriverConfig {
         max_connections: args
@@ -238,8 +255,34 @@ fn main() -> ExitCode {
         driver.max_connections,
         driver.max_per_ip
     );
-    match args.runtime {
-        Kind::Smol => {
+    match (args.runtime, args.cluster) {
+        (Kind::Smol, Some(url)) => {
+            let lease = args.cluster_lease.0;
+            let cluster = ClusterConfig {
+                url: url.clone(),
+                lease,
+                heartbeat: lease / 3,
+                ..ClusterConfig::default()
+            };
+            let shutdown = async move {
+                signals.recv().await;
+                log::info!("shutting down");
+            };
+            // Only a node that has joined says it listens: clients reaching it find one chat.
+            let joined = move |node: simple_im::server::NodeId| {
+                log::info!("joined the cluster at {url} as node {}", node.0);
+                announce();
+            };
+            let served = simple_im::runtime::smol::serve_cluster(
+                listener, users, config, driver, cluster, joined, shutdown,
+            );
+            if let Err(error) = served {
+                eprintln!("im-server: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+        (Kind::Smol, None) => {
+            announce();
             let shutdown = async move {
                 signals.recv().await;
                 log::info!("shutting down");
@@ -250,7 +293,8 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        Kind::Threads => {
+        (Kind::Threads, _) => {
+            announce();
             let shutdown = move || {
                 signals.wait();
                 log::info!("shutting down");

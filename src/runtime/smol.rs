@@ -174,3 +174,33 @@ pub fn serve(
     });
     Ok(())
 }
+
+/// Joins the cluster at `cluster.url`, then serves clients on `listener` as one of its nodes
+/// on this thread until `shutdown` completes. `joined` is told the node's id before the first
+/// client is served (im-server prints its `listening on` line then).
+pub fn serve_cluster(
+    listener: std::net::TcpListener,
+    users: crate::users::Users,
+    config: crate::server::ServerConfig,
+    driver: crate::driver::DriverConfig,
+    cluster: crate::cluster::ClusterConfig,
+    joined: impl FnOnce(crate::server::NodeId) + 'static,
+    shutdown: impl Future<Output = ()> + 'static,
+) -> Result<(), String> {
+    let listener = Async::new(listener).map_err(|error| error.to_string())?;
+    Smol::block_on(move |runtime| {
+        Box::pin(async move {
+            let membership = crate::cluster::join(&cluster)
+                .await
+                .map_err(|error| error.to_string())?;
+            let node = membership.node();
+            joined(node);
+            let server = crate::server::Server::clustered(users, config, node);
+            let server = crate::driver::ServerDriver::with_server(server, &driver);
+            let engine = move |questions, answers| membership.run(questions, answers);
+            crate::driver::serve_cluster(runtime, listener, server, &driver, engine, shutdown)
+                .await;
+            Ok(())
+        })
+    })
+}

@@ -1,0 +1,358 @@
+//! Cluster mode end to end: two or three real `im-server` nodes on one real `redis-server` (each
+//! test starts its own, on a Unix socket in a temporary directory), raw TCP clients and real
+//! `im-client` processes, all over 127.0.0.1.
+//!
+//! Without `redis-server` these tests say so and pass, except under CI (`CI=true`), where a
+//! missing `redis-server` fails them.
+
+#[macro_use]
+#[path = "common/server.rs"]
+mod harness;
+#[path = "common/redis.rs"]
+mod redis_server;
+
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use harness::{ClientProcess, Runtime, ServerProcess, TempFile, STEP, USERS};
+use redis_server::RedisServer;
+
+const OK: &str = "303 Message delivery successful\n";
+const FAILED: &str = "304 Message delivery failed\n";
+const AUTH_OK: &str = "101 Authentication successful\n";
+const AUTH_FAILED: &str = "102 Authentication failed\n";
+
+/// The lease the nodes run with here: short, so that a dead node is noticed quickly.
+const LEASE: &str = "1s";
+/// How long a dead node may take to be noticed: the lease, plus a heartbeat, plus slack.
+const NOTICED: Duration = Duration::from_secs(4);
+
+/// A Redis and the nodes on it.
+struct Cluster {
+    redis: RedisServer,
+    nodes: Vec<ServerProcess>,
+}
+
+impl Cluster {
+    /// `n` nodes with these extra options, or `None` (and a note) without `redis-server`.
+    fn start(n: usize, options: &[&str]) -> Option<Cluster> {
+        let redis = RedisServer::unix()?;
+        let mut cluster = Cluster {
+            redis,
+            nodes: Vec::new(),
+        };
+        for _ in 0..n {
+            cluster.add_node(options);
+        }
+        Some(cluster)
+    }
+
+    fn add_node(&mut self, options: &[&str]) -> &ServerProcess {
+        let url = self.redis.url();
+        let mut all = vec!["--cluster", &url, "--cluster-lease", LEASE];
+        all.extend_from_slice(options);
+        self.nodes
+            .push(ServerProcess::start(Runtime::Smol, USERS, &all));
+        self.nodes.last().expect("just added")
+    }
+
+    fn node(&self, index: usize) -> &ServerProcess {
+        &self.nodes[index]
+    }
+}
+
+/// Sends a signal to a process.
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// Retries `attempt` until it returns `true` or `within` has passed.
+fn eventually(within: Duration, what: &str, mut attempt: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !attempt() {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn list_is_one_list_in_global_login_order() {
+    let Some(cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    let _alice = cluster.node(0).ready("alice", "alice123");
+    let mut bob = cluster.node(1).ready("bob", "bob123");
+    let mut carol = cluster.node(0).ready("carol", "carol123");
+    assert_eq!(bob.request("/list"), "301 bob alice carol\n");
+    assert_eq!(carol.request("/list"), "301 carol alice bob\n");
+}
+
+#[test]
+fn one_user_logs_in_once_in_the_whole_cluster() {
+    let Some(cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    let _jacky = cluster.node(0).ready("jacky", "12345");
+    let mut twin = cluster.node(1).connect();
+    assert_eq!(twin.request("/login jacky 12345"), AUTH_FAILED);
+
+    // Two nodes racing for one user: exactly one wins.
+    for round in 0..5 {
+        let (mut first, mut second) = (cluster.node(0).connect(), cluster.node(1).connect());
+        first.send(b"/login bob bob123\n");
+        second.send(b"/login bob bob123\n");
+        let answers = [first.recv(), second.recv()];
+        let won = answers.iter().filter(|answer| *answer == AUTH_OK).count();
+        assert_eq!(won, 1, "round {round}: {answers:?}");
+        // The winner leaves, so the next round races again.
+        let winner = if answers[0] == AUTH_OK {
+            &mut first
+        } else {
+            &mut second
+        };
+        assert_eq!(winner.request("/exit"), "310 Bye bye\n");
+        let mut probe = cluster.node(0).connect();
+        eventually(STEP, "bob released", || {
+            let answer = probe.request("/login bob bob123");
+            if answer == AUTH_OK {
+                probe.request("/exit");
+                probe = cluster.node(0).connect();
+            }
+            answer == AUTH_OK
+        });
+    }
+}
+
+#[test]
+fn to_across_nodes_is_303_when_acknowledged_and_304_when_not() {
+    let Some(cluster) = Cluster::start(2, &["--ack-timeout", "1s"]) else {
+        return;
+    };
+    let mut jacky = cluster.node(0).ready("jacky", "12345");
+    let mut bob = cluster.node(1).ready("bob", "bob123");
+    let mut michael = cluster.node(1).ready("michael", "michael123");
+
+    jacky.send(b"/to bob Hello across nodes\n");
+    assert_eq!(bob.recv_lb(), "/from jacky Hello across nodes\n");
+    bob.ack();
+    assert_eq!(jacky.recv(), OK);
+
+    // michael never acknowledges: his node times him out and jacky's node hears of it.
+    jacky.send(b"/to michael are you there?\n");
+    assert_eq!(michael.recv_lb(), "/from jacky are you there?\n");
+    assert_eq!(jacky.recv(), FAILED);
+    michael.expect_la_closed();
+
+    // Offline and unknown users fail at once, from any node.
+    assert_eq!(bob.request("/to michael gone"), FAILED);
+    assert_eq!(bob.request("/to nobody hello"), FAILED);
+}
+
+#[test]
+fn one_recipient_gets_one_message_at_a_time_from_senders_on_two_nodes() {
+    let Some(cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    let mut bob = cluster.node(0).ready("bob", "bob123");
+    let mut jacky = cluster.node(0).ready("jacky", "12345");
+    let mut alice = cluster.node(1).ready("alice", "alice123");
+    jacky.send(b"/to bob one\n");
+    alice.send(b"/to bob two\n");
+    let first = bob.recv_lb();
+    // Nothing else is on bob's Lb until he acknowledges the first.
+    bob.ack();
+    let second = bob.recv_lb();
+    bob.ack();
+    let mut got = [first, second];
+    got.sort();
+    assert_eq!(got, ["/from alice two\n", "/from jacky one\n"]);
+    assert_eq!(jacky.recv(), OK);
+    assert_eq!(alice.recv(), OK);
+}
+
+#[test]
+fn toall_reaches_every_node() {
+    let Some(cluster) = Cluster::start(3, &[]) else {
+        return;
+    };
+    let mut jacky = cluster.node(0).ready("jacky", "12345");
+    let mut others: Vec<_> = [
+        ("bob", "bob123"),
+        ("michael", "michael123"),
+        ("alice", "alice123"),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (user, password))| cluster.node(i % 3).ready(user, password))
+    .collect();
+    jacky.send(b"/toall meeting at 3pm\n");
+    for other in &mut others {
+        assert_eq!(other.recv_lb(), "/broadcastfrom jacky meeting at 3pm\n");
+        other.ack();
+    }
+    assert_eq!(jacky.recv(), OK);
+}
+
+#[test]
+fn the_appendix_between_three_im_clients_on_three_nodes() {
+    let Some(cluster) = Cluster::start(3, &[]) else {
+        return;
+    };
+    let runtime = Runtime::Smol;
+    let mut bob = ClientProcess::start(runtime, cluster.node(1).addr);
+    bob.log_in("bob", "bob123");
+    let mut michael = ClientProcess::start(runtime, cluster.node(2).addr);
+    michael.log_in("michael", "michael123");
+    let mut jacky = ClientProcess::start(runtime, cluster.node(0).addr);
+    jacky.log_in("jacky", "12345");
+    let delivered = OK.trim_end();
+
+    jacky.run("/list", "301 jacky bob michael");
+    jacky.run("/to bob Hello! Nice to meet you!", delivered);
+    bob.expect_lines(&["/from jacky Hello! Nice to meet you!"]);
+    jacky.run("/to michael Hi, Michael!", delivered);
+    michael.expect_lines(&["/from jacky Hi, Michael!"]);
+    michael.run("/to jacky Hi, Jacky!", delivered);
+    jacky.expect_lines(&["/from michael Hi, Jacky!"]);
+    jacky.run("/toall How about meeting at 3pm today?", delivered);
+    bob.expect_lines(&["/broadcastfrom jacky How about meeting at 3pm today?"]);
+    michael.expect_lines(&["/broadcastfrom jacky How about meeting at 3pm today?"]);
+    bob.run("/to jacky Jacky, nice to meet you too!", delivered);
+    jacky.expect_lines(&["/from bob Jacky, nice to meet you too!"]);
+    bob.run("/toall OK.", delivered);
+    jacky.expect_lines(&["/broadcastfrom bob OK."]);
+    michael.expect_lines(&["/broadcastfrom bob OK."]);
+    michael.run("/toall No problem.", delivered);
+    jacky.expect_lines(&["/broadcastfrom michael No problem."]);
+    bob.expect_lines(&["/broadcastfrom michael No problem."]);
+    jacky.run("/exit", "310 Bye bye");
+    assert_eq!(jacky.wait_exit(), Some(0), "{:?}", jacky.transcript);
+    bob.run("/list", "301 bob michael");
+}
+
+#[test]
+fn a_killed_node_fails_what_waited_on_it_and_frees_its_users() {
+    let Some(mut cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    let mut jacky = cluster.node(0).ready("jacky", "12345");
+    let mut bob = cluster.node(1).ready("bob", "bob123");
+    jacky.send(b"/to bob are you still there?\n");
+    assert_eq!(bob.recv_lb(), "/from jacky are you still there?\n");
+    // bob's node dies before bob acknowledges.
+    let started = Instant::now();
+    cluster.nodes[1].kill();
+    assert_eq!(jacky.recv(), FAILED);
+    assert!(started.elapsed() < NOTICED, "{:?}", started.elapsed());
+    // bob is gone from the list, and may log in again on the survivor.
+    assert_eq!(jacky.request("/list"), "301 jacky\n");
+    let _bob_again = cluster.node(0).ready("bob", "bob123");
+    assert_eq!(jacky.request("/list"), "301 jacky bob\n");
+}
+
+#[test]
+fn a_paused_node_is_reaped_and_ends_its_own_sessions_when_it_wakes() {
+    let Some(cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    let mut jacky = cluster.node(0).ready("jacky", "12345");
+    let mut bob = cluster.node(1).ready("bob", "bob123");
+    signal(cluster.node(1).pid(), "STOP");
+    eventually(NOTICED, "bob reaped", || {
+        jacky.request("/list") == "301 jacky\n"
+    });
+    let mut bob_elsewhere = cluster.node(0).ready("bob", "bob123");
+    signal(cluster.node(1).pid(), "CONT");
+    // The woken node finds its lease gone and ends the stale session rather than serve it.
+    bob.expect_la_closed();
+    assert_eq!(bob_elsewhere.request("/list"), "301 bob jacky\n");
+    // And it serves again, as a member of the cluster.
+    eventually(NOTICED, "the woken node serves", || {
+        let mut alice = cluster.node(1).connect();
+        alice.request("/login alice alice123") == AUTH_OK
+    });
+}
+
+#[test]
+fn without_redis_nodes_fail_closed_and_recover_when_it_returns() {
+    let Some(mut cluster) = Cluster::start(2, &[]) else {
+        return;
+    };
+    let mut jacky = cluster.node(0).ready("jacky", "12345");
+    let _bob = cluster.node(1).ready("bob", "bob123");
+    cluster.redis.kill();
+    // No directory: no new login, no delivery, and nothing hangs.
+    let mut alice = cluster.node(0).connect();
+    assert_eq!(alice.request("/login alice alice123"), AUTH_FAILED);
+    assert_eq!(jacky.request("/to bob hello?"), FAILED);
+    cluster.node(0).expect_log("the directory cannot be reached");
+    cluster.redis.restart();
+    eventually(Duration::from_secs(8), "logins work again", || {
+        let mut carol = cluster.node(1).connect();
+        carol.request("/login carol carol123") == AUTH_OK
+    });
+}
+
+#[test]
+fn im_check_passes_against_a_two_node_cluster() {
+    let Some(cluster) = Cluster::start(2, &["--ack-timeout", "2s", "--login-timeout", "3s"]) else {
+        return;
+    };
+    let users = TempFile::new("users.txt", USERS.as_bytes());
+    let output = Command::new(env!("CARGO_BIN_EXE_im-check"))
+        .arg("server")
+        .args(["--port", &cluster.node(0).addr.port().to_string()])
+        .args(["--port", &cluster.node(1).addr.port().to_string()])
+        .arg("--users")
+        .arg(users.path())
+        .args(["--ack-timeout", "2s", "--login-timeout", "3s"])
+        .output()
+        .expect("im-check runs");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains(" 0 failed"), "{report}");
+}
+
+#[test]
+fn nodes_share_one_port_with_reuse_port() {
+    let Some(mut cluster) = Cluster::start(1, &["--reuse-port"]) else {
+        return;
+    };
+    let port = cluster.node(0).addr.port();
+    let url = cluster.redis.url();
+    let options = ["--cluster", &url, "--cluster-lease", LEASE, "--reuse-port"];
+    cluster.nodes.push(ServerProcess::start_on(
+        port,
+        Runtime::Smol,
+        USERS,
+        &options,
+    ));
+    let addr = cluster.node(0).addr;
+    // The kernel spreads new connections over both listeners; a few dozen reach both.
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        clients.push(harness::Client::connect(addr));
+    }
+    for node in &cluster.nodes {
+        eventually(STEP, "both nodes take connections", || {
+            node.stderr().contains("connected from")
+        });
+    }
+    drop(clients);
+    // One chat, whichever node each lands on.
+    let mut jacky = cluster.node(0).ready("jacky", "12345");
+    let _users: Vec<_> = [
+        ("bob", "bob123"),
+        ("michael", "michael123"),
+        ("alice", "alice123"),
+    ]
+    .into_iter()
+    .map(|(user, password)| cluster.node(0).ready(user, password))
+    .collect();
+    assert_eq!(jacky.request("/list"), "301 jacky bob michael alice\n");
+}
