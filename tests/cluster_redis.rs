@@ -187,6 +187,8 @@ fn claims_are_exclusive_across_nodes() {
             Some(vec![entry(user, winner, 1)])
         );
 
+        // A claim repeated (its answer lost) still holds.
+        assert!(winner.claim(1, user).await, "a repeated claim was refused");
         // Not the holder: the loser's session, and another session of the winner's node.
         loser.release(1, user);
         winner.release(2, user);
