@@ -170,7 +170,10 @@ fn claims_are_exclusive_across_nodes() {
             user: user.to_vec(),
         });
         let won = |input| match input {
-            ClusterInput::Claimed { conn, claimed } if conn == ConnId(1) => claimed,
+            ClusterInput::Claimed {
+                conn: ConnId(1),
+                claimed,
+            } => claimed,
             other => panic!("expected a claim, got {other:?}"),
         };
         let (a_won, b_won) = (won(a.next().await), won(b.next().await));
@@ -184,6 +187,8 @@ fn claims_are_exclusive_across_nodes() {
             Some(vec![entry(user, winner, 1)])
         );
 
+        // A claim repeated (its answer lost) still holds.
+        assert!(winner.claim(1, user).await, "a repeated claim was refused");
         // Not the holder: the loser's session, and another session of the winner's node.
         loser.release(1, user);
         winner.release(2, user);
@@ -628,4 +633,102 @@ fn joining_an_unreachable_redis_says_where() {
             .starts_with("invalid Redis URL http://example.com: "),
         "{error}"
     );
+}
+
+#[test]
+fn a_node_whose_lease_vanished_is_fenced_then_rejoins_clean() {
+    let Some(server) = RedisServer::unix() else {
+        return;
+    };
+    run(|executor| async move {
+        let config = config(&server);
+        let a = Node::start(&executor, &config).await;
+        let b = Node::start(&executor, &config).await;
+        // Whether b's reaper gets to a before a registers again is a race.
+        b.skip_down.set(true);
+        assert!(a.claim(1, b"amy").await);
+        // As if a had been paused past its lease: the key is gone, a does not know yet.
+        let mut redis = server.connection();
+        let _: () = redis::cmd("DEL")
+            .arg(format!("im:node:{}", a.id.0))
+            .query(&mut redis)
+            .unwrap();
+        assert!(
+            !a.claim(2, b"bob").await,
+            "a node without a lease took a user"
+        );
+        let mut lost = false;
+        let gone = Instant::now();
+        while !lost {
+            match a.next_within(config.heartbeat * 2).await {
+                ClusterInput::LeaseLost => lost = true,
+                ClusterInput::NodeDown(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        println!("lease lost {:?} after its key vanished", gone.elapsed());
+        a.skip_down.set(true);
+        // a registers again; its old session's user is free.
+        let mut conn = 3;
+        while !a.claim(conn, b"bob").await {
+            assert!(gone.elapsed() < STEP, "a never registered again");
+            Timer::after(config.heartbeat / 4).await;
+            conn += 1;
+        }
+        assert!(
+            b.claim(1, b"amy").await,
+            "the old session still holds its user"
+        );
+        assert_eq!(
+            b.query(1, None).await,
+            Some(vec![entry(b"bob", &a, conn), entry(b"amy", &b, 1)])
+        );
+    });
+}
+
+#[test]
+fn dropped_connections_lose_no_message() {
+    let Some(server) = RedisServer::unix() else {
+        return;
+    };
+    run(|executor| async move {
+        let config = config(&server);
+        let a = Node::start(&executor, &config).await;
+        let b = Node::start(&executor, &config).await;
+        let mut redis = server.connection();
+        let total = 300;
+        for i in 0..total {
+            a.tell(ClusterOutput::Send {
+                to: b.id,
+                message: NodeMessage::Withdraw {
+                    request: RequestId(i),
+                },
+            });
+            if i % 50 == 25 {
+                // Every engine connection drops (ours is dialed again by the next command).
+                let _: redis::Value = redis::cmd("CLIENT")
+                    .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"][..])
+                    .query(&mut redis)
+                    .unwrap();
+                Timer::after(Duration::from_millis(20)).await;
+            }
+        }
+        // At least once, in order: a batch cut off mid-way may come again, nothing is lost.
+        let mut next = 0;
+        while next < total {
+            match b.next().await {
+                ClusterInput::Received {
+                    from,
+                    message: NodeMessage::Withdraw { request },
+                } if from == a.id => {
+                    assert!(request.0 <= next, "lost {next}: got {}", request.0);
+                    if request.0 == next {
+                        next += 1;
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(a.claim(1, b"amy").await, "the directory did not reconnect");
+    });
 }

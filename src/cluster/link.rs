@@ -1,6 +1,9 @@
 //! One connection to Redis that comes back by itself: every call is bounded by a timeout, and
 //! a call that fails for any reason but Redis's own answer drops the connection, so the next
 //! call dials again.
+//!
+//! Every call made through a link must be safe to repeat: a call whose answer was lost may
+//! have been carried out.
 
 use std::future::Future;
 use std::io;
@@ -32,6 +35,11 @@ impl Link {
         }
     }
 
+    /// The last call did not fail for want of Redis.
+    pub(crate) fn connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
     pub(crate) async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> RedisResult<T> {
         self.call(|mut conn| async move { cmd.query_async(&mut conn).await })
             .await
@@ -50,24 +58,24 @@ impl Link {
             .await
     }
 
-    async fn call<T, F>(&mut self, f: impl FnOnce(MultiplexedConnection) -> F) -> RedisResult<T>
+    /// Runs `f` on the connection, dialing first if there is none. A call that fails on a
+    /// connection dialed earlier, for any reason but Redis's answer, is tried once more on a
+    /// fresh one (the old one may have died idle): every call here is safe to repeat.
+    async fn call<T, F>(&mut self, f: impl Fn(MultiplexedConnection) -> F) -> RedisResult<T>
     where
         F: Future<Output = RedisResult<T>>,
     {
         let timeout = self.timeout;
         let result = bounded(timeout, async {
-            let conn = match &self.conn {
-                Some(conn) => conn.clone(),
-                None => {
-                    let conn = self
-                        .client
-                        .get_multiplexed_async_connection_with_config(&self.config)
-                        .await?;
-                    self.conn = Some(conn.clone());
-                    conn
+            let reused = self.conn.is_some();
+            let first = f(self.connection().await?).await;
+            match first {
+                Err(error) if reused && !matches!(error.kind(), ErrorKind::Server(_)) => {
+                    self.conn = None;
+                    f(self.connection().await?).await
                 }
-            };
-            f(conn).await
+                other => other,
+            }
         })
         .await;
         if let Err(error) = &result {
@@ -76,6 +84,18 @@ impl Link {
             }
         }
         result
+    }
+
+    async fn connection(&mut self) -> RedisResult<MultiplexedConnection> {
+        if let Some(conn) = &self.conn {
+            return Ok(conn.clone());
+        }
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        self.conn = Some(conn.clone());
+        Ok(conn)
     }
 }
 

@@ -36,8 +36,8 @@
 //!
 //! Every Redis call gives up after at most a heartbeat (an inbox read after its one-second block
 //! plus a heartbeat). Claims then answer `false` (fail closed: never two sessions of one user),
-//! queries `None`, releases are dropped (the user stays claimed until the node's next
-//! registration or its reaping clears it). Messages to other nodes are retried in order with
+//! queries `None`; a release, and the claim whose answer was lost (it may have been carried
+//! out), are retried once Redis answers again (or cleared when the node registers again). Messages to other nodes are retried in order with
 //! backoff until Redis takes them (at least once: a retried batch may arrive twice); only one that
 //! Redis refuses outright (a server error) is dropped, and a `Deliver` among them is answered
 //! locally as not delivered, so no sender waits on it. After a lease without renewal the hub is
@@ -53,7 +53,7 @@ mod link;
 mod scripts;
 
 use std::cell::Cell;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::rc::Rc;
@@ -345,7 +345,11 @@ impl Engine {
         requests: async_channel::Receiver<ClusterOutput>,
     ) -> Link {
         let keys = &self.keys;
+        let mut unreleased = Unreleased::default();
         while let Ok(request) = requests.recv().await {
+            if link.connected() {
+                unreleased.retry(self, &mut link).await;
+            }
             match request {
                 ClusterOutput::Claim { conn, user } => {
                     let claimed = if self.state.lost.get() {
@@ -365,7 +369,7 @@ impl Engine {
                             invocation
                         };
                         match link.invoke::<i64>(&invocation).await {
-                            Ok(order) if order > 0 => true,
+                            Ok(order) if order >= 0 => true,
                             Ok(-1) => false,
                             Ok(-2) => {
                                 log::warn!(
@@ -379,6 +383,8 @@ impl Engine {
                             }
                             Err(error) => {
                                 log::warn!("refusing a claim for {conn}: {error}");
+                                // It may have been carried out, its answer lost.
+                                unreleased.push(&self.state, conn, user);
                                 false
                             }
                         }
@@ -386,18 +392,9 @@ impl Engine {
                     self.tell(ClusterInput::Claimed { conn, claimed }).await;
                 }
                 ClusterOutput::Release { conn, user } => {
-                    let invocation = {
-                        let mut invocation = scripts::RELEASE.prepare_invoke();
-                        invocation
-                            .key(keys.where_())
-                            .key(keys.online())
-                            .key(keys.node_users(self.node))
-                            .arg(&user)
-                            .arg(self.at(conn));
-                        invocation
-                    };
-                    if let Err(error) = link.invoke::<i64>(&invocation).await {
-                        log::warn!("cannot release the claim of {conn}: {error}");
+                    if let Err(error) = self.release(&mut link, conn, &user).await {
+                        log::warn!("cannot release the claim of {conn} yet: {error}");
+                        unreleased.push(&self.state, conn, user);
                     }
                 }
                 ClusterOutput::Query { query, user } => {
@@ -428,6 +425,22 @@ impl Engine {
             }
         }
         link
+    }
+
+    /// Ends `conn`'s claim on `user`, if it holds it.
+    async fn release(&self, link: &mut Link, conn: ConnId, user: &[u8]) -> redis::RedisResult<()> {
+        let keys = &self.keys;
+        let invocation = {
+            let mut invocation = scripts::RELEASE.prepare_invoke();
+            invocation
+                .key(keys.where_())
+                .key(keys.online())
+                .key(keys.node_users(self.node))
+                .arg(user)
+                .arg(self.at(conn));
+            invocation
+        };
+        link.invoke::<i64>(&invocation).await.map(drop)
     }
 
     /// `"<node>:<conn>"`, a session of this node as `where` holds it.
@@ -729,6 +742,39 @@ impl Engine {
         match link.invoke::<i64>(&invocation).await {
             Ok(_) => log::info!("node {} left the cluster", self.node.0),
             Err(error) => log::warn!("cannot leave the cluster cleanly: {error}"),
+        }
+    }
+}
+
+/// Claims that must end but could not yet (Redis did not answer), retried before the next
+/// directory request once Redis answers again. Once the lease is lost there is no need: registering again drops every
+/// claim of this node.
+#[derive(Default)]
+struct Unreleased(VecDeque<(ConnId, Vec<u8>)>);
+
+impl Unreleased {
+    /// At most this many wait; the oldest beyond are left to the next registration or reaping.
+    const MAX: usize = 10_000;
+
+    fn push(&mut self, state: &State, conn: ConnId, user: Vec<u8>) {
+        if state.lost.get() {
+            return;
+        }
+        if self.0.len() == Self::MAX {
+            self.0.pop_front();
+        }
+        self.0.push_back((conn, user));
+    }
+
+    async fn retry(&mut self, engine: &Engine, link: &mut Link) {
+        if engine.state.lost.get() {
+            self.0.clear();
+        }
+        while let Some((conn, user)) = self.0.front() {
+            if engine.release(link, *conn, user).await.is_err() {
+                return;
+            }
+            self.0.pop_front();
         }
     }
 }

@@ -27,12 +27,16 @@ end
 /// KEYS: lease (this node), where, order, online, node-users (this node).
 /// ARGV: user, "<node>:<conn>".
 /// Returns -2 if this node's lease is gone (fencing: a node the cluster may have reaped must
-/// not take users), -1 if the user is someone else's, else the user's login order.
+/// not take users), -1 if the user is someone else's, 0 if it is this session's already (the
+/// claim is repeated after a lost answer), else the user's login order.
 pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -2 end
-if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return -1 end
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then
+  if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then return 0 end
+  return -1
+end
 local order = redis.call('INCR', KEYS[3])
 redis.call('ZADD', KEYS[4], order, ARGV[1])
 redis.call('SADD', KEYS[5], ARGV[1])
