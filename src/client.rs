@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::protocol::{
@@ -122,6 +123,8 @@ pub enum ClientEvent {
     Bye,
     /// Something went wrong; unless it is [`ClientError::UnexpectedLbLine`], the client exits 1.
     Error(ClientError),
+    /// Something the user should know of, that the client takes in its stride and goes on.
+    Warning(ClientWarning),
 }
 
 /// What the user is asked or told during the login (§4, step 2).
@@ -355,6 +358,31 @@ impl fmt::Display for ClientError {
             ClientError::NoBye => {
                 f.write_str("the server closed the connection without answering /exit")
             }
+        }
+    }
+}
+
+/// Something odd the client goes on after; its `Display` is the one-line message the terminal
+/// shows after `warning: `.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientWarning {
+    /// A connection to the Lb listener came from an address other than the server's, and was
+    /// closed unread (PROTOCOL.md §4 step 3): the client still waits for the server's.
+    LbNotFromServer {
+        /// Who connected.
+        peer: SocketAddr,
+        /// La's peer address, the only one Lb is taken from.
+        server: IpAddr,
+    },
+}
+
+impl fmt::Display for ClientWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientWarning::LbNotFromServer { peer, server } => write!(
+                f,
+                "refused a message connection (Lb) from {peer}: only the server ({server}) may open it"
+            ),
         }
     }
 }

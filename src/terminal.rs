@@ -38,6 +38,7 @@ pub fn render(event: &ClientEvent) -> Option<Rendered> {
             content,
         } => without_newline(kind.to_line_bytes(sender, content)),
         ClientEvent::Error(error) => Rendered::Stderr(format!("error: {error}")),
+        ClientEvent::Warning(warning) => Rendered::Stderr(format!("warning: {warning}")),
         ClientEvent::LoggedIn | ClientEvent::LbReady | ClientEvent::Bye => return None,
     })
 }

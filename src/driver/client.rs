@@ -4,9 +4,11 @@
 //!
 //! The session decides the protocol; the driver adds what every runtime needs around it:
 //! front-end events (shown through [`ClientFrontend`]) are set apart from socket actions
-//! ([`IoAction`]), a write to Lb before Lb is up is a closed Lb, a failed write is a closed
-//! connection, and nothing is done after the exit.
+//! ([`IoAction`]), Lb is taken only from the server's address ([`ClientDriver::lb_offered`]),
+//! a write to Lb before Lb is up is a closed Lb, a failed write is a closed connection, and
+//! nothing is done after the exit.
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr};
@@ -17,7 +19,7 @@ use futures_lite::future;
 
 use super::{write_all, AsyncListener, AsyncStream, AsyncTimer, Runtime};
 use crate::client::{
-    ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientSession, Connection,
+    ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientSession, ClientWarning, Connection,
 };
 use crate::terminal::UserInput;
 
@@ -52,8 +54,8 @@ pub enum IoAction {
     /// Write these bytes; report a failure with [`ClientDriver::write_failed`].
     Send(Connection, Vec<u8>),
     /// Bind the Lb listener on La's local address with [`ClientFrontend::bind_lb`], report it
-    /// with [`ClientDriver::lb_listening`], then accept one connection
-    /// ([`ClientDriver::lb_accepted`]).
+    /// with [`ClientDriver::lb_listening`], then accept connections and offer each to
+    /// [`ClientDriver::lb_offered`] until one is taken (then the listener closes).
     ListenLb,
     /// Close both connections: the client is done, with this exit code. Nothing follows it.
     Exit(i32),
@@ -63,17 +65,24 @@ pub enum IoAction {
 #[derive(Debug)]
 pub struct ClientDriver {
     session: ClientSession,
+    /// La's peer address, canonical (an IPv4-mapped IPv6 address as IPv4): the only address
+    /// Lb is taken from.
+    server_ip: IpAddr,
     /// The server's Lb connection was accepted (and is being read).
     lb_open: bool,
+    /// Events of the driver's own, shown before the session's next output.
+    notices: VecDeque<ClientEvent>,
     exit_code: Option<i32>,
 }
 
 impl ClientDriver {
-    /// A driver for a client whose La is connected.
-    pub fn new(now: Instant, config: ClientConfig) -> Self {
+    /// A driver for a client whose La is connected to `server` (La's peer address).
+    pub fn new(now: Instant, config: ClientConfig, server: SocketAddr) -> Self {
         ClientDriver {
             session: ClientSession::new(now, config),
+            server_ip: server.ip().to_canonical(),
             lb_open: false,
+            notices: VecDeque::new(),
             exit_code: None,
         }
     }
@@ -105,10 +114,27 @@ impl ClientDriver {
         self.session.handle_input(now, input);
     }
 
-    /// The server's Lb connection was accepted, and the runtime reads it from now on.
-    pub fn lb_accepted(&mut self, now: Instant) {
+    /// The Lb listener accepted a connection from `peer`; returns whether it is Lb.
+    ///
+    /// `true`: the runtime keeps it, reads it from now on, and closes the listener. `false`:
+    /// the runtime closes it at once, unread, and goes on accepting; the session still waits
+    /// for the server's (bounded, as ever, by the server's `201` or `202` on La).
+    pub fn lb_offered(&mut self, now: Instant, peer: SocketAddr) -> bool {
+        // PROTOCOL.md §4 step 3. Whoever opens Lb can show the user anything as a message
+        // "from" anyone, and have it acknowledged: only the server, which connects from La's
+        // peer address, may. (Another user on the same host still can; a port guessed from
+        // afar cannot.)
+        if self.lb_open || self.exit_code.is_some() || peer.ip().to_canonical() != self.server_ip {
+            self.notices
+                .push_back(ClientEvent::Warning(ClientWarning::LbNotFromServer {
+                    peer,
+                    server: self.server_ip,
+                }));
+            return false;
+        }
         self.lb_open = true;
         self.session.handle_input(now, ClientInput::LbAccepted);
+        true
     }
 
     /// A write asked for by [`IoAction::Send`] failed: to the session, the connection is gone.
@@ -131,6 +157,10 @@ impl ClientDriver {
     /// it; `None` until new input or the next timeout.
     pub fn poll_io(&mut self, frontend: &mut impl ClientFrontend) -> Option<IoAction> {
         while self.exit_code.is_none() {
+            if let Some(notice) = self.notices.pop_front() {
+                frontend.show(notice);
+                continue;
+            }
             match self.session.poll_output()? {
                 ClientOutput::Event(event) => frontend.show(event),
                 ClientOutput::ReadLine { secret } => frontend.read_line(secret),
@@ -211,10 +241,12 @@ impl<R: Runtime, F: ClientFrontend> AsyncClient<R, F> {
         let la = runtime.connect(server).await?;
         // Every line is a request someone waits for: send it at once.
         let _ = la.set_nodelay(true);
+        // La's peer is the address Lb must come from; it is `server` unless the call fails.
+        let peer = la.peer_addr().unwrap_or(server);
         let mut client = AsyncClient {
             timer: runtime.timer(None),
             runtime,
-            driver: ClientDriver::new(Instant::now(), config),
+            driver: ClientDriver::new(Instant::now(), config, peer),
             frontend,
             la,
             lb: None,
@@ -283,17 +315,21 @@ impl<R: Runtime, F: ClientFrontend> AsyncClient<R, F> {
         match ready {
             Ready::Readable(on) => self.read(on, scratch).await,
             Ready::Accepted(accepted) => {
-                // The listener closes here: the server connects once.
-                self.listener = None;
                 match accepted {
                     Ok((stream, peer)) => {
-                        log::debug!("Lb accepted from {peer}");
-                        let _ = stream.set_nodelay(true);
-                        self.lb = Some(stream);
-                        self.driver.lb_accepted(Instant::now());
+                        log::debug!("Lb offered from {peer}");
+                        if self.driver.lb_offered(Instant::now(), peer) {
+                            // The listener closes here: the server connects once.
+                            self.listener = None;
+                            let _ = stream.set_nodelay(true);
+                            self.lb = Some(stream);
+                        }
+                        // Otherwise `stream` is dropped (closed) unread, and the listener
+                        // stays for the server's own.
                     }
                     Err(err) => {
                         log::warn!("accepting Lb failed: {err}");
+                        self.listener = None;
                         self.driver
                             .handle_input(Instant::now(), ClientInput::LbClosed);
                     }
