@@ -37,6 +37,7 @@ pub fn render(event: &ClientEvent) -> Option<Rendered> {
             sender,
             content,
         } => without_newline(kind.to_line_bytes(sender, content)),
+        ClientEvent::UnknownDelivery(line) => Rendered::Stdout(line.clone()),
         ClientEvent::Error(error) => Rendered::Stderr(format!("error: {error}")),
         ClientEvent::Warning(warning) => Rendered::Stderr(format!("warning: {warning}")),
         ClientEvent::LoggedIn | ClientEvent::LbReady | ClientEvent::Bye => return None,

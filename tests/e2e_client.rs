@@ -18,6 +18,7 @@ use harness::{Runtime, ServerProcess, CLIENT_BIN, STEP, USERS};
 
 in_each_runtime!(
     lb_is_taken_only_from_the_servers_address,
+    a_deviating_servers_lb_lines_are_shown_and_acknowledged,
     a_host_name_works_where_an_ip_does,
 );
 
@@ -172,6 +173,65 @@ fn log_in(la: &mut BufReader<TcpStream>) -> u16 {
         .and_then(|rest| rest.strip_suffix('\n'))
         .unwrap_or_else(|| panic!("not a /port line: {port:?}"));
     port.parse().unwrap()
+}
+
+/// The fake server's side once the client is logged in with Lb up: the client, La, Lb.
+fn logged_in_with_lb(runtime: Runtime) -> (Piped, BufReader<TcpStream>, BufReader<TcpStream>) {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut client = Piped::start(runtime, "127.0.0.1", addr.port());
+    let mut la = BufReader::new(accept_within(&server));
+    client.type_lines(&["jacky", "12345"]);
+    let lb_port = log_in(&mut la);
+    let lb = connect_from(
+        Ipv4Addr::LOCALHOST,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, lb_port)),
+    );
+    la.get_mut()
+        .write_all(b"201 Build connection successful\n")
+        .unwrap();
+    client.expect_lines(&[
+        "Please input your user name:",
+        "Please input your password:",
+        "101 Authentication successful",
+        "201 Build connection successful",
+    ]);
+    (client, la, BufReader::new(lb))
+}
+
+/// docs/protocol.md §4 step 5: a server that says `/broadcast` (no `from`) or sends a line far
+/// over the bound still gets `302` for each, the user sees what can be shown, and standard
+/// error warns once of the deviation (and of the line it could not show).
+fn a_deviating_servers_lb_lines_are_shown_and_acknowledged(runtime: Runtime) {
+    let (mut client, mut la, mut lb) = logged_in_with_lb(runtime);
+    lb.get_mut().write_all(b"/broadcast bob hi all\n").unwrap();
+    assert_eq!(read_line(&mut lb), RECEIPT);
+    lb.get_mut().write_all(b"/broadcast bob again\n").unwrap();
+    assert_eq!(read_line(&mut lb), RECEIPT);
+    let mut long = vec![b'x'; 70_000];
+    long.push(b'\n');
+    lb.get_mut().write_all(&long).unwrap();
+    assert_eq!(read_line(&mut lb), RECEIPT);
+    lb.get_mut().write_all(b"/from bob still here\n").unwrap();
+    assert_eq!(read_line(&mut lb), RECEIPT);
+    client.expect_lines(&[
+        "/broadcast bob hi all",
+        "/broadcast bob again",
+        "/from bob still here",
+    ]);
+    client.close_stdin();
+    assert_eq!(read_line(&mut la), "/exit\n");
+    la.get_mut().write_all(b"310 Bye bye\n").unwrap();
+    drop((la, lb));
+    let (code, stdout, stderr) = client.finish();
+    assert_eq!(stdout, ["310 Bye bye"]);
+    assert_eq!(stderr.len(), 2, "{stderr:?}");
+    assert!(
+        stderr[0].contains("deviates from the protocol"),
+        "{stderr:?}"
+    );
+    assert!(stderr[1].contains("longer than 65536 bytes"), "{stderr:?}");
+    assert_eq!(code, Some(0));
 }
 
 /// docs/protocol.md §4 step 3: a connection to the Lb port from another address (here
