@@ -7,7 +7,8 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+// Addresses as plain data, for what the driver reports: `core::net` has no sockets.
+use core::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::protocol::{

@@ -206,7 +206,7 @@ pub fn print_error(message: &str) {
 }
 
 /// Says on standard error that La could not be connected, and returns the exit code for it.
-pub fn cannot_connect(server: std::net::SocketAddr, error: &std::io::Error) -> i32 {
+pub fn cannot_connect(server: &crate::driver::client::ServerAddrs, error: &std::io::Error) -> i32 {
     print_error(&format!("error: cannot connect to {server}: {error}"));
     1
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::{read_some, spawn};
 use crate::client::{ClientInput, Connection};
 use crate::driver::client::{
-    ClientDriver, ClientFrontend, IoAction, CLIENT_EVENT_QUEUE, CLIENT_READ_CHUNK,
+    ClientDriver, ClientFrontend, IoAction, ServerAddrs, CLIENT_EVENT_QUEUE, CLIENT_READ_CHUNK,
 };
 use crate::terminal::{cannot_connect, print_error, Terminal, UserInput};
 
@@ -27,12 +27,18 @@ enum Event {
     LbOffered(TcpStream, SocketAddr, mpsc::SyncSender<bool>),
 }
 
-/// Runs the client of PROTOCOL.md §4 against `server` on the current thread until it exits,
-/// and returns the process exit code.
-pub fn run(server: SocketAddr) -> i32 {
-    let la = match TcpStream::connect(server) {
+/// Runs the client of PROTOCOL.md §4 against `server` (the first of its addresses that
+/// answers) on the current thread until it exits, and returns the process exit code.
+pub fn run(server: ServerAddrs) -> i32 {
+    // Each address in turn, as `connect_first` does for the async runtimes; the last error.
+    let la = match TcpStream::connect(server.addrs()) {
         Ok(stream) => Arc::new(stream),
-        Err(err) => return cannot_connect(server, &err),
+        Err(err) => return cannot_connect(&server, &err),
+    };
+    // La's peer is the address Lb must come from.
+    let server = match la.peer_addr() {
+        Ok(peer) => peer,
+        Err(err) => return cannot_connect(&server, &err),
     };
     let _ = la.set_nodelay(true);
     let (events_tx, events) = mpsc::sync_channel(CLIENT_EVENT_QUEUE);
@@ -42,7 +48,6 @@ pub fn run(server: SocketAddr) -> i32 {
     }
     let user = events_tx.clone();
     let mut terminal = Terminal::start(move |typed| user.send(Event::User(typed)).is_ok());
-    let server = la.peer_addr().unwrap_or(server);
     let mut driver = ClientDriver::new(Instant::now(), terminal.config(), server);
     let mut lb: Option<Arc<TcpStream>> = None;
     let code = 'run: loop {
