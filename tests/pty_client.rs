@@ -66,7 +66,8 @@ fn log_in(pty: &mut PtySession) {
     press(pty, &format!("jacky{ENTER}"));
     pty.exp_string("Please input your password:\r\n").unwrap();
     press(pty, &format!("12345{ENTER}"));
-    pty.exp_string("201 Build connection successful\r\n").unwrap();
+    pty.exp_string("201 Build connection successful\r\n")
+        .unwrap();
 }
 
 /// Waits for the client to end and returns its exit code.
@@ -86,12 +87,23 @@ fn the_prompts_are_exact_and_the_password_is_never_on_screen(runtime: Runtime) {
     assert_eq!(before, "");
     press(&mut pty, &format!("jacky{ENTER}"));
     let typed = pty.exp_string("Please input your password:\r\n").unwrap();
-    assert!(typed.contains("jacky"), "the user name is echoed: {typed:?}");
+    assert!(
+        typed.contains("jacky"),
+        "the user name is echoed: {typed:?}"
+    );
     press(&mut pty, &format!("12345{ENTER}"));
     let screen = pty.exp_string("101 Authentication successful\r\n").unwrap();
-    assert!(!screen.contains("12345"), "the password is on screen: {screen:?}");
-    let screen = pty.exp_string("201 Build connection successful\r\n").unwrap();
-    assert!(!screen.contains("12345"), "the password is on screen: {screen:?}");
+    assert!(
+        !screen.contains("12345"),
+        "the password is on screen: {screen:?}"
+    );
+    let screen = pty
+        .exp_string("201 Build connection successful\r\n")
+        .unwrap();
+    assert!(
+        !screen.contains("12345"),
+        "the password is on screen: {screen:?}"
+    );
     press(&mut pty, &format!("/exit{ENTER}"));
     pty.exp_string("310 Bye bye").unwrap();
     assert_eq!(exit_code(pty), Some(0));
