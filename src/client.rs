@@ -8,6 +8,8 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+// Addresses as plain data, for what the driver reports: `core::net` has no sockets.
+use core::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::protocol::{
@@ -121,8 +123,14 @@ pub enum ClientEvent {
     },
     /// `310` answered `/exit`: the client exits 0. (Its `Answer` came first.)
     Bye,
-    /// Something went wrong; unless it is [`ClientError::UnexpectedLbLine`], the client exits 1.
+    /// A line on Lb of no known form (a server deviating from the protocol), verbatim without
+    /// its `\n`, already acknowledged with `302` like a delivery: the user sees it, and a
+    /// server without an ack time-out does not hang its sender.
+    UnknownDelivery(Vec<u8>),
+    /// Something went wrong: the client exits 1.
     Error(ClientError),
+    /// Something the user should know of, that the client takes in its stride and goes on.
+    Warning(ClientWarning),
 }
 
 /// What the user is asked or told during the login (§4, step 2).
@@ -316,8 +324,6 @@ pub enum ClientError {
         /// The bound.
         max_line: usize,
     },
-    /// Lb carried a line that is no delivery; it is not acknowledged, and the client goes on.
-    UnexpectedLbLine(Vec<u8>),
     /// After `/exit`, Lb closed and `310` did not follow within [`ClientConfig::exit_grace`].
     NoBye,
 }
@@ -346,16 +352,56 @@ impl fmt::Display for ClientError {
                     "the server sent a line longer than {max_line} bytes on {on}"
                 )
             }
-            ClientError::UnexpectedLbLine(line) => {
-                write!(
-                    f,
-                    "the server sent an unexpected line on Lb: {}",
-                    preview(line)
-                )
-            }
             ClientError::NoBye => {
                 f.write_str("the server closed the connection without answering /exit")
             }
+        }
+    }
+}
+
+/// Something odd the client goes on after; its `Display` is the one-line message the terminal
+/// shows after `warning: `.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientWarning {
+    /// A connection to the Lb listener came from an address other than the server's, and was
+    /// closed unread (PROTOCOL.md §4 step 3): the client still waits for the server's.
+    LbNotFromServer {
+        /// Who connected.
+        peer: SocketAddr,
+        /// La's peer address, the only one Lb is taken from.
+        server: IpAddr,
+    },
+    /// The first line on Lb of no known form (PROTOCOL.md §4 step 5): the server deviates
+    /// from the protocol. It is shown and acknowledged ([`ClientEvent::UnknownDelivery`]);
+    /// later ones are too, without another warning.
+    DeviatingServer(Vec<u8>),
+    /// A line on Lb grew past [`ClientConfig::max_line`]: it is acknowledged with `302` as
+    /// soon as the bound is passed, like any other Lb line, but cannot be shown (its bytes are
+    /// discarded).
+    LbLineTooLong {
+        /// The bound.
+        max_line: usize,
+    },
+}
+
+impl fmt::Display for ClientWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientWarning::LbNotFromServer { peer, server } => write!(
+                f,
+                "refused a message connection (Lb) from {peer}: only the server ({server}) may open it"
+            ),
+            ClientWarning::DeviatingServer(line) => write!(
+                f,
+                "the server deviates from the protocol: it sent {} on Lb, which is neither \
+                 /from nor /broadcastfrom; such lines are shown and acknowledged",
+                preview(line)
+            ),
+            ClientWarning::LbLineTooLong { max_line } => write!(
+                f,
+                "the server sent a message longer than {max_line} bytes on Lb; \
+                 it was acknowledged but cannot be shown"
+            ),
         }
     }
 }
@@ -400,6 +446,8 @@ pub struct ClientSession {
     /// The requests sent on La and not answered yet, oldest first: the server answers in
     /// order, so each La line belongs to the front one. At most two (a command, then `/exit`).
     asked: VecDeque<Asked>,
+    /// [`ClientWarning::DeviatingServer`] was given: it is given once.
+    warned_deviation: bool,
     outputs: VecDeque<ClientOutput>,
 }
 
@@ -412,6 +460,7 @@ impl ClientSession {
             config,
             state: State::AskingUser,
             asked: VecDeque::new(),
+            warned_deviation: false,
             outputs: VecDeque::new(),
         };
         session.ask_user();
@@ -570,7 +619,17 @@ impl ClientSession {
             match (frame, on) {
                 (Frame::Line(line), Connection::La) => self.on_la_line(line),
                 (Frame::Line(line), Connection::Lb) => self.on_lb_line(line),
-                (Frame::TooLong, _) => self.fail(ClientError::LineTooLong { on, max_line }),
+                (Frame::TooLong, Connection::La) => {
+                    self.fail(ClientError::LineTooLong { on, max_line })
+                }
+                // Like any Lb line of no known form: acknowledged, so the server's sender is
+                // not held up; the user is told what was lost.
+                (Frame::TooLong, Connection::Lb) => {
+                    self.event(ClientEvent::Warning(ClientWarning::LbLineTooLong {
+                        max_line,
+                    }));
+                    self.acknowledge();
+                }
             }
             !matches!(self.state, State::Exited)
         });
@@ -628,11 +687,16 @@ impl ClientSession {
                 (DeliveryKind::BroadcastFrom, sender, content)
             }
             Err(Unrecognized) => {
-                // No `302`: the server then fails that delivery rather than count it as
-                // received.
-                self.event(ClientEvent::Error(ClientError::UnexpectedLbLine(
-                    line.to_vec(),
-                )));
+                // PROTOCOL.md §4 step 5: a deviating server (`/broadcast …`, say) is still
+                // shown and answered, since a server without an ack time-out would otherwise
+                // hold its sender for good; the user is warned once.
+                self.event(ClientEvent::UnknownDelivery(line.to_vec()));
+                if !std::mem::replace(&mut self.warned_deviation, true) {
+                    self.event(ClientEvent::Warning(ClientWarning::DeviatingServer(
+                        line.to_vec(),
+                    )));
+                }
+                self.acknowledge();
                 return;
             }
         };
@@ -641,6 +705,11 @@ impl ClientSession {
             sender: sender.to_vec(),
             content: content.to_vec(),
         });
+        self.acknowledge();
+    }
+
+    /// Answers the Lb line just taken with `302`.
+    fn acknowledge(&mut self) {
         self.outputs
             .push_back(ClientOutput::SendLb(receipt_bytes()));
     }

@@ -4,9 +4,20 @@
 //! PROTOCOL.md §4 (prompts, every server line as it came, errors on standard error). Standard
 //! input is read on a std thread in every runtime, one line per `ReadLine`, because blocking
 //! reads (and `rpassword`'s terminal handling) fit no event loop.
+//!
+//! When standard input and output are both a terminal, commands are read with `rustyline`: the
+//! line can be edited (arrow keys, Up and Down through this session's commands), and what comes
+//! meanwhile is printed above it through rustyline's `ExternalPrinter`, so what the user has
+//! typed stays intact and is sent whole. Otherwise (piped) lines are read and printed as they
+//! are, byte for byte, and the output reads as a transcript.
 
 use std::io::{BufRead, ErrorKind, IsTerminal, Write};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+
+use rustyline::error::ReadlineError;
+use rustyline::history::DefaultHistory;
+use rustyline::{Editor, ExternalPrinter};
 
 use crate::client::{ClientConfig, ClientEvent, ClientInput};
 use crate::driver::client::ClientFrontend;
@@ -37,7 +48,9 @@ pub fn render(event: &ClientEvent) -> Option<Rendered> {
             sender,
             content,
         } => without_newline(kind.to_line_bytes(sender, content)),
+        ClientEvent::UnknownDelivery(line) => Rendered::Stdout(line.clone()),
         ClientEvent::Error(error) => Rendered::Stderr(format!("error: {error}")),
+        ClientEvent::Warning(warning) => Rendered::Stderr(format!("warning: {warning}")),
         ClientEvent::LoggedIn | ClientEvent::LbReady | ClientEvent::Bye => return None,
     })
 }
@@ -64,11 +77,36 @@ impl UserInput {
     }
 }
 
+/// Which line the session asks the reader thread for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LineKind {
+    /// The user name: edited, but kept out of the history.
+    UserName,
+    /// The password: without echo on a terminal, never in the history.
+    Password,
+    /// A command: edited, and kept in this session's history.
+    Command,
+}
+
+/// The line editor's side of the terminal: prints above the line being edited.
+type Printer = Box<dyn ExternalPrinter + Send>;
+
 /// The terminal as a [`ClientFrontend`]: events are printed, lines are read on request.
 pub struct Terminal {
     interactive: bool,
-    /// Asks the reader thread for one line (`true`: a password); `None` if it did not start.
-    stdin_requests: Option<mpsc::Sender<bool>>,
+    /// Asks the reader thread for one line; `None` if it did not start.
+    stdin_requests: Option<mpsc::Sender<LineKind>>,
+    /// Set once `201` came: from then on lines are commands.
+    reading_commands: bool,
+    /// Prints above the line being edited, when commands are read with the line editor.
+    printer: Option<Printer>,
+    /// Standard error is the terminal too, so its lines go above the edited line as well.
+    stderr_on_screen: bool,
+    /// The terminal's settings at start, put back when the terminal is dropped, in case the
+    /// client exits while the line editor has the terminal in raw mode.
+    saved: Option<nix::sys::termios::Termios>,
+    /// The reader thread is in the line editor (the terminal is in raw mode).
+    editing: Arc<AtomicBool>,
 }
 
 impl Terminal {
@@ -77,7 +115,21 @@ impl Terminal {
     /// installs the process's signal handler.
     pub fn start(deliver: impl Fn(UserInput) -> bool + Clone + Send + 'static) -> Terminal {
         let interactive = std::io::stdin().is_terminal();
-        let stdin_requests = match spawn_stdin_reader(deliver.clone(), interactive) {
+        let editor = if interactive && std::io::stdout().is_terminal() {
+            line_editor()
+        } else {
+            None
+        };
+        let saved = editor
+            .as_ref()
+            .and_then(|_| nix::sys::termios::tcgetattr(std::io::stdin()).ok());
+        let (editor, printer) = match editor {
+            Some((editor, printer)) => (Some(editor), Some(printer)),
+            None => (None, None),
+        };
+        let editing = Arc::new(AtomicBool::new(false));
+        let reader = spawn_stdin_reader(deliver.clone(), interactive, editor, editing.clone());
+        let stdin_requests = match reader {
             Ok(requests) => Some(requests),
             Err(err) => {
                 log::error!("cannot start the standard input reader: {err}");
@@ -102,6 +154,11 @@ impl Terminal {
         Terminal {
             interactive,
             stdin_requests,
+            reading_commands: false,
+            stderr_on_screen: printer.is_some() && std::io::stderr().is_terminal(),
+            printer,
+            saved,
+            editing,
         }
     }
 
@@ -112,39 +169,122 @@ impl Terminal {
             ..ClientConfig::default()
         }
     }
+
+    /// Prints `line` above the line being edited if there is a line editor, else as it is.
+    fn print_on_screen(&mut self, line: Vec<u8>) {
+        let Some(printer) = &mut self.printer else {
+            return print_line(line);
+        };
+        // A terminal shows text: bytes that are not UTF-8 are shown as U+FFFD.
+        let mut text = String::from_utf8_lossy(&line).into_owned();
+        text.push('\n');
+        if let Err(err) = printer.print(text) {
+            log::debug!("printing above the edited line failed: {err}");
+            print_line(line);
+        }
+    }
+
+    /// Takes the terminal out of the line editor's raw mode for good (the client is leaving),
+    /// ending the half-typed line; returns whether it was in it.
+    fn leave_line_editor(&mut self) -> bool {
+        let Some(saved) = self.saved.take() else {
+            return false;
+        };
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &saved,
+        );
+        // What comes now goes straight out, below the half-typed line.
+        self.printer = None;
+        let was_editing = self.editing.load(Ordering::SeqCst);
+        if was_editing {
+            print_line(Vec::new());
+        }
+        was_editing
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        self.leave_line_editor();
+    }
+}
+
+/// A line editor on the terminal and its printer; `None` (after a warning) if it cannot start.
+fn line_editor() -> Option<(Editor<(), DefaultHistory>, Printer)> {
+    let config = rustyline::Config::builder()
+        .auto_add_history(false)
+        .history_ignore_dups(true)
+        .ok()?
+        .build();
+    let started = Editor::with_config(config).and_then(|mut editor| {
+        let printer = editor.create_external_printer()?;
+        Ok((editor, Box::new(printer) as Printer))
+    });
+    started
+        .inspect_err(|err| log::warn!("no line editing: {err}"))
+        .ok()
 }
 
 impl ClientFrontend for Terminal {
     fn show(&mut self, event: ClientEvent) {
+        if event == ClientEvent::LbReady {
+            self.reading_commands = true;
+        }
+        if matches!(event, ClientEvent::Error(_)) {
+            // The client exits right after: the message must be out before, not left to the
+            // editor's thread to draw.
+            self.leave_line_editor();
+        }
         match render(&event) {
-            Some(Rendered::Stdout(line)) => print_line(line),
+            Some(Rendered::Stdout(line)) => self.print_on_screen(line),
+            Some(Rendered::Stderr(message)) if self.stderr_on_screen => {
+                self.print_on_screen(message.into_bytes())
+            }
             Some(Rendered::Stderr(message)) => print_error(&message),
             None => {}
         }
     }
 
     fn read_line(&mut self, secret: bool) {
+        let kind = match (secret, self.reading_commands) {
+            (true, _) => LineKind::Password,
+            (false, false) => LineKind::UserName,
+            (false, true) => LineKind::Command,
+        };
         // The reader thread only stops after reporting end of input, after which the session
         // asks for no more lines.
         if let Some(requests) = &self.stdin_requests {
-            let _ = requests.send(secret);
+            let _ = requests.send(kind);
         }
     }
 }
 
 /// Starts the thread that reads one line of standard input per request sent to the returned
-/// channel (`true`: a password, read without echo when standard input is a terminal) and hands
-/// each to `deliver`, which says whether anybody still listens.
+/// channel (a password without echo when standard input is a terminal; with `editor`, other
+/// lines through it) and hands each to `deliver`, which says whether anybody still listens.
 fn spawn_stdin_reader(
     deliver: impl Fn(UserInput) -> bool + Send + 'static,
     interactive: bool,
-) -> std::io::Result<mpsc::Sender<bool>> {
-    let (requests, wanted) = mpsc::channel::<bool>();
+    mut editor: Option<Editor<(), DefaultHistory>>,
+    editing: Arc<AtomicBool>,
+) -> std::io::Result<mpsc::Sender<LineKind>> {
+    let (requests, wanted) = mpsc::channel::<LineKind>();
     std::thread::Builder::new()
         .name("stdin".to_owned())
         .spawn(move || {
-            for secret in wanted {
-                let input = read_stdin_line(secret && interactive);
+            for kind in wanted {
+                let secret = kind == LineKind::Password;
+                let input = match &mut editor {
+                    Some(editor) if !secret => {
+                        editing.store(true, Ordering::SeqCst);
+                        let input = edit_line(editor, kind);
+                        editing.store(false, Ordering::SeqCst);
+                        input
+                    }
+                    _ => read_stdin_line(secret && interactive),
+                };
                 let last = matches!(input, UserInput::EndOfInput | UserInput::Interrupted);
                 if !deliver(input) || last {
                     return;
@@ -152,6 +292,26 @@ fn spawn_stdin_reader(
             }
         })?;
     Ok(requests)
+}
+
+/// Reads one line with the line editor; a command goes into the session's history.
+fn edit_line(editor: &mut Editor<(), DefaultHistory>, kind: LineKind) -> UserInput {
+    // The prompts are lines of their own (PROTOCOL.md §4 step 2): the edited line has none.
+    match editor.readline("") {
+        Ok(line) => {
+            if kind == LineKind::Command && !line.is_empty() {
+                let _ = editor.add_history_entry(line.as_str());
+            }
+            UserInput::Line(line.into_bytes())
+        }
+        // In raw mode Ctrl-C is a key, not a signal: the same as the signal.
+        Err(ReadlineError::Interrupted) => UserInput::Interrupted,
+        Err(ReadlineError::Eof) => UserInput::EndOfInput,
+        Err(err) => {
+            log::warn!("reading standard input failed: {err}");
+            UserInput::EndOfInput
+        }
+    }
 }
 
 /// Reads one line of standard input as bytes, without its `\n`.
@@ -204,7 +364,7 @@ pub fn print_error(message: &str) {
 }
 
 /// Says on standard error that La could not be connected, and returns the exit code for it.
-pub fn cannot_connect(server: std::net::SocketAddr, error: &std::io::Error) -> i32 {
+pub fn cannot_connect(server: &crate::driver::client::ServerAddrs, error: &std::io::Error) -> i32 {
     print_error(&format!("error: cannot connect to {server}: {error}"));
     1
 }

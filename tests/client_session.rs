@@ -10,7 +10,8 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use simple_im::client::{
     Asked, ClientConfig, ClientError, ClientEvent, ClientInput, ClientOutput, ClientSession,
-    Connection, DeliveryKind, Prompt, Reply, PASSWORD_PROMPT, TOKEN_HINT, USER_PROMPT,
+    ClientWarning, Connection, DeliveryKind, Prompt, Reply, PASSWORD_PROMPT, TOKEN_HINT,
+    USER_PROMPT,
 };
 use simple_im::protocol::{self, Request};
 use simple_im::terminal::{self, Rendered};
@@ -846,17 +847,37 @@ fn lines_are_framed_across_chunks_and_crlf_is_dropped() {
     );
 }
 
+/// docs/protocol.md §4 step 5: a deviating server's Lb line is shown as it came and
+/// acknowledged like a delivery (a server without an ack time-out must not hang its sender),
+/// with one warning for the first only.
 #[test]
-fn an_unexpected_lb_line_is_reported_and_not_acknowledged() {
+fn an_unexpected_lb_line_is_shown_acknowledged_and_warned_of_once() {
     let mut harness = Harness::logged_in(true);
     harness.feed_all(&[
-        Ev::lb(b"303 Message delivery successful"),
+        Ev::lb(b"/broadcast bob hi all"),
         Ev::lb(b"/from bob"),
+        Ev::lb(b"/from bob hi"),
     ]);
     let outputs = harness.take();
-    assert_eq!(errors(&outputs).len(), 2, "{outputs:?}");
-    assert!(errors(&outputs)[0].contains("unexpected line"));
-    assert_eq!(outputs.len(), 2);
+    let warnings = errors(&outputs);
+    assert_eq!(warnings.len(), 1, "{outputs:?}");
+    assert!(
+        warnings[0].starts_with("warning: the server deviates from the protocol")
+            && warnings[0].contains("/broadcast bob hi all"),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        outputs,
+        vec![
+            print(b"/broadcast bob hi all"),
+            Out::Error(warnings[0].to_owned()),
+            send_lb_receipt(),
+            print(b"/from bob"),
+            send_lb_receipt(),
+            print(b"/from bob hi"),
+            send_lb_receipt(),
+        ]
+    );
     assert_eq!(harness.exit_code(), None);
 }
 
@@ -870,8 +891,10 @@ fn an_unknown_la_line_is_printed() {
     );
 }
 
+/// On La an over-long line ends the client; on Lb it is acknowledged like any other Lb line
+/// (docs/protocol.md §4 step 5), with a warning, since it cannot be shown.
 #[test]
-fn an_over_long_line_from_the_server_exits_1() {
+fn an_over_long_line_from_the_server_exits_1_on_la_and_is_acknowledged_on_lb() {
     for on_lb in [false, true] {
         let mut harness = Harness::with_config(ClientConfig {
             interactive: true,
@@ -887,10 +910,29 @@ fn an_over_long_line_from_the_server_exits_1() {
         ]);
         harness.take();
         let long = vec![b'x'; 100];
-        harness.feed(&if on_lb { Ev::Lb(long) } else { Ev::La(long) });
+        if !on_lb {
+            harness.feed(&Ev::La(long));
+            let outputs = harness.take();
+            assert_eq!(errors(&outputs).len(), 1, "{}", harness.rendered());
+            assert_eq!(outputs.last(), Some(&exit(1)));
+            continue;
+        }
+        // The rest of the long line is discarded; the next line is a delivery again.
+        harness.feed_all(&[Ev::Lb(long), Ev::lb(b"x\n/from bob hi")]);
         let outputs = harness.take();
-        assert_eq!(errors(&outputs).len(), 1, "{}", harness.rendered());
-        assert_eq!(outputs.last(), Some(&exit(1)));
+        let warnings = errors(&outputs);
+        assert_eq!(warnings.len(), 1, "{}", harness.rendered());
+        assert!(warnings[0].contains("longer than 40 bytes"), "{warnings:?}");
+        assert_eq!(
+            outputs,
+            vec![
+                Out::Error(warnings[0].to_owned()),
+                send_lb_receipt(),
+                print(b"/from bob hi"),
+                send_lb_receipt(),
+            ]
+        );
+        assert_eq!(harness.exit_code(), None);
     }
 }
 
@@ -1033,7 +1075,8 @@ fn deliveries_are_typed_with_their_kind_sender_and_content() {
                 sender: b"carol".to_vec(),
                 content: b"\xfe".to_vec(),
             },
-            ClientEvent::Error(ClientError::UnexpectedLbLine(b"/from bob".to_vec())),
+            ClientEvent::UnknownDelivery(b"/from bob".to_vec()),
+            ClientEvent::Warning(ClientWarning::DeviatingServer(b"/from bob".to_vec())),
         ]
     );
 }

@@ -1,9 +1,9 @@
-//! `im-client <server-ip> <server-port>`: the instant-messaging client of PROTOCOL.md §4.
-
-use std::net::{IpAddr, SocketAddr};
+//! `im-client <server> <server-port>`: the instant-messaging client of PROTOCOL.md §4.
 
 use clap::Parser;
+use simple_im::driver::client::ServerAddrs;
 use simple_im::runtime::Kind;
+use simple_im::terminal::print_error;
 
 /// Chat with the users of an instant-messaging server (PROTOCOL.md §4).
 ///
@@ -13,8 +13,10 @@ use simple_im::runtime::Kind;
 #[derive(Debug, Parser)]
 #[command(name = "im-client", version)]
 struct Args {
-    /// IP address of the server, IPv4 or IPv6 (for example 127.0.0.1)
-    server_ip: IpAddr,
+    /// The server: an IP address, IPv4 or IPv6 (for example 127.0.0.1), or a host name (for
+    /// example localhost; each of its addresses is tried in turn)
+    #[arg(value_name = "SERVER")]
+    server: String,
     /// TCP port the server listens on (1-65535)
     #[arg(value_parser = clap::value_parser!(u16).range(1..))]
     server_port: u16,
@@ -28,7 +30,17 @@ fn main() {
     let args = Args::parse();
     // Logs go to stderr, so standard output stays the conversation.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let server = SocketAddr::new(args.server_ip, args.server_port);
+    let server = match ServerAddrs::resolve(&args.server, args.server_port) {
+        Ok(server) => server,
+        Err(err) => {
+            // A bad argument, as with clap's own: one line, exit code 2.
+            print_error(&format!(
+                "error: cannot resolve the server name {:?}: {err}",
+                args.server
+            ));
+            std::process::exit(2);
+        }
+    };
     let code = match args.runtime {
         Kind::Smol => simple_im::runtime::client::run(server),
         Kind::Threads => simple_im::runtime::threads::client::run(server),

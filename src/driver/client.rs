@@ -4,12 +4,15 @@
 //!
 //! The session decides the protocol; the driver adds what every runtime needs around it:
 //! front-end events (shown through [`ClientFrontend`]) are set apart from socket actions
-//! ([`IoAction`]), a write to Lb before Lb is up is a closed Lb, a failed write is a closed
-//! connection, and nothing is done after the exit.
+//! ([`IoAction`]), Lb is taken only from the server's address ([`ClientDriver::lb_offered`]),
+//! a write to Lb before Lb is up is a closed Lb, a failed write is a closed connection, and
+//! nothing is done after the exit.
 
+use std::collections::VecDeque;
+use std::fmt;
 use std::future::poll_fn;
 use std::io;
-use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr, ToSocketAddrs};
 use std::task::Poll;
 use std::time::Instant;
 
@@ -17,7 +20,7 @@ use futures_lite::future;
 
 use super::{write_all, AsyncListener, AsyncStream, AsyncTimer, Runtime};
 use crate::client::{
-    ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientSession, Connection,
+    ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientSession, ClientWarning, Connection,
 };
 use crate::terminal::UserInput;
 
@@ -46,14 +49,89 @@ pub trait ClientFrontend {
     }
 }
 
+/// The server as the user named it (an IP address or a host name, and a port), with the
+/// addresses it stands for, tried in turn until one connects (PROTOCOL.md §4 step 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerAddrs {
+    host: String,
+    port: u16,
+    addrs: Vec<SocketAddr>,
+}
+
+impl ServerAddrs {
+    /// Resolves `host`, an IP address (IPv4 or IPv6) or a host name, with `port`. A name that
+    /// stands for no address is an error too.
+    pub fn resolve(host: &str, port: u16) -> io::Result<ServerAddrs> {
+        let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
+        if addrs.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the name has no address",
+            ));
+        }
+        Ok(ServerAddrs {
+            host: host.to_owned(),
+            port,
+            addrs,
+        })
+    }
+
+    /// The one address `addr`, as if it were named by its IP.
+    pub fn from_addr(addr: SocketAddr) -> ServerAddrs {
+        ServerAddrs {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            addrs: vec![addr],
+        }
+    }
+
+    /// The addresses, in the order to try them (as the resolver gave them).
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Whether the server was named by its IP address (so there is nothing to resolve).
+    fn is_ip(&self) -> bool {
+        self.host.parse::<IpAddr>().is_ok()
+    }
+}
+
+impl fmt::Display for ServerAddrs {
+    /// `127.0.0.1:4000`, `[::1]:4000`, or `localhost:4000 ([::1]:4000, 127.0.0.1:4000)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_ip() && self.addrs.len() == 1 {
+            return write!(f, "{}", self.addrs[0]);
+        }
+        write!(f, "{}:{}", self.host, self.port)?;
+        let tried: Vec<String> = self.addrs.iter().map(SocketAddr::to_string).collect();
+        write!(f, " ({})", tried.join(", "))
+    }
+}
+
+/// Connects to each of `server`'s addresses in turn and returns the first connection, or the
+/// last address's error if none answers.
+pub async fn connect_first<R: Runtime>(runtime: &R, server: &ServerAddrs) -> io::Result<R::Stream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address to connect to");
+    for &addr in server.addrs() {
+        match runtime.connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(err) => {
+                log::debug!("cannot connect to {addr}: {err}");
+                last = err;
+            }
+        }
+    }
+    Err(last)
+}
+
 /// What the driver asks of the runtime's sockets, drained with [`ClientDriver::poll_io`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IoAction {
     /// Write these bytes; report a failure with [`ClientDriver::write_failed`].
     Send(Connection, Vec<u8>),
     /// Bind the Lb listener on La's local address with [`ClientFrontend::bind_lb`], report it
-    /// with [`ClientDriver::lb_listening`], then accept one connection
-    /// ([`ClientDriver::lb_accepted`]).
+    /// with [`ClientDriver::lb_listening`], then accept connections and offer each to
+    /// [`ClientDriver::lb_offered`] until one is taken (then the listener closes).
     ListenLb,
     /// Close both connections: the client is done, with this exit code. Nothing follows it.
     Exit(i32),
@@ -63,17 +141,24 @@ pub enum IoAction {
 #[derive(Debug)]
 pub struct ClientDriver {
     session: ClientSession,
+    /// La's peer address, canonical (an IPv4-mapped IPv6 address as IPv4): the only address
+    /// Lb is taken from.
+    server_ip: IpAddr,
     /// The server's Lb connection was accepted (and is being read).
     lb_open: bool,
+    /// Events of the driver's own, shown before the session's next output.
+    notices: VecDeque<ClientEvent>,
     exit_code: Option<i32>,
 }
 
 impl ClientDriver {
-    /// A driver for a client whose La is connected.
-    pub fn new(now: Instant, config: ClientConfig) -> Self {
+    /// A driver for a client whose La is connected to `server` (La's peer address).
+    pub fn new(now: Instant, config: ClientConfig, server: SocketAddr) -> Self {
         ClientDriver {
             session: ClientSession::new(now, config),
+            server_ip: server.ip().to_canonical(),
             lb_open: false,
+            notices: VecDeque::new(),
             exit_code: None,
         }
     }
@@ -105,10 +190,27 @@ impl ClientDriver {
         self.session.handle_input(now, input);
     }
 
-    /// The server's Lb connection was accepted, and the runtime reads it from now on.
-    pub fn lb_accepted(&mut self, now: Instant) {
+    /// The Lb listener accepted a connection from `peer`; returns whether it is Lb.
+    ///
+    /// `true`: the runtime keeps it, reads it from now on, and closes the listener. `false`:
+    /// the runtime closes it at once, unread, and goes on accepting; the session still waits
+    /// for the server's (bounded, as ever, by the server's `201` or `202` on La).
+    pub fn lb_offered(&mut self, now: Instant, peer: SocketAddr) -> bool {
+        // PROTOCOL.md §4 step 3. Whoever opens Lb can show the user anything as a message
+        // "from" anyone, and have it acknowledged: only the server, which connects from La's
+        // peer address, may. (Another user on the same host still can; a port guessed from
+        // afar cannot.)
+        if self.lb_open || self.exit_code.is_some() || peer.ip().to_canonical() != self.server_ip {
+            self.notices
+                .push_back(ClientEvent::Warning(ClientWarning::LbNotFromServer {
+                    peer,
+                    server: self.server_ip,
+                }));
+            return false;
+        }
         self.lb_open = true;
         self.session.handle_input(now, ClientInput::LbAccepted);
+        true
     }
 
     /// A write asked for by [`IoAction::Send`] failed: to the session, the connection is gone.
@@ -131,6 +233,10 @@ impl ClientDriver {
     /// it; `None` until new input or the next timeout.
     pub fn poll_io(&mut self, frontend: &mut impl ClientFrontend) -> Option<IoAction> {
         while self.exit_code.is_none() {
+            if let Some(notice) = self.notices.pop_front() {
+                frontend.show(notice);
+                continue;
+            }
             match self.session.poll_output()? {
                 ClientOutput::Event(event) => frontend.show(event),
                 ClientOutput::ReadLine { secret } => frontend.read_line(secret),
@@ -208,13 +314,26 @@ impl<R: Runtime, F: ClientFrontend> AsyncClient<R, F> {
         config: ClientConfig,
         frontend: F,
     ) -> io::Result<Self> {
-        let la = runtime.connect(server).await?;
+        Self::connect_any(runtime, &ServerAddrs::from_addr(server), config, frontend).await
+    }
+
+    /// Connects La to the first of `server`'s addresses that answers ([`connect_first`]) and
+    /// starts the session.
+    pub async fn connect_any(
+        runtime: R,
+        server: &ServerAddrs,
+        config: ClientConfig,
+        frontend: F,
+    ) -> io::Result<Self> {
+        let la = connect_first(&runtime, server).await?;
         // Every line is a request someone waits for: send it at once.
         let _ = la.set_nodelay(true);
+        // La's peer is the address Lb must come from.
+        let peer = la.peer_addr()?;
         let mut client = AsyncClient {
             timer: runtime.timer(None),
             runtime,
-            driver: ClientDriver::new(Instant::now(), config),
+            driver: ClientDriver::new(Instant::now(), config, peer),
             frontend,
             la,
             lb: None,
@@ -283,17 +402,21 @@ impl<R: Runtime, F: ClientFrontend> AsyncClient<R, F> {
         match ready {
             Ready::Readable(on) => self.read(on, scratch).await,
             Ready::Accepted(accepted) => {
-                // The listener closes here: the server connects once.
-                self.listener = None;
                 match accepted {
                     Ok((stream, peer)) => {
-                        log::debug!("Lb accepted from {peer}");
-                        let _ = stream.set_nodelay(true);
-                        self.lb = Some(stream);
-                        self.driver.lb_accepted(Instant::now());
+                        log::debug!("Lb offered from {peer}");
+                        if self.driver.lb_offered(Instant::now(), peer) {
+                            // The listener closes here: the server connects once.
+                            self.listener = None;
+                            let _ = stream.set_nodelay(true);
+                            self.lb = Some(stream);
+                        }
+                        // Otherwise `stream` is dropped (closed) unread, and the listener
+                        // stays for the server's own.
                     }
                     Err(err) => {
                         log::warn!("accepting Lb failed: {err}");
+                        self.listener = None;
                         self.driver
                             .handle_input(Instant::now(), ClientInput::LbClosed);
                     }
@@ -393,12 +516,12 @@ impl<R: Runtime, F: ClientFrontend> AsyncClient<R, F> {
 /// shown by `frontend`; returns the exit code (1 if La cannot be connected).
 pub async fn run<R: Runtime, F: ClientFrontend>(
     runtime: R,
-    server: SocketAddr,
+    server: &ServerAddrs,
     config: ClientConfig,
     frontend: F,
     input: async_channel::Receiver<UserInput>,
 ) -> i32 {
-    let mut client = match AsyncClient::connect(runtime, server, config, frontend).await {
+    let mut client = match AsyncClient::connect_any(runtime, server, config, frontend).await {
         Ok(client) => client,
         Err(err) => return crate::terminal::cannot_connect(server, &err),
     };
@@ -424,5 +547,63 @@ pub async fn run<R: Runtime, F: ClientFrontend>(
             Wake::User(input) => client.handle_user(input.as_client_input()).await,
             Wake::Socket(ready) => client.on_ready(ready, &mut scratch).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::smol::Smol;
+
+    /// A port of 127.0.0.1 that nobody listens on (it was free a moment ago).
+    fn refusing_addr() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    #[test]
+    fn connect_first_tries_each_address_in_turn() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = listener.local_addr().unwrap();
+        let server = ServerAddrs {
+            host: "example".to_owned(),
+            port: live.port(),
+            addrs: vec![refusing_addr(), live],
+        };
+        let peer = Smol::block_on(|smol| {
+            Box::pin(async move {
+                let stream = connect_first(&smol, &server).await.unwrap();
+                stream.peer_addr().unwrap()
+            })
+        });
+        assert_eq!(peer, live);
+    }
+
+    #[test]
+    fn connect_first_gives_the_last_error_when_none_answers() {
+        let server = ServerAddrs {
+            host: "example".to_owned(),
+            port: 1,
+            addrs: vec![refusing_addr(), refusing_addr()],
+        };
+        let error = Smol::block_on(|smol| {
+            Box::pin(async move { connect_first(&smol, &server).await.err() })
+        });
+        assert_eq!(
+            error.map(|error| error.kind()),
+            Some(io::ErrorKind::ConnectionRefused)
+        );
+    }
+
+    #[test]
+    fn a_server_named_by_ip_shows_as_its_address_and_a_name_shows_what_was_tried() {
+        let by_ip = ServerAddrs::resolve("::1", 4000).unwrap();
+        assert_eq!(by_ip.to_string(), "[::1]:4000");
+        let by_name = ServerAddrs::resolve("localhost", 4000).unwrap();
+        assert!(
+            by_name.to_string().starts_with("localhost:4000 ("),
+            "{by_name}"
+        );
+        assert!(ServerAddrs::resolve("no-such-host.invalid", 4000).is_err());
     }
 }

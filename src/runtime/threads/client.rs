@@ -2,6 +2,7 @@
 //! calling thread owns the driver and writes La and Lb itself (one peer: waiting on it holds up
 //! nobody). Threads read La, accept then read Lb, and read the terminal, each sending `Event`s
 //! over one bounded channel: one ordered stream, and `recv_timeout` is the driver's timer.
+//! Whether an accepted connection is Lb is the driver's decision; the accept thread waits for it.
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::{read_some, spawn};
 use crate::client::{ClientInput, Connection};
 use crate::driver::client::{
-    ClientDriver, ClientFrontend, IoAction, CLIENT_EVENT_QUEUE, CLIENT_READ_CHUNK,
+    ClientDriver, ClientFrontend, IoAction, ServerAddrs, CLIENT_EVENT_QUEUE, CLIENT_READ_CHUNK,
 };
 use crate::terminal::{cannot_connect, print_error, Terminal, UserInput};
 
@@ -21,15 +22,23 @@ enum Event {
     User(UserInput),
     Data(Connection, Vec<u8>),
     Closed(Connection),
-    LbAccepted(TcpStream),
+    /// The listener accepted this connection from this peer; the accept thread waits on the
+    /// sender for whether it was taken (then it stops) or refused (then it accepts again).
+    LbOffered(TcpStream, SocketAddr, mpsc::SyncSender<bool>),
 }
 
-/// Runs the client of PROTOCOL.md §4 against `server` on the current thread until it exits,
-/// and returns the process exit code.
-pub fn run(server: SocketAddr) -> i32 {
-    let la = match TcpStream::connect(server) {
+/// Runs the client of PROTOCOL.md §4 against `server` (the first of its addresses that
+/// answers) on the current thread until it exits, and returns the process exit code.
+pub fn run(server: ServerAddrs) -> i32 {
+    // Each address in turn, as `connect_first` does for the async runtimes; the last error.
+    let la = match TcpStream::connect(server.addrs()) {
         Ok(stream) => Arc::new(stream),
-        Err(err) => return cannot_connect(server, &err),
+        Err(err) => return cannot_connect(&server, &err),
+    };
+    // La's peer is the address Lb must come from.
+    let server = match la.peer_addr() {
+        Ok(peer) => peer,
+        Err(err) => return cannot_connect(&server, &err),
     };
     let _ = la.set_nodelay(true);
     let (events_tx, events) = mpsc::sync_channel(CLIENT_EVENT_QUEUE);
@@ -39,7 +48,7 @@ pub fn run(server: SocketAddr) -> i32 {
     }
     let user = events_tx.clone();
     let mut terminal = Terminal::start(move |typed| user.send(Event::User(typed)).is_ok());
-    let mut driver = ClientDriver::new(Instant::now(), terminal.config());
+    let mut driver = ClientDriver::new(Instant::now(), terminal.config(), server);
     let mut lb: Option<Arc<TcpStream>> = None;
     let code = 'run: loop {
         while let Some(action) = driver.poll_io(&mut terminal) {
@@ -70,13 +79,18 @@ pub fn run(server: SocketAddr) -> i32 {
             Some(Event::User(typed)) => driver.handle_input(now, typed.as_client_input()),
             Some(Event::Data(on, bytes)) => driver.handle_input(now, on.data(&bytes)),
             Some(Event::Closed(on)) => driver.handle_input(now, on.closed()),
-            Some(Event::LbAccepted(stream)) => {
-                let stream = Arc::new(stream);
-                if spawn_reader(Connection::Lb, &stream, &events_tx) {
-                    lb = Some(stream);
-                    driver.lb_accepted(now);
-                } else {
-                    driver.handle_input(now, ClientInput::LbClosed);
+            Some(Event::LbOffered(stream, peer, taken)) => {
+                // Refused: `stream` is dropped (closed) here, unread.
+                let is_lb = driver.lb_offered(now, peer);
+                let _ = taken.send(is_lb);
+                if is_lb {
+                    let stream = Arc::new(stream);
+                    let _ = stream.set_nodelay(true);
+                    if spawn_reader(Connection::Lb, &stream, &events_tx) {
+                        lb = Some(stream);
+                    } else {
+                        driver.handle_input(now, ClientInput::LbClosed);
+                    }
                 }
             }
         }
@@ -104,25 +118,31 @@ fn next_event(events: &Receiver<Event>, deadline: Option<Instant>) -> Option<Eve
     }
 }
 
-/// Binds the Lb listener on La's local address, and starts the thread that accepts the
-/// server's one connection; the listener closes once it has.
+/// Binds the Lb listener on La's local address, and starts the thread that accepts
+/// connections and offers each to the driver until it takes one; the listener closes then.
 fn listen_lb(terminal: &mut Terminal, ip: IpAddr, events: &SyncSender<Event>) -> io::Result<u16> {
     let listener = terminal.bind_lb(ip, TcpListener::bind)?;
     let port = listener.local_addr()?.port();
     let events = events.clone();
-    let accept = move || {
-        let event = match listener.accept() {
+    let accept = move || loop {
+        match listener.accept() {
             Ok((stream, peer)) => {
-                log::debug!("Lb accepted from {peer}");
-                let _ = stream.set_nodelay(true);
-                Event::LbAccepted(stream)
+                log::debug!("Lb offered from {peer}");
+                let (taken, decision) = mpsc::sync_channel(1);
+                if events.send(Event::LbOffered(stream, peer, taken)).is_err() {
+                    return;
+                }
+                // No answer: the loop is gone, and so is the need for Lb.
+                if decision.recv().unwrap_or(true) {
+                    return;
+                }
             }
             Err(err) => {
                 log::warn!("accepting Lb failed: {err}");
-                Event::Closed(Connection::Lb)
+                let _ = events.send(Event::Closed(Connection::Lb));
+                return;
             }
-        };
-        let _ = events.send(event);
+        }
     };
     spawn("Lb accept".to_owned(), None, accept)
         .then_some(port)
