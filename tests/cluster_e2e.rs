@@ -290,7 +290,9 @@ fn without_redis_nodes_fail_closed_and_recover_when_it_returns() {
     let mut alice = cluster.node(0).connect();
     assert_eq!(alice.request("/login alice alice123"), AUTH_FAILED);
     assert_eq!(jacky.request("/to bob hello?"), FAILED);
-    cluster.node(0).expect_log("the directory cannot be reached");
+    cluster
+        .node(0)
+        .expect_log("the directory cannot be reached");
     cluster.redis.restart();
     eventually(Duration::from_secs(8), "logins work again", || {
         let mut carol = cluster.node(1).connect();

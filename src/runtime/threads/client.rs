@@ -1,16 +1,15 @@
-//! The std-thread client: the same [`ClientDriver`] as the smol one, on blocking sockets. The
-//! calling thread owns the driver and writes La and Lb itself (one peer: waiting on it holds up
-//! nobody). Threads read La, accept then read Lb, and read the terminal, each sending `Event`s
-//! over one bounded channel: one ordered stream, and `recv_timeout` is the driver's timer.
-//! Whether an accepted connection is Lb is the driver's decision; the accept thread waits for it.
+//! The std-thread client: the same [`ClientDriver`] as the smol one, on blocking sockets. This
+//! thread owns the driver and writes La and Lb (one peer: waiting on it holds up nobody); threads
+//! read La, accept (as the driver decides) and read Lb, and read the terminal, sending `Event`s
+//! over one bounded channel, with `recv_timeout` as the driver's timer.
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, SyncSender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::{read_some, spawn};
+use super::{read_some, recv_until, spawn};
 use crate::client::{ClientInput, Connection};
 use crate::driver::client::{
     ClientDriver, ClientFrontend, IoAction, ServerAddrs, CLIENT_EVENT_QUEUE, CLIENT_READ_CHUNK,
@@ -30,14 +29,10 @@ enum Event {
 /// Runs the client of PROTOCOL.md §4 against `server` (the first of its addresses that
 /// answers) on the current thread until it exits, and returns the process exit code.
 pub fn run(server: ServerAddrs) -> i32 {
-    // Each address in turn, as `connect_first` does for the async runtimes; the last error.
-    let la = match TcpStream::connect(server.addrs()) {
-        Ok(stream) => Arc::new(stream),
-        Err(err) => return cannot_connect(&server, &err),
-    };
-    // La's peer is the address Lb must come from.
-    let server = match la.peer_addr() {
-        Ok(peer) => peer,
+    // Each address in turn, as `connect_first` does; La's peer is where Lb must come from.
+    let connected = TcpStream::connect(server.addrs()).and_then(|la| Ok((la.peer_addr()?, la)));
+    let (peer, la) = match connected {
+        Ok((peer, la)) => (peer, Arc::new(la)),
         Err(err) => return cannot_connect(&server, &err),
     };
     let _ = la.set_nodelay(true);
@@ -48,7 +43,7 @@ pub fn run(server: ServerAddrs) -> i32 {
     }
     let user = events_tx.clone();
     let mut terminal = Terminal::start(move |typed| user.send(Event::User(typed)).is_ok());
-    let mut driver = ClientDriver::new(Instant::now(), terminal.config(), server);
+    let mut driver = ClientDriver::new(Instant::now(), terminal.config(), peer);
     let mut lb: Option<Arc<TcpStream>> = None;
     let code = 'run: loop {
         while let Some(action) = driver.poll_io(&mut terminal) {
@@ -56,9 +51,10 @@ pub fn run(server: ServerAddrs) -> i32 {
             match action {
                 IoAction::Send(on, bytes) => {
                     // The driver sends on Lb only once it is accepted, so `lb` is there.
-                    let stream = match on {
-                        Connection::La => Some(&la),
-                        Connection::Lb => lb.as_ref(),
+                    let stream = if on == Connection::La {
+                        Some(&la)
+                    } else {
+                        lb.as_ref()
                     };
                     if let Some(Err(err)) = stream.map(|s| (&**s).write_all(&bytes)) {
                         driver.write_failed(now, on, &err);
@@ -72,7 +68,9 @@ pub fn run(server: ServerAddrs) -> i32 {
                 IoAction::Exit(code) => break 'run code,
             }
         }
-        let event = next_event(&events, driver.poll_timeout());
+        // The loop holds a sender itself, so the channel cannot close; if it did, La is gone.
+        let event = recv_until(&events, driver.poll_timeout())
+            .unwrap_or(Some(Event::Closed(Connection::La)));
         let now = Instant::now();
         match event {
             None => driver.handle_timeout(now),
@@ -83,39 +81,21 @@ pub fn run(server: ServerAddrs) -> i32 {
                 // Refused: `stream` is dropped (closed) here, unread.
                 let is_lb = driver.lb_offered(now, peer);
                 let _ = taken.send(is_lb);
-                if is_lb {
-                    let stream = Arc::new(stream);
+                let stream = Arc::new(stream);
+                if is_lb && spawn_reader(Connection::Lb, &stream, &events_tx) {
                     let _ = stream.set_nodelay(true);
-                    if spawn_reader(Connection::Lb, &stream, &events_tx) {
-                        lb = Some(stream);
-                    } else {
-                        driver.handle_input(now, ClientInput::LbClosed);
-                    }
+                    lb = Some(stream);
+                } else if is_lb {
+                    driver.handle_input(now, ClientInput::LbClosed);
                 }
             }
         }
     };
     // The readers hold the sockets too: shutting them closes both connections now.
-    let _ = la.shutdown(Shutdown::Both);
-    if let Some(lb) = lb {
-        let _ = lb.shutdown(Shutdown::Both);
+    for stream in std::iter::once(&la).chain(lb.as_ref()) {
+        let _ = stream.shutdown(Shutdown::Both);
     }
     code
-}
-
-/// Waits for the next event; `None` once `deadline` (if any) has come first.
-fn next_event(events: &Receiver<Event>, deadline: Option<Instant>) -> Option<Event> {
-    // No deadline: a wait longer than any, which `recv_timeout` takes as no timeout at all.
-    let wait = deadline.map_or(Duration::MAX, |at| {
-        at.saturating_duration_since(Instant::now())
-    });
-    match events.recv_timeout(wait) {
-        Ok(event) => Some(event),
-        Err(RecvTimeoutError::Timeout) => None,
-        // The loop holds a sender itself, so the channel cannot close; if it did, the driver
-        // would be told that La is gone.
-        Err(RecvTimeoutError::Disconnected) => Some(Event::Closed(Connection::La)),
-    }
 }
 
 /// Binds the Lb listener on La's local address, and starts the thread that accepts
@@ -125,26 +105,22 @@ fn listen_lb(terminal: &mut Terminal, ip: IpAddr, events: &SyncSender<Event>) ->
     let port = listener.local_addr()?.port();
     let events = events.clone();
     let accept = move || loop {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                log::debug!("Lb offered from {peer}");
-                let (taken, decision) = mpsc::sync_channel(1);
-                if events.send(Event::LbOffered(stream, peer, taken)).is_err() {
-                    return;
-                }
-                // No answer: the loop is gone, and so is the need for Lb.
-                if decision.recv().unwrap_or(true) {
-                    return;
-                }
-            }
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
             Err(err) => {
                 log::warn!("accepting Lb failed: {err}");
-                let _ = events.send(Event::Closed(Connection::Lb));
-                return;
+                return drop(events.send(Event::Closed(Connection::Lb)));
             }
+        };
+        let (taken, decision) = mpsc::sync_channel(1);
+        // Taken, or no answer (the loop is gone, and with it the need for Lb): done.
+        let sent = events.send(Event::LbOffered(stream, peer, taken)).is_ok();
+        if !sent || decision.recv().unwrap_or(true) {
+            return;
         }
     };
-    spawn("Lb accept".to_owned(), None, accept)
+    let started = spawn("Lb accept".to_owned(), None, accept);
+    started
         .then_some(port)
         .ok_or_else(|| io::Error::other("cannot start the Lb accept thread"))
 }

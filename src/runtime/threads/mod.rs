@@ -12,7 +12,9 @@ pub mod server;
 
 use std::io::{self, ErrorKind, Read};
 use std::net::TcpStream;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread;
+use std::time::{Duration, Instant};
 
 /// Starts a named thread with a stack of `stack` bytes (`None`: the default stack). Logs and
 /// returns `false` if the system refuses, which under load means out of threads or memory.
@@ -37,5 +39,19 @@ fn read_some(mut stream: &TcpStream, buffer: &mut [u8]) -> io::Result<usize> {
             Err(error) if error.kind() == ErrorKind::Interrupted => {}
             result => return result,
         }
+    }
+}
+
+/// The loop's wait: the next event, or `None` once `deadline` (if any) has come first, or
+/// `Err` if every sender is gone.
+fn recv_until<T>(inbox: &Receiver<T>, deadline: Option<Instant>) -> Result<Option<T>, ()> {
+    // No deadline: a wait longer than any, which `recv_timeout` takes as none at all.
+    let wait = deadline.map_or(Duration::MAX, |at| {
+        at.saturating_duration_since(Instant::now())
+    });
+    match inbox.recv_timeout(wait) {
+        Ok(event) => Ok(Some(event)),
+        Err(RecvTimeoutError::Timeout) => Ok(None),
+        Err(RecvTimeoutError::Disconnected) => Err(()),
     }
 }

@@ -12,14 +12,14 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{read_some, spawn};
+use super::{read_some, recv_until, spawn};
 use crate::driver::{DriverAction, DriverConfig, ServerDriver, Side, SocketId};
 use crate::server::{ConnId, ServerConfig};
 use crate::users::Users;
@@ -146,16 +146,9 @@ struct EventLoop {
 impl EventLoop {
     fn run(&mut self, inbox: &Receiver<Event>) {
         loop {
-            let wait = self
-                .driver
-                .poll_timeout()
-                .map(|at| at.saturating_duration_since(Instant::now()));
-            let event = match wait.map(|wait| inbox.recv_timeout(wait)) {
-                Some(Ok(event)) => Some(event),
-                Some(Err(RecvTimeoutError::Timeout)) => None,
-                Some(Err(RecvTimeoutError::Disconnected)) => return,
-                // The loop holds a sender itself, so the inbox never closes while it runs.
-                None => inbox.recv().ok(),
+            // The loop holds a sender itself, so the inbox never closes while it runs.
+            let Ok(event) = recv_until(inbox, self.driver.poll_timeout()) else {
+                return;
             };
             let now = Instant::now();
             match event {
