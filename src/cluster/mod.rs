@@ -710,7 +710,12 @@ impl Engine {
             .collect();
         down.extend(vanished);
         for &node in &alive {
-            reaper.reported.remove(&node);
+            // Down, then alive again: it rejoined under its id with no sessions left, and the
+            // hub may send to it again.
+            if reaper.reported.remove(&node) {
+                log::info!("node {} is back", node.0);
+                self.tell(ClusterInput::NodeUp(node)).await;
+            }
             reaper.seen.insert(node);
         }
         for node in down {

@@ -95,6 +95,9 @@ pub enum ClusterInput {
     /// `node` is gone (its lease ran out): nothing it had will be answered, so everything that
     /// waits on it fails now.
     NodeDown(NodeId),
+    /// `node`, reported down before, is alive again (it was paused past its lease and rejoined
+    /// under its id, having ended every session it had): deliveries may go to it again.
+    NodeUp(NodeId),
     /// This node lost its own lease (the directory was out of reach too long, or the process
     /// was paused): the cluster may already have given its users to others, so every session
     /// here ends now rather than serve stale ones.

@@ -416,6 +416,9 @@ impl Server {
             }
             ClusterInput::Received { from, message } => self.received(now, from, message),
             ClusterInput::NodeDown(node) => self.node_down(node),
+            ClusterInput::NodeUp(node) => {
+                log::info!("node {} is back", node.0);
+            }
             ClusterInput::LeaseLost => {
                 let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
                 log::warn!(
