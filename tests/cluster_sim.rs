@@ -43,7 +43,7 @@ use simple_im::users::Users;
 use common::sim::{escape, RECEIPT};
 
 /// How long a crashed node's users stay claimed before the reaper drops them.
-const LEASE: Duration = Duration::from_secs(3);
+const LEASE: Duration = Duration::from_secs(1);
 
 /// The users of every test: the appendix's three and `u0`..`u4` (passwords `pw0`..`pw4`).
 const ACCOUNTS: &[(&str, &str)] = &[
@@ -202,6 +202,11 @@ enum Fed {
 enum Ev {
     Connected {
         client: usize,
+        node: usize,
+    },
+    /// The reaper reported `node` down to every other node.
+    Reaped {
+        node: usize,
     },
     /// La bytes the server read; `calm` if nothing was stalled and the directory was up.
     FedLa {
@@ -253,6 +258,7 @@ enum Command {
 
 #[derive(Debug)]
 struct CheckedClient {
+    node: usize,
     phase: Phase,
     closed: bool,
     commands: VecDeque<Command>,
@@ -285,6 +291,8 @@ struct Checker {
     stats: BTreeMap<&'static str, usize>,
     /// Untagged requests are let through unchecked (for hand-written conversations).
     lenient: bool,
+    /// Nodes reported down.
+    reaped: BTreeSet<usize>,
 }
 
 /// The request a delivery line belongs to: every content the sims send ends in `#<tag>`.
@@ -318,9 +326,10 @@ impl Checker {
 
     fn on(&mut self, ev: &Ev) -> Result<(), String> {
         match ev {
-            Ev::Connected { client } => {
+            Ev::Connected { client, node } => {
                 assert_eq!(*client, self.clients.len());
                 self.clients.push(CheckedClient {
+                    node: *node,
                     phase: Phase::Unauthenticated,
                     closed: false,
                     commands: VecDeque::new(),
@@ -355,6 +364,9 @@ impl Checker {
                 directory,
             } => self.la(*client, bytes, directory.as_deref())?,
             Ev::Lb { client, bytes } => self.lb(*client, bytes)?,
+            Ev::Reaped { node } => {
+                self.reaped.insert(*node);
+            }
             Ev::Closed { client } => {
                 let c = &mut self.clients[*client];
                 if c.closed {
@@ -626,6 +638,14 @@ impl Checker {
             return Err(format!("client {client} got #{tag} twice"));
         }
         let sender = request.sender;
+        // Its senders are gone with it: their queued lines were withdrawn on NodeDown, and
+        // their Delivers in flight were lost.
+        let sender_node = self.clients[sender].node;
+        if self.reaped.contains(&sender_node) {
+            return Err(format!(
+                "client {client} got {text} after node {sender_node}, its sender's, was reported down"
+            ));
+        }
         let c = &mut self.clients[client];
         if let Some(&last) = c.last_from.get(&sender) {
             if last > tag {
@@ -819,7 +839,7 @@ impl Cluster {
             closed: false,
         });
         self.note(format!("{label} connects to node {node} as {conn}"));
-        self.ev(Ev::Connected { client: id });
+        self.ev(Ev::Connected { client: id, node });
         self.drive();
         id
     }
@@ -1269,6 +1289,7 @@ impl Cluster {
     fn reap(&mut self, node: usize) {
         self.note(format!("node {node} reaped"));
         self.stat("reap");
+        self.ev(Ev::Reaped { node });
         self.nodes[node].crashed = Some((self.now, true));
         self.directory.drop_node(node_id(node));
         for other in 0..self.nodes.len() {
@@ -1683,6 +1704,26 @@ fn a_stale_directory_answer_after_node_down_does_not_hang_the_sender() {
     c.checker.finish().unwrap();
 }
 
+/// A crashed node's senders are gone: what they queued at a recipient elsewhere is withdrawn
+/// once the node is reported down, and only the line already out stays out.
+#[test]
+fn node_down_withdraws_the_dead_senders_queued_lines() {
+    let mut c = Cluster::new(3, &Cluster::default_config());
+    let r = c.ready(0, "u0", "pw0");
+    let a = c.ready(1, "u1", "pw1");
+    let b = c.ready(2, "u2", "pw2");
+    say(&mut c, a, "/to u0 first");
+    say(&mut c, b, "/to u0 second");
+    assert_eq!(c.take_lb(r), ["/from u1 first #0"]);
+    c.crash(2);
+    c.advance(LEASE);
+    c.ack(r);
+    assert_eq!(c.take_la(a), [DELIVERED]);
+    assert!(c.take_lb(r).is_empty(), "u2's line was withdrawn");
+    c.settle_all();
+    c.checker.finish().unwrap();
+}
+
 #[test]
 fn directory_outage_fails_logins_and_requests_closed() {
     let mut c = Cluster::new(2, &Cluster::default_config());
@@ -2094,7 +2135,7 @@ fn max_ops() -> usize {
     std::env::var("SIM_MAX_OPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200)
+        .unwrap_or(400)
 }
 
 fn cases() -> u32 {
