@@ -201,6 +201,10 @@ pub struct Server {
     next_query: u64,
     next_login: u64,
     requests: FxHashMap<RequestId, Pending>,
+    /// Nodes reported down ([`ClusterInput::NodeDown`]): node ids are never reused, so a
+    /// directory answer that still names one (it was read before the reaper ran) must not send
+    /// it a delivery that nothing would ever answer.
+    down: BTreeSet<NodeId>,
     next_request: u64,
     timers: BTreeSet<(Instant, ConnId, TimerKind)>,
     /// Sessions whose request was answered, so their next La line may be read.
@@ -247,6 +251,7 @@ impl Server {
             next_query: 0,
             next_login: 0,
             requests: FxHashMap::default(),
+            down: BTreeSet::new(),
             next_request: 0,
             timers: BTreeSet::new(),
             wakeups: Vec::new(),
@@ -693,6 +698,8 @@ impl Server {
             if node == self.node {
                 let origin = self.node;
                 self.deliver(now, origin, request, slot, conn, line.clone());
+            } else if self.down.contains(&node) {
+                self.settle(self.node, request, slot, false);
             } else {
                 let line = line.clone();
                 let message = NodeMessage::Deliver {
@@ -828,6 +835,7 @@ impl Server {
     /// Fails everything that waits on `node`, which is gone.
     fn node_down(&mut self, node: NodeId) {
         log::warn!("node {} is down: its deliveries fail", node.0);
+        self.down.insert(node);
         let lost: Vec<(RequestId, usize)> = self
             .requests
             .iter()
