@@ -271,11 +271,17 @@ fn a_paused_node_is_reaped_and_ends_its_own_sessions_when_it_wakes() {
     // The woken node finds its lease gone and ends the stale session rather than serve it.
     bob.expect_la_closed();
     assert_eq!(bob_elsewhere.request("/list"), "301 bob jacky\n");
-    // And it serves again, as a member of the cluster.
+    // And it serves again, as a member of the cluster: logins, and deliveries from the others.
     eventually(NOTICED, "the woken node serves", || {
         let mut alice = cluster.node(1).connect();
         alice.request("/login alice alice123") == AUTH_OK
     });
+    cluster.node(0).expect_log("is back");
+    let mut carol = cluster.node(1).ready("carol", "carol123");
+    jacky.send(b"/to carol welcome back\n");
+    assert_eq!(carol.recv_lb(), "/from jacky welcome back\n");
+    carol.ack();
+    assert_eq!(jacky.recv(), OK);
 }
 
 #[test]

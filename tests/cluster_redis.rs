@@ -79,7 +79,8 @@ impl Node {
         let next = async {
             loop {
                 match self.inputs.recv().await.expect("the engine runs") {
-                    ClusterInput::NodeDown(_) if self.skip_down.get() => {}
+                    ClusterInput::NodeDown(_) | ClusterInput::NodeUp(_) if self.skip_down.get() => {
+                    }
                     input => return input,
                 }
             }

@@ -1805,10 +1805,9 @@ fn node_down_withdraws_the_dead_senders_queued_lines() {
 }
 
 /// `ClusterOutput::Send` promises delivery "at least once and in order", so an engine may hand
-/// a node the same `Deliver` twice. Then the recipient must still see the line once. It does
-/// not yet: the hub dedups `Outcome`s (by slot) but queues a repeated `Deliver` again.
+/// a node the same `Deliver` twice. Then the recipient must still see the line once: the hub
+/// drops a `Deliver` not after the last one from that node.
 #[test]
-#[ignore = "known: a repeated Deliver is queued twice (see the report on branch sim)"]
 fn a_deliver_handed_over_twice_reaches_the_recipient_once() {
     let mut c = Cluster::new(2, &Cluster::default_config());
     let a = c.ready(0, "u0", "pw0");

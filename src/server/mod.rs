@@ -205,6 +205,10 @@ pub struct Server {
     /// directory answer that still names one (it was read before the reaper ran) must not send
     /// it a delivery that nothing would ever answer.
     down: BTreeSet<NodeId>,
+    /// The last delivery taken from each other node. A node's deliveries come in the order
+    /// it numbered them, and the engine may hand one over twice (at least once): one not
+    /// after the last is a repeat, and queueing it again would show its line twice.
+    last_delivered: FxHashMap<NodeId, (RequestId, usize)>,
     next_request: u64,
     timers: BTreeSet<(Instant, ConnId, TimerKind)>,
     /// Sessions whose request was answered, so their next La line may be read.
@@ -252,6 +256,7 @@ impl Server {
             next_login: 0,
             requests: FxHashMap::default(),
             down: BTreeSet::new(),
+            last_delivered: FxHashMap::default(),
             next_request: 0,
             timers: BTreeSet::new(),
             wakeups: Vec::new(),
@@ -423,6 +428,7 @@ impl Server {
             ClusterInput::NodeDown(node) => self.node_down(node),
             ClusterInput::NodeUp(node) => {
                 log::info!("node {} is back", node.0);
+                self.down.remove(&node);
             }
             ClusterInput::LeaseLost => {
                 let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
@@ -818,7 +824,18 @@ impl Server {
                 slot,
                 conn,
                 line,
-            } => self.deliver(now, from, request, slot, conn, line),
+            } => {
+                let last = self.last_delivered.insert(from, (request, slot));
+                if last.is_some_and(|last| last >= (request, slot)) {
+                    // Put back: the watermark stays at the newest seen.
+                    if let Some(last) = last {
+                        self.last_delivered.insert(from, last);
+                    }
+                    log::debug!("a repeated delivery from node {} dropped", from.0);
+                    return;
+                }
+                self.deliver(now, from, request, slot, conn, line)
+            }
             NodeMessage::Outcome {
                 request,
                 slot,
