@@ -110,7 +110,7 @@ impl Directory {
         let mut entries: Vec<_> = self
             .holders
             .iter()
-            .filter(|(name, _)| user.map_or(true, |u| u == &name[..]))
+            .filter(|(name, _)| user.is_none_or(|u| u == &name[..]))
             .map(|(name, &(order, node, conn))| {
                 (
                     order,
