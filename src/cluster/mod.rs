@@ -63,7 +63,9 @@ use futures_lite::StreamExt;
 use redis::{Client, ErrorKind, Value};
 use smol::Timer;
 
-use crate::server::{ClusterInput, ClusterOutput, ConnId, NodeId, NodeMessage, OnlineEntry};
+use crate::server::{
+    ClusterInput, ClusterOutput, ConnId, NodeId, NodeMessage, OnlineEntry, QueryId,
+};
 use link::Link;
 
 /// How a node reaches its cluster's Redis and how fast it declares nodes dead.
@@ -338,7 +340,8 @@ impl Engine {
         let _ = self.inputs.send(input).await;
     }
 
-    /// The directory's requests, answered one at a time in the order they came.
+    /// The directory's requests, answered in the order they came: one at a time, except that
+    /// lookups of one user (`/to`) queued one after another go in one pipeline.
     async fn directory(
         &self,
         mut link: Link,
@@ -346,11 +349,39 @@ impl Engine {
     ) -> Link {
         let keys = &self.keys;
         let mut unreleased = Unreleased::default();
-        while let Ok(request) = requests.recv().await {
+        let mut next = None;
+        loop {
+            let request = match next.take() {
+                Some(request) => request,
+                None => match requests.recv().await {
+                    Ok(request) => request,
+                    Err(_) => break,
+                },
+            };
             if link.connected() {
                 unreleased.retry(self, &mut link).await;
             }
             match request {
+                ClusterOutput::Query {
+                    query,
+                    user: Some(user),
+                } => {
+                    let mut batch = vec![(query, user)];
+                    while batch.len() < SEND_BATCH {
+                        match requests.try_recv() {
+                            Ok(ClusterOutput::Query {
+                                query,
+                                user: Some(user),
+                            }) => batch.push((query, user)),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.locate(&mut link, batch).await;
+                }
                 ClusterOutput::Claim { conn, user } => {
                     let claimed = if self.state.lost.get() {
                         log::warn!("refusing a claim for {conn}: this node's lease is lost");
@@ -409,12 +440,10 @@ impl Engine {
                                 .await
                                 .map(|flat| online_entries(flat.chunks_exact(2)))
                         }
-                        Some(user) => link
-                            .query::<Option<Vec<u8>>>(
-                                redis::cmd("HGET").arg(keys.where_()).arg(&user),
-                            )
-                            .await
-                            .map(|at| at.and_then(|at| entry(user, &at)).into_iter().collect()),
+                        Some(user) => {
+                            self.locate(&mut link, vec![(query, user)]).await;
+                            continue;
+                        }
                     };
                     let entries = entries
                         .map_err(|error| log::warn!("cannot ask who is online: {error}"))
@@ -425,6 +454,24 @@ impl Engine {
             }
         }
         link
+    }
+
+    /// Answers lookups of one user each, in one round trip.
+    async fn locate(&self, link: &mut Link, batch: Vec<(QueryId, Vec<u8>)>) {
+        let mut pipe = redis::pipe();
+        for (_, user) in &batch {
+            pipe.cmd("HGET").arg(self.keys.where_()).arg(user);
+        }
+        let found = link.pipe::<Vec<Option<Vec<u8>>>>(&pipe).await;
+        let found = found.map_err(|error| log::warn!("cannot ask who is online: {error}"));
+        let mut found = found.ok().map(Vec::into_iter);
+        for (query, user) in batch {
+            let entries = found.as_mut().map(|found| {
+                let at = found.next().flatten();
+                at.and_then(|at| entry(user, &at)).into_iter().collect()
+            });
+            self.tell(ClusterInput::Online { query, entries }).await;
+        }
     }
 
     /// Ends `conn`'s claim on `user`, if it holds it.
