@@ -15,7 +15,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{ClientProcess, Runtime, ServerProcess, TempFile, STEP, USERS};
+use harness::{Runtime, ServerProcess, TempFile, STEP, USERS};
 use redis_server::RedisServer;
 
 const OK: &str = "303 Message delivery successful\n";
@@ -203,36 +203,8 @@ fn the_appendix_between_three_im_clients_on_three_nodes() {
     let Some(cluster) = Cluster::start(3, &[]) else {
         return;
     };
-    let runtime = Runtime::Smol;
-    let mut bob = ClientProcess::start(runtime, cluster.node(1).addr);
-    bob.log_in("bob", "bob123");
-    let mut michael = ClientProcess::start(runtime, cluster.node(2).addr);
-    michael.log_in("michael", "michael123");
-    let mut jacky = ClientProcess::start(runtime, cluster.node(0).addr);
-    jacky.log_in("jacky", "12345");
-    let delivered = OK.trim_end();
-
-    jacky.run("/list", "301 jacky bob michael");
-    jacky.run("/to bob Hello! Nice to meet you!", delivered);
-    bob.expect_lines(&["/from jacky Hello! Nice to meet you!"]);
-    jacky.run("/to michael Hi, Michael!", delivered);
-    michael.expect_lines(&["/from jacky Hi, Michael!"]);
-    michael.run("/to jacky Hi, Jacky!", delivered);
-    jacky.expect_lines(&["/from michael Hi, Jacky!"]);
-    jacky.run("/toall How about meeting at 3pm today?", delivered);
-    bob.expect_lines(&["/broadcastfrom jacky How about meeting at 3pm today?"]);
-    michael.expect_lines(&["/broadcastfrom jacky How about meeting at 3pm today?"]);
-    bob.run("/to jacky Jacky, nice to meet you too!", delivered);
-    jacky.expect_lines(&["/from bob Jacky, nice to meet you too!"]);
-    bob.run("/toall OK.", delivered);
-    jacky.expect_lines(&["/broadcastfrom bob OK."]);
-    michael.expect_lines(&["/broadcastfrom bob OK."]);
-    michael.run("/toall No problem.", delivered);
-    jacky.expect_lines(&["/broadcastfrom michael No problem."]);
-    bob.expect_lines(&["/broadcastfrom michael No problem."]);
-    jacky.run("/exit", "310 Bye bye");
-    assert_eq!(jacky.wait_exit(), Some(0), "{:?}", jacky.transcript);
-    bob.run("/list", "301 bob michael");
+    let at = [0, 1, 2].map(|node| cluster.node(node).addr);
+    harness::appendix_between_im_clients(Runtime::Smol, at);
 }
 
 #[test]

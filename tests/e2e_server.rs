@@ -467,35 +467,7 @@ fn im_client_logs_in_receives_lists_and_exits(runtime: Runtime) {
 /// driven through standard input: what each user sees, line by line.
 fn appendix_with_three_im_clients(runtime: Runtime) {
     let server = ServerProcess::start(runtime, USERS, &[]);
-    let mut bob = ClientProcess::start(runtime, server.addr);
-    bob.log_in("bob", "bob123");
-    let mut michael = ClientProcess::start(runtime, server.addr);
-    michael.log_in("michael", "michael123");
-    let mut jacky = ClientProcess::start(runtime, server.addr);
-    jacky.log_in("jacky", "12345");
-    let delivered = OK.trim_end();
-
-    jacky.run("/list", "301 jacky bob michael");
-    jacky.run("/to bob Hello! Nice to meet you!", delivered);
-    bob.expect_lines(&["/from jacky Hello! Nice to meet you!"]);
-    jacky.run("/to michael Hi, Michael!", delivered);
-    michael.expect_lines(&["/from jacky Hi, Michael!"]);
-    michael.run("/to jacky Hi, Jacky!", delivered);
-    jacky.expect_lines(&["/from michael Hi, Jacky!"]);
-    jacky.run("/toall How about meeting at 3pm today?", delivered);
-    bob.expect_lines(&["/broadcastfrom jacky How about meeting at 3pm today?"]);
-    michael.expect_lines(&["/broadcastfrom jacky How about meeting at 3pm today?"]);
-    bob.run("/to jacky Jacky, nice to meet you too!", delivered);
-    jacky.expect_lines(&["/from bob Jacky, nice to meet you too!"]);
-    bob.run("/toall OK.", delivered);
-    jacky.expect_lines(&["/broadcastfrom bob OK."]);
-    michael.expect_lines(&["/broadcastfrom bob OK."]);
-    michael.run("/toall No problem.", delivered);
-    jacky.expect_lines(&["/broadcastfrom michael No problem."]);
-    bob.expect_lines(&["/broadcastfrom michael No problem."]);
-    jacky.run("/exit", "310 Bye bye");
-    assert_eq!(jacky.wait_exit(), Some(0), "{:?}", jacky.transcript);
-    bob.run("/list", "301 bob michael");
+    harness::appendix_between_im_clients(runtime, [server.addr; 3]);
 }
 
 /// docs/protocol.md §4.7: when the server dies, every client says so and exits 1 within a second.

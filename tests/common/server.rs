@@ -523,3 +523,40 @@ fn expect_closed(reader: &mut BufReader<TcpStream>, side: &str) {
         String::from_utf8_lossy(&rest)
     );
 }
+
+/// The assignment's appendix between three real `im-client` processes (`runtime`), jacky, bob
+/// and michael connecting to these addresses (one server thrice, or three cluster nodes).
+pub fn appendix_between_im_clients(
+    runtime: Runtime,
+    [jacky_at, bob_at, michael_at]: [SocketAddr; 3],
+) {
+    let mut bob = ClientProcess::start(runtime, bob_at);
+    bob.log_in("bob", "bob123");
+    let mut michael = ClientProcess::start(runtime, michael_at);
+    michael.log_in("michael", "michael123");
+    let mut jacky = ClientProcess::start(runtime, jacky_at);
+    jacky.log_in("jacky", "12345");
+    let delivered = "303 Message delivery successful";
+
+    jacky.run("/list", "301 jacky bob michael");
+    jacky.run("/to bob Hello! Nice to meet you!", delivered);
+    bob.expect_lines(&["/from jacky Hello! Nice to meet you!"]);
+    jacky.run("/to michael Hi, Michael!", delivered);
+    michael.expect_lines(&["/from jacky Hi, Michael!"]);
+    michael.run("/to jacky Hi, Jacky!", delivered);
+    jacky.expect_lines(&["/from michael Hi, Jacky!"]);
+    jacky.run("/toall How about meeting at 3pm today?", delivered);
+    bob.expect_lines(&["/broadcastfrom jacky How about meeting at 3pm today?"]);
+    michael.expect_lines(&["/broadcastfrom jacky How about meeting at 3pm today?"]);
+    bob.run("/to jacky Jacky, nice to meet you too!", delivered);
+    jacky.expect_lines(&["/from bob Jacky, nice to meet you too!"]);
+    bob.run("/toall OK.", delivered);
+    jacky.expect_lines(&["/broadcastfrom bob OK."]);
+    michael.expect_lines(&["/broadcastfrom bob OK."]);
+    michael.run("/toall No problem.", delivered);
+    jacky.expect_lines(&["/broadcastfrom michael No problem."]);
+    bob.expect_lines(&["/broadcastfrom michael No problem."]);
+    jacky.run("/exit", "310 Bye bye");
+    assert_eq!(jacky.wait_exit(), Some(0), "{:?}", jacky.transcript);
+    bob.run("/list", "301 bob michael");
+}
