@@ -24,6 +24,9 @@
 //! On fault-free schedules a cluster whose queues move at once must give every client exactly
 //! the bytes `Server::new` gives it on the same schedule ([`equivalence`]).
 
+#[path = "common/schedules.rs"]
+mod schedules;
+
 mod common;
 
 use std::cell::RefCell;
@@ -33,7 +36,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, TestError, TestRunner};
+use proptest::test_runner::{TestError, TestRunner};
 use simple_im::server::{
     ClusterInput, ClusterOutput, ConnId, Input, NodeId, NodeMessage, OnlineEntry, Output, Server,
     ServerConfig,
@@ -2239,22 +2242,8 @@ fn max_ops() -> usize {
         .unwrap_or(400)
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(512)
-}
-
 fn runner() -> TestRunner {
-    TestRunner::new(Config {
-        cases: cases(),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/proptest-regressions/cluster_sim.txt"
-        )))),
-        ..Config::default()
-    })
+    TestRunner::new(schedules::config("cluster_sim", 512))
 }
 
 /// Random schedules of clients and faults on 2–4 nodes, checked against [`Checker`].
@@ -2283,7 +2272,7 @@ fn random_cluster_schedules() {
     }
     let stats = stats.into_inner();
     eprintln!("cluster simulation reached: {stats:#?}");
-    if cases() >= 256 {
+    if schedules::cases(512) >= 256 {
         for what in [
             "101",
             "102",

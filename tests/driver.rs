@@ -15,12 +15,15 @@
 //!
 //! Below the harness: one scenario per policy, then random schedules over many clients.
 
+#[path = "common/schedules.rs"]
+mod schedules;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, TestError, TestRunner};
+use proptest::test_runner::{TestError, TestRunner};
 use simple_im::driver::{DriverAction, DriverConfig, Refusal, ServerDriver, Side, SocketId};
 use simple_im::protocol::{
     AUTH_FAILED, AUTH_OK, BYE, DELIVERED, DELIVERY_FAILED, LB_FAILED, LB_OK, UNRECOGNIZED,
@@ -1609,23 +1612,9 @@ fn run_schedule(configs: (ServerConfig, DriverConfig), ops: &[Op]) {
     schedule.finish();
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(512)
-}
-
 #[test]
 fn random_schedules_keep_every_rule() {
-    let config = Config {
-        cases: cases(),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/proptest-regressions/driver.txt"
-        )))),
-        ..Config::default()
-    };
+    let config = schedules::config("driver", 512);
     let strategy = (configs(), prop::collection::vec(op(), 1..=120));
     let mut runner = TestRunner::new(config);
     let result = runner.run(&strategy, |(configs, ops)| {

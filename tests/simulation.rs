@@ -16,6 +16,9 @@
 //!
 //! Below the simulation, focused scenarios pin down one rule each.
 
+#[path = "common/schedules.rs"]
+mod schedules;
+
 mod common;
 
 use std::cell::RefCell;
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, TestError, TestRunner};
+use proptest::test_runner::{TestError, TestRunner};
 use simple_im::server::{ConnId, Output, ServerConfig};
 
 use common::sim::{appendix_users, escape, users, ClientId, Fed, LbMode, LbState, Net, Record};
@@ -1386,23 +1389,9 @@ fn max_ops() -> usize {
         .unwrap_or(60)
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4096)
-}
-
 #[test]
 fn random_interaction() {
-    let config = Config {
-        cases: cases(),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/proptest-regressions/simulation.txt"
-        )))),
-        ..Config::default()
-    };
+    let config = schedules::config("simulation", 4096);
     let stats = RefCell::new(BTreeMap::new());
     let strategy = (sim_config(), prop::collection::vec(op(), 1..=max_ops()));
     let mut runner = TestRunner::new(config);
@@ -1420,7 +1409,7 @@ fn random_interaction() {
     // The schedules must reach every path, or the checks above prove little.
     let stats = stats.into_inner();
     eprintln!("simulation reached: {stats:#?}");
-    if cases() >= 2048 {
+    if schedules::cases(4096) >= 2048 {
         for what in [
             "101",
             "102",

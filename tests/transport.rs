@@ -1,11 +1,14 @@
 //! The per-socket machine ([`Transport`]) on a manual clock: one scenario per rule, then random
 //! schedules checked against every rule after every step.
 
+#[path = "common/schedules.rs"]
+mod schedules;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, TestError, TestRunner};
+use proptest::test_runner::{TestError, TestRunner};
 use simple_im::transport::{ReadPolicy, Transport, TransportAction, TransportConfig};
 
 use TransportAction::{Release, ReportClosed, ShutdownBoth, ShutdownWrite};
@@ -665,23 +668,9 @@ fn run_schedule(config: TransportConfig, policy: ReadPolicy, ops: &[Op]) {
     sim.finish();
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2048)
-}
-
 #[test]
 fn random_schedules_keep_every_rule() {
-    let config = Config {
-        cases: cases(),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/proptest-regressions/transport.txt"
-        )))),
-        ..Config::default()
-    };
+    let config = schedules::config("transport", 2048);
     let strategy = (transport_config(), prop::collection::vec(op(), 0..=60));
     let mut runner = TestRunner::new(config);
     let result = runner.run(&strategy, |((config, policy), ops)| {
