@@ -1,4 +1,4 @@
-//! [`ClientSession`]: the client of PROTOCOL.md §4 as a sans-IO state machine.
+//! [`ClientSession`]: the client of docs/protocol.md §4 as a sans-IO state machine.
 //!
 //! Its driver ([`crate::driver::client`]) feeds it standard-input lines, La and Lb bytes and
 //! the current time, and carries out what it asks: read a line, send bytes, open the Lb
@@ -16,7 +16,7 @@ use crate::protocol::{
     is_token, receipt_bytes, Delivery, Frame, LineFramer, Request, Response, Unrecognized,
 };
 
-/// How the client behaves; the defaults follow PROTOCOL.md §4.
+/// How the client behaves; the defaults follow docs/protocol.md §4.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// Standard input is a terminal: the password is read without echo, and commands are not
@@ -188,7 +188,7 @@ impl Asked {
     }
 }
 
-/// One La line from the server, owned: a [`Response`] of PROTOCOL.md §2, or the line itself
+/// One La line from the server, owned: a [`Response`] of docs/protocol.md §2, or the line itself
 /// when it is of no known form.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
@@ -364,14 +364,14 @@ impl fmt::Display for ClientError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientWarning {
     /// A connection to the Lb listener came from an address other than the server's, and was
-    /// closed unread (PROTOCOL.md §4 step 3): the client still waits for the server's.
+    /// closed unread (docs/protocol.md §4 step 3): the client still waits for the server's.
     LbNotFromServer {
         /// Who connected.
         peer: SocketAddr,
         /// La's peer address, the only one Lb is taken from.
         server: IpAddr,
     },
-    /// The first line on Lb of no known form (PROTOCOL.md §4 step 5): the server deviates
+    /// The first line on Lb of no known form (docs/protocol.md §4 step 5): the server deviates
     /// from the protocol. It is shown and acknowledged ([`ClientEvent::UnknownDelivery`]);
     /// later ones are too, without another warning.
     DeviatingServer(Vec<u8>),
@@ -406,7 +406,7 @@ impl fmt::Display for ClientWarning {
     }
 }
 
-/// Where the client is in PROTOCOL.md §4; each variant holds what is valid in it.
+/// Where the client is in docs/protocol.md §4; each variant holds what is valid in it.
 #[derive(Debug)]
 enum State {
     /// Step 2: a `ReadLine` for the user name is outstanding.
@@ -436,7 +436,7 @@ enum State {
     Exited,
 }
 
-/// The client of PROTOCOL.md §4.
+/// The client of docs/protocol.md §4.
 #[derive(Debug)]
 pub struct ClientSession {
     config: ClientConfig,
@@ -687,7 +687,7 @@ impl ClientSession {
                 (DeliveryKind::BroadcastFrom, sender, content)
             }
             Err(Unrecognized) => {
-                // PROTOCOL.md §4 step 5: a deviating server (`/broadcast …`, say) is still
+                // docs/protocol.md §4 step 5: a deviating server (`/broadcast …`, say) is still
                 // shown and answered, since a server without an ack time-out would otherwise
                 // hold its sender for good; the user is warned once.
                 self.event(ClientEvent::UnknownDelivery(line.to_vec()));

@@ -1,7 +1,7 @@
 //! The terminal front-end of the client: standard input in, the session's events printed out.
 //!
 //! Printing is one rendering of [`ClientEvent`]s ([`render`]); the bytes are those of
-//! PROTOCOL.md §4 (prompts, every server line as it came, errors on standard error). Standard
+//! docs/protocol.md §4 (prompts, every server line as it came, errors on standard error). Standard
 //! input is read on a std thread in every runtime, one line per `ReadLine`, because blocking
 //! reads (and `rpassword`'s terminal handling) fit no event loop.
 //!
@@ -296,7 +296,7 @@ fn spawn_stdin_reader(
 
 /// Reads one line with the line editor; a command goes into the session's history.
 fn edit_line(editor: &mut Editor<(), DefaultHistory>, kind: LineKind) -> UserInput {
-    // The prompts are lines of their own (PROTOCOL.md §4 step 2): the edited line has none.
+    // The prompts are lines of their own (docs/protocol.md §4 step 2): the edited line has none.
     match editor.readline("") {
         Ok(line) => {
             if kind == LineKind::Command && !line.is_empty() {

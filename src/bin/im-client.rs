@@ -1,11 +1,11 @@
-//! `im-client <server> <server-port>`: the instant-messaging client of PROTOCOL.md §4.
+//! `im-client <server> <server-port>`: the instant-messaging client of docs/protocol.md §4.
 
 use clap::Parser;
 use simple_im::driver::client::ServerAddrs;
 use simple_im::runtime::Kind;
 use simple_im::terminal::print_error;
 
-/// Chat with the users of an instant-messaging server (PROTOCOL.md §4).
+/// Chat with the users of an instant-messaging server (docs/protocol.md §4).
 ///
 /// Asks for a user name and password, then reads commands from standard input, one a line:
 /// `/list`, `/to <user> <text>`, `/toall <text>`, `/exit`. Messages from others are printed as

@@ -1,4 +1,4 @@
-//! `im-server <port> <users-file>`: the instant-messaging server (PROTOCOL.md §6).
+//! `im-server <port> <users-file>`: the instant-messaging server (docs/protocol.md §6).
 //!
 //! It parses the command line, loads the users file, listens, and hands everything else to
 //! the runtime picked with `--runtime`: [`simple_im::runtime::smol::serve`] (the default) or

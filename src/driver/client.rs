@@ -38,7 +38,7 @@ pub trait ClientFrontend {
     /// as a [`ClientInput::Line`].
     fn read_line(&mut self, secret: bool);
     /// Binds the Lb listener on `ip` through `bind`; by default on a port the system picks,
-    /// as PROTOCOL.md §4 step 3 says. (A load generator with thousands of listeners picks
+    /// as docs/protocol.md §4 step 3 says. (A load generator with thousands of listeners picks
     /// its own.)
     fn bind_lb<L>(
         &mut self,
@@ -50,7 +50,7 @@ pub trait ClientFrontend {
 }
 
 /// The server as the user named it (an IP address or a host name, and a port), with the
-/// addresses it stands for, tried in turn until one connects (PROTOCOL.md §4 step 1).
+/// addresses it stands for, tried in turn until one connects (docs/protocol.md §4 step 1).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerAddrs {
     host: String,
@@ -196,7 +196,7 @@ impl ClientDriver {
     /// the runtime closes it at once, unread, and goes on accepting; the session still waits
     /// for the server's (bounded, as ever, by the server's `201` or `202` on La).
     pub fn lb_offered(&mut self, now: Instant, peer: SocketAddr) -> bool {
-        // PROTOCOL.md §4 step 3. Whoever opens Lb can show the user anything as a message
+        // docs/protocol.md §4 step 3. Whoever opens Lb can show the user anything as a message
         // "from" anyone, and have it acknowledged: only the server, which connects from La's
         // peer address, may. (Another user on the same host still can; a port guessed from
         // afar cannot.)

@@ -5,7 +5,7 @@ use super::smol::Smol;
 use crate::driver::client::{self, ServerAddrs, CLIENT_EVENT_QUEUE};
 use crate::terminal::Terminal;
 
-/// Runs the client of PROTOCOL.md §4 against `server` (the first of its addresses that
+/// Runs the client of docs/protocol.md §4 against `server` (the first of its addresses that
 /// answers) on the current thread until it exits, and returns the process exit code.
 pub fn run(server: ServerAddrs) -> i32 {
     Smol::block_on(move |smol| {

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A small client for the instant-messaging protocol of PROTOCOL.md §4.
+"""A small client for the instant-messaging protocol of docs/protocol.md §4.
 
     python3 client.py [--bug NAME] <server-ip> <server-port>
 
@@ -115,7 +115,7 @@ def leave(la, answers):
 
 
 def main():
-    parser = argparse.ArgumentParser(description="A small instant-messaging client (PROTOCOL.md §4).")
+    parser = argparse.ArgumentParser(description="A small instant-messaging client (docs/protocol.md §4).")
     parser.add_argument("--bug", choices=["ack-word"])
     parser.add_argument("server_ip")
     parser.add_argument("server_port", type=int)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A small threaded server for the instant-messaging protocol of PROTOCOL.md.
+"""A small threaded server for the instant-messaging protocol of docs/protocol.md.
 
     python3 server.py <port> <users-file> [--bind IP] [--ack-timeout 10s] [--bug NAME]
 
@@ -337,7 +337,7 @@ def load_users(path):
 
 
 def main():
-    parser = argparse.ArgumentParser(description="A small threaded instant-messaging server (PROTOCOL.md).")
+    parser = argparse.ArgumentParser(description="A small threaded instant-messaging server (docs/protocol.md).")
     parser.add_argument("port", type=int)
     parser.add_argument("users_file")
     parser.add_argument("--bind", default="0.0.0.0")

@@ -74,7 +74,7 @@ pub enum ModelFrame {
     TooLong,
 }
 
-/// PROTOCOL.md §1's framing, one byte at a time: the specification the chunked [`LineFramer`]
+/// docs/protocol.md §1's framing, one byte at a time: the specification the chunked [`LineFramer`]
 /// must match whatever the chunk boundaries.
 #[derive(Debug)]
 pub struct ModelFramer {

@@ -1,4 +1,4 @@
-//! The accounts the simulated users log in with: read from a users file (PROTOCOL.md §5), or
+//! The accounts the simulated users log in with: read from a users file (docs/protocol.md §5), or
 //! generated for `im-bench gen-users`.
 //!
 //! The file is read with `simple_im::users::accounts`, the server's own rules, in file order.

@@ -1,4 +1,4 @@
-//! `im-bench`: a load generator for any server of PROTOCOL.md, and the figures of BENCHMARKS.md.
+//! `im-bench`: a load generator for any server of docs/protocol.md, and the figures of BENCHMARKS.md.
 //!
 //! Each simulated user is the client driver's `AsyncClient` on smol around a
 //! [`simple_im::client::ClientSession`] (the same client core as `im-client`), over real

@@ -1,4 +1,4 @@
-//! `im-check`: a conformance checker for any implementation of PROTOCOL.md.
+//! `im-check`: a conformance checker for any implementation of docs/protocol.md.
 //!
 //! - `im-check server --host H --port P --users FILE` runs every server behaviour of §1–§3 as
 //!   a named, independent check over raw sockets ([`server`]).
@@ -32,7 +32,7 @@ use simple_im::users;
 use crate::registry::Registry;
 use crate::report::Style;
 
-/// Checks an implementation of the instant-messaging protocol (PROTOCOL.md) byte for byte.
+/// Checks an implementation of the instant-messaging protocol (docs/protocol.md) byte for byte.
 #[derive(Debug, Parser)]
 #[command(name = "im-check", version)]
 struct Cli {
@@ -42,12 +42,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Mode {
-    /// Checks a running server (PROTOCOL.md §1–§3) over raw TCP connections.
+    /// Checks a running server (docs/protocol.md §1–§3) over raw TCP connections.
     ///
     /// Start the server first with a users file of at least 3 users, and pass im-check the
     /// same file. Checks that log in more users than the file has are skipped.
     Server(ServerArgs),
-    /// Checks a client program (PROTOCOL.md §4) against scripted fake servers.
+    /// Checks a client program (docs/protocol.md §4) against scripted fake servers.
     ///
     /// The command is started once per check with `127.0.0.1 <port>` appended, where a fake
     /// server listens; im-check types on its standard input and reads its standard output.
@@ -222,7 +222,7 @@ fn exit_code(failed: usize) -> ExitCode {
     }
 }
 
-/// The accounts of a users file (PROTOCOL.md §5) that im-check can log in with, in file
+/// The accounts of a users file (docs/protocol.md §5) that im-check can log in with, in file
 /// order, and how many it cannot use because their password is stored hashed.
 fn read_accounts(path: &Path) -> Result<(Vec<server::Account>, usize), String> {
     let bytes = std::fs::read(path).map_err(|error| format!("{}: {error}", path.display()))?;

@@ -55,7 +55,7 @@ fn no_extra_time<C>(_: &C) -> Duration {
     Duration::ZERO
 }
 
-/// Every check of one mode, section by section in PROTOCOL.md's order (the report's order).
+/// Every check of one mode, section by section in docs/protocol.md's order (the report's order).
 pub type Registry<C> = &'static [&'static [Check<C>]];
 
 /// The checks of `registry`, in order.

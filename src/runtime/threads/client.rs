@@ -26,7 +26,7 @@ enum Event {
     LbOffered(TcpStream, SocketAddr, mpsc::SyncSender<bool>),
 }
 
-/// Runs the client of PROTOCOL.md §4 against `server` (the first of its addresses that
+/// Runs the client of docs/protocol.md §4 against `server` (the first of its addresses that
 /// answers) on the current thread until it exits, and returns the process exit code.
 pub fn run(server: ServerAddrs) -> i32 {
     // Each address in turn, as `connect_first` does; La's peer is where Lb must come from.

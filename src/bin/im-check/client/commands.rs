@@ -1,4 +1,4 @@
-//! PROTOCOL.md §4, steps 4–5: commands on La, and messages on Lb acknowledged and printed.
+//! docs/protocol.md §4, steps 4–5: commands on La, and messages on Lb acknowledged and printed.
 
 use simple_im::protocol::{write_list, Delivery, Request, Response};
 

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §4, steps 6–7: `/exit`, the end of standard input, and a server that goes away.
+//! docs/protocol.md §4, steps 6–7: `/exit`, the end of standard input, and a server that goes away.
 
 use std::thread;
 use std::time::Duration;

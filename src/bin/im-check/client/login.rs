@@ -1,4 +1,4 @@
-//! PROTOCOL.md §4, steps 1–3: connecting, the prompts, `/login`, and `/port` with its Lb.
+//! docs/protocol.md §4, steps 1–3: connecting, the prompts, `/login`, and `/port` with its Lb.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;

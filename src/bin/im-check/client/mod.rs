@@ -1,4 +1,4 @@
-//! The client checks: PROTOCOL.md §4, one small function each, a file per group of its steps,
+//! The client checks: docs/protocol.md §4, one small function each, a file per group of its steps,
 //! all listed in [`CHECKS`].
 //!
 //! Each check starts the client command afresh with `127.0.0.1 <port>` appended, where
@@ -29,10 +29,10 @@ type Check = registry::Check<ClientConfig>;
 /// What a client check runs with.
 type Ctx = registry::Ctx<ClientConfig>;
 
-/// Every client check, in the order of PROTOCOL.md §4.
+/// Every client check, in the order of docs/protocol.md §4.
 pub const CHECKS: Registry<ClientConfig> = &[login::CHECKS, commands::CHECKS, exit::CHECKS];
 
-/// "Within a second or two" (PROTOCOL.md §4.7 says a second; this leaves room for a slow start).
+/// "Within a second or two" (docs/protocol.md §4.7 says a second; this leaves room for a slow start).
 const EXIT_WITHIN: Duration = Duration::from_secs(2);
 
 /// The account the checks log in with (the appendix's).

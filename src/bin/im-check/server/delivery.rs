@@ -1,4 +1,4 @@
-//! PROTOCOL.md §3, Delivery over Lb: one message at a time per recipient, and every way a
+//! docs/protocol.md §3, Delivery over Lb: one message at a time per recipient, and every way a
 //! delivery fails.
 
 use std::thread;

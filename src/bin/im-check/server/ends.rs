@@ -1,4 +1,4 @@
-//! PROTOCOL.md §3, Ends of a session: `/exit` once Ready, and connections that just close.
+//! docs/protocol.md §3, Ends of a session: `/exit` once Ready, and connections that just close.
 
 use super::session::Session;
 use super::{Check, Ctx};

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §3, Unauthenticated: `/login`, its failures and timeout, and what else a
+//! docs/protocol.md §3, Unauthenticated: `/login`, its failures and timeout, and what else a
 //! connection may send before it.
 
 use std::time::Instant;

@@ -1,4 +1,4 @@
-//! The server checks: PROTOCOL.md §1–§3, one small function each, a file per section, all
+//! The server checks: docs/protocol.md §1–§3, one small function each, a file per section, all
 //! listed in [`CHECKS`].
 //!
 //! Every check logs in its own users (the first ones of the users file), works over raw
@@ -66,7 +66,7 @@ type Check = registry::Check<ServerConfig>;
 /// What a server check runs with.
 type Ctx = registry::Ctx<ServerConfig>;
 
-/// Every server check, a file per section of PROTOCOL.md, in its order.
+/// Every server check, a file per section of docs/protocol.md, in its order.
 pub const CHECKS: Registry<ServerConfig> = &[
     // §1 Wire basics.
     wire_basics::CHECKS,

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §3, Authenticated: `/port` and the Lb connection, and what else a logged-in
+//! docs/protocol.md §3, Authenticated: `/port` and the Lb connection, and what else a logged-in
 //! connection may send before it.
 
 use simple_im::protocol::{Request, Response};

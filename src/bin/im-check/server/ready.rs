@@ -1,4 +1,4 @@
-//! PROTOCOL.md §3, Ready: `/list` and `/to`, and the lines a Ready connection must refuse.
+//! docs/protocol.md §3, Ready: `/list` and `/to`, and the lines a Ready connection must refuse.
 
 use simple_im::protocol::{Delivery, Request, Response, RECEIPT};
 

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §3, Ready: `/toall`, to everyone at once.
+//! docs/protocol.md §3, Ready: `/toall`, to everyone at once.
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §1, wire basics: how lines are cut and answered.
+//! docs/protocol.md §1, wire basics: how lines are cut and answered.
 
 use std::thread;
 use std::time::Duration;
