@@ -131,6 +131,12 @@ async fn open_sessions(
             format!("setup: {} of {total} sessions open", opened.get())
         })
     };
+    // Where each account connects, worked out once for all the workers.
+    let servers: Rc<Vec<SocketAddr>> = Rc::new(
+        (0..accounts.len())
+            .map(|index| target.server_for(index, senders))
+            .collect(),
+    );
     let workers: Vec<Task<()>> = (0..target.concurrency.clamp(1, accounts.len().max(1)))
         .map(|_| {
             let (accounts, slots, next, opened) = (
@@ -141,9 +147,7 @@ async fn open_sessions(
             );
             let (histogram, failures) = (histogram.clone(), failures.clone());
             let (runtime, timeout) = (target.runtime.clone(), target.timeout);
-            let servers: Vec<SocketAddr> = (0..accounts.len())
-                .map(|index| target.server_for(index, senders))
-                .collect();
+            let servers = servers.clone();
             let lb_ports = target.lb_ports.clone();
             executor.spawn(async move {
                 loop {
