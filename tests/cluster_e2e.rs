@@ -23,10 +23,13 @@ const FAILED: &str = "304 Message delivery failed\n";
 const AUTH_OK: &str = "101 Authentication successful\n";
 const AUTH_FAILED: &str = "102 Authentication failed\n";
 
-/// The lease the nodes run with here: short, so that a dead node is noticed quickly.
-const LEASE: &str = "1s";
+/// The lease the nodes run with here: short, so that a dead node is noticed quickly, yet long
+/// enough that a node on a loaded 2-core machine renews it (a heartbeat is a third of it, and
+/// every Redis call is bounded by one), and that a node without Redis answers its clients'
+/// requests (each bounded by a heartbeat) well before it gives its lease up.
+const LEASE: &str = "3s";
 /// How long a dead node may take to be noticed: the lease, plus a heartbeat, plus slack.
-const NOTICED: Duration = Duration::from_secs(4);
+const NOTICED: Duration = Duration::from_secs(6);
 
 /// A Redis and the nodes on it.
 struct Cluster {
