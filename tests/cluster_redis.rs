@@ -117,11 +117,15 @@ impl Node {
         }
     }
 
-    fn release(&self, conn: u64, user: &[u8]) {
+    async fn release(&self, conn: u64, user: &[u8]) {
         self.tell(ClusterOutput::Release {
             conn: ConnId(conn),
             user: user.to_vec(),
         });
+        match self.next().await {
+            ClusterInput::Released { conn: c } if c == ConnId(conn) => {}
+            other => panic!("expected the release of {conn}, got {other:?}"),
+        }
     }
 
     async fn query(&self, id: u64, user: Option<&[u8]>) -> Option<Vec<OnlineEntry>> {
@@ -191,8 +195,8 @@ fn claims_are_exclusive_across_nodes() {
         // A claim repeated (its answer lost) still holds.
         assert!(winner.claim(1, user).await, "a repeated claim was refused");
         // Not the holder: the loser's session, and another session of the winner's node.
-        loser.release(1, user);
-        winner.release(2, user);
+        loser.release(1, user).await;
+        winner.release(2, user).await;
         // Each node's requests are answered in order: this one follows the release.
         assert_eq!(
             winner.query(9, Some(user)).await,
@@ -207,7 +211,7 @@ fn claims_are_exclusive_across_nodes() {
             Some(vec![entry(user, winner, 1)])
         );
 
-        winner.release(1, user);
+        winner.release(1, user).await;
         assert_eq!(winner.query(8, Some(user)).await, Some(vec![]));
         assert!(
             loser.claim(4, user).await,
@@ -255,7 +259,7 @@ fn queries_follow_the_global_login_order() {
         assert_eq!(c.query(12, Some(b"nobody")).await, Some(vec![]));
 
         // A user who leaves and comes back is last.
-        b.release(1, b"zed");
+        b.release(1, b"zed").await;
         assert_eq!(b.query(14, Some(b"zed")).await, Some(vec![]));
         assert!(c.claim(8, b"zed").await);
         let order: Vec<Vec<u8>> = (a.query(13, None).await.expect("an answer"))

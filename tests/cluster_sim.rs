@@ -336,10 +336,24 @@ impl Checker {
         }
     }
 
+    /// The open clients logged in as `user`. One whose oldest unanswered command is `/exit`
+    /// (or `/port`, whose `202` ends the session) may have left already: the server releases the
+    /// user first and sends that last answer after (so that no node lists the user once it is
+    /// seen). That the server never holds two sessions of one user is checked on the nodes
+    /// themselves, between ops.
     fn open_with_user(&self, user: &[u8]) -> Vec<usize> {
         (0..self.clients.len())
             .filter(|&c| !self.clients[c].closed && self.user(c) == Some(user))
+            .filter(|&c| !self.may_have_left(c))
             .collect()
+    }
+
+    /// Whether client `c`'s oldest unanswered command is one whose answer can end its session
+    /// (`/exit`, or `/port` and its `202`): the server may have ended the session already, as
+    /// it releases the user before that last answer goes out.
+    fn may_have_left(&self, c: usize) -> bool {
+        let next = self.clients[c].commands.front();
+        matches!(next, Some(Command::Exit | Command::Port))
     }
 
     fn on(&mut self, ev: &Ev) -> Result<(), String> {
@@ -454,6 +468,7 @@ impl Checker {
         let ready_then = (0..self.clients.len())
             .filter(|&c| c != client && !self.clients[c].closed)
             .filter(|&c| matches!(self.clients[c].phase, Phase::Ready(_)))
+            .filter(|&c| !self.may_have_left(c))
             .collect();
         self.requests.push(Request {
             sender: client,
@@ -604,7 +619,8 @@ impl Checker {
             }
             None => {
                 for &other in &request.ready_then {
-                    if !self.clients[other].closed && !request.got.contains_key(&other) {
+                    let here = !self.clients[other].closed && !self.may_have_left(other);
+                    if here && !request.got.contains_key(&other) {
                         return Err(format!(
                             "client {other} was Ready throughout and never got it"
                         ));
@@ -1120,7 +1136,7 @@ impl Cluster {
             // A release is retried until it is through: it always lands.
             DirRequest::Release { conn, user } => {
                 self.directory.release(&user, id, conn);
-                None
+                Some(ClusterInput::Released { conn })
             }
             DirRequest::Query { query, user } => {
                 let entries = (!outage).then(|| self.directory.query(user.as_deref()));

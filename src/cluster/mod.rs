@@ -427,6 +427,9 @@ impl Engine {
                         log::warn!("cannot release the claim of {conn} yet: {error}");
                         unreleased.push(&self.state, conn, user);
                     }
+                    // Released, or kept for a retry: either way the session's last answer
+                    // waits no longer.
+                    self.tell(ClusterInput::Released { conn }).await;
                 }
                 ClusterOutput::Query { query, user } => {
                     let entries = match user {

@@ -78,6 +78,13 @@ pub enum ClusterInput {
         /// Whether the claim holds.
         claimed: bool,
     },
+    /// The claim named by [`ClusterOutput::Release`] is gone from the directory (or could not
+    /// be reached, and its release is retried): the session's last answer may go out, and a
+    /// `/list` anywhere after it no longer shows the user.
+    Released {
+        /// The session that held the claim.
+        conn: ConnId,
+    },
     /// The answer to [`ClusterOutput::Query`]; `None` if the directory could not be reached.
     Online {
         /// The question answered.

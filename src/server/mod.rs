@@ -195,6 +195,10 @@ pub struct Server {
     /// This server's name in its cluster.
     node: NodeId,
     directory: Directory,
+    /// Sessions ended with a last answer (`310`, `202`, `102`) that waits for their release in
+    /// the cluster's directory: sent before it, it would let the client ask another node,
+    /// which may still list the user.
+    releasing: FxHashMap<ConnId, Response<'static>>,
     /// Sessions logging in whose claim is with the cluster's directory, and the user.
     claiming: FxHashMap<ConnId, Vec<u8>>,
     questions: FxHashMap<QueryId, Question>,
@@ -250,6 +254,7 @@ impl Server {
             next_conn: 0,
             node,
             directory,
+            releasing: FxHashMap::default(),
             claiming: FxHashMap::default(),
             questions: FxHashMap::default(),
             next_query: 0,
@@ -417,6 +422,12 @@ impl Server {
                     // Gone meanwhile: the claim it won must not keep the user online.
                     None if claimed => self.cluster(ClusterOutput::Release { conn, user }),
                     None => {}
+                }
+            }
+            ClusterInput::Released { conn } => {
+                if let Some(last) = self.releasing.remove(&conn) {
+                    self.reply(conn, &last);
+                    self.outputs.push_back(Output::Close(conn));
                 }
             }
             ClusterInput::Online { query, entries } => {
@@ -825,15 +836,12 @@ impl Server {
                 conn,
                 line,
             } => {
-                let last = self.last_delivered.insert(from, (request, slot));
-                if last.is_some_and(|last| last >= (request, slot)) {
-                    // Put back: the watermark stays at the newest seen.
-                    if let Some(last) = last {
-                        self.last_delivered.insert(from, last);
-                    }
+                let last = self.last_delivered.get(&from);
+                if last.is_some_and(|&last| last >= (request, slot)) {
                     log::debug!("a repeated delivery from node {} dropped", from.0);
                     return;
                 }
+                self.last_delivered.insert(from, (request, slot));
                 self.deliver(now, from, request, slot, conn, line)
             }
             NodeMessage::Outcome {
@@ -886,7 +894,13 @@ impl Server {
     /// Ends a session at once: the last answer (if any) goes out, the user goes offline, its
     /// deliveries fail, its own pending request is dropped (with its messages not yet sent),
     /// and both connections close.
-    fn end_session(&mut self, conn: ConnId, reason: EndReason, last: Option<Response<'static>>) {
+    fn end_session(
+        &mut self,
+        conn: ConnId,
+        reason: EndReason,
+        mut last: Option<Response<'static>>,
+    ) {
+        let mut deferred = false;
         let Some(mut entry) = self.sessions.remove(&conn) else {
             return;
         };
@@ -906,7 +920,12 @@ impl Server {
                         .push_back(Output::Cluster(ClusterOutput::Release {
                             conn,
                             user: user.to_vec(),
-                        }))
+                        }));
+                    // The last answer, and the close, wait for `Released`.
+                    if let Some(response) = last.take() {
+                        self.releasing.insert(conn, response);
+                        deferred = true;
+                    }
                 }
             }
             log::info!("{conn} ({}) left: {reason:?}", user.escape_ascii());
@@ -922,7 +941,9 @@ impl Server {
             self.outputs
                 .push_back(Output::SendLa(conn, response.to_bytes().into()));
         }
-        self.outputs.push_back(Output::Close(conn));
+        if !deferred {
+            self.outputs.push_back(Output::Close(conn));
+        }
         for queued in entry.session.drain_deliveries() {
             self.settle(queued.origin, queued.request, queued.slot, false);
         }
