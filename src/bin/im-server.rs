@@ -11,9 +11,9 @@ use std::process::ExitCode;
 
 use clap::builder::RangedU64ValueParser;
 use clap::Parser;
-use simple_im::cli::Span;
+use simple_im::cli::{Span, SpanOrOff};
 use simple_im::cluster::ClusterConfig;
-use simple_im::driver::{DriverConfig, DEFAULT_MAX_PER_IP};
+use simple_im::driver::{DriverConfig, Keepalive, DEFAULT_KEEPALIVE_IDLE, DEFAULT_MAX_PER_IP};
 use simple_im::runtime::{Kind, Signals};
 use simple_im::server::ServerConfig;
 use simple_im::users::Users;
@@ -119,6 +119,12 @@ struct Args {
     /// nodes) on this machine listen on one port and the kernel spreads clients among them.
     #[arg(long)]
     reuse_port: bool,
+
+    /// TCP keepalive on every client socket: a client whose machine vanishes without closing
+    /// its connections (power cut, cable pulled) is probed after this much silence and goes
+    /// offline within 1.5 times it, its pending deliveries failing with 304. `off` disables it.
+    #[arg(long, value_name = "DURATION|off", default_value_t = SpanOrOff(Some(DEFAULT_KEEPALIVE_IDLE)))]
+    keepalive: SpanOrOff,
 
     /// The log level on standard error (error, warn, info, debug, trace, off); `RUST_LOG`, if
     /// set, overrides it.
@@ -247,6 +253,7 @@ fn main() -> ExitCode {
             .max_connections
             .unwrap_or_else(|| args.runtime.default_max_connections()),
         max_per_ip: args.max_per_ip,
+        keepalive: args.keepalive.0.map(Keepalive::after_idle),
         ..args.runtime.driver_config()
     };
     log::info!(
