@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::tls::ServerTls;
 use crate::transport::TransportConfig;
 
 /// The default cap on open connections for runtimes that spend little on each.
@@ -42,6 +43,8 @@ pub struct DriverConfig {
     pub thread_stack: usize,
     /// TCP keepalive on La and Lb (`None`: off), so a client whose host vanished goes offline.
     pub keepalive: Option<Keepalive>,
+    /// TLS on La and Lb with this certificate (`None`: the protocol's plain TCP).
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for DriverConfig {
@@ -57,6 +60,7 @@ impl Default for DriverConfig {
             max_per_ip: DEFAULT_MAX_PER_IP,
             thread_stack: THREAD_STACK,
             keepalive: Some(Keepalive::after_idle(DEFAULT_KEEPALIVE_IDLE)),
+            tls: None,
         }
     }
 }
@@ -136,6 +140,8 @@ pub enum Refusal {
         /// The cap.
         max: usize,
     },
+    /// The server has a certificate but could not start a TLS session for the connection.
+    TlsUnavailable,
 }
 
 impl fmt::Display for Refusal {
@@ -147,6 +153,7 @@ impl fmt::Display for Refusal {
             Refusal::TooManyFromAddress { ip, max } => {
                 write!(f, "{max} connections from {ip} are open (--max-per-ip)")
             }
+            Refusal::TlsUnavailable => f.write_str("no TLS session could be started"),
         }
     }
 }
