@@ -419,7 +419,12 @@ impl ClientProcess {
 
     /// Reads the next line of standard output, without `\n`.
     pub fn next_line(&mut self) -> String {
-        match self.lines.recv_timeout(STEP) {
+        self.next_line_within(STEP)
+    }
+
+    /// As [`ClientProcess::next_line`], waiting at most `timeout`.
+    pub fn next_line_within(&mut self, timeout: Duration) -> String {
+        match self.lines.recv_timeout(timeout) {
             Ok(line) => {
                 self.transcript.push(line.clone());
                 line
