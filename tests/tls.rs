@@ -569,3 +569,140 @@ fn bad_tls_options_are_one_line_and_exit_2() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+/// The server's TLS, sans-IO: [`ServerDriver`] with a certificate and rustls clients in
+/// memory, on a manual clock. The handshake's reads do not use up La's read grant; a delivery
+/// made before Lb's handshake ends waits inside TLS (nothing goes out, not even ciphertext)
+/// and goes out when it ends; and after `310` comes `close_notify`.
+#[test]
+fn the_server_driver_speaks_tls_on_la_and_lb() {
+    use simple_im::driver::{DriverAction, DriverConfig, ServerDriver, SocketId};
+    use simple_im::server::ServerConfig;
+    use simple_im::tls::ServerTls;
+    use simple_im::users::Users;
+
+    let pki = Pki::new();
+    let tls = ServerTls::from_pem_files(&pki.cert, &pki.key).unwrap();
+    let config = DriverConfig {
+        tls: Some(tls),
+        ..DriverConfig::default()
+    };
+    let users = Users::parse(USERS.as_bytes()).unwrap();
+    let mut driver = ServerDriver::new(users, ServerConfig::default(), &config);
+    let now = Instant::now();
+    let client_config = pki.client_config();
+    let client = || {
+        let name = ServerName::try_from("localhost").unwrap();
+        ClientConnection::new(Arc::clone(&client_config), name).unwrap()
+    };
+
+    /// Moves bytes both ways until neither side has more; returns the client's plaintext.
+    fn exchange(
+        driver: &mut ServerDriver,
+        now: Instant,
+        socket: SocketId,
+        tls: &mut ClientConnection,
+    ) -> String {
+        let mut plaintext = Vec::new();
+        loop {
+            let mut moved = false;
+            let mut out = Vec::new();
+            while tls.wants_write() {
+                tls.write_tls(&mut out).unwrap();
+            }
+            if !out.is_empty() {
+                assert!(driver.wants_read(socket), "{socket} not read");
+                driver.handle_read(now, socket, &out);
+                moved = true;
+            }
+            while let Some(bytes) = driver.poll_transmit(socket) {
+                driver.handle_written(now, socket, bytes.len());
+                tls.read_tls(&mut &bytes[..]).unwrap();
+                tls.process_new_packets().unwrap();
+                moved = true;
+            }
+            let mut chunk = [0; 4096];
+            while let Ok(n @ 1..) = tls.reader().read(&mut chunk) {
+                plaintext.extend_from_slice(&chunk[..n]);
+            }
+            if !moved {
+                return String::from_utf8(plaintext).unwrap();
+            }
+        }
+    }
+    /// The Lb connect the driver asked for, if any (other actions are the runtime's business
+    /// here: wakes, and password checks that a plain users file never asks for).
+    fn connects(driver: &mut ServerDriver) -> Vec<simple_im::server::ConnId> {
+        let mut connects = Vec::new();
+        while let Some(action) = driver.poll_action() {
+            if let DriverAction::Connect { conn, .. } = action {
+                connects.push(conn);
+            }
+        }
+        connects
+    }
+    let peer = SocketAddr::from(([127, 0, 0, 1], 50000));
+    let log_in = |driver: &mut ServerDriver, user: &str, password: &str| {
+        let conn = driver.accept(now, peer).unwrap();
+        let la = SocketId::la(conn);
+        let mut tls = client();
+        assert_eq!(exchange(driver, now, la, &mut tls), "");
+        assert!(!tls.is_handshaking());
+        // The handshake used no grant: the login line is read.
+        tls.writer()
+            .write_all(format!("/login {user} {password}\n").as_bytes())
+            .unwrap();
+        assert_eq!(
+            exchange(driver, now, la, &mut tls),
+            "101 Authentication successful\n"
+        );
+        tls.writer().write_all(b"/port 6000\n").unwrap();
+        assert_eq!(exchange(driver, now, la, &mut tls), "");
+        assert_eq!(connects(driver), [conn]);
+        assert!(driver.handle_lb_connected(now, conn));
+        assert_eq!(
+            exchange(driver, now, la, &mut tls),
+            "201 Build connection successful\n"
+        );
+        (conn, tls)
+    };
+    let (bob, mut bob_la) = log_in(&mut driver, "bob", "bob123");
+    let (jacky, mut jacky_la) = log_in(&mut driver, "jacky", "12345");
+    let _ = connects(&mut driver);
+
+    jacky_la.writer().write_all(b"/to bob hi\n").unwrap();
+    assert_eq!(
+        exchange(&mut driver, now, SocketId::la(jacky), &mut jacky_la),
+        ""
+    );
+    // bob's Lb has not shaken hands (the server waits for the client's hello): the delivery
+    // waits inside TLS.
+    assert!(driver.poll_transmit(SocketId::lb(bob)).is_none());
+    assert_eq!(driver.unwritten(SocketId::lb(bob)), 0);
+    let mut bob_lb = client();
+    let lb = SocketId::lb(bob);
+    assert_eq!(
+        exchange(&mut driver, now, lb, &mut bob_lb),
+        "/from jacky hi\n"
+    );
+    bob_lb
+        .writer()
+        .write_all(b"302 Message receipt successful\n")
+        .unwrap();
+    assert_eq!(exchange(&mut driver, now, lb, &mut bob_lb), "");
+    assert_eq!(
+        exchange(&mut driver, now, SocketId::la(jacky), &mut jacky_la),
+        "303 Message delivery successful\n"
+    );
+
+    bob_la.writer().write_all(b"/exit\n").unwrap();
+    assert_eq!(
+        exchange(&mut driver, now, SocketId::la(bob), &mut bob_la),
+        "310 Bye bye\n"
+    );
+    // `close_notify` after the last answer, on both of bob's sockets.
+    let mut rest = [0; 16];
+    assert_eq!(bob_la.reader().read(&mut rest).unwrap(), 0);
+    let _ = exchange(&mut driver, now, lb, &mut bob_lb);
+    assert_eq!(bob_lb.reader().read(&mut rest).unwrap(), 0);
+}
