@@ -419,7 +419,7 @@ fn spawn_starts_a_fresh_server_per_check_and_names_the_one_that_stopped_answerin
 
     // One server for all: the deadlock then fails every later check, and is still named.
     fs::remove_file(&starts).unwrap();
-    args.extend(["--one-server".into(), "--timeout".into(), "1s".into()]);
+    args.extend(["--one-server".into(), "--timeout".into(), "2s".into()]);
     let run = im_check(root.path(), &args);
     assert_eq!(run.code, Some(1));
     let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
