@@ -54,7 +54,8 @@ enum Mode {
     /// Checks a running server (docs/protocol.md §1–§3) over raw TCP connections.
     ///
     /// Start the server first with a users file of at least 3 users, and pass im-check the
-    /// same file. Checks that log in more users than the file has are skipped.
+    /// same file, or let im-check start it afresh for every check with `--spawn`. Checks that
+    /// log in more users than the file has are skipped.
     Server(ServerArgs),
     /// Checks a client program (docs/protocol.md §4) against scripted fake servers.
     ///
@@ -190,8 +191,8 @@ struct GradeArgs {
     #[arg(long, value_name = "CMD", default_value = DEFAULT_CLIENT_CMD)]
     client_cmd: String,
 
-    /// A prefix put before every command of a submission, such as a sandbox:
-    /// `--wrap 'bwrap --ro-bind / / --dev /dev --bind {dir} {dir} --die-with-parent'`.
+    /// A prefix put before every command of a submission, such as a sandbox (`{dir}` and
+    /// `{users}` are filled in; docs/im-check.md has a bwrap example).
     #[arg(long, value_name = "PREFIX")]
     wrap: Option<String>,
 
