@@ -296,7 +296,7 @@ fn a_class_is_graded_end_to_end() {
     );
     assert_eq!(
         text_of(carol, "#details-client-prompts .actual"),
-        r#""Please input your username:\n""#
+        r#""Please input your username:""#
     );
     assert_eq!(
         select(carol, "tr.fail").len(),
@@ -483,7 +483,7 @@ fn a_misworded_prompt_fails_the_prompt_check_only() {
     assert_eq!(failed, ["prompts"], "{}", run.stdout);
     assert_eq!(
         report["checks"][1]["reason"],
-        r#"the client's user name prompt (first difference at byte 22): expected "Please input your user name:", got "Please input your username:\n""#
+        r#"the client's user name prompt (first difference at byte 22): expected "Please input your user name:", got "Please input your username:""#
     );
 }
 

@@ -7,7 +7,8 @@ The example for `im-check client -- python3 client.py`. With `--bug NAME` it mis
 purpose, so that im-check's own tests can see the right checks fail:
 
     ack-word     acknowledges deliveries with "302 Message receipt success"
-    prompt-word  asks "Please input your username:" (for "user name")
+    prompt-word  asks "Please input your username:" (for "user name"), with no newline after
+                 it, as Python's input() prints a prompt
 
 The main thread reads commands from standard input and the answers from La; one thread reads
 Lb, prints each message and acknowledges it. Standard library only.
@@ -43,7 +44,7 @@ user_prompt = USER_PROMPT
 
 def prompt(text):
     with output_lock:
-        sys.stdout.buffer.write(text + b"\n")
+        sys.stdout.buffer.write(text if text == MISWORDED_USER_PROMPT else text + b"\n")
         sys.stdout.buffer.flush()
     line = sys.stdin.buffer.readline()
     return None if not line else line.rstrip(b"\r\n")
