@@ -629,5 +629,8 @@ fn an_interrupted_run_leaves_no_program_behind() {
     while alive(&pid) && Instant::now() < gone_by {
         thread::sleep(Duration::from_millis(20));
     }
-    assert!(!alive(&pid), "helper {pid} outlived the interrupted im-check");
+    assert!(
+        !alive(&pid),
+        "helper {pid} outlived the interrupted im-check"
+    );
 }
