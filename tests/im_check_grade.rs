@@ -488,6 +488,36 @@ fn a_misworded_prompt_fails_the_prompt_check_only() {
 }
 
 #[test]
+fn a_greeting_before_the_prompt_is_not_taken_for_it() {
+    let root = scratch("greeting");
+    // The greeting is printed before Python has even loaded the client: well before the prompt.
+    let client = root.path().join("greeting_client.py");
+    fs::write(
+        &client,
+        format!(
+            "import runpy\nprint('Welcome to the chat!', flush=True)\nrunpy.run_path('{}', \
+             run_name='__main__')\n",
+            doubles().join("client.py").display()
+        ),
+    )
+    .unwrap();
+    let run = im_check(
+        root.path(),
+        [
+            OsString::from("client"),
+            "--only".into(),
+            "prompts".into(),
+            "--only".into(),
+            "login-retry-on-102".into(),
+            "--".into(),
+            "python3".into(),
+            client.into(),
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+}
+
+#[test]
 fn a_sandbox_given_with_wrap_confines_the_submission() {
     let usable = Command::new("bwrap")
         .args(["--ro-bind", "/", "/", "--dev", "/dev", "true"])

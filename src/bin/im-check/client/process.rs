@@ -16,8 +16,13 @@ use crate::outcome::{escape, note, show_duration, Failure, Got, Problem, Transcr
 use crate::process::{group_command, kill_group, spawn_group};
 use crate::wire::remaining;
 
-/// How long a prompt printed without a `\n` may take to arrive in full.
+/// How long a client must stay quiet after printing something for its last line to be taken
+/// as a prompt worded otherwise (the exact prompt is taken at once).
 const PROMPT_SETTLE: Duration = Duration::from_millis(150);
+
+/// How long a client must stay quiet for the `prompts` check to compare its last line with
+/// the prompt, rather than wait for the exact one still.
+const EXACT_PROMPT_SETTLE: Duration = Duration::from_secs(2);
 
 /// How long a killed client's last words on standard error may take to reach us.
 const STDERR_SETTLE: Duration = Duration::from_millis(300);
@@ -159,45 +164,59 @@ impl ClientProcess {
     }
 
     /// Waits for a prompt and returns what the client printed as one: `prompt` itself if it
-    /// comes, or else the first line of new output, so that a prompt worded a little
-    /// differently fails only the check that compares prompts (see [`Self::expect_prompt`])
-    /// and every other check still runs.
+    /// comes, or else, once the client has printed something and then gone quiet, the last
+    /// line it printed (what a program shows just before it waits for input). So a prompt
+    /// worded a little differently fails only the check that compares prompts (see
+    /// [`Self::expect_prompt`]), and every other check still runs.
     pub(super) fn expect_prompt_like(
         &mut self,
         prompt: &[u8],
         deadline: Instant,
     ) -> Result<Vec<u8>, Failure> {
+        self.expect_prompt_after_quiet(prompt, PROMPT_SETTLE, deadline)
+    }
+
+    /// [`Self::expect_prompt_like`], taking the last line as the prompt once the client has
+    /// been quiet for `settle`.
+    fn expect_prompt_after_quiet(
+        &mut self,
+        prompt: &[u8],
+        settle: Duration,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, Failure> {
         let started = Instant::now();
-        // When a line without its `\n` came (a prompt printed before input is read has none),
-        // until when more of it may still arrive.
-        let mut settle_until: Option<Instant> = None;
+        let mut last_output = started;
         loop {
             let unseen = &self.printed[self.seen..];
             if let Some(at) = unseen.windows(prompt.len()).position(|w| w == prompt) {
                 self.seen += at + prompt.len();
                 return Ok(prompt.to_vec());
             }
-            if let Some(start) = unseen.iter().position(|b| !b.is_ascii_whitespace()) {
-                let line_end = unseen[start..].iter().position(|&b| b == b'\n');
-                let settled = settle_until.is_some_and(|until| Instant::now() >= until);
-                if line_end.is_some() || settled || self.stdout_ended {
-                    let end = line_end.map_or(unseen.len(), |at| start + at + 1);
-                    let shown = unseen[start..end].to_vec();
-                    self.seen += end;
-                    return Ok(shown);
-                }
-                settle_until.get_or_insert(Instant::now() + PROMPT_SETTLE);
-            } else if self.stdout_ended {
+            let printed_something = unseen.iter().any(|b| !b.is_ascii_whitespace());
+            let quiet = last_output.elapsed() >= settle || remaining(deadline).is_zero();
+            if printed_something && (quiet || self.stdout_ended) {
+                let shown = last_line(unseen).to_vec();
+                self.seen = self.printed.len();
+                return Ok(shown);
+            }
+            if self.stdout_ended {
                 return Err(self.missing_output(prompt, "and then closed its output".into()));
             }
-            let wait = settle_until.map_or(deadline, |until| until.min(deadline));
+            let wait = if printed_something {
+                (last_output + settle).min(deadline)
+            } else {
+                deadline
+            };
             match self.stdout.recv_timeout(remaining(wait)) {
                 Ok(chunk) => {
                     note(&self.transcript, format!("printed {}", escape(&chunk)));
                     self.printed.extend_from_slice(&chunk);
+                    last_output = Instant::now();
                 }
                 Err(RecvTimeoutError::Disconnected) => self.stdout_ended = true,
-                Err(RecvTimeoutError::Timeout) if remaining(deadline).is_zero() => {
+                Err(RecvTimeoutError::Timeout)
+                    if remaining(deadline).is_zero() && !printed_something =>
+                {
                     let waited = show_duration(started.elapsed());
                     return Err(
                         self.missing_output(prompt, format!("and nothing more within {waited}"))
@@ -216,7 +235,9 @@ impl ClientProcess {
         what: &str,
         deadline: Instant,
     ) -> Result<(), Failure> {
-        let shown = self.expect_prompt_like(prompt, deadline)?;
+        // A greeting printed before the prompt, long before it while the program starts, is
+        // not taken for the prompt: the exact one gets a while longer to come.
+        let shown = self.expect_prompt_after_quiet(prompt, EXACT_PROMPT_SETTLE, deadline)?;
         if shown == prompt {
             return Ok(());
         }
@@ -320,6 +341,13 @@ impl ClientProcess {
     }
 }
 
+/// The last line of `text` that is not blank, with its `\n` if it has one.
+fn last_line(text: &[u8]) -> &[u8] {
+    text.split_inclusive(|&b| b == b'\n')
+        .rfind(|line| line.iter().any(|b| !b.is_ascii_whitespace()))
+        .unwrap_or(text)
+}
+
 impl Drop for ClientProcess {
     fn drop(&mut self) {
         // Whatever the client started goes with it.
@@ -334,5 +362,18 @@ impl Drop for ClientProcess {
                 format!("the client wrote on standard error {}", escape(&said)),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_line;
+
+    #[test]
+    fn the_last_line_printed_is_the_prompt() {
+        assert_eq!(last_line(b"Welcome!\nUser name: "), b"User name: ");
+        assert_eq!(last_line(b"Welcome!\nUser name:\n\n  \n"), b"User name:\n");
+        assert_eq!(last_line(b"only"), b"only");
+        assert_eq!(last_line(b"\n"), b"\n");
     }
 }
