@@ -664,3 +664,29 @@ fn an_interrupted_run_leaves_no_program_behind() {
         "helper {pid} outlived the interrupted im-check"
     );
 }
+
+#[test]
+fn a_linked_folder_is_a_submission_and_the_reports_folder_is_not() {
+    let root = scratch("layout");
+    let class = root.path().join("class");
+    double_submission(&class.join("solo"), "", "");
+    std::os::unix::fs::symlink(class.join("solo"), class.join("linked")).unwrap();
+    fs::create_dir_all(class.join(".git")).unwrap();
+    for _ in 0..2 {
+        let run = im_check(
+            root.path(),
+            [
+                "grade",
+                "class",
+                "--out",
+                "class/grades",
+                "--only",
+                "client/no-server",
+            ],
+        );
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        let gradebook = fs::read_to_string(class.join("grades/grades.csv")).unwrap();
+        let rows: Vec<&str> = gradebook.lines().skip(1).collect();
+        assert_eq!(rows, ["linked,1,1,1,0,0,,pass", "solo,1,1,1,0,0,,pass"]);
+    }
+}

@@ -118,7 +118,7 @@ pub fn column(mode: &str, check: &str) -> String {
 /// Grades every submission in `settings.dir` and writes the reports; what it wrote, or why it
 /// could not.
 pub fn run(settings: Settings) -> Result<Vec<PathBuf>, String> {
-    let submissions = submissions(&settings.dir)?;
+    let submissions = submissions(&settings.dir, &settings.out)?;
     if submissions.is_empty() {
         return Err(format!(
             "{} has no sub-folders: each submission is one folder in it",
@@ -197,16 +197,19 @@ fn progress(line: &str) {
     eprintln!("im-check grade: {line}");
 }
 
-/// The sub-folders of `dir` (hidden ones aside), by name.
-fn submissions(dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+/// The sub-folders of `dir` (hidden ones aside, and `out` if the reports go inside `dir`),
+/// by name. A link to a folder counts: the teacher made `dir`.
+fn submissions(dir: &Path, out: &Path) -> Result<Vec<(String, PathBuf)>, String> {
     let entries = fs::read_dir(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+    let out = fs::canonicalize(out).ok();
     let mut found = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|error| format!("{}: {error}", dir.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
-        if is_dir && !name.starts_with('.') {
-            found.push((name, entry.path()));
+        let path = entry.path();
+        let is_out = out.is_some() && fs::canonicalize(&path).ok() == out;
+        if path.is_dir() && !name.starts_with('.') && !is_out {
+            found.push((name, path));
         }
     }
     found.sort();
