@@ -147,6 +147,7 @@ pub fn run(settings: Settings) -> Result<Vec<PathBuf>, String> {
                 let Some((name, path)) = submissions.get(index) else {
                     break;
                 };
+                progress(&format!("checking {name} ({} of {total})", index + 1));
                 let result = grade_one(&settings, index, name, path, &pages[index]);
                 let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
                 progress(&format!(
