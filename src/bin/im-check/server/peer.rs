@@ -143,6 +143,17 @@ pub struct Spawned {
     _users_file: Option<tempfile::TempPath>,
 }
 
+/// Why a server did not start, and what it printed.
+enum Start {
+    /// Another program listened on its port meanwhile: worth another try elsewhere.
+    PortTaken(String, String),
+    /// It did not start.
+    Failed(String, String),
+}
+
+/// Ports tried again after another program took one first.
+const PORT_TRIES: u32 = 3;
+
 struct Running {
     child: Child,
     captured: Captured,
@@ -172,8 +183,23 @@ impl Spawned {
         self
     }
 
+    /// Starts a server on a free port; a start that failed because another program took the
+    /// port first (im-check runs in parallel) is tried again on another one.
     fn start(&mut self) -> Result<Running, (String, String)> {
-        let port = free_port().map_err(|why| (why, String::new()))?;
+        let mut tries = 0;
+        loop {
+            let port = free_port().map_err(|why| (why, String::new()))?;
+            match self.start_on(port) {
+                Err(Start::PortTaken(..)) if tries < PORT_TRIES => tries += 1,
+                Err(Start::PortTaken(why, output) | Start::Failed(why, output)) => {
+                    return Err((why, output))
+                }
+                Ok(running) => return Ok(running),
+            }
+        }
+    }
+
+    fn start_on(&mut self, port: u16) -> Result<Running, Start> {
         let port_text = port.to_string();
         let dir = self.launch.dir.to_string_lossy().into_owned();
         let users = self.launch.users.to_string_lossy().into_owned();
@@ -190,7 +216,10 @@ impl Spawned {
             .unwrap_or_default();
         argv.extend(self.launch.command.fill(&values));
         let Some(mut command) = group_command(&argv) else {
-            return Err(("the server command is empty".into(), String::new()));
+            return Err(Start::Failed(
+                "the server command is empty".into(),
+                String::new(),
+            ));
         };
         command
             .current_dir(&self.launch.dir)
@@ -199,21 +228,27 @@ impl Spawned {
             .stderr(Stdio::piped());
         let mut child = spawn_group(&mut command).map_err(|error| {
             let shown = argv[0].to_string_lossy();
-            (
+            Start::Failed(
                 format!("cannot start the server {shown:?}: {error}"),
                 String::new(),
             )
         })?;
+        let group = i32::try_from(child.id()).unwrap_or(-1);
         let mut captured = Captured::start(&mut child);
         let started = Instant::now();
+        let mut taken = false;
         let outcome = loop {
             if let Ok(Some(status)) = child.try_wait() {
+                // Perhaps because another program had the port.
+                taken |= listener_on(port, group) == Listener::Other;
                 break Err(format!(
                     "the server exited ({status}) before it listened on 127.0.0.1:{port}"
                 ));
             }
-            if listening(port) {
-                break Ok(());
+            match listener_on(port, group) {
+                Listener::Ours => break Ok(()),
+                Listener::Other => taken = true,
+                Listener::None => {}
             }
             if started.elapsed() >= self.launch.start_timeout {
                 break Err(format!(
@@ -236,7 +271,12 @@ impl Spawned {
             }
             Err(why) => {
                 kill_group(&mut child);
-                Err((why, captured.text(OUTPUT_SETTLE)))
+                let output = captured.text(OUTPUT_SETTLE);
+                Err(if taken {
+                    Start::PortTaken(why, output)
+                } else {
+                    Start::Failed(why, output)
+                })
             }
         }
     }
@@ -337,35 +377,98 @@ fn free_port() -> Result<u16, String> {
     Err("cannot find a free TCP port on 127.0.0.1".into())
 }
 
-/// Whether something listens on TCP `port`. Read from the kernel's socket tables, so that the
-/// server does not see a connection that closes at once (some would take it for a client);
-/// where those tables cannot be read, a connection to 127.0.0.1 tells.
-fn listening(port: u16) -> bool {
-    // The state column of /proc/net/tcp: 0A is LISTEN.
-    const LISTEN: &str = "0A";
+/// Who listens on a TCP port.
+#[derive(Debug, PartialEq, Eq)]
+enum Listener {
+    /// A process of the server's group.
+    Ours,
+    /// Some other program.
+    Other,
+    /// Nobody.
+    None,
+}
+
+/// Who listens on TCP `port`: a process of the process group `group`, or another program.
+/// Read from the kernel's tables, without connecting, so the server never sees a connection
+/// that closes at once (some would take it for a client), and a program that took the port
+/// first (another im-check) is never taken for the server. Where the tables cannot be read, a
+/// connection to 127.0.0.1 tells, and whoever accepts it counts as the server.
+fn listener_on(port: u16, group: i32) -> Listener {
     let mut readable = false;
+    let mut sockets = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = fs::read_to_string(table) else {
             continue;
         };
         readable = true;
-        let found = text.lines().skip(1).any(|row| {
-            let fields: Vec<&str> = row.split_whitespace().take(4).collect();
-            let [_, local, _, state] = fields[..] else {
-                return false;
-            };
-            let local_port = local
-                .rsplit(':')
-                .next()
-                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
-            state == LISTEN && local_port == Some(port)
+        sockets.extend(
+            text.lines()
+                .skip(1)
+                .filter_map(|row| listening_inode(row, port)),
+        );
+    }
+    if !readable {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let answers = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
+        return if answers {
+            Listener::Ours
+        } else {
+            Listener::None
+        };
+    }
+    if sockets.is_empty() {
+        return Listener::None;
+    }
+    let links: Vec<String> = sockets
+        .iter()
+        .map(|inode| format!("socket:[{inode}]"))
+        .collect();
+    let Ok(processes) = fs::read_dir("/proc") else {
+        return Listener::Ours;
+    };
+    for process in processes.flatten() {
+        let pid = process.file_name();
+        let Some(pid) = pid
+            .to_str()
+            .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if process_group(pid) != Some(group) {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            fs::read_link(fd.path())
+                .is_ok_and(|target| links.iter().any(|link| target.as_os_str() == link.as_str()))
         });
-        if found {
-            return true;
+        if holds {
+            return Listener::Ours;
         }
     }
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    !readable && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    Listener::Other
+}
+
+/// The inode of the socket a row of /proc/net/tcp describes, if it listens on `port`.
+fn listening_inode(row: &str, port: u16) -> Option<u64> {
+    // The state column: 0A is LISTEN.
+    const LISTEN: &str = "0A";
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+    let local_port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+    (*state == LISTEN && local_port == port)
+        .then(|| inode.parse().ok())
+        .flatten()
+}
+
+/// The process group of process `pid` (or `self`), from /proc.
+fn process_group(pid: &str) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (name) state ppid pgrp …`; the name may hold spaces and parentheses.
+    let (_, rest) = stat.rsplit_once(") ")?;
+    rest.split_whitespace().nth(2)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -373,15 +476,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_listening_port_is_seen_and_a_free_one_is_not() {
+    fn a_listening_port_is_seen_with_its_owner_and_a_free_one_is_not() {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a port");
         let port = listener.local_addr().expect("its address").port();
-        assert!(listening(port));
+        let ours = process_group("self").expect("our process group");
+        assert_eq!(listener_on(port, ours), Listener::Ours);
+        // No process is in group 0: the listener is someone else's.
+        assert_eq!(listener_on(port, 0), Listener::Other);
         drop(listener);
-        assert!(!listening(port));
+        assert_eq!(listener_on(port, ours), Listener::None);
         let free = free_port().expect("a free port");
         assert!((20_000..32_000).contains(&free));
         assert_ne!(free_port().expect("another free port"), free);
+    }
+
+    #[test]
+    fn a_port_another_program_took_first_is_tried_again_elsewhere() {
+        let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a port");
+        let port = taken.local_addr().expect("its address").port();
+        let server = "python3 -c \"import socket, sys, time; s = socket.socket(); \
+                      s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); time.sleep(30)\" {port}";
+        let launch = Launch {
+            command: Template::parse(server).expect("a valid template"),
+            wrap: None,
+            users: PathBuf::from("/dev/null"),
+            dir: std::env::temp_dir(),
+            start_timeout: Duration::from_secs(20),
+        };
+        let base = ServerConfig {
+            addrs: Vec::new(),
+            accounts: Vec::new(),
+            hashed_accounts: 0,
+            ack_timeout: None,
+            login_timeout: None,
+            max_login_failures: 5,
+            max_line: 65536,
+        };
+        let mut spawned = Spawned::new(launch, base, true);
+        // Our listener is not the server's, so its failing bind is not the submission's fault.
+        assert!(matches!(spawned.start_on(port), Err(Start::PortTaken(..))));
+        let mut running = spawned.start().map_err(|(why, _)| why).expect("a server");
+        assert_ne!(running.config.addrs[0].port(), port);
+        kill_group(&mut running.child);
     }
 
     #[test]
