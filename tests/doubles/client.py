@@ -6,7 +6,9 @@
 The example for `im-check client -- python3 client.py`. With `--bug NAME` it misbehaves on
 purpose, so that im-check's own tests can see the right checks fail:
 
-    ack-word   acknowledges deliveries with "302 Message receipt success"
+    ack-word     acknowledges deliveries with "302 Message receipt success"
+    prompt-word  asks "Please input your username:" (for "user name"), with no newline after
+                 it, as Python's input() prints a prompt
 
 The main thread reads commands from standard input and the answers from La; one thread reads
 Lb, prints each message and acknowledges it. Standard library only.
@@ -20,6 +22,7 @@ import sys
 import threading
 
 USER_PROMPT = b"Please input your user name:"
+MISWORDED_USER_PROMPT = b"Please input your username:"
 PASSWORD_PROMPT = b"Please input your password:"
 AUTH_OK = b"101 Authentication successful"
 LB_OK = b"201 Build connection successful"
@@ -36,9 +39,12 @@ def say(line):
         sys.stdout.buffer.flush()
 
 
+user_prompt = USER_PROMPT
+
+
 def prompt(text):
     with output_lock:
-        sys.stdout.buffer.write(text + b"\n")
+        sys.stdout.buffer.write(text if text == MISWORDED_USER_PROMPT else text + b"\n")
         sys.stdout.buffer.flush()
     line = sys.stdin.buffer.readline()
     return None if not line else line.rstrip(b"\r\n")
@@ -116,10 +122,13 @@ def leave(la, answers):
 
 def main():
     parser = argparse.ArgumentParser(description="A small instant-messaging client (docs/protocol.md §4).")
-    parser.add_argument("--bug", choices=["ack-word"])
+    parser.add_argument("--bug", choices=["ack-word", "prompt-word"])
     parser.add_argument("server_ip")
     parser.add_argument("server_port", type=int)
     args = parser.parse_args()
+    global user_prompt
+    if args.bug == "prompt-word":
+        user_prompt = MISWORDED_USER_PROMPT
     ack = b"302 Message receipt success\n" if args.bug == "ack-word" else b"302 Message receipt successful\n"
     try:
         la = socket.create_connection((args.server_ip, args.server_port), timeout=5)
@@ -131,7 +140,7 @@ def main():
     threading.Thread(target=read_la, args=(la, answers), daemon=True).start()
 
     while True:
-        user = prompt(USER_PROMPT)
+        user = prompt(user_prompt)
         password = None if user is None else prompt(PASSWORD_PROMPT)
         if password is None:
             leave(la, answers)

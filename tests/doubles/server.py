@@ -9,6 +9,10 @@ purpose so that im-check's own tests can see the right checks fail:
     auth-case       answers "102 Authentication Failed" (capital F)
     broadcast-word  forwards "/broadcast <sender> <content>" instead of "/broadcastfrom ..."
     toall-silent    delivers a /toall but never answers the sender
+    duplicate-deadlock
+                    answers a login as a user already online with 102, then keeps the
+                    server's lock forever: every later login, /list and logout hangs (what a
+                    real submission does)
 
 One thread per La connection reads and answers that client's requests in order. Messages to a
 user go through that user's queue, and one delivery thread per user sends them on its Lb one at
@@ -228,6 +232,8 @@ class Session:
                         failures += 1
                         failed = b"102 Authentication Failed\n" if self.server.bug == "auth-case" else AUTH_FAILED
                         self.send(failed)
+                        if self.server.bug == "duplicate-deadlock" and self.server.find(login.group(1)):
+                            self.server.lock.acquire()  # never released
                         if failures >= self.server.args.max_login_failures:
                             break
                 elif self.lb is None:
@@ -347,7 +353,7 @@ def main():
     parser.add_argument("--max-login-failures", type=int, default=5)
     parser.add_argument("--max-line", type=int, default=65536)
     parser.add_argument("--max-queue", type=int, default=1024)
-    parser.add_argument("--bug", choices=["auth-case", "broadcast-word", "toall-silent"])
+    parser.add_argument("--bug", choices=["auth-case", "broadcast-word", "toall-silent", "duplicate-deadlock"])
     args = parser.parse_args()
     try:
         users = load_users(args.users_file)

@@ -1,11 +1,10 @@
 //! The one shape of a check, shared by both modes, and what is done with a list of them:
-//! `--list`, `--only`, and turning the chosen ones into the runner's entries.
+//! `--list` and `--only`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::outcome::{Outcome, Transcript};
-use crate::report::Entry;
 
 /// What one check runs with: what im-check knows about the peer (`C`), the check's deadline,
 /// and its transcript.
@@ -77,32 +76,4 @@ pub fn select<C>(registry: Registry<C>, only: &[String]) -> Result<Vec<&'static 
     Ok(all(registry)
         .filter(|check| only.is_empty() || only.iter().any(|wanted| wanted == check.name))
         .collect())
-}
-
-/// The chosen checks, ready to run against `config`, each within `timeout` and its extra time.
-pub fn entries<C: Send + Sync + 'static>(
-    chosen: &[&'static Check<C>],
-    config: C,
-    timeout: Duration,
-) -> Vec<Entry> {
-    let config = Arc::new(config);
-    chosen
-        .iter()
-        .map(|check| {
-            let config = Arc::clone(&config);
-            let run = check.run;
-            Entry {
-                name: check.name,
-                description: check.description,
-                budget: timeout + (check.extra_time)(&config),
-                run: Box::new(move |deadline, transcript| {
-                    run(&Ctx {
-                        config,
-                        deadline,
-                        transcript,
-                    })
-                }),
-            }
-        })
-        .collect()
 }

@@ -1,4 +1,5 @@
-//! Running checks one after another, each bounded in time, and reporting them as text or JSON.
+//! Running checks one after another against a [`Peer`], each bounded in time, and reporting
+//! them as text or JSON.
 
 use std::io::Write;
 use std::sync::mpsc;
@@ -9,21 +10,44 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::outcome::{escape, show_duration, Failure, Outcome, Problem, Transcript};
+use crate::registry::{Check, Ctx};
 
 /// How long past its own deadline a check may take to wind down (logging its users out)
 /// before the runner gives up on it.
 const WIND_DOWN: Duration = Duration::from_secs(3);
 
-/// One check, ready to run: its name, what it checks, its time budget and the code.
-pub struct Entry {
-    /// The check's name, as `--only` takes it.
-    pub name: &'static str,
-    /// One line on what it checks.
-    pub description: &'static str,
-    /// How long it may take.
-    pub budget: Duration,
-    /// Runs the check with this deadline, writing what goes over the wire to the transcript.
-    pub run: Box<dyn FnOnce(Instant, Transcript) -> Outcome + Send>,
+/// What the checks run against, got ready before each check and looked at after it: a server
+/// started afresh for every check, one that is only watched, or a client command.
+pub trait Peer<C> {
+    /// Gets the peer ready for the check `check`: what the check runs with, or why it cannot
+    /// run (reported as that check's verdict).
+    fn before(&mut self, check: &str) -> Result<Arc<C>, Problem>;
+
+    /// After the check `check` (even one whose `before` failed): whether the peer still
+    /// answers, and what it printed meanwhile.
+    fn after(&mut self, check: &str) -> Aftermath;
+}
+
+/// What a [`Peer`] found after a check, apart from the check's own verdict.
+#[derive(Clone, Debug, Default)]
+pub struct Aftermath {
+    /// Set when the peer no longer answered anything after the check: how that showed.
+    pub stopped_answering: Option<String>,
+    /// What the peer's process wrote on its standard output and error during the check.
+    pub output: Option<String>,
+}
+
+/// A peer that is the same for every check and is not looked at after one.
+pub struct Fixed<C>(pub Arc<C>);
+
+impl<C> Peer<C> for Fixed<C> {
+    fn before(&mut self, _check: &str) -> Result<Arc<C>, Problem> {
+        Ok(Arc::clone(&self.0))
+    }
+
+    fn after(&mut self, _check: &str) -> Aftermath {
+        Aftermath::default()
+    }
 }
 
 /// The verdict on one check.
@@ -61,6 +85,14 @@ pub struct CheckReport {
     /// What went over the wire (kept for failed checks only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub transcript: Vec<String>,
+    /// Set when the peer no longer answered anything after this check, whatever its verdict:
+    /// how that showed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_answering: Option<String>,
+    /// What the peer's process printed during the check (kept for failed checks and those
+    /// after which it stopped answering).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_output: Option<String>,
 }
 
 /// Every check of one run, and the counts.
@@ -78,15 +110,30 @@ pub struct Summary {
     pub failed: usize,
     /// How many were skipped.
     pub skipped: usize,
+    /// The checks after which the peer stopped answering, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stopped_answering_after: Vec<&'static str>,
 }
 
 impl Summary {
     /// `N passed, M failed, K skipped`.
     pub fn counts_line(&self) -> String {
-        format!(
+        let mut line = format!(
             "{} passed, {} failed, {} skipped",
             self.passed, self.failed, self.skipped
-        )
+        );
+        if !self.stopped_answering_after.is_empty() {
+            line.push_str(&format!(
+                "; the server stopped answering after {}",
+                self.stopped_answering_after.join(", ")
+            ));
+        }
+        line
+    }
+
+    /// Whether anything went wrong: a check failed, or the peer stopped answering.
+    pub fn has_problems(&self) -> bool {
+        self.failed > 0 || !self.stopped_answering_after.is_empty()
     }
 }
 
@@ -97,93 +144,90 @@ pub struct Style {
     pub json: bool,
     /// Print the wire transcript under each failed check.
     pub verbose: bool,
+    /// Print nothing at all (`im-check grade` writes its own reports).
+    pub quiet: bool,
 }
 
-/// Runs `entries` one after another (each on its own thread, so even a check stuck in a way
-/// its deadlines do not cover cannot stop the run), printing each result as it comes.
-pub fn run(mode: &'static str, target: String, entries: Vec<Entry>, style: Style) -> Summary {
-    let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
-    if !style.json {
-        let plural = if entries.len() == 1 { "" } else { "s" };
+/// Runs `checks` one after another against `peer`, each within `timeout` plus its extra
+/// time (and on its own thread, so even a check stuck in a way its deadlines do not cover
+/// cannot stop the run), printing each result as it comes.
+pub fn run<C: Send + Sync + 'static>(
+    mode: &'static str,
+    target: String,
+    checks: &[&'static Check<C>],
+    timeout: Duration,
+    peer: &mut dyn Peer<C>,
+    style: Style,
+) -> Summary {
+    let text = !style.json && !style.quiet;
+    let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    if text {
+        let plural = if checks.len() == 1 { "" } else { "s" };
         say(&format!(
             "im-check {mode} {target}: {} check{plural}",
-            entries.len()
+            checks.len()
         ));
     }
-    let mut checks = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let report = run_one(entry);
-        if !style.json {
+    let mut reports = Vec::with_capacity(checks.len());
+    for check in checks {
+        let report = run_one(check, timeout, peer);
+        if text {
             print_line(&report, width, style.verbose);
         }
-        checks.push(report);
+        reports.push(report);
     }
-    let count = |status| checks.iter().filter(|c| c.status == status).count();
+    let count = |status| reports.iter().filter(|c| c.status == status).count();
     let summary = Summary {
         mode,
         target,
         passed: count(Status::Pass),
         failed: count(Status::Fail),
         skipped: count(Status::Skip),
-        checks,
+        stopped_answering_after: reports
+            .iter()
+            .filter(|c| c.stopped_answering.is_some())
+            .map(|c| c.name)
+            .collect(),
+        checks: reports,
     };
-    if style.json {
+    if style.json && !style.quiet {
         match serde_json::to_string_pretty(&summary) {
             Ok(text) => say(&text),
             Err(error) => eprintln!("im-check: cannot write JSON: {error}"),
         }
-    } else {
+    } else if text {
         say(&summary.counts_line());
     }
     summary
 }
 
-fn run_one(entry: Entry) -> CheckReport {
+fn run_one<C: Send + Sync + 'static>(
+    check: &'static Check<C>,
+    timeout: Duration,
+    peer: &mut dyn Peer<C>,
+) -> CheckReport {
     let started = Instant::now();
-    let deadline = started + entry.budget;
     let transcript: Transcript = Arc::new(Mutex::new(Vec::new()));
-    let (done, outcome) = mpsc::channel();
-    let run = entry.run;
-    let log = Arc::clone(&transcript);
-    let spawned = thread::Builder::new()
-        .name(entry.name.to_string())
-        .spawn(move || {
-            let outcome = run(deadline, log);
-            let _ = done.send(outcome);
-        });
-    let outcome = match spawned {
-        Err(error) => Err(Problem::Skip(format!("cannot start a thread: {error}"))),
-        Ok(handle) => match outcome.recv_timeout(entry.budget + WIND_DOWN) {
-            Ok(outcome) => outcome,
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(Problem::Fail(Failure::new(format!(
-                "the check did not finish within {} (its time limit)",
-                show_duration(entry.budget)
-            )))),
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let why = match handle.join() {
-                    Err(panic) => panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default(),
-                    Ok(()) => String::new(),
-                };
-                Err(Problem::Fail(Failure::new(format!(
-                    "im-check itself failed in this check (a bug in im-check): {why}"
-                ))))
-            }
-        },
+    let outcome = match peer.before(check.name) {
+        Err(problem) => Err(problem),
+        Ok(config) => {
+            let budget = timeout + (check.extra_time)(&config);
+            run_bounded(check, config, budget, Arc::clone(&transcript))
+        }
     };
+    let aftermath = peer.after(check.name);
     let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut report = CheckReport {
-        name: entry.name,
-        description: entry.description,
+        name: check.name,
+        description: check.description,
         status: Status::Pass,
         reason: None,
         expected: None,
         actual: None,
         millis,
         transcript: Vec::new(),
+        stopped_answering: aftermath.stopped_answering,
+        peer_output: None,
     };
     match outcome {
         Ok(()) => {}
@@ -199,7 +243,55 @@ fn run_one(entry: Entry) -> CheckReport {
             report.transcript = transcript.lock().map(|t| t.clone()).unwrap_or_default();
         }
     }
+    if report.status == Status::Fail || report.stopped_answering.is_some() {
+        report.peer_output = aftermath.output.filter(|output| !output.is_empty());
+    }
     report
+}
+
+/// Runs one check on its own thread and waits for it at most `budget` and the wind-down.
+fn run_bounded<C: Send + Sync + 'static>(
+    check: &'static Check<C>,
+    config: Arc<C>,
+    budget: Duration,
+    transcript: Transcript,
+) -> Outcome {
+    let deadline = Instant::now() + budget;
+    let (done, outcome) = mpsc::channel();
+    let run = check.run;
+    let spawned = thread::Builder::new()
+        .name(check.name.to_string())
+        .spawn(move || {
+            let outcome = run(&Ctx {
+                config,
+                deadline,
+                transcript,
+            });
+            let _ = done.send(outcome);
+        });
+    match spawned {
+        Err(error) => Err(Problem::Skip(format!("cannot start a thread: {error}"))),
+        Ok(handle) => match outcome.recv_timeout(budget + WIND_DOWN) {
+            Ok(outcome) => outcome,
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(Problem::Fail(Failure::new(format!(
+                "the check did not finish within {} (its time limit)",
+                show_duration(budget)
+            )))),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let why = match handle.join() {
+                    Err(panic) => panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default(),
+                    Ok(()) => String::new(),
+                };
+                Err(Problem::Fail(Failure::new(format!(
+                    "im-check itself failed in this check (a bug in im-check): {why}"
+                ))))
+            }
+        },
+    }
 }
 
 /// Prints one line on standard output. A reader that went away (`| head`) is no reason to
@@ -221,9 +313,22 @@ fn print_line(report: &CheckReport, width: usize, verbose: bool) {
         Some(reason) => writeln!(out, "{status}  {:width$}  {reason}", report.name),
         None => writeln!(out, "{status}  {}", report.name),
     };
+    if let Some(why) = &report.stopped_answering {
+        let _ = writeln!(
+            out,
+            "      the server stopped answering after {}: {why}",
+            report.name
+        );
+    }
     if verbose {
         for entry in &report.transcript {
             let _ = writeln!(out, "        | {entry}");
+        }
+        if let Some(output) = &report.peer_output {
+            let _ = writeln!(out, "        the server printed:");
+            for line in output.lines() {
+                let _ = writeln!(out, "        > {line}");
+            }
         }
     }
     // Each line shows up as soon as its check ends, even through a pipe.

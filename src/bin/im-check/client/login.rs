@@ -22,7 +22,12 @@ pub(super) const CHECKS: &[Check] = &[
 
 fn no_server(ctx: &Ctx) -> Outcome {
     let port = closed_port(Ipv4Addr::LOCALHOST.into())?;
-    let mut client = ClientProcess::spawn(&ctx.config.command, port, &ctx.transcript)?;
+    let mut client = ClientProcess::spawn(
+        &ctx.config.command,
+        ctx.config.dir.as_deref(),
+        port,
+        &ctx.transcript,
+    )?;
     let after = format!("started with 127.0.0.1 {port}, where nothing listens");
     // A second for the client, and one more for its interpreter to start.
     client.expect_error_exit(Some(1), EXIT_WITHIN + Duration::from_secs(1), &after)?;
@@ -32,8 +37,13 @@ fn no_server(ctx: &Ctx) -> Outcome {
 fn prompts(ctx: &Ctx) -> Outcome {
     let mut rig = ctx.start()?;
     rig.accept_la()?;
-    rig.answer_prompt(USER_PROMPT, USER)?;
-    rig.answer_prompt(PASSWORD_PROMPT, PASSWORD)?;
+    let deadline = ctx.deadline;
+    rig.client
+        .expect_prompt(USER_PROMPT, "user name", deadline)?;
+    rig.client.type_line(USER)?;
+    rig.client
+        .expect_prompt(PASSWORD_PROMPT, "password", deadline)?;
+    rig.client.type_line(PASSWORD)?;
     Ok(())
 }
 

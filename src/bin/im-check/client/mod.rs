@@ -12,6 +12,7 @@ mod process;
 mod rig;
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::registry::{self, Registry};
@@ -21,6 +22,8 @@ use crate::registry::{self, Registry};
 pub struct ClientConfig {
     /// The command and its arguments; `<server-ip> <server-port>` are appended.
     pub command: Vec<OsString>,
+    /// Where it runs (im-check's own directory if not given).
+    pub dir: Option<PathBuf>,
 }
 
 /// One client check.

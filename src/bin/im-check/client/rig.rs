@@ -39,7 +39,12 @@ impl Ctx {
             .local_addr()
             .map_err(|error| Problem::Skip(format!("cannot listen on 127.0.0.1: {error}")))?
             .port();
-        let client = ClientProcess::spawn(&self.config.command, port, &self.transcript)?;
+        let client = ClientProcess::spawn(
+            &self.config.command,
+            self.config.dir.as_deref(),
+            port,
+            &self.transcript,
+        )?;
         Ok(Rig {
             listener,
             client,
@@ -113,9 +118,10 @@ impl Rig {
         self.expect_la(line, context)
     }
 
-    /// Waits for a prompt, then types `line`.
+    /// Waits for a prompt (`prompt`, or a line worded otherwise: the `prompts` check is the
+    /// one that compares them), then types `line`.
     pub(super) fn answer_prompt(&mut self, prompt: &[u8], line: &[u8]) -> Result<(), Failure> {
-        self.client.expect_output(prompt, self.deadline)?;
+        self.client.expect_prompt_like(prompt, self.deadline)?;
         self.client.type_line(line)
     }
 

@@ -11,6 +11,7 @@ mod delivery;
 mod ends;
 mod lines;
 mod login;
+pub mod peer;
 mod port;
 mod ready;
 mod session;
@@ -37,6 +38,18 @@ impl ServerConfig {
     pub fn addr_for(&self, account: &Account) -> SocketAddr {
         let place = self.accounts.iter().position(|a| a.name == account.name);
         self.addrs[place.unwrap_or(0) % self.addrs.len()]
+    }
+
+    /// A user name that is not in the users file.
+    pub fn unknown_user(&self) -> Vec<u8> {
+        let taken = |name: &[u8]| self.accounts.iter().any(|a| a.name == name);
+        let mut name = b"nosuchuser".to_vec();
+        let mut n = 0u32;
+        while taken(&name) {
+            n += 1;
+            name = format!("nosuchuser{n}").into_bytes();
+        }
+        name
     }
 }
 

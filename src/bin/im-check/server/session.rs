@@ -38,14 +38,7 @@ impl Ctx {
 
     /// A user name that is not in the users file.
     pub(super) fn unknown_user(&self) -> Vec<u8> {
-        let taken = |name: &[u8]| self.config.accounts.iter().any(|a| a.name == name);
-        let mut name = b"nosuchuser".to_vec();
-        let mut n = 0u32;
-        while taken(&name) {
-            n += 1;
-            name = format!("nosuchuser{n}").into_bytes();
-        }
-        name
+        self.config.unknown_user()
     }
 
     /// A new La connection for `account`, not logged in.
