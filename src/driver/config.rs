@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::metrics::ServerMetrics;
 use crate::transport::TransportConfig;
 
 /// The default cap on open connections for runtimes that spend little on each.
@@ -40,6 +41,8 @@ pub struct DriverConfig {
     pub max_per_ip: usize,
     /// The stack size of the threads runtime's per-connection threads.
     pub thread_stack: usize,
+    /// Where the server counts for Prometheus (`--metrics`); off by default.
+    pub metrics: ServerMetrics,
 }
 
 impl Default for DriverConfig {
@@ -54,6 +57,7 @@ impl Default for DriverConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_per_ip: DEFAULT_MAX_PER_IP,
             thread_stack: THREAD_STACK,
+            metrics: ServerMetrics::default(),
         }
     }
 }
