@@ -5,14 +5,15 @@
 //! values that the endpoint's thread encodes, with no lock between them but the histograms'
 //! short one. Every labelled series is created up front, so counting is an atomic add, not a
 //! look-up, and every series shows in a scrape from the start (at 0). The default handle counts
-//! nothing and costs one branch per event. The core stays sans-IO: it only adds to atomics;
-//! [`MetricsEndpoint`] (an HTTP server on a thread of its own) is for the binary.
+//! nothing and costs one branch per event. The core stays sans-IO: it only adds to atomics,
+//! and this file names no socket or thread; [`MetricsEndpoint`] (`endpoint.rs`, an HTTP server
+//! on a thread of its own) is for the binary.
 //!
 //! docs/metrics.md lists every metric with its labels and a sample scrape.
 
+mod endpoint;
+
 use std::fmt;
-use std::io;
-use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::driver::Refusal;
+
+pub use endpoint::MetricsEndpoint;
 
 /// Why a session (one client connection) ended: the `reason` label of
 /// `im_sessions_ended_total`, and the word its log line ends with.
@@ -440,65 +443,3 @@ pub fn render(registry: &Registry) -> String {
 
 /// The content type of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// An HTTP server (tiny_http) that answers `GET /metrics` with [`render`]'s text, on a thread
-/// of its own: scrapes never wait for the event loop, nor it for them.
-pub struct MetricsEndpoint {
-    http: tiny_http::Server,
-    addr: SocketAddr,
-}
-
-impl MetricsEndpoint {
-    /// Listens on `addr` (port 0: a free one).
-    pub fn bind(addr: SocketAddr) -> io::Result<Self> {
-        let listener = TcpListener::bind(addr)?;
-        let addr = listener.local_addr()?;
-        let http = tiny_http::Server::from_listener(listener, None).map_err(io::Error::other)?;
-        Ok(MetricsEndpoint { http, addr })
-    }
-
-    /// The address really bound.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Serves `registry` until the process ends.
-    pub fn spawn(self, registry: Registry) -> io::Result<()> {
-        std::thread::Builder::new()
-            .name("metrics".to_owned())
-            .spawn(move || self.serve(&registry))
-            .map(drop)
-    }
-
-    fn serve(self, registry: &Registry) {
-        for request in self.http.incoming_requests() {
-            let response = match (request.method(), request.url()) {
-                (tiny_http::Method::Get, "/metrics") => {
-                    let header = tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE);
-                    let response = tiny_http::Response::from_string(render(registry));
-                    match header {
-                        Ok(header) => response.with_header(header),
-                        Err(()) => response,
-                    }
-                }
-                (tiny_http::Method::Get, _) => {
-                    tiny_http::Response::from_string("only /metrics is served here\n")
-                        .with_status_code(404)
-                }
-                _ => tiny_http::Response::from_string("only GET is served here\n")
-                    .with_status_code(405),
-            };
-            if let Err(error) = request.respond(response) {
-                log::debug!("metrics: cannot answer a scrape: {error}");
-            }
-        }
-    }
-}
-
-impl fmt::Debug for MetricsEndpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MetricsEndpoint")
-            .field("addr", &self.addr)
-            .finish()
-    }
-}
