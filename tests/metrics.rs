@@ -100,6 +100,9 @@ fn a_scripted_conversation_is_scraped_with_exact_counts(runtime: Runtime) {
     let addr = metrics_addr(&server);
     let (status, _, _) = get(addr, "/other");
     assert!(status.ends_with(" 404 Not Found"), "{status}");
+    let (status, _, body) = get(addr, "/metrics?name[]=im_users_online");
+    assert!(status.ends_with(" 200 OK"), "{status}");
+    Scrape::parse(&body);
     let before = scrape(addr);
     assert_eq!(before.get("im_connections_open"), 0.0);
     assert_eq!(before.get("im_logins_total{result=\"ok\"}"), 0.0);

@@ -39,7 +39,9 @@ impl MetricsEndpoint {
 
     fn serve(self, registry: &Registry) {
         for request in self.http.incoming_requests() {
-            let response = match (request.method(), request.url()) {
+            // A query string (`/metrics?…`, as some scrapers add) is ignored.
+            let path = request.url().split('?').next().unwrap_or_default();
+            let response = match (request.method(), path) {
                 (tiny_http::Method::Get, "/metrics") => {
                     let header = tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE);
                     let response = tiny_http::Response::from_string(render(registry));
