@@ -6,7 +6,9 @@ use std::net::{Shutdown, SocketAddr};
 use std::task::{Context, Poll};
 use std::{future::Future, io, pin::Pin, process::ExitCode, time::Instant};
 
-use simple_im::driver::{AsyncListener, AsyncStream, AsyncTimer, LocalBoxFuture, Runtime};
+use simple_im::driver::{
+    set_keepalive, AsyncListener, AsyncStream, AsyncTimer, Keepalive, LocalBoxFuture, Runtime,
+};
 use simple_im::{driver::DriverConfig, server::ServerConfig, users::Users};
 
 /// tokio's current-thread runtime, with its tasks on a `LocalSet`.
@@ -82,6 +84,10 @@ impl AsyncStream for Stream {
     }
     fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         self.0.set_nodelay(nodelay)
+    }
+
+    fn set_keepalive(&self, keepalive: Option<Keepalive>) -> io::Result<()> {
+        set_keepalive((&self.0).into(), keepalive)
     }
 }
 

@@ -39,6 +39,32 @@ impl fmt::Display for Span {
     }
 }
 
+/// A positive [`Span`], or `off`: for a feature that is on by default, like `--keepalive`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpanOrOff(pub Option<Duration>);
+
+impl FromStr for SpanOrOff {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "off" {
+            return Ok(SpanOrOff(None));
+        }
+        Span::positive(text)
+            .map(|span| SpanOrOff(Some(span.0)))
+            .map_err(|err| format!("{err} (or off)"))
+    }
+}
+
+impl fmt::Display for SpanOrOff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(duration) => Span(duration).fmt(f),
+            None => f.write_str("off"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +93,18 @@ mod tests {
         assert!(Span::positive("0s").is_err());
         assert!(Span::positive("0ms").is_err());
         assert!(Span::positive("1ms").is_ok());
+    }
+
+    #[test]
+    fn keepalive_spans_take_off() {
+        assert_eq!("off".parse::<SpanOrOff>(), Ok(SpanOrOff(None)));
+        let minute = SpanOrOff(Some(Duration::from_secs(60)));
+        assert_eq!("60s".parse::<SpanOrOff>(), Ok(minute));
+        assert_eq!(minute.to_string(), "1m");
+        assert_eq!(SpanOrOff(None).to_string(), "off");
+        for bad in ["0s", "on", "", "Off"] {
+            assert!(bad.parse::<SpanOrOff>().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -326,6 +326,16 @@ pub enum ClientError {
     },
     /// After `/exit`, Lb closed and `310` did not follow within [`ClientConfig::exit_grace`].
     NoBye,
+    /// TLS on a connection failed: the server's certificate was refused, or it does not speak
+    /// TLS (`--tls` against a plain-text server).
+    Tls {
+        /// Where.
+        on: Connection,
+        /// Why, in a few words.
+        reason: String,
+    },
+    /// The server answered La with TLS, and the client was started without `--tls`.
+    ServerSpeaksTls,
 }
 
 impl fmt::Display for ClientError {
@@ -354,6 +364,10 @@ impl fmt::Display for ClientError {
             }
             ClientError::NoBye => {
                 f.write_str("the server closed the connection without answering /exit")
+            }
+            ClientError::Tls { on, reason } => write!(f, "TLS on {on} failed: {reason}"),
+            ClientError::ServerSpeaksTls => {
+                f.write_str("the server speaks TLS: start the client with --tls")
             }
         }
     }

@@ -13,6 +13,8 @@
 //!   typed [`ClientEvent`](client::ClientEvent)s, which [`terminal`] prints.
 //! - [`transport`]: [`Transport`](transport::Transport), one socket's policy as a sans-IO
 //!   machine: outbox cap, write deadline, read grants, half-close, linger.
+//! - [`tls`]: optional TLS on both connections, as a sans-IO layer (rustls) the drivers put
+//!   between a socket and its machine.
 //! - [`driver`]: written once for every runtime:
 //!   [`ServerDriver`](driver::ServerDriver) (the connection table, caps, a transport per
 //!   socket) and [`ClientDriver`](driver::ClientDriver), both sans-IO; the
@@ -153,5 +155,6 @@ pub mod protocol;
 pub mod runtime;
 pub mod server;
 pub mod terminal;
+pub mod tls;
 pub mod transport;
 pub mod users;

@@ -215,6 +215,18 @@ impl Transport {
         }
     }
 
+    /// Whether what is read now goes to the core (open, no read end seen), grant or not: a TLS
+    /// layer under the core reads its handshake before any grant is used.
+    pub fn takes_input(&self) -> bool {
+        matches!(
+            self.state,
+            State::Open {
+                read_ended: false,
+                ..
+            }
+        )
+    }
+
     /// The next bytes to write: the front of the queue (a cheap clone, not removed), only
     /// when no write is in flight; it is in flight until [`Transport::handle_written`] or
     /// [`Transport::handle_write_error`]. `None` when nothing waits.

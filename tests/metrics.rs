@@ -139,8 +139,11 @@ fn a_scripted_conversation_is_scraped_with_exact_counts(runtime: Runtime) {
     let counts = scrape_when(addr, "im_connections_open", 3.0);
     let expected = [
         ("im_connections_accepted_total", 5.0),
-        ("im_connections_refused_total{cap=\"max_connections\"}", 1.0),
-        ("im_connections_refused_total{cap=\"max_per_ip\"}", 0.0),
+        (
+            "im_connections_refused_total{reason=\"max_connections\"}",
+            1.0,
+        ),
+        ("im_connections_refused_total{reason=\"max_per_ip\"}", 0.0),
         ("im_users_online", 2.0),
         ("im_logins_total{result=\"ok\"}", 3.0),
         ("im_logins_total{result=\"bad_credentials\"}", 1.0),

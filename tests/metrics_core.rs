@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
-use simple_im::driver::{DriverAction, DriverConfig, ServerDriver, SocketId};
+use simple_im::driver::{DriverAction, DriverConfig, Refusal, ServerDriver, SocketId};
 use simple_im::metrics::{render, ServerMetrics};
 use simple_im::server::{ConnId, ServerConfig};
 
@@ -302,8 +302,11 @@ fn the_driver_counts_connections_and_failed_lb_writes() {
         &[
             ("im_connections_open", 2.0),
             ("im_connections_accepted_total", 2.0),
-            ("im_connections_refused_total{cap=\"max_connections\"}", 1.0),
-            ("im_connections_refused_total{cap=\"max_per_ip\"}", 0.0),
+            (
+                "im_connections_refused_total{reason=\"max_connections\"}",
+                1.0,
+            ),
+            ("im_connections_refused_total{reason=\"max_per_ip\"}", 0.0),
             ("im_users_online", 2.0),
         ],
     );
@@ -344,4 +347,33 @@ fn metrics_are_off_by_default() {
         &DriverConfig::default(),
     );
     assert!(!driver.server().metrics().is_on());
+}
+
+/// Each way a driver refuses a connection has its own series.
+#[test]
+fn each_refusal_is_counted_under_its_own_reason() {
+    let mut registry = Registry::default();
+    let metrics = ServerMetrics::register(&mut registry);
+    let ip = peer(1).ip();
+    metrics.connection_refused(&Refusal::TooManyConnections { max: 1 });
+    metrics.connection_refused(&Refusal::TooManyFromAddress { ip, max: 1 });
+    metrics.connection_refused(&Refusal::TooManyFromAddress { ip, max: 1 });
+    metrics.connection_refused(&Refusal::TlsUnavailable);
+    metrics.connection_refused(&Refusal::TlsUnavailable);
+    metrics.connection_refused(&Refusal::TlsUnavailable);
+    expect(
+        &scrape(&registry),
+        &[
+            (
+                "im_connections_refused_total{reason=\"max_connections\"}",
+                1.0,
+            ),
+            ("im_connections_refused_total{reason=\"max_per_ip\"}", 2.0),
+            (
+                "im_connections_refused_total{reason=\"tls_unavailable\"}",
+                3.0,
+            ),
+            ("im_connections_accepted_total", 0.0),
+        ],
+    );
 }

@@ -12,12 +12,13 @@ use std::process::ExitCode;
 use clap::builder::RangedU64ValueParser;
 use clap::Parser;
 use prometheus_client::registry::Registry;
-use simple_im::cli::Span;
+use simple_im::cli::{Span, SpanOrOff};
 use simple_im::cluster::ClusterConfig;
-use simple_im::driver::{DriverConfig, DEFAULT_MAX_PER_IP};
+use simple_im::driver::{DriverConfig, Keepalive, DEFAULT_KEEPALIVE_IDLE, DEFAULT_MAX_PER_IP};
 use simple_im::metrics::{MetricsEndpoint, ServerMetrics};
 use simple_im::runtime::{Kind, Signals};
 use simple_im::server::ServerConfig;
+use simple_im::tls::ServerTls;
 use simple_im::users::Users;
 
 /// The instant-messaging server: clients log in on La, name a port for Lb, and chat.
@@ -121,6 +122,21 @@ struct Args {
     /// nodes) on this machine listen on one port and the kernel spreads clients among them.
     #[arg(long)]
     reuse_port: bool,
+
+    /// Speak TLS on both connections with this PEM certificate chain (the server's certificate
+    /// first); needs --tls-key. Clients need --tls. Without it, the protocol's plain TCP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// TCP keepalive on every client socket: a client whose machine vanishes without closing
+    /// its connections (power cut, cable pulled) is probed after this much silence and goes
+    /// offline within 1.5 times it, its pending deliveries failing with 304. `off` disables it.
+    #[arg(long, value_name = "DURATION|off", default_value_t = SpanOrOff(Some(DEFAULT_KEEPALIVE_IDLE)))]
+    keepalive: SpanOrOff,
 
     /// Serve Prometheus metrics at `http://ADDR/metrics` (e.g. `127.0.0.1:9100`; port 0 picks
     /// a free one, named in the log). Anyone who reaches ADDR can read them: bind it to
@@ -227,6 +243,17 @@ fn main() -> ExitCode {
         max_queue: args.max_queue,
     };
 
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match ServerTls::from_pem_files(cert, key) {
+            Ok(tls) => Some(tls),
+            Err(error) => {
+                eprintln!("im-server: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+
     if args.cluster.is_some() && args.runtime != Kind::Smol {
         eprintln!("im-server: --cluster needs --runtime smol (try --help)");
         return ExitCode::from(2);
@@ -262,6 +289,8 @@ fn main() -> ExitCode {
             .max_connections
             .unwrap_or_else(|| args.runtime.default_max_connections()),
         max_per_ip: args.max_per_ip,
+        keepalive: args.keepalive.0.map(Keepalive::after_idle),
+        tls,
         metrics,
         ..args.runtime.driver_config()
     };

@@ -20,9 +20,11 @@ use futures_lite::future;
 
 use super::{write_all, AsyncListener, AsyncStream, AsyncTimer, Runtime};
 use crate::client::{
-    ClientConfig, ClientEvent, ClientInput, ClientOutput, ClientSession, ClientWarning, Connection,
+    ClientConfig, ClientError, ClientEvent, ClientInput, ClientOutput, ClientSession,
+    ClientWarning, Connection,
 };
 use crate::terminal::UserInput;
+use crate::tls::{looks_like_tls, ClientTls, TlsLayer, HANDSHAKE_TIMEOUT};
 
 /// Room for a few user inputs in a client's loop, so that nothing grows without bound.
 pub const CLIENT_EVENT_QUEUE: usize = 64;
@@ -50,12 +52,14 @@ pub trait ClientFrontend {
 }
 
 /// The server as the user named it (an IP address or a host name, and a port), with the
-/// addresses it stands for, tried in turn until one connects (docs/protocol.md §4 step 1).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// addresses it stands for, tried in turn until one connects (docs/protocol.md §4 step 1), and
+/// how to speak to it (plain TCP, or TLS).
+#[derive(Clone, Debug)]
 pub struct ServerAddrs {
     host: String,
     port: u16,
     addrs: Vec<SocketAddr>,
+    tls: Option<ClientTls>,
 }
 
 impl ServerAddrs {
@@ -73,7 +77,24 @@ impl ServerAddrs {
             host: host.to_owned(),
             port,
             addrs,
+            tls: None,
         })
+    }
+
+    /// Speaks TLS to the server on both connections.
+    pub fn with_tls(mut self, tls: ClientTls) -> ServerAddrs {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The TLS settings, if the client speaks TLS.
+    pub fn tls(&self) -> Option<&ClientTls> {
+        self.tls.as_ref()
+    }
+
+    /// The host as the user named it: the name the server's certificate must carry by default.
+    pub fn host(&self) -> &str {
+        &self.host
     }
 
     /// The one address `addr`, as if it were named by its IP.
@@ -82,6 +103,7 @@ impl ServerAddrs {
             host: addr.ip().to_string(),
             port: addr.port(),
             addrs: vec![addr],
+            tls: None,
         }
     }
 
@@ -148,7 +170,35 @@ pub struct ClientDriver {
     lb_open: bool,
     /// Events of the driver's own, shown before the session's next output.
     notices: VecDeque<ClientEvent>,
+    /// Bytes of the driver's own to write (TLS handshakes), before the session's next output.
+    sends: VecDeque<(Connection, Vec<u8>)>,
+    /// TLS on both connections, with `--tls`.
+    tls: Option<ClientTlsSockets>,
+    /// Something bytes from the server showed that ends the client (a TLS failure).
+    failed: bool,
+    /// No byte has come on La yet (to tell a TLS server from a plain one by its first bytes).
+    la_silent: bool,
     exit_code: Option<i32>,
+}
+
+/// The client's TLS sessions: the client is the TLS client on La and on the Lb the server
+/// opens, and Lb must show the certificate La showed.
+#[derive(Debug)]
+struct ClientTlsSockets {
+    config: ClientTls,
+    la: Box<TlsLayer>,
+    lb: Option<Box<TlsLayer>>,
+    /// Until La's handshake is done: when to give up on a server that does not answer it.
+    handshake_by: Option<Instant>,
+}
+
+impl ClientTlsSockets {
+    fn layer(&mut self, on: Connection) -> Option<&mut TlsLayer> {
+        match on {
+            Connection::La => Some(&mut self.la),
+            Connection::Lb => self.lb.as_deref_mut(),
+        }
+    }
 }
 
 impl ClientDriver {
@@ -159,23 +209,138 @@ impl ClientDriver {
             server_ip: server.ip().to_canonical(),
             lb_open: false,
             notices: VecDeque::new(),
+            sends: VecDeque::new(),
+            tls: None,
+            failed: false,
+            la_silent: true,
             exit_code: None,
         }
     }
 
-    /// Feeds one input to the session.
-    pub fn handle_input(&mut self, now: Instant, input: ClientInput<'_>) {
-        self.session.handle_input(now, input);
+    /// Speaks TLS with `tls` on both connections (`None`: plain TCP, as the protocol has it).
+    /// La's handshake starts now.
+    pub fn with_tls(mut self, now: Instant, tls: Option<&ClientTls>) -> Self {
+        let Some(config) = tls else {
+            return self;
+        };
+        match config.session() {
+            Ok(la) => {
+                self.tls = Some(ClientTlsSockets {
+                    config: config.clone(),
+                    la: Box::new(la),
+                    lb: None,
+                    handshake_by: Some(now + HANDSHAKE_TIMEOUT),
+                });
+                self.queue_ciphertext(Connection::La);
+            }
+            Err(err) => self.fail(Connection::La, err.to_string()),
+        }
+        self
     }
 
-    /// Lets the session's due timers fire.
+    /// Feeds one input to the session; bytes from the server and the ends of its connections
+    /// pass through TLS first, when the client speaks it.
+    pub fn handle_input(&mut self, now: Instant, input: ClientInput<'_>) {
+        let (on, bytes) = match input {
+            ClientInput::LaData(bytes) => (Connection::La, bytes),
+            ClientInput::LbData(bytes) => (Connection::Lb, bytes),
+            input => return self.session.handle_input(now, input),
+        };
+        if self.failed {
+            return;
+        }
+        let first = on == Connection::La && std::mem::take(&mut self.la_silent);
+        let Some(tls) = &mut self.tls else {
+            if first && looks_like_tls(bytes) {
+                return self.fail_with(ClientError::ServerSpeaksTls);
+            }
+            return self.session.handle_input(now, on.data(bytes));
+        };
+        let Some(layer) = tls.layer(on) else {
+            return;
+        };
+        let mut plaintext = Vec::new();
+        let received = layer.read(bytes, &mut plaintext);
+        let handshaken = !layer.is_handshaking();
+        self.queue_ciphertext(on);
+        let received = match received {
+            Ok(received) => received,
+            Err(err) => return self.fail(on, err.to_string()),
+        };
+        if handshaken && !self.handshake_checked(on) {
+            return;
+        }
+        if !plaintext.is_empty() {
+            self.session.handle_input(now, on.data(&plaintext));
+        }
+        if received.closed {
+            self.session.handle_input(now, on.closed());
+        }
+    }
+
+    /// Once a handshake is done: La's stops its timer; Lb's must have shown La's certificate
+    /// (the same server, not just someone else the CA vouches for). `false`: the client failed.
+    fn handshake_checked(&mut self, on: Connection) -> bool {
+        let Some(tls) = &mut self.tls else {
+            return true;
+        };
+        match on {
+            Connection::La => tls.handshake_by = None,
+            Connection::Lb => {
+                let same = match (&tls.lb, tls.la.peer_certificate()) {
+                    (Some(lb), Some(la)) => lb.peer_certificate() == Some(la),
+                    _ => false,
+                };
+                if !same {
+                    let reason = "Lb showed another certificate than La".to_owned();
+                    self.fail(Connection::Lb, reason);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Lets the session's due timers fire, and gives up on a TLS server that never answered.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let handshake_by = self.tls.as_ref().and_then(|tls| tls.handshake_by);
+        if handshake_by.is_some_and(|by| now >= by) {
+            let reason = format!(
+                "no answer to the TLS handshake within {}s (is the server using TLS?)",
+                HANDSHAKE_TIMEOUT.as_secs()
+            );
+            return self.fail(Connection::La, reason);
+        }
         self.session.handle_timeout(now);
     }
 
     /// When [`ClientDriver::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.session.poll_timeout()
+        let handshake_by = self.tls.as_ref().and_then(|tls| tls.handshake_by);
+        self.session
+            .poll_timeout()
+            .into_iter()
+            .chain(handshake_by)
+            .min()
+    }
+
+    /// Queues what `on`'s TLS session has to write.
+    fn queue_ciphertext(&mut self, on: Connection) {
+        let layer = self.tls.as_mut().and_then(|tls| tls.layer(on));
+        if let Some(ciphertext) = layer.and_then(TlsLayer::take_ciphertext) {
+            self.sends.push_back((on, ciphertext));
+        }
+    }
+
+    fn fail(&mut self, on: Connection, reason: String) {
+        self.fail_with(ClientError::Tls { on, reason });
+    }
+
+    /// Shows `error`, and ends the client before anything else the session says.
+    fn fail_with(&mut self, error: ClientError) {
+        if !std::mem::replace(&mut self.failed, true) {
+            self.notices.push_back(ClientEvent::Error(error));
+        }
     }
 
     /// The Lb listener asked for by [`IoAction::ListenLb`] is bound (to this port) or not.
@@ -209,6 +374,13 @@ impl ClientDriver {
             return false;
         }
         self.lb_open = true;
+        if let Some(tls) = &mut self.tls {
+            match tls.config.session() {
+                Ok(lb) => tls.lb = Some(Box::new(lb)),
+                Err(err) => self.fail(Connection::Lb, err.to_string()),
+            }
+            self.queue_ciphertext(Connection::Lb);
+        }
         self.session.handle_input(now, ClientInput::LbAccepted);
         true
     }
@@ -237,12 +409,25 @@ impl ClientDriver {
                 frontend.show(notice);
                 continue;
             }
+            if self.failed {
+                self.exit_code = Some(1);
+                return Some(IoAction::Exit(1));
+            }
+            if let Some((on, bytes)) = self.sends.pop_front() {
+                return Some(IoAction::Send(on, bytes));
+            }
             match self.session.poll_output()? {
                 ClientOutput::Event(event) => frontend.show(event),
                 ClientOutput::ReadLine { secret } => frontend.read_line(secret),
-                ClientOutput::SendLa(bytes) => return Some(IoAction::Send(Connection::La, bytes)),
+                ClientOutput::SendLa(bytes) => {
+                    if let Some(action) = self.send(Connection::La, bytes) {
+                        return Some(action);
+                    }
+                }
                 ClientOutput::SendLb(bytes) if self.lb_open => {
-                    return Some(IoAction::Send(Connection::Lb, bytes))
+                    if let Some(action) = self.send(Connection::Lb, bytes) {
+                        return Some(action);
+                    }
                 }
                 // Unreachable (a receipt answers Lb bytes, which come only once Lb is open);
                 // if it came, Lb is as good as closed.
@@ -257,6 +442,20 @@ impl ClientDriver {
             }
         }
         None
+    }
+}
+
+impl ClientDriver {
+    /// The bytes to write for `plaintext` on `on`: themselves, or their TLS records (none yet
+    /// while the handshake goes on; they come with its end).
+    fn send(&mut self, on: Connection, plaintext: Vec<u8>) -> Option<IoAction> {
+        let Some(layer) = self.tls.as_mut().and_then(|tls| tls.layer(on)) else {
+            return Some(IoAction::Send(on, plaintext));
+        };
+        layer.write(&plaintext);
+        self.queue_ciphertext(on);
+        let (on, bytes) = self.sends.pop_front()?;
+        Some(IoAction::Send(on, bytes))
     }
 }
 
@@ -330,10 +529,11 @@ impl<R: Runtime, F: ClientFrontend> AsyncClient<R, F> {
         let _ = la.set_nodelay(true);
         // La's peer is the address Lb must come from.
         let peer = la.peer_addr()?;
+        let now = Instant::now();
         let mut client = AsyncClient {
             timer: runtime.timer(None),
             runtime,
-            driver: ClientDriver::new(Instant::now(), config, peer),
+            driver: ClientDriver::new(now, config, peer).with_tls(now, server.tls()),
             frontend,
             la,
             lb: None,
@@ -569,6 +769,7 @@ mod tests {
             host: "example".to_owned(),
             port: live.port(),
             addrs: vec![refusing_addr(), live],
+            tls: None,
         };
         let peer = Smol::block_on(|smol| {
             Box::pin(async move {
@@ -585,6 +786,7 @@ mod tests {
             host: "example".to_owned(),
             port: 1,
             addrs: vec![refusing_addr(), refusing_addr()],
+            tls: None,
         };
         let error = Smol::block_on(|smol| {
             Box::pin(async move { connect_first(&smol, &server).await.err() })

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::metrics::ServerMetrics;
+use crate::tls::ServerTls;
 use crate::transport::TransportConfig;
 
 /// The default cap on open connections for runtimes that spend little on each.
@@ -41,6 +42,10 @@ pub struct DriverConfig {
     pub max_per_ip: usize,
     /// The stack size of the threads runtime's per-connection threads.
     pub thread_stack: usize,
+    /// TCP keepalive on La and Lb (`None`: off), so a client whose host vanished goes offline.
+    pub keepalive: Option<Keepalive>,
+    /// TLS on La and Lb with this certificate (`None`: the protocol's plain TCP).
+    pub tls: Option<ServerTls>,
     /// Where the server counts for Prometheus (`--metrics`); off by default.
     pub metrics: ServerMetrics,
 }
@@ -57,8 +62,70 @@ impl Default for DriverConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_per_ip: DEFAULT_MAX_PER_IP,
             thread_stack: THREAD_STACK,
+            keepalive: Some(Keepalive::after_idle(DEFAULT_KEEPALIVE_IDLE)),
+            tls: None,
             metrics: ServerMetrics::default(),
         }
+    }
+}
+
+/// The default idle time before TCP keepalive probes start (`--keepalive`).
+pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+
+/// TCP keepalive for one socket: how a peer whose host vanished without a FIN or a reset is
+/// noticed. An idle connection is probed after `idle`, then every `interval`; after `retries`
+/// probes unanswered the kernel ends it, and the socket reads an error like any other failure.
+/// Unacknowledged data (a delivery sent to the vanished host) is bounded the same way by
+/// `TCP_USER_TIMEOUT`, since keepalive probes only go out on a connection with nothing in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Idle time before the first probe.
+    pub idle: Duration,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Probes unanswered before the connection is ended.
+    pub retries: u32,
+}
+
+impl Keepalive {
+    /// Probes after `idle`, then 3 more, a sixth of `idle` apart (at least a second): a dead
+    /// peer is noticed within 1.5 × `idle`.
+    pub fn after_idle(idle: Duration) -> Self {
+        Keepalive {
+            idle,
+            interval: (idle / 6).max(Duration::from_secs(1)),
+            retries: 3,
+        }
+    }
+
+    /// How long after its last sign of life a vanished peer is given up: idle + interval × retries.
+    pub fn gives_up_after(&self) -> Duration {
+        self.idle + self.interval * self.retries
+    }
+
+    /// Sets these options on `socket` (`SO_KEEPALIVE`, `TCP_KEEPIDLE`, `TCP_KEEPINTVL`,
+    /// `TCP_KEEPCNT`, and on Linux `TCP_USER_TIMEOUT`).
+    pub fn apply(&self, socket: socket2::SockRef<'_>) -> std::io::Result<()> {
+        let options = socket2::TcpKeepalive::new()
+            .with_time(self.idle)
+            .with_interval(self.interval)
+            .with_retries(self.retries);
+        socket.set_tcp_keepalive(&options)?;
+        #[cfg(target_os = "linux")]
+        socket.set_tcp_user_timeout(Some(self.gives_up_after()))?;
+        Ok(())
+    }
+}
+
+/// Sets `keepalive` on `socket`, or turns keepalive off for `None`: what every runtime's
+/// [`AsyncStream::set_keepalive`](crate::driver::AsyncStream::set_keepalive) does.
+pub fn set_keepalive(
+    socket: socket2::SockRef<'_>,
+    keepalive: Option<Keepalive>,
+) -> std::io::Result<()> {
+    match keepalive {
+        Some(keepalive) => keepalive.apply(socket),
+        None => socket.set_keepalive(false),
     }
 }
 
@@ -77,6 +144,8 @@ pub enum Refusal {
         /// The cap.
         max: usize,
     },
+    /// The server has a certificate but could not start a TLS session for the connection.
+    TlsUnavailable,
 }
 
 impl fmt::Display for Refusal {
@@ -88,6 +157,7 @@ impl fmt::Display for Refusal {
             Refusal::TooManyFromAddress { ip, max } => {
                 write!(f, "{max} connections from {ip} are open (--max-per-ip)")
             }
+            Refusal::TlsUnavailable => f.write_str("no TLS session could be started"),
         }
     }
 }

@@ -30,8 +30,8 @@ use std::time::Instant;
 
 pub use client::{AsyncClient, ClientDriver, ClientFrontend, IoAction};
 pub use config::{
-    ConnectionLimits, DriverConfig, Refusal, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_IP,
-    THREAD_STACK,
+    set_keepalive, ConnectionLimits, DriverConfig, Keepalive, Refusal, DEFAULT_KEEPALIVE_IDLE,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_IP, THREAD_STACK,
 };
 pub use serve::{serve, serve_cluster, serve_node, ClusterLink};
 pub use server::{DriverAction, ServerDriver, Side, SocketId};
@@ -87,6 +87,8 @@ pub trait AsyncStream: 'static {
     fn peer_addr(&self) -> io::Result<SocketAddr>;
     /// Turns Nagle's algorithm off: every line is a message someone waits for.
     fn set_nodelay(&self, nodelay: bool) -> io::Result<()>;
+    /// Sets TCP keepalive (`None`: off); [`set_keepalive`] does it for anything with a socket.
+    fn set_keepalive(&self, keepalive: Option<Keepalive>) -> io::Result<()>;
 }
 
 /// A listening TCP socket.

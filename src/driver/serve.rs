@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 
 use super::server::{DriverAction, ServerDriver, Side, SocketId};
-use super::{accept, AsyncStream, AsyncTimer, DriverConfig, Runtime};
+use super::{accept, AsyncStream, AsyncTimer, DriverConfig, Keepalive, Runtime};
 use crate::server::{ClusterInput, ClusterOutput, ConnId, ServerConfig};
 use crate::users::Users;
 
@@ -92,6 +92,7 @@ pub async fn serve_node<R: Runtime>(
             cluster: outputs,
             conns: FxHashMap::default(),
             buffer: vec![0; driver.read_chunk.max(1)],
+            keepalive: driver.keepalive,
             timer: TimerTask::default(),
             running: None,
             runtime: runtime.clone(),
@@ -209,6 +210,17 @@ async fn connect_lb<R: Runtime>(
 /// other tasks run: a socket that always has more cannot starve the rest.
 const STEPS_PER_RUN: usize = 32;
 
+/// Sets the options every client socket gets: no Nagle (every line is a message someone waits
+/// for), and keepalive (a vanished host is noticed).
+fn tune<S: AsyncStream>(stream: &S, keepalive: Option<Keepalive>, socket: SocketId) {
+    if let Err(error) = stream.set_nodelay(true) {
+        log::debug!("{socket}: cannot set TCP_NODELAY: {error}");
+    }
+    if let Err(error) = stream.set_keepalive(keepalive) {
+        log::warn!("{socket}: cannot set TCP keepalive: {error}");
+    }
+}
+
 /// What the tasks share.
 struct Hub<R: Runtime> {
     driver: ServerDriver,
@@ -217,6 +229,8 @@ struct Hub<R: Runtime> {
     conns: FxHashMap<ConnId, ConnIo<R::Stream>>,
     /// Where every read lands: the core copies what it keeps at once.
     buffer: Vec<u8>,
+    /// Set on every socket, La and Lb.
+    keepalive: Option<Keepalive>,
     timer: TimerTask,
     /// The connection whose task is running: it looks at everything again before it sleeps,
     /// so it needs no wake-up.
@@ -286,9 +300,7 @@ impl<R: Runtime> Hub<R> {
                 return;
             }
         };
-        if let Err(error) = stream.set_nodelay(true) {
-            log::debug!("cannot set TCP_NODELAY for {peer}: {error}");
-        }
+        tune(&stream, self.keepalive, SocketId::la(conn));
         self.conns.insert(
             conn,
             ConnIo {
@@ -312,9 +324,7 @@ impl<R: Runtime> Hub<R> {
         if !self.conns.contains_key(&conn) || !self.driver.handle_lb_connected(now, conn) {
             return;
         }
-        if let Err(error) = stream.set_nodelay(true) {
-            log::debug!("{conn} cannot set TCP_NODELAY on Lb: {error}");
-        }
+        tune(&stream, self.keepalive, SocketId::lb(conn));
         if let Some(io) = self.conns.get_mut(&conn) {
             io.lb = Some(stream);
         }

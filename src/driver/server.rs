@@ -19,6 +19,7 @@ use bytes::Bytes;
 
 use super::{ConnectionLimits, DriverConfig, Refusal};
 use crate::server::{ClusterInput, ClusterOutput, ConnId, Input, Output, Server, ServerConfig};
+use crate::tls::{ServerTls, TlsLayer};
 use crate::transport::{ReadPolicy, Transport, TransportAction, TransportConfig};
 use crate::users::{PasswordCheck, Users};
 
@@ -102,6 +103,14 @@ pub enum DriverAction {
     Cluster(ClusterOutput),
 }
 
+/// What bytes read from `socket` are to the hub.
+fn data_input(socket: SocketId, data: &[u8]) -> Input<'_> {
+    match socket.side {
+        Side::La => Input::LaData(socket.conn, data),
+        Side::Lb => Input::LbData(socket.conn, data),
+    }
+}
+
 /// A connection's sockets, from accept until both are finished with.
 #[derive(Debug)]
 struct Conn {
@@ -114,6 +123,9 @@ struct Conn {
     closed: bool,
     /// The deadline of each socket (La, Lb) as registered in [`ServerDriver::deadlines`].
     registered: [Option<Instant>; 2],
+    /// Each socket's TLS session (La, Lb), when the server has a certificate; boxed, so that a
+    /// plain-TCP connection does not carry its room.
+    tls: [Option<Box<TlsLayer>>; 2],
 }
 
 impl Conn {
@@ -121,6 +133,15 @@ impl Conn {
         match side {
             Side::La => Some(&mut self.la),
             Side::Lb => self.lb.as_mut(),
+        }
+    }
+
+    /// A socket's transport and its TLS session, if it has one.
+    fn layers(&mut self, side: Side) -> Option<(&mut Transport, Option<&mut TlsLayer>)> {
+        let tls = self.tls[side as usize].as_deref_mut();
+        match side {
+            Side::La => Some((&mut self.la, tls)),
+            Side::Lb => Some((self.lb.as_mut()?, tls)),
         }
     }
 
@@ -139,6 +160,9 @@ pub struct ServerDriver {
     server: Server,
     limits: ConnectionLimits,
     transport: TransportConfig,
+    tls: Option<ServerTls>,
+    /// What the last TLS read decrypted; kept for its room.
+    plaintext: Vec<u8>,
     conns: FxHashMap<ConnId, Conn>,
     /// Transport deadlines; each connection keeps its own registered ones beside it.
     deadlines: BTreeSet<(Instant, SocketId)>,
@@ -165,6 +189,8 @@ impl ServerDriver {
             server,
             limits: ConnectionLimits::from_config(driver),
             transport: driver.transport(),
+            tls: driver.tls.clone(),
+            plaintext: Vec::new(),
             conns: FxHashMap::default(),
             deadlines: BTreeSet::new(),
             touched: Vec::new(),
@@ -186,10 +212,17 @@ impl ServerDriver {
     /// A client connected from `peer`: its La is [`SocketId::la`] of the returned id. Over a
     /// cap, the connection is refused (close it) and the core never hears of it.
     pub fn accept(&mut self, now: Instant, peer: SocketAddr) -> Result<ConnId, Refusal> {
-        if let Err(refusal) = self.limits.admit(peer.ip()) {
-            self.server.metrics().connection_refused(&refusal);
-            return Err(refusal);
-        }
+        let admitted = self
+            .tls_session()
+            .map_err(|()| Refusal::TlsUnavailable)
+            .and_then(|tls| self.limits.admit(peer.ip()).map(|()| tls));
+        let tls = match admitted {
+            Ok(tls) => tls,
+            Err(refusal) => {
+                self.server.metrics().connection_refused(&refusal);
+                return Err(refusal);
+            }
+        };
         self.server.metrics().connection_opened();
         let conn = self.server.accept(now, peer);
         log::info!("{conn} connected from {peer}");
@@ -201,6 +234,7 @@ impl ServerDriver {
                 lb: None,
                 closed: false,
                 registered: [None, None],
+                tls: [tls, None],
             },
         );
         self.finish(now);
@@ -234,25 +268,66 @@ impl ServerDriver {
         if data.is_empty() {
             return self.handle_read_end(now, socket);
         }
-        let Some(transport) = self.transport_mut(socket) else {
+        self.touched.push(socket);
+        let Some((transport, tls)) = self
+            .conns
+            .get_mut(&socket.conn)
+            .and_then(|conn| conn.layers(socket.side))
+        else {
             return;
         };
-        if transport.handle_read(now, data.len()) {
-            let input = match socket.side {
-                Side::La => Input::LaData(socket.conn, data),
-                Side::Lb => Input::LbData(socket.conn, data),
-            };
-            self.server.handle_input(now, input);
+        match tls {
+            None => {
+                if transport.handle_read(now, data.len()) {
+                    self.server.handle_input(now, data_input(socket, data));
+                }
+            }
+            // Lingering (or past the read end): nothing is for the core, so nothing is decrypted.
+            Some(_) if !transport.takes_input() => {
+                transport.handle_read(now, data.len());
+            }
+            Some(tls) => {
+                let mut plaintext = std::mem::take(&mut self.plaintext);
+                plaintext.clear();
+                let received = tls.read(data, &mut plaintext);
+                // The handshake's answers, or the alert that tells the peer why it failed.
+                if let Some(ciphertext) = tls.take_ciphertext() {
+                    transport.send(now, ciphertext.into());
+                    self.actions.push_back(DriverAction::Wake(socket));
+                }
+                match received {
+                    Ok(received) => {
+                        // A grant is used only by what reaches the core: the handshake's
+                        // records are read on the same grant.
+                        if !plaintext.is_empty() && transport.handle_read(now, plaintext.len()) {
+                            self.server
+                                .handle_input(now, data_input(socket, &plaintext));
+                        }
+                        if received.closed {
+                            self.end_read(now, socket);
+                        }
+                    }
+                    Err(err) => {
+                        log::info!("{socket}: TLS: {err}");
+                        transport.handle_read_end(now);
+                    }
+                }
+                self.plaintext = plaintext;
+            }
         }
         self.finish(now);
     }
 
     /// `socket` reached end of file, or reading it failed.
     pub fn handle_read_end(&mut self, now: Instant, socket: SocketId) {
+        self.end_read(now, socket);
+        self.finish(now);
+    }
+
+    fn end_read(&mut self, now: Instant, socket: SocketId) {
         if let Some(transport) = self.transport_mut(socket) {
             transport.handle_read_end(now);
         }
-        self.finish(now);
     }
 
     /// The next bytes to write to `socket`, if any; report what was written with
@@ -283,6 +358,11 @@ impl ServerDriver {
     /// [`SocketId::lb`] of `conn` from now on; `false`: the connection is gone, close it.
     pub fn handle_lb_connected(&mut self, now: Instant, conn: ConnId) -> bool {
         let transport = self.transport;
+        // The server is the TLS server on Lb too, though it opened the connection.
+        let Ok(tls) = self.tls_session() else {
+            self.handle_lb_connect_failed(now, conn);
+            return false;
+        };
         let Some(entry) = self.conns.get_mut(&conn).filter(|entry| !entry.closed) else {
             return false;
         };
@@ -290,6 +370,7 @@ impl ServerDriver {
             return false;
         }
         entry.lb = Some(Transport::new(transport, ReadPolicy::Always));
+        entry.tls[Side::Lb as usize] = tls;
         log::debug!("{conn} Lb connected");
         self.touched.push(SocketId::lb(conn));
         self.server.handle_input(now, Input::LbConnected(conn));
@@ -359,6 +440,20 @@ impl ServerDriver {
         self.conns.len()
     }
 
+    /// A TLS session for a new socket, if the server has a certificate.
+    fn tls_session(&self) -> Result<Option<Box<TlsLayer>>, ()> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        match tls.session() {
+            Ok(session) => Ok(Some(Box::new(session))),
+            Err(err) => {
+                log::error!("cannot start a TLS session: {err}");
+                Err(())
+            }
+        }
+    }
+
     fn transport_mut(&mut self, socket: SocketId) -> Option<&mut Transport> {
         self.touched.push(socket);
         self.conns.get_mut(&socket.conn)?.transport(socket.side)
@@ -422,6 +517,15 @@ impl ServerDriver {
                 };
                 entry.closed = true;
                 self.limits.release(entry.peer_ip);
+                for side in [Side::La, Side::Lb] {
+                    // After the last answer, `close_notify`: the client knows the end is real.
+                    if let Some((transport, Some(tls))) = entry.layers(side) {
+                        tls.close();
+                        if let Some(ciphertext) = tls.take_ciphertext() {
+                            transport.send(now, ciphertext.into());
+                        }
+                    }
+                }
                 entry.la.close(now);
                 if let Some(lb) = &mut entry.lb {
                     lb.close(now);
@@ -434,7 +538,12 @@ impl ServerDriver {
     }
 
     fn send(&mut self, now: Instant, socket: SocketId, bytes: Bytes) {
-        let Some(transport) = self.transport_mut(socket) else {
+        self.touched.push(socket);
+        let Some((transport, tls)) = self
+            .conns
+            .get_mut(&socket.conn)
+            .and_then(|conn| conn.layers(socket.side))
+        else {
             if self.conns.contains_key(&socket.conn) {
                 log::warn!("{socket}: nothing to write to");
                 self.server
@@ -442,7 +551,17 @@ impl ServerDriver {
             }
             return;
         };
-        transport.send(now, bytes);
+        match tls {
+            None => transport.send(now, bytes),
+            Some(tls) => {
+                tls.write(&bytes);
+                // Nothing yet while the handshake goes on: the bytes come out when it ends.
+                let Some(ciphertext) = tls.take_ciphertext() else {
+                    return;
+                };
+                transport.send(now, ciphertext.into());
+            }
+        }
         self.actions.push_back(DriverAction::Wake(socket));
     }
 

@@ -227,8 +227,8 @@ fn ack_latency_buckets() -> impl Iterator<Item = f64> {
 struct Series {
     connections_open: Gauge,
     connections_accepted: Counter,
-    /// By [`Refusal`]: the total cap, then the per-address one.
-    connections_refused: [Counter; 2],
+    /// By [`Refusal`]: the total cap, the per-address one, no TLS session.
+    connections_refused: [Counter; 3],
     users_online: Gauge,
     logins: [Counter; 3],
     /// By [`RequestKind`], then `303` / `304`.
@@ -267,11 +267,11 @@ impl ServerMetrics {
             connections_accepted.clone(),
         );
         let refused = Labelled::<1>::default();
-        let connections_refused = ["max_connections", "max_per_ip"]
-            .map(|cap| refused.get_or_create_owned(&[("cap", cap)]));
+        let connections_refused = ["max_connections", "max_per_ip", "tls_unavailable"]
+            .map(|reason| refused.get_or_create_owned(&[("reason", reason)]));
         registry.register(
             "connections_refused",
-            "Client connections closed at once because a cap was reached, by cap",
+            "Client connections closed at once (a cap reached, or no TLS session), by reason",
             refused,
         );
         let users_online = Gauge::default();
@@ -359,12 +359,13 @@ impl ServerMetrics {
         }
     }
 
-    /// A connection was refused for passing a cap.
+    /// A connection was refused: a cap was reached, or no TLS session could be started.
     pub fn connection_refused(&self, refusal: &Refusal) {
         if let Some(series) = &self.series {
             let index = match refusal {
                 Refusal::TooManyConnections { .. } => 0,
                 Refusal::TooManyFromAddress { .. } => 1,
+                Refusal::TlsUnavailable => 2,
             };
             series.connections_refused[index].inc();
         }

@@ -13,7 +13,9 @@ use std::time::Instant;
 
 use smol::{Async, LocalExecutor, Timer};
 
-use crate::driver::{AsyncListener, AsyncStream, AsyncTimer, LocalBoxFuture, Runtime};
+use crate::driver::{
+    set_keepalive, AsyncListener, AsyncStream, AsyncTimer, Keepalive, LocalBoxFuture, Runtime,
+};
 
 /// smol's local executor as a [`Runtime`].
 #[derive(Clone)]
@@ -99,6 +101,10 @@ impl AsyncStream for Async<TcpStream> {
 
     fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         self.get_ref().set_nodelay(nodelay)
+    }
+
+    fn set_keepalive(&self, keepalive: Option<Keepalive>) -> io::Result<()> {
+        set_keepalive(self.get_ref().into(), keepalive)
     }
 }
 

@@ -149,6 +149,17 @@ impl ServerProcess {
 
     /// As [`ServerProcess::start`], on this port (0: a free one).
     pub fn start_on(port: u16, runtime: Runtime, users: &str, options: &[&str]) -> Self {
+        Self::start_under(&[], port, runtime, users, options)
+    }
+
+    /// As [`ServerProcess::start_on`], the command run under `prefix` (`ip netns exec NS`).
+    pub fn start_under(
+        prefix: &[&str],
+        port: u16,
+        runtime: Runtime,
+        users: &str,
+        options: &[&str],
+    ) -> Self {
         let users = TempFile::new("users.txt", users.as_bytes());
         let bind: &[&str] = if options.contains(&"--bind") {
             &[]
@@ -164,7 +175,14 @@ impl ServerProcess {
                 command
             }
             _ => {
-                let mut command = Command::new(BIN);
+                let mut command = match prefix {
+                    [] => Command::new(BIN),
+                    [program, args @ ..] => {
+                        let mut command = Command::new(program);
+                        command.args(args).arg(BIN);
+                        command
+                    }
+                };
                 command
                     .arg(port.to_string())
                     .arg(users.path())
@@ -295,20 +313,54 @@ pub struct ClientProcess {
     lines: mpsc::Receiver<String>,
     /// Every line read so far, for failure messages.
     pub transcript: Vec<String>,
+    stderr: Arc<Mutex<Vec<u8>>>,
 }
 
 impl ClientProcess {
     /// Starts `im-client --runtime <runtime>` against `server`.
     pub fn start(runtime: Runtime, server: SocketAddr) -> Self {
-        let mut child = Command::new(CLIENT_BIN)
+        Self::start_with(runtime, server, &[])
+    }
+
+    /// As [`ClientProcess::start`], with these options too (`--tls`, say).
+    pub fn start_with(runtime: Runtime, server: SocketAddr, options: &[&str]) -> Self {
+        let mut command = Command::new(CLIENT_BIN);
+        command
             .arg(server.ip().to_string())
             .arg(server.port().to_string())
             .args(["--runtime", runtime.name()])
+            .args(options);
+        Self::spawn(command, false)
+    }
+
+    /// Runs `command` (an `im-client` command line, under `ip netns exec`, say) as the client,
+    /// keeping its standard error for [`ClientProcess::stderr`].
+    pub fn from_command(command: Command) -> Self {
+        Self::spawn(command, true)
+    }
+
+    fn spawn(mut command: Command, keep_stderr: bool) -> Self {
+        let errors = if keep_stderr {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        };
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(errors)
             .spawn()
             .unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        if let Some(mut pipe) = child.stderr.take() {
+            let sink = Arc::clone(&stderr);
+            thread::spawn(move || {
+                let mut chunk = [0; 4096];
+                while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                    sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+            });
+        }
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().unwrap();
         let (line, lines) = mpsc::channel();
@@ -325,7 +377,13 @@ impl ClientProcess {
             stdin,
             lines,
             transcript: Vec::new(),
+            stderr,
         }
+    }
+
+    /// What the client wrote on standard error so far (only from [`ClientProcess::from_command`]).
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
     }
 
     /// Logs in as `user` through the prompts and waits until Lb is up.
@@ -361,13 +419,25 @@ impl ClientProcess {
 
     /// Reads the next line of standard output, without `\n`.
     pub fn next_line(&mut self) -> String {
-        match self.lines.recv_timeout(STEP) {
+        self.next_line_within(STEP)
+    }
+
+    /// As [`ClientProcess::next_line`], waiting at most `timeout`.
+    pub fn next_line_within(&mut self, timeout: Duration) -> String {
+        match self.lines.recv_timeout(timeout) {
             Ok(line) => {
                 self.transcript.push(line.clone());
                 line
             }
             Err(error) => panic!("no line ({error}) after {:?}", self.transcript),
         }
+    }
+
+    /// The next line of standard output if one comes within a moment (`None` at its end).
+    pub fn try_next_line(&mut self) -> Option<String> {
+        let line = self.lines.recv_timeout(Duration::from_millis(200)).ok()?;
+        self.transcript.push(line.clone());
+        Some(line)
     }
 
     /// Asserts that the next lines of standard output are `expected`.
@@ -526,15 +596,21 @@ fn expect_closed(reader: &mut BufReader<TcpStream>, side: &str) {
 
 /// The assignment's appendix between three real `im-client` processes (`runtime`), jacky, bob
 /// and michael connecting to these addresses (one server thrice, or three cluster nodes).
-pub fn appendix_between_im_clients(
+pub fn appendix_between_im_clients(runtime: Runtime, addrs: [SocketAddr; 3]) {
+    appendix_between_im_clients_with(runtime, addrs, &[]);
+}
+
+/// As [`appendix_between_im_clients`], each `im-client` with these options too.
+pub fn appendix_between_im_clients_with(
     runtime: Runtime,
     [jacky_at, bob_at, michael_at]: [SocketAddr; 3],
+    options: &[&str],
 ) {
-    let mut bob = ClientProcess::start(runtime, bob_at);
+    let mut bob = ClientProcess::start_with(runtime, bob_at, options);
     bob.log_in("bob", "bob123");
-    let mut michael = ClientProcess::start(runtime, michael_at);
+    let mut michael = ClientProcess::start_with(runtime, michael_at, options);
     michael.log_in("michael", "michael123");
-    let mut jacky = ClientProcess::start(runtime, jacky_at);
+    let mut jacky = ClientProcess::start_with(runtime, jacky_at, options);
     jacky.log_in("jacky", "12345");
     let delivered = "303 Message delivery successful";
 

@@ -43,7 +43,8 @@ pub fn run(server: ServerAddrs) -> i32 {
     }
     let user = events_tx.clone();
     let mut terminal = Terminal::start(move |typed| user.send(Event::User(typed)).is_ok());
-    let mut driver = ClientDriver::new(Instant::now(), terminal.config(), peer);
+    let (now, tls) = (Instant::now(), server.tls());
+    let mut driver = ClientDriver::new(now, terminal.config(), peer).with_tls(now, tls);
     let mut lb: Option<Arc<TcpStream>> = None;
     let code = 'run: loop {
         while let Some(action) = driver.poll_io(&mut terminal) {

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{read_some, recv_until, spawn};
-use crate::driver::{DriverAction, DriverConfig, ServerDriver, Side, SocketId};
+use crate::driver::{
+    set_keepalive, DriverAction, DriverConfig, Keepalive, ServerDriver, Side, SocketId,
+};
 use crate::server::{ConnId, ServerConfig};
 use crate::users::Users;
 
@@ -61,6 +63,7 @@ pub fn serve(
         events,
         read_chunk: driver.read_chunk.max(1),
         stack: Some(driver.thread_stack),
+        keepalive: driver.keepalive,
     };
     event_loop.run(&inbox);
     for conn in event_loop.conns.values() {
@@ -141,6 +144,7 @@ struct EventLoop {
     events: SyncSender<Event>,
     read_chunk: usize,
     stack: Option<usize>,
+    keepalive: Option<Keepalive>,
 }
 
 impl EventLoop {
@@ -230,6 +234,9 @@ impl EventLoop {
     fn start_socket(&self, socket: SocketId, stream: TcpStream) -> Option<Socket> {
         if let Err(error) = stream.set_nodelay(true) {
             log::debug!("{socket}: cannot set TCP_NODELAY: {error}");
+        }
+        if let Err(error) = set_keepalive((&stream).into(), self.keepalive) {
+            log::warn!("{socket}: cannot set TCP keepalive: {error}");
         }
         let stream = Arc::new(stream);
         let (permits, permitted) = mpsc::sync_channel(1);

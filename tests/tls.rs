@@ -1,0 +1,708 @@
+//! TLS on both connections, end to end: the real `im-server` with `--tls-cert`, real
+//! `im-client --tls` processes and raw rustls clients, in both runtimes; what a plain peer
+//! gets from a TLS one; and fake servers that try to open Lb without the server's certificate.
+//! The certificates are made per test with rcgen (a private CA, the server's, an impostor's).
+
+#[macro_use]
+#[path = "common/server.rs"]
+mod harness;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use harness::{
+    appendix_between_im_clients_with, run_to_end, temp_path, ClientProcess, Runtime, ServerProcess,
+    CLIENT_BIN, STEP, USERS,
+};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConnection, ServerConnection, StreamOwned};
+
+/// A private CA, a server certificate it signed for `localhost` and 127.0.0.1, and an
+/// impostor's certificate it signed for the same names, as PEM files in a fresh folder.
+struct Pki {
+    dir: PathBuf,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    impostor_cert: PathBuf,
+    impostor_key: PathBuf,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = temp_path("pki");
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "im test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf = |name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut params =
+                CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                    .unwrap();
+            params.distinguished_name.push(DnType::CommonName, name);
+            let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let (cert, key) = leaf("im server");
+        let (impostor_cert, impostor_key) = leaf("impostor");
+        Pki {
+            ca: write("ca.pem", &ca.pem()),
+            cert: write("cert.pem", &cert),
+            key: write("key.pem", &key),
+            impostor_cert: write("impostor.pem", &impostor_cert),
+            impostor_key: write("impostor-key.pem", &impostor_key),
+            dir,
+        }
+    }
+
+    /// The server's options for this certificate.
+    fn server_options(&self) -> Vec<String> {
+        vec![
+            "--tls-cert".to_owned(),
+            self.cert.display().to_string(),
+            "--tls-key".to_owned(),
+            self.key.display().to_string(),
+        ]
+    }
+
+    /// The client's options, trusting this CA.
+    fn client_options(&self) -> Vec<String> {
+        vec![
+            "--tls".to_owned(),
+            "--ca".to_owned(),
+            self.ca.display().to_string(),
+        ]
+    }
+
+    fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in pem_certs(&self.ca) {
+            roots.add(cert).unwrap();
+        }
+        Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
+
+    fn server_config(&self, cert: &PathBuf, key: &PathBuf) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        Arc::new(
+            rustls::ServerConfig::builder()
+                .with_no_client_auth()
+                .with_single_cert(pem_certs(cert), key)
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn pem_certs(path: &PathBuf) -> Vec<CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_file_iter(path)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn strs(options: &[String]) -> Vec<&str> {
+    options.iter().map(String::as_str).collect()
+}
+
+fn tls_server(runtime: Runtime, pki: &Pki) -> ServerProcess {
+    ServerProcess::start(runtime, USERS, &strs(&pki.server_options()))
+}
+
+type TlsStream = BufReader<StreamOwned<ClientConnection, TcpStream>>;
+
+/// A raw protocol client over TLS, checking the server's certificate as `im-client` does.
+struct TlsClient {
+    config: Arc<rustls::ClientConfig>,
+    la: TlsStream,
+    lb: Option<TlsStream>,
+}
+
+impl TlsClient {
+    fn connect(pki: &Pki, server: SocketAddr) -> TlsClient {
+        let config = pki.client_config();
+        let la = tls_stream(&config, TcpStream::connect_timeout(&server, STEP).unwrap());
+        TlsClient {
+            config,
+            la,
+            lb: None,
+        }
+    }
+
+    fn request(&mut self, line: &str) -> String {
+        send(&mut self.la, line);
+        recv(&mut self.la)
+    }
+
+    /// Opens Lb: listens, sends `/port`, and takes the server's connection as the TLS client.
+    fn open_lb(&mut self) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        send(&mut self.la, &format!("/port {port}"));
+        let (lb, _) = listener.accept().unwrap();
+        self.lb = Some(tls_stream(&self.config, lb));
+        recv(&mut self.la)
+    }
+
+    fn log_in(&mut self, user: &str, password: &str) {
+        let answer = self.request(&format!("/login {user} {password}"));
+        assert_eq!(answer, "101 Authentication successful\n");
+        assert_eq!(self.open_lb(), "201 Build connection successful\n");
+    }
+}
+
+fn tls_stream(config: &Arc<rustls::ClientConfig>, socket: TcpStream) -> TlsStream {
+    socket.set_read_timeout(Some(STEP)).unwrap();
+    socket.set_write_timeout(Some(STEP)).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(Arc::clone(config), name).unwrap();
+    BufReader::new(StreamOwned::new(conn, socket))
+}
+
+fn send<S: Read + Write>(stream: &mut BufReader<S>, line: &str) {
+    let stream = stream.get_mut();
+    stream.write_all(format!("{line}\n").as_bytes()).unwrap();
+    stream.flush().unwrap();
+}
+
+fn recv<S: Read>(stream: &mut BufReader<S>) -> String {
+    let mut line = String::new();
+    stream.read_line(&mut line).unwrap();
+    line
+}
+
+/// The appendix between three real `im-client --tls` processes.
+fn appendix_over_tls(runtime: Runtime) {
+    let pki = Pki::new();
+    let server = tls_server(runtime, &pki);
+    let options = pki.client_options();
+    appendix_between_im_clients_with(runtime, [server.addr; 3], &strs(&options));
+}
+
+/// A conversation of raw TLS clients: deliveries and receipts on TLS Lb, and after `310` the
+/// server says `close_notify`, so the end of La is a real one (rustls reads it as end of file;
+/// a cut connection would be an error).
+fn raw_tls_conversation(runtime: Runtime) {
+    let pki = Pki::new();
+    let server = tls_server(runtime, &pki);
+    let mut bob = TlsClient::connect(&pki, server.addr);
+    bob.log_in("bob", "bob123");
+    let mut jacky = TlsClient::connect(&pki, server.addr);
+    jacky.log_in("jacky", "12345");
+    assert_eq!(jacky.request("/list"), "301 jacky bob\n");
+    send(&mut jacky.la, "/to bob over TLS");
+    let lb = bob.lb.as_mut().unwrap();
+    assert_eq!(recv(lb), "/from jacky over TLS\n");
+    send(lb, "302 Message receipt successful");
+    assert_eq!(recv(&mut jacky.la), "303 Message delivery successful\n");
+    assert_eq!(bob.request("/exit"), "310 Bye bye\n");
+    let mut rest = Vec::new();
+    bob.la.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(jacky.request("/list"), "301 jacky\n");
+}
+
+/// What travels on La is ciphertext: a relay in the middle sees neither the password nor
+/// the messages, while the conversation goes on as ever.
+fn a_relay_in_the_middle_reads_nothing(runtime: Runtime) {
+    let pki = Pki::new();
+    let server = tls_server(runtime, &pki);
+    let (relay, seen) = spy_relay(server.addr);
+    let mut bob = TlsClient::connect(&pki, server.addr);
+    bob.log_in("bob", "bob123");
+    let mut jacky = TlsClient::connect(&pki, relay);
+    jacky.log_in("jacky", "12345");
+    send(&mut jacky.la, "/to bob secret-plans");
+    let lb = bob.lb.as_mut().unwrap();
+    assert_eq!(recv(lb), "/from jacky secret-plans\n");
+    send(lb, "302 Message receipt successful");
+    assert_eq!(recv(&mut jacky.la), "303 Message delivery successful\n");
+    let seen = seen.lock().unwrap();
+    assert!(seen.len() > 1000, "the relay saw {} bytes", seen.len());
+    for clear in ["secret-plans", "12345", "jacky", "Authentication", "/port"] {
+        assert!(
+            !seen.windows(clear.len()).any(|w| w == clear.as_bytes()),
+            "{clear:?} crossed the relay in clear"
+        );
+    }
+}
+
+/// A TCP relay to `server` on a free port that keeps every byte it carries, both ways.
+fn spy_relay(server: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let keep = Arc::clone(&seen);
+    thread::spawn(move || {
+        let Ok((client, _)) = listener.accept() else {
+            return;
+        };
+        let upstream = TcpStream::connect(server).unwrap();
+        let pipe = |mut from: TcpStream, mut to: TcpStream, seen: Arc<Mutex<Vec<u8>>>| {
+            thread::spawn(move || {
+                let mut chunk = [0; 4096];
+                while let Ok(n @ 1..) = from.read(&mut chunk) {
+                    seen.lock().unwrap().extend_from_slice(&chunk[..n]);
+                    if to.write_all(&chunk[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to.shutdown(std::net::Shutdown::Write);
+            });
+        };
+        pipe(
+            client.try_clone().unwrap(),
+            upstream.try_clone().unwrap(),
+            Arc::clone(&keep),
+        );
+        pipe(upstream, client, keep);
+    });
+    (addr, seen)
+}
+
+/// A plain-text peer of a TLS server gets a TLS alert and the end, never a protocol answer;
+/// the server logs why.
+fn a_plain_peer_gets_an_alert(runtime: Runtime) {
+    let pki = Pki::new();
+    let server = tls_server(runtime, &pki);
+    let mut plain = TcpStream::connect(server.addr).unwrap();
+    plain.set_read_timeout(Some(STEP)).unwrap();
+    plain.write_all(b"bob\nbob123\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert_eq!(answer.first(), Some(&0x15), "not an alert: {answer:?}");
+    assert!(!answer.contains(&b'\n'), "{answer:?}");
+    server.expect_log("TLS: the peer does not speak TLS");
+}
+
+/// `im-client` without `--tls` against a TLS server: one line that says what to do, exit 1.
+fn a_plain_client_is_told_to_use_tls(runtime: Runtime) {
+    let pki = Pki::new();
+    let server = tls_server(runtime, &pki);
+    let mut client = im_client(runtime, server.addr, &[]);
+    client.expect_lines(&["Please input your user name:"]);
+    client.type_lines(&["bob", "bob123"]);
+    assert_eq!(client.wait_exit(), Some(1));
+    assert!(
+        client
+            .stderr()
+            .contains("error: the server speaks TLS: start the client with --tls"),
+        "{}",
+        client.stderr()
+    );
+}
+
+/// `im-client --tls` against a plain server: one line naming TLS, exit 1, in bounded time
+/// (the plain server waits for the end of a "line" that never comes, so the client's own
+/// handshake timeout answers).
+fn a_tls_client_of_a_plain_server_says_so(runtime: Runtime) {
+    let pki = Pki::new();
+    let server = ServerProcess::start(runtime, USERS, &[]);
+    let mut client = im_client(runtime, server.addr, &pki.client_options());
+    assert_eq!(
+        client.wait_exit_within(Duration::from_secs(20)),
+        Some(1),
+        "{:?}",
+        client.transcript
+    );
+    // The plain server takes the ClientHello up to its first `\n` (rustls always sends one,
+    // in the supported-groups extension's type) as a line and answers `401`: not TLS.
+    assert!(
+        client
+            .stderr()
+            .contains("error: TLS on La failed: the peer does not speak TLS"),
+        "{}",
+        client.stderr()
+    );
+}
+
+/// A server that says nothing to the ClientHello: the client gives up after its handshake
+/// timeout with one line, on a manual clock (the driver is sans-IO, TLS included).
+#[test]
+fn a_silent_server_ends_the_handshake_after_its_timeout() {
+    use simple_im::client::{ClientConfig, ClientError, ClientEvent, Connection};
+    use simple_im::driver::{ClientDriver, ClientFrontend, IoAction};
+    use simple_im::tls::{ClientTls, HANDSHAKE_TIMEOUT};
+
+    #[derive(Default)]
+    struct Seen(Vec<ClientEvent>);
+    impl ClientFrontend for Seen {
+        fn show(&mut self, event: ClientEvent) {
+            self.0.push(event);
+        }
+        fn read_line(&mut self, _secret: bool) {}
+    }
+
+    let pki = Pki::new();
+    let tls = ClientTls::new(Some(&pki.ca), "localhost").unwrap();
+    let start = Instant::now();
+    let server = SocketAddr::from(([127, 0, 0, 1], 4000));
+    let mut driver =
+        ClientDriver::new(start, ClientConfig::default(), server).with_tls(start, Some(&tls));
+    let mut seen = Seen::default();
+    let Some(IoAction::Send(Connection::La, hello)) = driver.poll_io(&mut seen) else {
+        panic!("no ClientHello first");
+    };
+    assert_eq!(&hello[..2], &[0x16, 0x03], "{hello:?}");
+    assert_eq!(driver.poll_io(&mut seen), None);
+    assert_eq!(driver.poll_timeout(), Some(start + HANDSHAKE_TIMEOUT));
+    driver.handle_timeout(start + HANDSHAKE_TIMEOUT - Duration::from_millis(1));
+    assert_eq!(driver.poll_io(&mut seen), None);
+    driver.handle_timeout(start + HANDSHAKE_TIMEOUT);
+    assert_eq!(driver.poll_io(&mut seen), Some(IoAction::Exit(1)));
+    let reason = "no answer to the TLS handshake within 10s (is the server using TLS?)";
+    let error = ClientError::Tls {
+        on: Connection::La,
+        reason: reason.to_owned(),
+    };
+    assert!(seen.0.contains(&ClientEvent::Error(error)), "{:?}", seen.0);
+}
+
+/// A fake server with the real certificate on La opens Lb with another certificate that the
+/// same CA signed for the same name: the client refuses it, shows none of its messages, and
+/// exits 1. (Anyone else on the server's host could try the same.)
+fn lb_must_show_las_certificate(runtime: Runtime) {
+    let pki = Pki::new();
+    let la = pki.server_config(&pki.cert, &pki.key);
+    let lb = pki.server_config(&pki.impostor_cert, &pki.impostor_key);
+    let forged = move |socket: TcpStream| {
+        let conn = ServerConnection::new(Arc::clone(&lb)).unwrap();
+        let mut lb = StreamOwned::new(conn, socket);
+        let _ = lb.write_all(b"/from jacky forged\n");
+        let _ = lb.flush();
+        let mut rest = Vec::new();
+        let _ = lb.read_to_end(&mut rest);
+    };
+    let addr = fake_tls_server(la, forged);
+    let mut client = im_client(runtime, addr, &pki.client_options());
+    client.expect_lines(&["Please input your user name:"]);
+    client.type_lines(&["bob", "bob123"]);
+    assert_eq!(client.wait_exit(), Some(1), "{:?}", client.transcript);
+    let stderr = client.stderr();
+    assert!(
+        stderr.contains("error: TLS on Lb failed: Lb showed another certificate than La"),
+        "{stderr}"
+    );
+    drain(&mut client);
+    assert!(
+        !client.transcript.iter().any(|line| line.contains("forged")),
+        "{:?}",
+        client.transcript
+    );
+}
+
+/// As [`lb_must_show_las_certificate`], with an Lb in plain text: refused the same way.
+fn a_plain_lb_is_refused(runtime: Runtime) {
+    let pki = Pki::new();
+    let la = pki.server_config(&pki.cert, &pki.key);
+    let forged = |mut socket: TcpStream| {
+        let _ = socket.write_all(b"/from jacky forged\n");
+        let mut rest = Vec::new();
+        let _ = socket.read_to_end(&mut rest);
+    };
+    let addr = fake_tls_server(la, forged);
+    let mut client = im_client(runtime, addr, &pki.client_options());
+    client.expect_lines(&["Please input your user name:"]);
+    client.type_lines(&["bob", "bob123"]);
+    assert_eq!(client.wait_exit(), Some(1), "{:?}", client.transcript);
+    let stderr = client.stderr();
+    assert!(
+        stderr.contains("error: TLS on Lb failed: the peer does not speak TLS"),
+        "{stderr}"
+    );
+    drain(&mut client);
+    assert!(!client.transcript.iter().any(|line| line.contains("forged")));
+}
+
+/// Reads what is left of the client's output (it has exited).
+fn drain(client: &mut ClientProcess) {
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        if client.try_next_line().is_none() {
+            break;
+        }
+    }
+}
+
+/// A one-shot server: La with `la` as TLS server, the login answered `101`, then Lb opened
+/// to the client's `/port` and handed to `lb`.
+fn fake_tls_server(
+    la: Arc<rustls::ServerConfig>,
+    lb: impl FnOnce(TcpStream) + Send + 'static,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let (socket, _) = listener.accept().unwrap();
+        socket.set_read_timeout(Some(STEP)).unwrap();
+        let conn = ServerConnection::new(la).unwrap();
+        let mut la = BufReader::new(StreamOwned::new(conn, socket));
+        let _login = recv(&mut la);
+        send(&mut la, "101 Authentication successful");
+        let port = recv(&mut la);
+        let Some(port) = port.trim().strip_prefix("/port ") else {
+            return;
+        };
+        let socket = TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+        socket.set_read_timeout(Some(STEP)).unwrap();
+        send(&mut la, "201 Build connection successful");
+        lb(socket);
+    });
+    addr
+}
+
+fn im_client(runtime: Runtime, server: SocketAddr, options: &[String]) -> ClientProcess {
+    let mut command = Command::new(CLIENT_BIN);
+    command
+        .arg(server.ip().to_string())
+        .arg(server.port().to_string())
+        .args(["--runtime", runtime.name()])
+        .args(options);
+    ClientProcess::from_command(command)
+}
+
+in_each_runtime!(
+    appendix_over_tls,
+    raw_tls_conversation,
+    a_relay_in_the_middle_reads_nothing,
+    a_plain_peer_gets_an_alert,
+    a_plain_client_is_told_to_use_tls,
+    a_tls_client_of_a_plain_server_says_so,
+    lb_must_show_las_certificate,
+    a_plain_lb_is_refused,
+);
+
+#[test]
+fn bad_tls_options_are_one_line_and_exit_2() {
+    let pki = Pki::new();
+    let users = harness::TempFile::new("users.txt", USERS.as_bytes());
+    let missing = pki.dir.join("missing.pem");
+    let cases: Vec<(Vec<&std::ffi::OsStr>, &str)> = vec![
+        (
+            vec![
+                "0".as_ref(),
+                users.path().as_os_str(),
+                "--tls-cert".as_ref(),
+                pki.cert.as_os_str(),
+            ],
+            "--tls-key",
+        ),
+        (
+            vec![
+                "0".as_ref(),
+                users.path().as_os_str(),
+                "--tls-cert".as_ref(),
+                missing.as_os_str(),
+                "--tls-key".as_ref(),
+                pki.key.as_os_str(),
+            ],
+            "missing.pem",
+        ),
+        (
+            vec![
+                "0".as_ref(),
+                users.path().as_os_str(),
+                "--tls-cert".as_ref(),
+                pki.cert.as_os_str(),
+                "--tls-key".as_ref(),
+                pki.impostor_key.as_os_str(),
+            ],
+            "do not go together",
+        ),
+        (
+            vec![
+                "0".as_ref(),
+                users.path().as_os_str(),
+                "--tls-cert".as_ref(),
+                pki.key.as_os_str(),
+                "--tls-key".as_ref(),
+                pki.key.as_os_str(),
+            ],
+            "no certificate",
+        ),
+    ];
+    for (args, needle) in cases {
+        let output = run_to_end(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    // The client's TLS options need --tls, and a CA file that holds a certificate.
+    for (args, needle) in [
+        (vec!["127.0.0.1", "4000", "--ca", "x.pem"], "--tls"),
+        (
+            vec!["127.0.0.1", "4000", "--tls", "--ca", "/nonexistent/ca.pem"],
+            "ca.pem",
+        ),
+    ] {
+        let output = Command::new(CLIENT_BIN).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+/// The server's TLS, sans-IO: [`ServerDriver`] with a certificate and rustls clients in
+/// memory, on a manual clock. The handshake's reads do not use up La's read grant; a delivery
+/// made before Lb's handshake ends waits inside TLS (nothing goes out, not even ciphertext)
+/// and goes out when it ends; and after `310` comes `close_notify`.
+#[test]
+fn the_server_driver_speaks_tls_on_la_and_lb() {
+    use simple_im::driver::{DriverAction, DriverConfig, ServerDriver, SocketId};
+    use simple_im::server::ServerConfig;
+    use simple_im::tls::ServerTls;
+    use simple_im::users::Users;
+
+    let pki = Pki::new();
+    let tls = ServerTls::from_pem_files(&pki.cert, &pki.key).unwrap();
+    let config = DriverConfig {
+        tls: Some(tls),
+        ..DriverConfig::default()
+    };
+    let users = Users::parse(USERS.as_bytes()).unwrap();
+    let mut driver = ServerDriver::new(users, ServerConfig::default(), &config);
+    let now = Instant::now();
+    let client_config = pki.client_config();
+    let client = || {
+        let name = ServerName::try_from("localhost").unwrap();
+        ClientConnection::new(Arc::clone(&client_config), name).unwrap()
+    };
+
+    /// Moves bytes both ways until neither side has more; returns the client's plaintext.
+    fn exchange(
+        driver: &mut ServerDriver,
+        now: Instant,
+        socket: SocketId,
+        tls: &mut ClientConnection,
+    ) -> String {
+        let mut plaintext = Vec::new();
+        loop {
+            let mut moved = false;
+            let mut out = Vec::new();
+            while tls.wants_write() {
+                tls.write_tls(&mut out).unwrap();
+            }
+            if !out.is_empty() {
+                assert!(driver.wants_read(socket), "{socket} not read");
+                driver.handle_read(now, socket, &out);
+                moved = true;
+            }
+            while let Some(bytes) = driver.poll_transmit(socket) {
+                driver.handle_written(now, socket, bytes.len());
+                tls.read_tls(&mut &bytes[..]).unwrap();
+                tls.process_new_packets().unwrap();
+                moved = true;
+            }
+            let mut chunk = [0; 4096];
+            while let Ok(n @ 1..) = tls.reader().read(&mut chunk) {
+                plaintext.extend_from_slice(&chunk[..n]);
+            }
+            if !moved {
+                return String::from_utf8(plaintext).unwrap();
+            }
+        }
+    }
+    /// The Lb connect the driver asked for, if any (other actions are the runtime's business
+    /// here: wakes, and password checks that a plain users file never asks for).
+    fn connects(driver: &mut ServerDriver) -> Vec<simple_im::server::ConnId> {
+        let mut connects = Vec::new();
+        while let Some(action) = driver.poll_action() {
+            if let DriverAction::Connect { conn, .. } = action {
+                connects.push(conn);
+            }
+        }
+        connects
+    }
+    let peer = SocketAddr::from(([127, 0, 0, 1], 50000));
+    let log_in = |driver: &mut ServerDriver, user: &str, password: &str| {
+        let conn = driver.accept(now, peer).unwrap();
+        let la = SocketId::la(conn);
+        let mut tls = client();
+        assert_eq!(exchange(driver, now, la, &mut tls), "");
+        assert!(!tls.is_handshaking());
+        // The handshake used no grant: the login line is read.
+        tls.writer()
+            .write_all(format!("/login {user} {password}\n").as_bytes())
+            .unwrap();
+        assert_eq!(
+            exchange(driver, now, la, &mut tls),
+            "101 Authentication successful\n"
+        );
+        tls.writer().write_all(b"/port 6000\n").unwrap();
+        assert_eq!(exchange(driver, now, la, &mut tls), "");
+        assert_eq!(connects(driver), [conn]);
+        assert!(driver.handle_lb_connected(now, conn));
+        assert_eq!(
+            exchange(driver, now, la, &mut tls),
+            "201 Build connection successful\n"
+        );
+        (conn, tls)
+    };
+    let (bob, mut bob_la) = log_in(&mut driver, "bob", "bob123");
+    let (jacky, mut jacky_la) = log_in(&mut driver, "jacky", "12345");
+    let _ = connects(&mut driver);
+
+    jacky_la.writer().write_all(b"/to bob hi\n").unwrap();
+    assert_eq!(
+        exchange(&mut driver, now, SocketId::la(jacky), &mut jacky_la),
+        ""
+    );
+    // bob's Lb has not shaken hands (the server waits for the client's hello): the delivery
+    // waits inside TLS.
+    assert!(driver.poll_transmit(SocketId::lb(bob)).is_none());
+    assert_eq!(driver.unwritten(SocketId::lb(bob)), 0);
+    let mut bob_lb = client();
+    let lb = SocketId::lb(bob);
+    assert_eq!(
+        exchange(&mut driver, now, lb, &mut bob_lb),
+        "/from jacky hi\n"
+    );
+    bob_lb
+        .writer()
+        .write_all(b"302 Message receipt successful\n")
+        .unwrap();
+    assert_eq!(exchange(&mut driver, now, lb, &mut bob_lb), "");
+    assert_eq!(
+        exchange(&mut driver, now, SocketId::la(jacky), &mut jacky_la),
+        "303 Message delivery successful\n"
+    );
+
+    bob_la.writer().write_all(b"/exit\n").unwrap();
+    assert_eq!(
+        exchange(&mut driver, now, SocketId::la(bob), &mut bob_la),
+        "310 Bye bye\n"
+    );
+    // `close_notify` after the last answer, on both of bob's sockets.
+    let mut rest = [0; 16];
+    assert_eq!(bob_la.reader().read(&mut rest).unwrap(), 0);
+    let _ = exchange(&mut driver, now, lb, &mut bob_lb);
+    assert_eq!(bob_lb.reader().read(&mut rest).unwrap(), 0);
+}
