@@ -1,10 +1,13 @@
-//! The server hub alone, without I/O: `cargo bench --bench hub`.
+//! The server hub alone, without I/O: `cargo bench --bench hub`. Each bench runs with
+//! metrics off (`false`) and on (`true`, counting into a Prometheus registry), side by side.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use divan::counter::ItemsCount;
 use divan::Bencher;
+use prometheus_client::registry::Registry;
+use simple_im::metrics::ServerMetrics;
 use simple_im::protocol::receipt_bytes;
 use simple_im::server::{ConnId, Input, Output, Server, ServerConfig};
 use simple_im::users::Users;
@@ -30,13 +33,19 @@ fn drain(server: &mut Server, now: Instant) -> usize {
     count
 }
 
-/// A server with `n` users logged in and Ready; returns their connections.
-fn ready_server(n: usize) -> (Server, Vec<ConnId>, Instant) {
+/// A server with `n` users logged in and Ready, counting into a registry if `metered`;
+/// returns their connections.
+fn ready_server(n: usize, metered: bool) -> (Server, Vec<ConnId>, Instant) {
     let mut users = Users::default();
     for i in 0..n {
         users.insert(format!("user{i}").as_bytes(), b"pw");
     }
     let mut server = Server::new(users, ServerConfig::default());
+    if metered {
+        // The series are shared with the handle, so they outlive the registry dropped here.
+        let mut registry = Registry::default();
+        server.set_metrics(ServerMetrics::register(&mut registry));
+    }
     let now = Instant::now();
     let peer: SocketAddr = ([127, 0, 0, 1], 40000).into();
     let conns: Vec<ConnId> = (0..n)
@@ -53,9 +62,9 @@ fn ready_server(n: usize) -> (Server, Vec<ConnId>, Instant) {
 }
 
 /// One `/to` round trip: the request on La, the `/from` out on Lb, the `302` back, `303` out.
-#[divan::bench]
-fn to_round_trip(bencher: Bencher) {
-    let (mut server, conns, now) = ready_server(2);
+#[divan::bench(args = [false, true])]
+fn to_round_trip(bencher: Bencher, metered: bool) {
+    let (mut server, conns, now) = ready_server(2, metered);
     let receipt = receipt_bytes();
     bencher.counter(ItemsCount::new(1usize)).bench_local(|| {
         server.handle_input(now, Input::LaData(conns[0], b"/to user1 hello there\n"));
@@ -66,9 +75,9 @@ fn to_round_trip(bencher: Bencher) {
 }
 
 /// One `/toall` to 1,000 recipients, every one acknowledging.
-#[divan::bench(sample_count = 20)]
-fn toall_to_1000(bencher: Bencher) {
-    let (mut server, conns, now) = ready_server(1001);
+#[divan::bench(sample_count = 20, args = [false, true])]
+fn toall_to_1000(bencher: Bencher, metered: bool) {
+    let (mut server, conns, now) = ready_server(1001, metered);
     let receipt = receipt_bytes();
     bencher.counter(ItemsCount::new(1000usize)).bench_local(|| {
         server.handle_input(now, Input::LaData(conns[0], b"/toall meeting at 3pm\n"));

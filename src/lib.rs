@@ -150,6 +150,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod driver;
+pub mod metrics;
 pub mod protocol;
 pub mod runtime;
 pub mod server;

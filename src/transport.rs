@@ -344,6 +344,12 @@ impl Transport {
         self.unwritten
     }
 
+    /// Writing failed (an error, the write deadline, or the unwritten cap) before any close:
+    /// what [`TransportAction::ReportClosed`] reported was a write failure, not an end of file.
+    pub fn has_failed(&self) -> bool {
+        self.state == State::Failed
+    }
+
     /// `Release` was given: the socket is finished with.
     pub fn is_finished(&self) -> bool {
         self.state == State::Finished

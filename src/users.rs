@@ -2,12 +2,17 @@
 //!
 //! A password may also be stored hashed, as an argon2id PHC string (`$argon2id$v=19$…`,
 //! made by `im-server --hash-password`), so the file need not hold passwords in the clear.
+//!
+//! Logins take the same time whoever asks: once the file holds any hash, an unknown user and a
+//! plain-password user are checked against a dummy hash made with the same parameters (the
+//! costliest in the file), so the answer's delay does not tell which names exist or which
+//! passwords are hashed. A file without hashes does no argon2 work at all.
 
 use std::collections::HashMap;
 use std::fmt;
 
-use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
-use password_hash::SaltString;
+use argon2::{Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier};
+use password_hash::{Salt, SaltString};
 
 use crate::protocol::is_token;
 
@@ -15,6 +20,10 @@ use crate::protocol::is_token;
 #[derive(Clone, Default)]
 pub struct Users {
     passwords: HashMap<Vec<u8>, Secret>,
+    /// A hash of a password nobody has, with the costliest parameters of the file's hashes;
+    /// `None` when the file has none. Logins that need no hash verify against it, so that they
+    /// cost what a hashed login costs.
+    dummy: Option<String>,
 }
 
 /// How one password is kept.
@@ -46,10 +55,53 @@ impl Secret {
     fn verify(&self, password: &[u8]) -> bool {
         match self {
             Secret::Plain(expected) => constant_time_eq(expected, password),
-            Secret::Argon2(phc) => PasswordHash::new(phc)
-                .is_ok_and(|hash| Argon2::default().verify_password(password, &hash).is_ok()),
+            Secret::Argon2(phc) => verify_phc(phc, password),
         }
     }
+}
+
+/// Whether `password` matches the PHC string `phc`; the work is set by the string's parameters.
+fn verify_phc(phc: &str, password: &[u8]) -> bool {
+    PasswordHash::new(phc)
+        .is_ok_and(|hash| Argon2::default().verify_password(password, &hash).is_ok())
+}
+
+/// The salt of the dummy hash. It need not be secret or random: nobody's password is hashed
+/// with it, and what the dummy verifies is never looked at.
+const DUMMY_SALT: &str = "c2ltcGxlLWltLWR1bW15";
+
+/// The dummy's password; its value does not matter, as no verdict depends on it.
+const DUMMY_PASSWORD: &[u8] = b"no-user-has-this-password";
+
+/// A hash of [`DUMMY_PASSWORD`] that costs as much to verify as the costliest of `hashes`
+/// (memory times passes), made the way verifying would hash: same algorithm, version and
+/// parameters. `None` if there are none (or, which cannot happen for checked hashes, if they
+/// cannot be hashed with).
+fn dummy_hash<'h>(hashes: impl Iterator<Item = &'h str>) -> Option<String> {
+    let parsed = hashes.filter_map(|phc| {
+        let hash = PasswordHash::new(phc).ok()?;
+        let params = Params::try_from(&hash).ok()?;
+        Some((hash, params))
+    });
+    let cost = |params: &Params| u64::from(params.m_cost()) * u64::from(params.t_cost());
+    let (hash, params) = parsed.reduce(|best, next| {
+        if cost(&next.1) > cost(&best.1) {
+            next
+        } else {
+            best
+        }
+    })?;
+    let salt = Salt::from_b64(DUMMY_SALT).ok()?;
+    Argon2::default()
+        .hash_password_customized(
+            DUMMY_PASSWORD,
+            Some(hash.algorithm),
+            hash.version,
+            params,
+            salt,
+        )
+        .ok()
+        .map(|dummy| dummy.to_string())
 }
 
 /// Hashes `password` with argon2id and `salt` into a PHC string for the users file. The caller
@@ -146,6 +198,10 @@ impl Users {
                 users.passwords.insert(account.user, secret);
             }
         }
+        users.dummy = dummy_hash(users.passwords.values().filter_map(|secret| match secret {
+            Secret::Argon2(phc) => Some(phc.as_str()),
+            Secret::Plain(_) => None,
+        }));
         Ok(users)
     }
 
@@ -156,18 +212,28 @@ impl Users {
             .insert(user.to_vec(), Secret::Plain(password.to_vec()));
     }
 
-    /// Looks a login up. Plain passwords are settled at once (in constant time); a hashed one
-    /// comes back as a [`PasswordCheck`] to run off the event loop, because argon2 takes tens
-    /// of milliseconds by design and would stall every other client meanwhile.
+    /// Looks a login up. A hashed password comes back as a [`PasswordCheck`] to run off the
+    /// event loop, because argon2 takes tens of milliseconds by design and would stall every
+    /// other client meanwhile. When the file holds any hash, so do an unknown user and a plain
+    /// password (verifying the dummy hash as well), so that every login costs the same; in a
+    /// file without hashes they are settled at once, plain ones in constant time.
     pub fn check(&self, user: &[u8], password: &[u8]) -> Verdict {
-        match self.passwords.get(user) {
-            None => Verdict::Settled(false),
-            Some(Secret::Plain(expected)) => Verdict::Settled(constant_time_eq(expected, password)),
-            Some(Secret::Argon2(phc)) => Verdict::Deferred(PasswordCheck {
-                phc: phc.clone(),
-                password: password.to_vec(),
-            }),
-        }
+        let (phc, expected) = match (self.passwords.get(user), &self.dummy) {
+            (Some(Secret::Argon2(phc)), _) => (phc, Expected::Hashed),
+            (None, None) => return Verdict::Settled(false),
+            (Some(Secret::Plain(expected)), None) => {
+                return Verdict::Settled(constant_time_eq(expected, password))
+            }
+            (None, Some(dummy)) => (dummy, Expected::Nobody),
+            (Some(Secret::Plain(expected)), Some(dummy)) => {
+                (dummy, Expected::Plain(expected.clone()))
+            }
+        };
+        Verdict::Deferred(PasswordCheck {
+            phc: phc.clone(),
+            password: password.to_vec(),
+            expected,
+        })
     }
 
     /// Whether `user` exists and `password` is theirs. Plain passwords are compared in time
@@ -203,14 +269,40 @@ pub enum Verdict {
 /// milliseconds) is spent off the event loop. It holds the offered password: never log it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PasswordCheck {
+    /// The hash to verify: the user's, or the dummy.
     phc: String,
     password: Vec<u8>,
+    expected: Expected,
+}
+
+/// What decides a [`PasswordCheck`]'s verdict.
+#[derive(Clone, PartialEq, Eq)]
+enum Expected {
+    /// The user's own hash.
+    Hashed,
+    /// The user's plain password; the hash is the dummy, verified only to spend the time.
+    Plain(Vec<u8>),
+    /// No such user: always wrong; the hash is the dummy, as for `Plain`.
+    Nobody,
 }
 
 impl PasswordCheck {
-    /// Runs the verification: whether the offered password matches the stored hash.
+    /// Runs the verification: whether the offered password is the user's. It costs one
+    /// argon2 verification whichever the user is.
     pub fn run(&self) -> bool {
-        Secret::Argon2(self.phc.clone()).verify(&self.password)
+        let hashed = verify_phc(&self.phc, &self.password);
+        match &self.expected {
+            Expected::Hashed => hashed,
+            Expected::Plain(expected) => {
+                // Kept, so that the dummy's verification cannot be optimized away.
+                std::hint::black_box(hashed);
+                constant_time_eq(expected, &self.password)
+            }
+            Expected::Nobody => {
+                std::hint::black_box(hashed);
+                false
+            }
+        }
     }
 }
 
@@ -276,8 +368,9 @@ mod tests {
         assert!(!users.verify(b"jacky", b"s3cre"));
         assert!(!users.verify(b"jacky", hash.as_bytes()));
         assert!(users.verify(b"bob", b"plain"));
-        assert_eq!(users.check(b"bob", b"plain"), Verdict::Settled(true));
-        assert_eq!(users.check(b"nobody", b"plain"), Verdict::Settled(false));
+        // With a hash in the file, plain passwords and unknown users are argon2 checks too.
+        assert!(deferred(users.check(b"bob", b"plain")).run());
+        assert!(!deferred(users.check(b"nobody", b"plain")).run());
         let Verdict::Deferred(check) = users.check(b"jacky", b"s3cret") else {
             panic!("a hashed password is checked off the loop");
         };
@@ -312,6 +405,73 @@ mod tests {
         assert_eq!(names, [&b"zed"[..], b"abe", b"mia"]);
         assert_eq!(listed[0].stored, b"a");
         assert!(listed[1].is_hashed() && !listed[2].is_hashed());
+    }
+
+    /// An argon2id hash of `password` with these costs (KiB of memory, passes), cheaper than
+    /// `--hash-password`'s so that tests can time many.
+    fn hash_with(password: &[u8], m_cost: u32, t_cost: u32) -> String {
+        let params = Params::new(m_cost, t_cost, 1, None).unwrap();
+        let argon2 = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        argon2.hash_password(password, &salt).unwrap().to_string()
+    }
+
+    fn deferred(verdict: Verdict) -> PasswordCheck {
+        match verdict {
+            Verdict::Deferred(check) => check,
+            Verdict::Settled(_) => panic!("expected an argon2 check"),
+        }
+    }
+
+    #[test]
+    fn without_a_hash_in_the_file_no_login_does_argon2_work() {
+        let users = Users::parse(b"jacky 12345\nbob bob123\n").unwrap();
+        assert!(users.dummy.is_none());
+        assert_eq!(users.check(b"jacky", b"12345"), Verdict::Settled(true));
+        assert_eq!(users.check(b"jacky", b"1234"), Verdict::Settled(false));
+        assert_eq!(users.check(b"nobody", b"12345"), Verdict::Settled(false));
+    }
+
+    #[test]
+    fn with_a_hash_in_the_file_every_login_is_an_argon2_check_with_the_right_verdict() {
+        let hash = hash_with(b"s3cret", 256, 1);
+        let users = Users::parse(format!("jacky {hash}\nbob bob123\n").as_bytes()).unwrap();
+        let cases: [(&[u8], &[u8], bool); 6] = [
+            (b"jacky", b"s3cret", true),
+            (b"jacky", b"bob123", false),
+            (b"bob", b"bob123", true),
+            (b"bob", b"s3cret", false),
+            (b"nobody", b"bob123", false),
+            (b"nobody", DUMMY_PASSWORD, false),
+        ];
+        for (user, password, right) in cases {
+            let check = deferred(users.check(user, password));
+            assert_eq!(check.run(), right, "{}", user.escape_ascii());
+        }
+        // The dummy's own password does not log anyone in, even where it is the stored one.
+        let users = Users::parse(
+            format!("jacky {hash}\nbob {}\n", DUMMY_PASSWORD.escape_ascii()).as_bytes(),
+        )
+        .unwrap();
+        assert!(deferred(users.check(b"bob", DUMMY_PASSWORD)).run());
+        assert!(!deferred(users.check(b"jacky", DUMMY_PASSWORD)).run());
+    }
+
+    #[test]
+    fn the_dummy_hash_has_the_costliest_parameters_in_the_file() {
+        let cheap = hash_with(b"a", 256, 1);
+        let costly = hash_with(b"b", 512, 3);
+        let middle = hash_with(b"c", 1024, 1);
+        let text = format!("x {cheap}\ny {costly}\nz {middle}\nw plain\n");
+        let users = Users::parse(text.as_bytes()).unwrap();
+        let dummy = users.dummy.as_deref().unwrap();
+        let dummy = PasswordHash::new(dummy).unwrap();
+        let costly = PasswordHash::new(&costly).unwrap();
+        assert_eq!(dummy.algorithm, costly.algorithm);
+        assert_eq!(dummy.version, costly.version);
+        assert_eq!(dummy.params, costly.params);
+        assert_eq!(dummy.hash.map(|h| h.len()), costly.hash.map(|h| h.len()));
+        assert_ne!(dummy.salt, costly.salt);
     }
 
     #[test]

@@ -11,6 +11,7 @@ const CORE: &[&str] = &[
     "src/server/session.rs",
     "src/server/broadcast.rs",
     "src/transport.rs",
+    "src/metrics/mod.rs",
 ];
 
 const FORBIDDEN: &[&str] = &[

@@ -11,9 +11,11 @@ use std::process::ExitCode;
 
 use clap::builder::RangedU64ValueParser;
 use clap::Parser;
+use prometheus_client::registry::Registry;
 use simple_im::cli::{Span, SpanOrOff};
 use simple_im::cluster::ClusterConfig;
 use simple_im::driver::{DriverConfig, Keepalive, DEFAULT_KEEPALIVE_IDLE, DEFAULT_MAX_PER_IP};
+use simple_im::metrics::{MetricsEndpoint, ServerMetrics};
 use simple_im::runtime::{Kind, Signals};
 use simple_im::server::ServerConfig;
 use simple_im::tls::ServerTls;
@@ -136,6 +138,12 @@ struct Args {
     #[arg(long, value_name = "DURATION|off", default_value_t = SpanOrOff(Some(DEFAULT_KEEPALIVE_IDLE)))]
     keepalive: SpanOrOff,
 
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (e.g. `127.0.0.1:9100`; port 0 picks
+    /// a free one, named in the log). Anyone who reaches ADDR can read them: bind it to
+    /// loopback or a private network. Without it no port is opened and nothing is counted.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+
     /// The log level on standard error (error, warn, info, debug, trace, off); `RUST_LOG`, if
     /// set, overrides it.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
@@ -250,6 +258,13 @@ fn main() -> ExitCode {
         eprintln!("im-server: --cluster needs --runtime smol (try --help)");
         return ExitCode::from(2);
     }
+    let metrics = match args.metrics.map(serve_metrics).transpose() {
+        Ok(metrics) => metrics.unwrap_or_default(),
+        Err(error) => {
+            eprintln!("im-server: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let address = SocketAddr::new(args.bind, port);
     let (local, listener) = match listen(address, args.reuse_port) {
         Ok(bound) => bound,
@@ -276,6 +291,7 @@ fn main() -> ExitCode {
         max_per_ip: args.max_per_ip,
         keepalive: args.keepalive.0.map(Keepalive::after_idle),
         tls,
+        metrics,
         ..args.runtime.driver_config()
     };
     log::info!(
@@ -332,6 +348,19 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `--metrics ADDR`: the endpoint listens on `address` and serves, on a thread of its own, the
+/// registry that the returned handle counts into.
+fn serve_metrics(address: SocketAddr) -> Result<ServerMetrics, String> {
+    let cannot = |error: io::Error| format!("cannot serve metrics on {address}: {error}");
+    let endpoint = MetricsEndpoint::bind(address).map_err(cannot)?;
+    let local = endpoint.local_addr();
+    let mut registry = Registry::default();
+    let metrics = ServerMetrics::register(&mut registry);
+    endpoint.spawn(registry).map_err(cannot)?;
+    log::info!("metrics on http://{local}/metrics");
+    Ok(metrics)
 }
 
 /// Binds `address` (with SO_REUSEPORT if `reuse_port`); returns the address really bound (the

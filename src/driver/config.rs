@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::metrics::ServerMetrics;
 use crate::tls::ServerTls;
 use crate::transport::TransportConfig;
 
@@ -45,6 +46,8 @@ pub struct DriverConfig {
     pub keepalive: Option<Keepalive>,
     /// TLS on La and Lb with this certificate (`None`: the protocol's plain TCP).
     pub tls: Option<ServerTls>,
+    /// Where the server counts for Prometheus (`--metrics`); off by default.
+    pub metrics: ServerMetrics,
 }
 
 impl Default for DriverConfig {
@@ -61,6 +64,7 @@ impl Default for DriverConfig {
             thread_stack: THREAD_STACK,
             keepalive: Some(Keepalive::after_idle(DEFAULT_KEEPALIVE_IDLE)),
             tls: None,
+            metrics: ServerMetrics::default(),
         }
     }
 }

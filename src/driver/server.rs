@@ -179,8 +179,12 @@ impl ServerDriver {
         ServerDriver::with_server(Server::new(users, config), driver)
     }
 
-    /// A driver for `server` (a cluster node, say) with this socket policy.
-    pub fn with_server(server: Server, driver: &DriverConfig) -> Self {
+    /// A driver for `server` (a cluster node, say) with this socket policy; it counts into
+    /// `driver.metrics` if that is on.
+    pub fn with_server(mut server: Server, driver: &DriverConfig) -> Self {
+        if driver.metrics.is_on() {
+            server.set_metrics(driver.metrics.clone());
+        }
         ServerDriver {
             server,
             limits: ConnectionLimits::from_config(driver),
@@ -208,8 +212,18 @@ impl ServerDriver {
     /// A client connected from `peer`: its La is [`SocketId::la`] of the returned id. Over a
     /// cap, the connection is refused (close it) and the core never hears of it.
     pub fn accept(&mut self, now: Instant, peer: SocketAddr) -> Result<ConnId, Refusal> {
-        let tls = self.tls_session().map_err(|_| Refusal::TlsUnavailable)?;
-        self.limits.admit(peer.ip())?;
+        let admitted = self
+            .tls_session()
+            .map_err(|()| Refusal::TlsUnavailable)
+            .and_then(|tls| self.limits.admit(peer.ip()).map(|()| tls));
+        let tls = match admitted {
+            Ok(tls) => tls,
+            Err(refusal) => {
+                self.server.metrics().connection_refused(&refusal);
+                return Err(refusal);
+            }
+        };
+        self.server.metrics().connection_opened();
         let conn = self.server.accept(now, peer);
         log::info!("{conn} connected from {peer}");
         self.conns.insert(
@@ -532,7 +546,8 @@ impl ServerDriver {
         else {
             if self.conns.contains_key(&socket.conn) {
                 log::warn!("{socket}: nothing to write to");
-                self.server.handle_input(now, Input::LbClosed(socket.conn));
+                self.server
+                    .handle_input(now, Input::LbWriteFailed(socket.conn));
             }
             return;
         };
@@ -566,6 +581,9 @@ impl ServerDriver {
                 TransportAction::ReportClosed => {
                     let input = match socket.side {
                         Side::La => Input::LaClosed(socket.conn),
+                        Side::Lb if entry.lb.as_ref().is_some_and(Transport::has_failed) => {
+                            Input::LbWriteFailed(socket.conn)
+                        }
                         Side::Lb => Input::LbClosed(socket.conn),
                     };
                     self.server.handle_input(now, input);
@@ -593,6 +611,7 @@ impl ServerDriver {
                     }
                 }
             }
+            self.server.metrics().connection_closed();
             log::debug!("{conn} closed");
         }
     }

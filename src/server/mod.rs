@@ -25,9 +25,11 @@ pub use broadcast::{BroadcastAggregator, Outcome};
 pub use cluster::{ClusterInput, ClusterOutput, NodeId, NodeMessage, OnlineEntry, QueryId};
 pub use session::{LbEvent, Mailbox, Queued, RequestId, ServerSession, SessionState, Step};
 
+use crate::metrics::{DeliveryOutcome, LoginResult, RequestKind, ServerMetrics, SessionEnd};
 use crate::protocol::{write_list, Delivery, Response, DEFAULT_MAX_LINE};
 use crate::users::{PasswordCheck, Users, Verdict};
 use directory::LocalDirectory;
+use session::Refused;
 
 /// Names one client connection (its La, and its Lb once made) for as long as it lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,8 +85,12 @@ pub enum Input<'a> {
     LbConnectFailed(ConnId),
     /// Bytes read from Lb.
     LbData(ConnId, &'a [u8]),
-    /// Lb reached end of file or failed (reading or writing).
+    /// Lb reached end of file or reading it failed.
     LbClosed(ConnId),
+    /// Writing to Lb failed (an error, a write deadline passed, or too much left unwritten).
+    /// It ends the session as [`Input::LbClosed`] does; only the reason logged and counted
+    /// differs.
+    LbWriteFailed(ConnId),
     /// The result of the check asked for by [`Output::CheckPassword`].
     PasswordChecked(ConnId, bool),
 }
@@ -113,19 +119,6 @@ pub enum Output {
     Cluster(ClusterOutput),
 }
 
-/// Why a session ended, for logs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum EndReason {
-    Exit,
-    LaClosed,
-    LbClosed,
-    LoginTimeout,
-    TooManyLoginFailures,
-    LbConnectFailed,
-    DeliveryFailed,
-    LeaseLost,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKind {
     /// The login or Lb-connect deadline.
@@ -150,6 +143,7 @@ struct Entry {
 #[derive(Debug)]
 struct Pending {
     sender: ConnId,
+    kind: RequestKind,
     aggregator: BroadcastAggregator,
     /// Where each slot's delivery went, to withdraw them if the sender leaves and to fail
     /// those of a node that goes down.
@@ -222,6 +216,8 @@ pub struct Server {
     touched: Vec<ConnId>,
     outputs: VecDeque<Output>,
     lb_events: Vec<LbEvent>,
+    /// What is counted for Prometheus (nothing, unless [`Server::set_metrics`] was called).
+    metrics: ServerMetrics,
 }
 
 impl Server {
@@ -268,7 +264,19 @@ impl Server {
             touched: Vec::new(),
             outputs: VecDeque::new(),
             lb_events: Vec::new(),
+            metrics: ServerMetrics::default(),
         }
+    }
+
+    /// Counts into `metrics` from now on. Call it before the first [`Server::accept`]: the
+    /// online-users gauge counts logins and departures, not who is there already.
+    pub fn set_metrics(&mut self, metrics: ServerMetrics) {
+        self.metrics = metrics;
+    }
+
+    /// What this server counts into.
+    pub fn metrics(&self) -> &ServerMetrics {
+        &self.metrics
     }
 
     /// The limits in force.
@@ -307,7 +315,7 @@ impl Server {
                     self.read_la(now, conn);
                 }
             }
-            Input::LaClosed(conn) => self.end_session(conn, EndReason::LaClosed, None),
+            Input::LaClosed(conn) => self.end_session(conn, SessionEnd::LaClosed, None),
             Input::LbConnected(conn) => {
                 let max_line = self.config.max_line;
                 let connected = self
@@ -325,11 +333,12 @@ impl Server {
                     self.session(conn).map(ServerSession::state),
                     Some(SessionState::ConnectingLb { .. })
                 ) {
-                    self.end_session(conn, EndReason::LbConnectFailed, Some(Response::LbFailed));
+                    self.end_session(conn, SessionEnd::LbConnectFailed, Some(Response::LbFailed));
                 }
             }
             Input::LbData(conn, data) => self.lb_data(now, conn, data),
-            Input::LbClosed(conn) => self.end_session(conn, EndReason::LbClosed, None),
+            Input::LbClosed(conn) => self.end_session(conn, SessionEnd::LbClosed, None),
+            Input::LbWriteFailed(conn) => self.end_session(conn, SessionEnd::LbWriteFailed, None),
             Input::PasswordChecked(conn, correct) => {
                 let user = self
                     .sessions
@@ -358,7 +367,7 @@ impl Server {
             }
             match kind {
                 TimerKind::State => self.state_deadline_passed(conn),
-                TimerKind::Ack => self.end_session(conn, EndReason::DeliveryFailed, None),
+                TimerKind::Ack => self.end_session(conn, SessionEnd::AckTimeout, None),
             }
         }
         self.run_wakeups(now);
@@ -415,7 +424,12 @@ impl Server {
                     .and_then(|entry| entry.session.finish_check());
                 match waiting {
                     Some(_) => {
-                        self.claim_answered(conn, &user, claimed);
+                        let result = if claimed {
+                            LoginResult::Ok
+                        } else {
+                            LoginResult::AlreadyOnline
+                        };
+                        self.claim_answered(conn, &user, result);
                         self.touch(conn);
                         self.read_la(now, conn);
                     }
@@ -448,7 +462,7 @@ impl Server {
                     conns.len()
                 );
                 for conn in conns {
-                    self.end_session(conn, EndReason::LeaseLost, None);
+                    self.end_session(conn, SessionEnd::LeaseLost, None);
                 }
             }
         }
@@ -502,7 +516,7 @@ impl Server {
             Step::List => self.ask(now, conn, Asked::List),
             Step::To { target, content } => self.send_to(now, conn, target, content),
             Step::ToAll { content } => self.broadcast(now, conn, content),
-            Step::Exit => self.end_session(conn, EndReason::Exit, Some(Response::Bye)),
+            Step::Exit => self.end_session(conn, SessionEnd::Exit, Some(Response::Bye)),
         }
         self.touch(conn);
     }
@@ -524,12 +538,16 @@ impl Server {
     /// taken a while.
     fn finish_login(&mut self, conn: ConnId, user: &[u8], correct: bool) {
         if !correct {
-            return self.claim_answered(conn, user, false);
+            return self.claim_answered(conn, user, LoginResult::BadCredentials);
         }
         match &mut self.directory {
             Directory::Local(directory) => {
-                let claimed = directory.claim(user, conn);
-                self.claim_answered(conn, user, claimed);
+                let result = if directory.claim(user, conn) {
+                    LoginResult::Ok
+                } else {
+                    LoginResult::AlreadyOnline
+                };
+                self.claim_answered(conn, user, result);
             }
             Directory::Cluster => {
                 let Some(entry) = self.sessions.get_mut(&conn) else {
@@ -546,15 +564,17 @@ impl Server {
         }
     }
 
-    /// Answers a login: `ok` if the password was right and the user is now this session's.
-    fn claim_answered(&mut self, conn: ConnId, user: &[u8], ok: bool) {
+    /// Answers a login: [`LoginResult::Ok`] if the password was right and the user is now
+    /// this session's.
+    fn claim_answered(&mut self, conn: ConnId, user: &[u8], result: LoginResult) {
         let Some(entry) = self.sessions.get_mut(&conn) else {
             return;
         };
+        self.metrics.login(result);
         let peer = entry.session.peer();
         // Escaped, so a hostile user name cannot forge log lines.
         let name = user.escape_ascii();
-        if ok {
+        if result == LoginResult::Ok {
             entry.session.logged_in(user);
             entry.login_order = Some(self.next_login);
             self.next_login += 1;
@@ -564,7 +584,7 @@ impl Server {
             log::warn!("{conn} failed login as {name} from {peer}: too many failures");
             self.end_session(
                 conn,
-                EndReason::TooManyLoginFailures,
+                SessionEnd::TooManyLoginFailures,
                 Some(Response::AuthFailed),
             );
         } else {
@@ -634,16 +654,21 @@ impl Server {
                     let users: Vec<_> = local.into_iter().map(|(_, user)| user.to_vec()).collect();
                     self.list(conn, &asker, users.iter().map(Vec::as_slice))
                 }
-                Asked::To { .. } | Asked::ToAll { .. } => {
-                    self.reply(conn, &Response::DeliveryFailed)
-                }
+                Asked::To { .. } => self.fail_unsent(conn, RequestKind::To),
+                Asked::ToAll { .. } => self.fail_unsent(conn, RequestKind::ToAll),
             };
         };
         match asked {
             Asked::List => self.list(conn, &asker, entries.iter().map(|e| e.user.as_slice())),
             Asked::To { line, .. } => match entries.first() {
-                Some(target) => self.submit(now, conn, line, vec![(target.node, target.conn)]),
-                None => self.reply(conn, &Response::DeliveryFailed),
+                Some(target) => {
+                    let recipients = vec![(target.node, target.conn)];
+                    self.submit(now, conn, RequestKind::To, line, recipients)
+                }
+                None => {
+                    self.metrics.delivery(DeliveryOutcome::Offline);
+                    self.fail_unsent(conn, RequestKind::To)
+                }
             },
             Asked::ToAll { line } => {
                 let node = self.node;
@@ -652,9 +677,15 @@ impl Server {
                     .filter(|other| (other.node, other.conn) != (node, conn))
                     .map(|other| (other.node, other.conn))
                     .collect();
-                self.submit(now, conn, line, recipients);
+                self.submit(now, conn, RequestKind::ToAll, line, recipients);
             }
         }
+    }
+
+    /// Answers `304` to a request that reached no recipient.
+    fn fail_unsent(&mut self, conn: ConnId, kind: RequestKind) {
+        self.metrics.answered(kind, false);
+        self.reply(conn, &Response::DeliveryFailed);
     }
 
     /// Answers `/list`: the asker first, then everyone else online in login order.
@@ -690,6 +721,7 @@ impl Server {
         &mut self,
         now: Instant,
         sender: ConnId,
+        kind: RequestKind,
         line: Bytes,
         recipients: Vec<(NodeId, ConnId)>,
     ) {
@@ -697,7 +729,9 @@ impl Server {
         self.next_request += 1;
         let mut aggregator = BroadcastAggregator::new(recipients.len());
         if let Some(outcome) = aggregator.poll_outcome() {
-            self.reply(sender, &outcome.response());
+            let response = outcome.response();
+            self.metrics.answered(kind, outcome == Outcome::Delivered);
+            self.reply(sender, &response);
             return;
         }
         if let Some(entry) = self.sessions.get_mut(&sender) {
@@ -707,6 +741,7 @@ impl Server {
             request,
             Pending {
                 sender,
+                kind,
                 aggregator,
                 recipients: recipients.clone(),
             },
@@ -716,6 +751,7 @@ impl Server {
                 let origin = self.node;
                 self.deliver(now, origin, request, slot, conn, line.clone());
             } else if self.down.contains(&node) {
+                self.metrics.delivery(DeliveryOutcome::NodeDown);
                 self.settle(self.node, request, slot, false);
             } else {
                 let line = line.clone();
@@ -747,24 +783,32 @@ impl Server {
             line,
         };
         let max_queue = self.config.max_queue;
-        let accepted = match self.sessions.get_mut(&recipient) {
-            Some(entry) => entry.session.enqueue(queued, max_queue).is_ok(),
-            None => false,
+        let queued = match self.sessions.get_mut(&recipient) {
+            Some(entry) => entry.session.enqueue(queued, max_queue),
+            None => Err(Refused::NotReady),
         };
-        if accepted {
-            self.send_next(now, recipient);
-        } else {
-            self.settle(origin, request, slot, false);
+        match queued {
+            Ok(waiting) => {
+                self.metrics.queued(waiting);
+                self.send_next(now, recipient);
+            }
+            Err(refused) => {
+                self.metrics.delivery(match refused {
+                    Refused::NotReady => DeliveryOutcome::Offline,
+                    Refused::Full => DeliveryOutcome::QueueFull,
+                });
+                self.settle(origin, request, slot, false);
+            }
         }
     }
 
     /// Sends the recipient's next queued message if none is outstanding.
     fn send_next(&mut self, now: Instant, recipient: ConnId) {
-        let deadline = now + self.config.ack_timeout;
+        let ack_timeout = self.config.ack_timeout;
         let Some(entry) = self.sessions.get_mut(&recipient) else {
             return;
         };
-        if let Some(line) = entry.session.next_to_send(deadline) {
+        if let Some(line) = entry.session.next_to_send(now, ack_timeout) {
             self.outputs.push_back(Output::SendLb(recipient, line));
             self.touch(recipient);
         }
@@ -790,13 +834,15 @@ impl Server {
         let Some(outcome) = pending.aggregator.settle(slot, delivered) else {
             return;
         };
-        let sender = pending.sender;
+        let (sender, kind) = (pending.sender, pending.kind);
         self.requests.remove(&request);
         let Some(entry) = self.sessions.get_mut(&sender) else {
             return;
         };
         if entry.session.finish_request(request) {
-            self.reply(sender, &outcome.response());
+            let response = outcome.response();
+            self.metrics.answered(kind, outcome == Outcome::Delivered);
+            self.reply(sender, &response);
             self.wakeups.push(sender);
         }
     }
@@ -813,13 +859,16 @@ impl Server {
                     origin,
                     request,
                     slot,
+                    sent,
                 } => {
+                    self.metrics.delivery(DeliveryOutcome::Delivered);
+                    self.metrics.acked(now.saturating_duration_since(sent));
                     self.settle(origin, request, slot, true);
                     self.send_next(now, conn);
                 }
                 LbEvent::Violation => {
                     log::info!("{conn} sent something other than 302 on Lb");
-                    self.end_session(conn, EndReason::DeliveryFailed, None);
+                    self.end_session(conn, SessionEnd::WrongAck, None);
                 }
             }
         }
@@ -851,7 +900,8 @@ impl Server {
             } => self.settle(self.node, request, slot, delivered),
             NodeMessage::Withdraw { request } => {
                 for entry in self.sessions.values_mut() {
-                    entry.session.withdraw(from, request);
+                    let dropped = entry.session.withdraw(from, request);
+                    self.metrics.deliveries(DeliveryOutcome::Withdrawn, dropped);
                 }
             }
         }
@@ -872,20 +922,22 @@ impl Server {
             })
             .collect();
         for (request, slot) in lost {
+            self.metrics.delivery(DeliveryOutcome::NodeDown);
             self.settle(self.node, request, slot, false);
         }
         for entry in self.sessions.values_mut() {
-            entry.session.withdraw_from(node);
+            let dropped = entry.session.withdraw_from(node);
+            self.metrics.deliveries(DeliveryOutcome::Withdrawn, dropped);
         }
     }
 
     fn state_deadline_passed(&mut self, conn: ConnId) {
         match self.session(conn).map(ServerSession::state) {
             Some(SessionState::Unauthenticated { .. }) => {
-                self.end_session(conn, EndReason::LoginTimeout, None)
+                self.end_session(conn, SessionEnd::LoginTimeout, None)
             }
             Some(SessionState::ConnectingLb { .. }) => {
-                self.end_session(conn, EndReason::LbConnectFailed, Some(Response::LbFailed))
+                self.end_session(conn, SessionEnd::LbConnectFailed, Some(Response::LbFailed))
             }
             _ => {}
         }
@@ -897,13 +949,14 @@ impl Server {
     fn end_session(
         &mut self,
         conn: ConnId,
-        reason: EndReason,
+        reason: SessionEnd,
         mut last: Option<Response<'static>>,
     ) {
         let mut deferred = false;
         let Some(mut entry) = self.sessions.remove(&conn) else {
             return;
         };
+        self.metrics.session_ended(reason);
         for (kind, at) in [TimerKind::State, TimerKind::Ack]
             .into_iter()
             .zip(entry.registered)
@@ -928,9 +981,10 @@ impl Server {
                     }
                 }
             }
-            log::info!("{conn} ({}) left: {reason:?}", user.escape_ascii());
+            self.metrics.user_left();
+            log::info!("{conn} ({}) left: {reason}", user.escape_ascii());
         } else {
-            log::debug!("{conn} closed: {reason:?}");
+            log::debug!("{conn} closed: {reason}");
         }
         if let Some(request) = entry.session.awaiting() {
             if let Some(pending) = self.requests.remove(&request) {
@@ -944,7 +998,9 @@ impl Server {
         if !deferred {
             self.outputs.push_back(Output::Close(conn));
         }
+        let outcome = DeliveryOutcome::of_ended_session(reason);
         for queued in entry.session.drain_deliveries() {
+            self.metrics.delivery(outcome);
             self.settle(queued.origin, queued.request, queued.slot, false);
         }
     }
@@ -956,7 +1012,8 @@ impl Server {
         for &(node, recipient) in recipients {
             if node == self.node {
                 if let Some(other) = self.sessions.get_mut(&recipient) {
-                    other.session.withdraw(node, request);
+                    let dropped = other.session.withdraw(node, request);
+                    self.metrics.deliveries(DeliveryOutcome::Withdrawn, dropped);
                 }
             } else if !nodes.contains(&node) {
                 nodes.push(node);

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 // Addresses are plain values; `core::net` holds them without any socket machinery.
 use core::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -73,7 +73,26 @@ pub enum SessionState {
 pub struct Mailbox {
     framer: LineFramer,
     queue: VecDeque<Queued>,
-    outstanding: Option<(Queued, Instant)>,
+    outstanding: Option<Outstanding>,
+}
+
+/// The delivery written to Lb and not yet acknowledged.
+#[derive(Debug)]
+struct Outstanding {
+    queued: Queued,
+    /// When it was handed out to be written.
+    sent: Instant,
+    /// When its `302` is due.
+    ack_deadline: Instant,
+}
+
+/// Why [`ServerSession::enqueue`] refused a delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The user has no Lb (yet, or any more).
+    NotReady,
+    /// `max_queue` messages wait already.
+    Full,
 }
 
 /// What the hub must do for a line the session accepted. Lines the session can answer alone
@@ -120,6 +139,8 @@ pub enum LbEvent {
         request: RequestId,
         /// The recipient's slot in it.
         slot: usize,
+        /// When it was handed out to be written, for the ack latency.
+        sent: Instant,
     },
     /// Anything but a `302` for an outstanding delivery: the session must end (§3).
     Violation,
@@ -199,7 +220,7 @@ impl ServerSession {
     /// When the outstanding delivery times out, if one is out.
     pub fn ack_deadline(&self) -> Option<Instant> {
         match &self.state {
-            SessionState::Ready { lb, .. } => lb.outstanding.as_ref().map(|(_, at)| *at),
+            SessionState::Ready { lb, .. } => lb.outstanding.as_ref().map(|out| out.ack_deadline),
             _ => None,
         }
     }
@@ -350,48 +371,61 @@ impl ServerSession {
         }
     }
 
-    /// Queues a delivery to this user. It comes back as `Err` when the user has no Lb or the
-    /// queue already holds `max_queue` messages: that delivery fails at once.
-    pub(crate) fn enqueue(&mut self, delivery: Queued, max_queue: usize) -> Result<(), Queued> {
+    /// Queues a delivery to this user and says how many were waiting before it (queued or
+    /// outstanding). It is refused when the user has no Lb or the queue already holds
+    /// `max_queue` messages: that delivery fails at once.
+    pub(crate) fn enqueue(&mut self, delivery: Queued, max_queue: usize) -> Result<usize, Refused> {
         match &mut self.state {
             SessionState::Ready { lb, .. } if lb.queue.len() < max_queue => {
+                let waiting = lb.queue.len() + usize::from(lb.outstanding.is_some());
                 lb.queue.push_back(delivery);
-                Ok(())
+                Ok(waiting)
             }
-            _ => Err(delivery),
+            SessionState::Ready { .. } => Err(Refused::Full),
+            _ => Err(Refused::NotReady),
         }
     }
 
     /// Drops the queued, not yet sent, deliveries of `request`, whose sender is gone: nobody
     /// waits for their answer, and a sender that leaves and comes back must not be able to
-    /// pile up messages here. One already sent stays outstanding until its `302`.
-    pub(crate) fn withdraw(&mut self, origin: NodeId, request: RequestId) {
-        if let SessionState::Ready { lb, .. } = &mut self.state {
-            lb.queue
-                .retain(|queued| (queued.origin, queued.request) != (origin, request));
-        }
+    /// pile up messages here. One already sent stays outstanding until its `302`. Returns
+    /// how many were dropped.
+    pub(crate) fn withdraw(&mut self, origin: NodeId, request: RequestId) -> usize {
+        self.drop_queued(|queued| (queued.origin, queued.request) == (origin, request))
     }
 
     /// Drops the queued, not yet sent, deliveries whose senders were on `origin`, a node that
-    /// is gone: nobody is left to hear their outcome.
-    pub(crate) fn withdraw_from(&mut self, origin: NodeId) {
-        if let SessionState::Ready { lb, .. } = &mut self.state {
-            lb.queue.retain(|queued| queued.origin != origin);
-        }
+    /// is gone: nobody is left to hear their outcome. Returns how many were dropped.
+    pub(crate) fn withdraw_from(&mut self, origin: NodeId) -> usize {
+        self.drop_queued(|queued| queued.origin == origin)
+    }
+
+    /// Drops the queued, not yet sent, deliveries that `unwanted` picks; returns how many.
+    fn drop_queued(&mut self, unwanted: impl Fn(&Queued) -> bool) -> usize {
+        let SessionState::Ready { lb, .. } = &mut self.state else {
+            return 0;
+        };
+        let before = lb.queue.len();
+        lb.queue.retain(|queued| !unwanted(queued));
+        before - lb.queue.len()
     }
 
     /// If nothing is outstanding, takes the next queued message out and returns its line to
-    /// send; its `302` is due by `ack_deadline`.
-    pub(crate) fn next_to_send(&mut self, ack_deadline: Instant) -> Option<Bytes> {
+    /// send at `now`; its `302` is due `ack_timeout` later.
+    pub(crate) fn next_to_send(&mut self, now: Instant, ack_timeout: Duration) -> Option<Bytes> {
         let SessionState::Ready { lb, .. } = &mut self.state else {
             return None;
         };
         if lb.outstanding.is_some() {
             return None;
         }
-        let next = lb.queue.pop_front()?;
-        let line = next.line.clone();
-        lb.outstanding = Some((next, ack_deadline));
+        let queued = lb.queue.pop_front()?;
+        let line = queued.line.clone();
+        lb.outstanding = Some(Outstanding {
+            queued,
+            sent: now,
+            ack_deadline: now + ack_timeout,
+        });
         Some(line)
     }
 
@@ -407,10 +441,11 @@ impl ServerSession {
                 _ => None,
             };
             match acked {
-                Some((queued, _)) => events.push(LbEvent::Acked {
+                Some(Outstanding { queued, sent, .. }) => events.push(LbEvent::Acked {
                     origin: queued.origin,
                     request: queued.request,
                     slot: queued.slot,
+                    sent,
                 }),
                 None => {
                     events.push(LbEvent::Violation);
@@ -427,7 +462,7 @@ impl ServerSession {
             SessionState::Ready { lb, .. } => lb
                 .outstanding
                 .take()
-                .map(|(queued, _)| queued)
+                .map(|out| out.queued)
                 .into_iter()
                 .chain(lb.queue.drain(..))
                 .collect(),
