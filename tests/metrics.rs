@@ -28,7 +28,38 @@ const AUTH_FAILED: &str = "102 Authentication failed\n";
 in_each_runtime!(
     a_scripted_conversation_is_scraped_with_exact_counts,
     without_the_flag_no_port_is_opened,
+    tls_failures_are_counted,
 );
+
+/// With `--tls-cert`, a plain-text peer is one TLS failure on La, and the handshakes of a
+/// TLS client are none.
+fn tls_failures_are_counted(runtime: Runtime) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = TempFile::new("cert.pem", certified.cert.pem().as_bytes());
+    let key = TempFile::new("key.pem", certified.key_pair.serialize_pem().as_bytes());
+    let options = [
+        OsStr::new("--metrics"),
+        OsStr::new("127.0.0.1:0"),
+        OsStr::new("--tls-cert"),
+        cert.path().as_os_str(),
+        OsStr::new("--tls-key"),
+        key.path().as_os_str(),
+    ];
+    let options: Vec<&str> = options.iter().map(|o| o.to_str().unwrap()).collect();
+    let server = ServerProcess::start(runtime, USERS, &options);
+    let addr = metrics_addr(&server);
+    let la = "im_tls_failures_total{connection=\"La\"}";
+    assert_eq!(scrape(addr).get(la), 0.0);
+    let mut plain = TcpStream::connect(server.addr).unwrap();
+    plain.set_read_timeout(Some(STEP)).unwrap();
+    plain.write_all(b"/login bob bob123\n").unwrap();
+    let mut alert = Vec::new();
+    let _ = plain.read_to_end(&mut alert);
+    assert_eq!(alert.first(), Some(&0x15), "{alert:?}");
+    let scraped = scrape_when(addr, la, 1.0);
+    assert_eq!(scraped.get("im_tls_failures_total{connection=\"Lb\"}"), 0.0);
+    assert_eq!(scraped.get("im_logins_total{result=\"ok\"}"), 0.0);
+}
 
 /// The endpoint's address, from the `metrics on http://ADDR/metrics` log line.
 fn metrics_addr(server: &ServerProcess) -> SocketAddr {

@@ -309,6 +309,7 @@ impl ServerDriver {
                     }
                     Err(err) => {
                         log::info!("{socket}: TLS: {err}");
+                        self.server.metrics().tls_failed(socket.side == Side::Lb);
                         transport.handle_read_end(now);
                     }
                 }

@@ -237,6 +237,8 @@ struct Series {
     queue_depth: Histogram,
     ack_latency: Histogram,
     sessions_ended: [Counter; 10],
+    /// TLS sessions that failed (a plain-text peer, a refused handshake), on La and on Lb.
+    tls_failures: [Counter; 2],
 }
 
 /// A labelled family of counters, one per label value, all created now.
@@ -323,6 +325,14 @@ impl ServerMetrics {
             "Client connections ended by the server's core, by reason",
             family,
         );
+        let family = Labelled::<1>::default();
+        let tls_failures =
+            ["La", "Lb"].map(|side| family.get_or_create_owned(&[("connection", side)]));
+        registry.register(
+            "tls_failures",
+            "TLS sessions that failed (a plain-text peer, a refused handshake, a bad record), by connection",
+            family,
+        );
         ServerMetrics {
             series: Some(Arc::new(Series {
                 connections_open,
@@ -335,6 +345,7 @@ impl ServerMetrics {
                 queue_depth,
                 ack_latency,
                 sessions_ended,
+                tls_failures,
             })),
         }
     }
@@ -420,6 +431,13 @@ impl ServerMetrics {
     pub fn acked(&self, latency: Duration) {
         if let Some(series) = &self.series {
             series.ack_latency.observe(latency.as_secs_f64());
+        }
+    }
+
+    /// A TLS session failed, on La (`lb == false`) or Lb.
+    pub fn tls_failed(&self, lb: bool) {
+        if let Some(series) = &self.series {
+            series.tls_failures[usize::from(lb)].inc();
         }
     }
 
