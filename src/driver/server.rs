@@ -103,6 +103,15 @@ pub enum DriverAction {
     Cluster(ClusterOutput),
 }
 
+/// A socket's transport and TLS session, looked up in `conns` (a function, not a method, so
+/// that the hub stays free to borrow beside them).
+fn layers(
+    conns: &mut FxHashMap<ConnId, Conn>,
+    socket: SocketId,
+) -> Option<(&mut Transport, Option<&mut TlsLayer>)> {
+    conns.get_mut(&socket.conn)?.layers(socket.side)
+}
+
 /// What bytes read from `socket` are to the hub.
 fn data_input(socket: SocketId, data: &[u8]) -> Input<'_> {
     match socket.side {
@@ -269,11 +278,7 @@ impl ServerDriver {
             return self.handle_read_end(now, socket);
         }
         self.touched.push(socket);
-        let Some((transport, tls)) = self
-            .conns
-            .get_mut(&socket.conn)
-            .and_then(|conn| conn.layers(socket.side))
-        else {
+        let Some((transport, tls)) = layers(&mut self.conns, socket) else {
             return;
         };
         match tls {
@@ -540,11 +545,7 @@ impl ServerDriver {
 
     fn send(&mut self, now: Instant, socket: SocketId, bytes: Bytes) {
         self.touched.push(socket);
-        let Some((transport, tls)) = self
-            .conns
-            .get_mut(&socket.conn)
-            .and_then(|conn| conn.layers(socket.side))
-        else {
+        let Some((transport, tls)) = layers(&mut self.conns, socket) else {
             if self.conns.contains_key(&socket.conn) {
                 log::warn!("{socket}: nothing to write to");
                 self.server
