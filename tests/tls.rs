@@ -479,13 +479,7 @@ fn fake_tls_server(
 }
 
 fn im_client(runtime: Runtime, server: SocketAddr, options: &[String]) -> ClientProcess {
-    let mut command = Command::new(CLIENT_BIN);
-    command
-        .arg(server.ip().to_string())
-        .arg(server.port().to_string())
-        .args(["--runtime", runtime.name()])
-        .args(options);
-    ClientProcess::from_command(command)
+    ClientProcess::from_command(ClientProcess::command(runtime, server, &strs(options)))
 }
 
 in_each_runtime!(

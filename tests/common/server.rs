@@ -324,13 +324,18 @@ impl ClientProcess {
 
     /// As [`ClientProcess::start`], with these options too (`--tls`, say).
     pub fn start_with(runtime: Runtime, server: SocketAddr, options: &[&str]) -> Self {
+        Self::spawn(Self::command(runtime, server, options), false)
+    }
+
+    /// The command line of `im-client --runtime <runtime>` against `server` with `options`.
+    pub fn command(runtime: Runtime, server: SocketAddr, options: &[&str]) -> Command {
         let mut command = Command::new(CLIENT_BIN);
         command
             .arg(server.ip().to_string())
             .arg(server.port().to_string())
             .args(["--runtime", runtime.name()])
             .args(options);
-        Self::spawn(command, false)
+        command
     }
 
     /// Runs `command` (an `im-client` command line, under `ip netns exec`, say) as the client,
