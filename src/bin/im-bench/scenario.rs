@@ -389,13 +389,16 @@ async fn run_load(
         })
     };
     // Processor time and system calls are sampled when warm-up ends and when the last sender
-    // stops.
+    // stops; perf attaches during the warm-up and counts from its end (this thread waits for
+    // it, so no request is made meanwhile).
     let cpu_at_warmup_end = {
         let server_pids = target.server_pids.clone();
         let perf = target.perf_syscalls && !server_pids.is_empty();
         executor.spawn(async move {
-            Timer::at(warmup_end).await;
             let perf = perf.then(|| Perf::start(&server_pids));
+            Timer::at(warmup_end).await;
+            let perf =
+                perf.map(|started| started.and_then(|mut perf| perf.enable().map(|()| perf)));
             (sample(&server_pids), perf)
         })
     };

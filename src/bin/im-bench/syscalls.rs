@@ -2,8 +2,11 @@
 //! `/proc/<pid>/io` always, and every call from `perf stat` with `--perf-syscalls`.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -72,48 +75,112 @@ pub fn servers_read_write_calls(pids: &[u32]) -> Option<u64> {
 /// What perf counted: every call, and the [`NAMED`] ones it saw.
 pub type PerfCounts = (u64, BTreeMap<String, u64>);
 
-/// A `perf stat` counting the server's system calls until [`Perf::stop`].
-pub struct Perf(Child);
+/// A `perf stat` attached to the server, counting only between [`Perf::enable`] and
+/// [`Perf::stop`]: it is started before the warm-up, so that attaching to the server (which
+/// takes a while) is not part of the measured time.
+pub struct Perf {
+    child: Child,
+    /// perf's control FIFO (`enable`, `disable`) and the acknowledgements it writes back.
+    control: std::fs::File,
+    acks: mpsc::Receiver<()>,
+    dir: PathBuf,
+}
+
+/// How long perf may take to act on a command before it is given up.
+const PERF_ACK: Duration = Duration::from_secs(10);
 
 impl Perf {
-    /// Starts counting every system call of `pids` (all their threads); `Err` says why not.
+    /// Starts `perf stat` on every thread of `pids`, counting nothing yet; `Err` says why not.
     pub fn start(pids: &[u32]) -> Result<Perf, String> {
+        let dir = std::env::temp_dir().join(format!("im-bench-perf-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|err| format!("cannot make {dir:?}: {err}"))?;
+        let (control, ack) = (dir.join("control"), dir.join("ack"));
+        for fifo in [&control, &ack] {
+            nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::S_IRWXU)
+                .map_err(|err| format!("cannot make a FIFO for perf: {err}"))?;
+        }
+        // Both ends opened read-write, as perf does, so neither side waits for the other.
+        let open = |path: &Path| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|err| format!("cannot open {path:?}: {err}"))
+        };
+        let (control_file, ack_file) = (open(&control)?, open(&ack)?);
         let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
         let mut command = Command::new("perf");
-        command.args(["stat", "-x", ",", "-e", "raw_syscalls:sys_enter"]);
+        command.args([
+            "stat",
+            "-x",
+            ",",
+            "-D",
+            "-1",
+            "-e",
+            "raw_syscalls:sys_enter",
+        ]);
         for name in NAMED {
             command.args(["-e", &format!("syscalls:sys_enter_{name}")]);
         }
+        let fifos = format!("fifo:{},{}", control.display(), ack.display());
         command
-            .args(["-p", &pids.join(",")])
+            .args(["--control", &fifos, "-p", &pids.join(",")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let child = command
             .spawn()
             .map_err(|err| format!("cannot run perf: {err}"))?;
-        Ok(Perf(child))
+        let (acked, acks) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(ack_file).lines() {
+                if line.is_err() || acked.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Perf {
+            child,
+            control: control_file,
+            acks,
+            dir,
+        })
+    }
+
+    /// Starts counting; returns once perf says it counts.
+    pub fn enable(&mut self) -> Result<(), String> {
+        self.command("enable")
+    }
+
+    fn command(&mut self, what: &str) -> Result<(), String> {
+        writeln!(self.control, "{what}").map_err(|err| format!("cannot tell perf: {err}"))?;
+        self.acks
+            .recv_timeout(PERF_ACK)
+            .map_err(|_| format!("perf did not acknowledge `{what}` within {PERF_ACK:?}"))
     }
 
     /// Stops counting; the total and the named counts, or why there are none.
     pub fn stop(mut self) -> Result<PerfCounts, String> {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        self.command("disable")?;
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         // perf prints its counts when interrupted, as on Ctrl-C.
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)
             .map_err(|err| format!("cannot stop perf: {err}"))?;
         let mut text = String::new();
-        if let Some(mut stderr) = self.0.stderr.take() {
+        if let Some(mut stderr) = self.child.stderr.take() {
             let _ = stderr.read_to_string(&mut text);
         }
-        let _ = self.0.wait();
+        let _ = self.child.wait();
         parse_perf(&text)
     }
 }
 
 impl Drop for Perf {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
