@@ -17,7 +17,7 @@ const OK: &str = "303 Message delivery successful\n";
 const FAILED: &str = "304 Message delivery failed\n";
 const RECEIPT: &[u8] = b"302 Message receipt successful\n";
 
-in_each_runtime!(
+in_each_server_runtime!(
     appendix_conversation,
     login_fails_then_succeeds,
     too_many_login_failures_close_the_connection,

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use harness::{Client, Runtime, ServerProcess, STEP, USERS};
 
-in_each_runtime!(
+in_each_server_runtime!(
     killed_after_connect,
     killed_after_login,
     killed_after_port_before_accepting_lb,

@@ -61,7 +61,8 @@ fn main() {
         }
     }
     let code = match args.runtime {
-        Kind::Smol => simple_im::runtime::client::run(server),
+        // The uring runtime is server-side: its client is smol's.
+        Kind::Smol | Kind::Uring => simple_im::runtime::client::run(server),
         Kind::Threads => simple_im::runtime::threads::client::run(server),
     };
     std::process::exit(code);

@@ -83,8 +83,9 @@ struct Args {
     max_queue: usize,
 
     /// The runtime that carries bytes between sockets and the server core: `smol` (async tasks
-    /// on one thread) or `threads` (blocking sockets, a thread per socket, each thread with a
-    /// 64 KiB stack). Both behave the same on the wire.
+    /// on one thread), `threads` (blocking sockets, a thread per socket, each thread with a
+    /// 64 KiB stack) or `uring` (Linux: the async loop over io_uring). All behave the same on
+    /// the wire.
     #[arg(long, value_name = "RUNTIME", default_value_t = Kind::Smol)]
     runtime: Kind,
 
@@ -336,6 +337,25 @@ fn main() -> ExitCode {
             if let Err(error) = served {
                 eprintln!("im-server: cannot listen on {local}: {error}");
                 return ExitCode::FAILURE;
+            }
+        }
+        (Kind::Uring, _) => {
+            let shutdown = async move {
+                signals.recv().await;
+                log::info!("shutting down");
+            };
+            #[cfg(target_os = "linux")]
+            let served = simple_im::runtime::uring::serve(
+                listener, users, config, driver, announce, shutdown,
+            );
+            #[cfg(not(target_os = "linux"))]
+            let served: Result<(), String> = {
+                let _ = (listener, users, config, driver, announce, shutdown);
+                Err("--runtime uring needs Linux".to_owned())
+            };
+            if let Err(error) = served {
+                eprintln!("im-server: {error}");
+                return ExitCode::from(2);
             }
         }
         (Kind::Threads, _) => {

@@ -470,7 +470,7 @@ impl<R: Runtime> Hub<R> {
                         // La is read per grant, which may be new.
                         self.flush(socket, None);
                         if socket.side == Side::La && self.driver.wants_read(socket) {
-                            self.wake(socket.conn);
+                            self.watch_la(socket);
                         }
                     }
                 }
@@ -529,6 +529,25 @@ impl<R: Runtime> Hub<R> {
         }
         // Its task looks again: a lingering socket waits for the peer's end.
         self.wake(socket.conn);
+    }
+
+    /// A new read grant on `socket` (La) of a connection whose task is not running: the task
+    /// is registered for the socket's readiness with its own waker, and woken only if the
+    /// socket is ready now. A `/to` answered from the recipient's task so costs the sender's
+    /// task no run until its next request arrives.
+    fn watch_la(&mut self, socket: SocketId) {
+        let Some(io) = self.conns.get(&socket.conn) else {
+            return;
+        };
+        let (Some(waker), Some(stream)) = (io.waker.clone(), io.la.as_ref()) else {
+            return self.wake(socket.conn);
+        };
+        if stream
+            .poll_readable(&mut Context::from_waker(&waker))
+            .is_ready()
+        {
+            waker.wake();
+        }
     }
 
     /// Wakes a connection's task, unless it is the one running.

@@ -5,6 +5,8 @@
 //!   the default.
 //! - [`threads`]: blocking `std::net` sockets, a thread per socket, driving the same
 //!   [`ServerDriver`](crate::driver::ServerDriver) directly.
+//! - `uring` (Linux): io_uring under the same async loop as smol, reads and writes submitted
+//!   to one ring in batches.
 //! - [`Kind`] names them on the command line; [`Signals`] turns SIGINT/SIGTERM into something
 //!   both can wait for.
 //!
@@ -15,6 +17,8 @@ pub mod client;
 mod signals;
 pub mod smol;
 pub mod threads;
+#[cfg(target_os = "linux")]
+pub mod uring;
 
 pub use signals::Signals;
 
@@ -32,17 +36,21 @@ pub enum Kind {
     /// Blocking std sockets: a reader thread per socket and a writer thread per client, each
     /// with a small stack.
     Threads,
+    /// io_uring (Linux only): the async loop on smol's executor over one ring; the client
+    /// side runs on smol.
+    Uring,
 }
 
 impl Kind {
     /// Every kind, in the order `--help` lists them.
-    pub const ALL: [Kind; 2] = [Kind::Smol, Kind::Threads];
+    pub const ALL: [Kind; 3] = [Kind::Smol, Kind::Threads, Kind::Uring];
 
     /// The name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Smol => "smol",
             Kind::Threads => "threads",
+            Kind::Uring => "uring",
         }
     }
 
@@ -50,7 +58,7 @@ impl Kind {
     /// threads on each, so it is held lower.
     pub fn default_max_connections(self) -> usize {
         match self {
-            Kind::Smol => crate::driver::DEFAULT_MAX_CONNECTIONS,
+            Kind::Smol | Kind::Uring => crate::driver::DEFAULT_MAX_CONNECTIONS,
             Kind::Threads => 2_000,
         }
     }
@@ -77,7 +85,7 @@ impl FromStr for Kind {
         Kind::ALL
             .into_iter()
             .find(|kind| kind.name() == text)
-            .ok_or_else(|| format!("{text:?}: expected smol or threads"))
+            .ok_or_else(|| format!("{text:?}: expected smol, threads or uring"))
     }
 }
 

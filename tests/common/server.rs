@@ -17,6 +17,19 @@ macro_rules! in_each_runtime {
     };
 }
 
+/// As `in_each_runtime!`, and `uring::name` on Linux: for server scenarios (the uring
+/// runtime's client is smol's, tested already).
+#[allow(unused_macros)]
+macro_rules! in_each_server_runtime {
+    ($($scenario:ident),* $(,)?) => {
+        in_each_runtime!($($scenario),*);
+        #[cfg(target_os = "linux")]
+        mod uring {
+            $(#[test] fn $scenario() { super::$scenario(super::Runtime::Uring) })*
+        }
+    };
+}
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -47,6 +60,8 @@ pub enum Runtime {
     Threads,
     /// `target/…/examples/tokio_server`, with the driver's defaults.
     TokioExample,
+    /// `im-server --runtime uring` (its clients use smol).
+    Uring,
 }
 
 impl Runtime {
@@ -55,6 +70,7 @@ impl Runtime {
         match self {
             Runtime::Smol | Runtime::TokioExample => "smol",
             Runtime::Threads => "threads",
+            Runtime::Uring => "uring",
         }
     }
 }

@@ -19,6 +19,7 @@
 mod accounts;
 mod report;
 mod scenario;
+mod syscalls;
 mod user;
 mod watchdog;
 
@@ -124,6 +125,11 @@ struct TargetArgs {
     /// Redis: their processor time is added up.
     #[arg(long, value_name = "PID")]
     server_pid: Vec<u32>,
+    /// Also count every system call of the `--server-pid` processes over the measured time,
+    /// by running `perf stat -e raw_syscalls:sys_enter` on them (perf must be installed and
+    /// allowed to trace them). Without it only read/write-family calls are counted.
+    #[arg(long, requires = "server_pid")]
+    perf_syscalls: bool,
     /// Where the simulated users listen for Lb: `FIRST-LAST` (ports taken in turn, skipping
     /// those in use), or `0` to let the system pick as the real client does. The default range
     /// lies below Linux's ephemeral ports, which thousands of sessions would otherwise exhaust.
@@ -326,6 +332,7 @@ fn target(args: &TargetArgs, needed: usize, runtime: Smol) -> Result<Target, Str
         timeout: args.timeout.0,
         concurrency: args.concurrency.max(1),
         server_pids: args.server_pid.clone(),
+        perf_syscalls: args.perf_syscalls,
         lb_ports: Rc::new(match args.lb_ports.0 {
             Some((first, last)) => LbPorts::range(first, last),
             None => LbPorts::System,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::syscalls::Syscalls;
 use crate::user::FailureKind;
 
 /// Everything one scenario run measured.
@@ -72,6 +73,9 @@ pub struct Load {
     pub latency_us: Latency,
     /// The processor time spent over the measured time.
     pub cpu: Cpu,
+    /// The server's system calls over the measured time (with `--server-pid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscalls: Option<Syscalls>,
 }
 
 /// Processor time (user and system) over the measured time. Both programs share the machine,
@@ -261,6 +265,21 @@ pub fn write_table(report: &Report, out: &mut impl Write) -> io::Result<()> {
             "  {:<12}bench {:.2} s ({:.1} µs/delivery), {server}",
             "cpu", cpu.bench_seconds, cpu.bench_us_per_delivery
         )?;
+        if let Some(calls) = &load.syscalls {
+            write!(
+                out,
+                "  {:<12}server read/write family {:.2}/delivery",
+                "syscalls", calls.read_write_per_delivery
+            )?;
+            match calls.all_per_delivery {
+                Some(all) => write!(out, ", all {all:.2}/delivery")?,
+                None => write!(out, ", all ? (give --perf-syscalls)")?,
+            }
+            for (name, per) in &calls.by_name_per_delivery {
+                write!(out, ", {name} {per:.2}")?;
+            }
+            writeln!(out)?;
+        }
     }
     if let Some(memory) = &report.server_memory {
         let mib = |kib: Option<u64>| match kib {

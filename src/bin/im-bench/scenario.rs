@@ -19,6 +19,7 @@ use crate::report::{
     cpu_time, latency_histogram, proc_status_kib, record, Cpu, Failures, Latency, Load, Memory,
     Report, Setup,
 };
+use crate::syscalls::{servers_read_write_calls, Perf, PerfCounts, Syscalls};
 use crate::user::{FailureKind, LbPorts, SimUser, UserError};
 
 /// Where the server is and how to reach it; shared by every scenario.
@@ -36,6 +37,8 @@ pub struct Target {
     /// The server's process ids (every node, and Redis, for a cluster): their processor time
     /// is added up; the first one's memory is reported.
     pub server_pids: Vec<u32>,
+    /// Count every system call of the servers with `perf stat` over the measured time.
+    pub perf_syscalls: bool,
     /// Where the users listen for Lb.
     pub lb_ports: Rc<LbPorts>,
 }
@@ -385,12 +388,18 @@ async fn run_load(
             )
         })
     };
-    // Processor time is sampled when warm-up ends and when the last sender stops.
+    // Processor time and system calls are sampled when warm-up ends and when the last sender
+    // stops; perf attaches during the warm-up and counts from its end (this thread waits for
+    // it, so no request is made meanwhile).
     let cpu_at_warmup_end = {
         let server_pids = target.server_pids.clone();
+        let perf = target.perf_syscalls && !server_pids.is_empty();
         executor.spawn(async move {
+            let perf = perf.then(|| Perf::start(&server_pids));
             Timer::at(warmup_end).await;
-            (cpu_time(None), servers_cpu(&server_pids))
+            let perf =
+                perf.map(|started| started.and_then(|mut perf| perf.enable().map(|()| perf)));
+            (sample(&server_pids), perf)
         })
     };
     let tasks: Vec<Task<Option<SimUser>>> = senders
@@ -404,9 +413,10 @@ async fn run_load(
         users.extend(task.await);
     }
     let end = Instant::now();
-    let cpu_at_end = (cpu_time(None), servers_cpu(&target.server_pids));
+    let cpu_at_end = sample(&target.server_pids);
     // Already done unless the run ended during warm-up, when nothing was measured anyway.
-    let cpu_at_warmup_end = cpu_at_warmup_end.await;
+    let (cpu_at_warmup_end, perf) = cpu_at_warmup_end.await;
+    let perf = perf.map(|started| started.and_then(Perf::stop));
     drop(progress_task);
     let (still_open, received) = recipients.stop(failures).await;
     users.extend(still_open);
@@ -427,11 +437,56 @@ async fn run_load(
         received,
         latency_us: Latency::of(&state.histogram),
         cpu: cpu_used(cpu_at_warmup_end, cpu_at_end, deliveries),
+        syscalls: syscalls_made(cpu_at_warmup_end.2, cpu_at_end.2, perf, deliveries),
     };
     (load, users)
 }
 
-type CpuSample = (Option<Duration>, Option<Duration>);
+/// im-bench's processor time, the servers' and their read/write calls, at one moment.
+type CpuSample = (Option<Duration>, Option<Duration>, Option<u64>);
+
+fn sample(server_pids: &[u32]) -> CpuSample {
+    (
+        cpu_time(None),
+        servers_cpu(server_pids),
+        servers_read_write_calls(server_pids),
+    )
+}
+
+/// The servers' system calls between two samples, with perf's counts if it ran.
+fn syscalls_made(
+    start: Option<u64>,
+    end: Option<u64>,
+    perf: Option<Result<PerfCounts, String>>,
+    deliveries: u64,
+) -> Option<Syscalls> {
+    let per_delivery = |calls: u64| {
+        if deliveries > 0 {
+            calls as f64 / deliveries as f64
+        } else {
+            0.0
+        }
+    };
+    let read_write_calls = end?.saturating_sub(start?);
+    let (all_calls, by_name) = match perf {
+        Some(Ok((total, named))) => (Some(total), named),
+        Some(Err(why)) => {
+            eprintln!("im-bench: no perf counts: {why}");
+            (None, Default::default())
+        }
+        None => (None, Default::default()),
+    };
+    Some(Syscalls {
+        read_write_calls,
+        read_write_per_delivery: per_delivery(read_write_calls),
+        all_calls,
+        all_per_delivery: all_calls.map(per_delivery),
+        by_name_per_delivery: by_name
+            .into_iter()
+            .map(|(name, calls)| (name, per_delivery(calls)))
+            .collect(),
+    })
+}
 
 /// The processor time of im-bench and the server between two samples.
 fn cpu_used(start: CpuSample, end: CpuSample, deliveries: u64) -> Cpu {

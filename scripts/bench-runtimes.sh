@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The runtimes side by side with the bare mio relay (examples/mio_relay.rs), interleaved in one
+# run so that machine noise hits them alike, as BENCHMARKS.md's "Runtimes against a bare relay":
+#   scripts/bench-runtimes.sh [ROUNDS] [SECONDS]     # default 3 rounds of 6 s per scenario
+# Each round runs `to` (100 pairs) then `toall` (1,000 recipients) against a fresh server of each
+# kind in turn (relay, smol, threads, uring), with --server-pid. Counting system calls with perf
+# makes each of them dearer (the tracepoints), so the calls come from one more round of their
+# own, with --perf-syscalls, where perf may trace the server; the other figures from the rounds
+# without. It prints one line per run and then the medians, and the median of the per-round
+# ratios to the relay.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+seconds=${2:-6}
+cargo build --release --quiet --bin im-server --bin im-bench --example mio_relay
+bin=target/release
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$bin/im-bench" gen-users 1200 > "$work/users"
+counting=0
+if perf stat -e raw_syscalls:sys_enter true > /dev/null 2>&1; then
+    counting=1
+fi
+
+start() {
+    case $1 in
+        relay) "$bin/examples/mio_relay" 0 > "$work/port" & ;;
+        *) "$bin/im-server" 0 "$work/users" --bind 127.0.0.1 --log warn --max-per-ip 20000 \
+               --runtime "$1" > "$work/port" & ;;
+    esac
+    server=$!
+    port=""
+    for _ in $(seq 100); do
+        port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/port")
+        [ -n "$port" ] && break
+        sleep 0.05
+    done
+}
+
+for round in $(seq "$((rounds + counting))"); do
+    perf=()
+    [ "$round" -gt "$rounds" ] && perf=(--perf-syscalls)
+    for scenario in to toall; do
+        for kind in relay smol threads uring; do
+            start "$kind"
+            case $scenario in
+                to) load=(--pairs 100) ;;
+                toall) load=(--recipients 1000) ;;
+            esac
+            "$bin/im-bench" "$scenario" "${load[@]}" --port "$port" --users "$work/users" \
+                --duration "${seconds}s" --server-pid "$server" "${perf[@]}" --json \
+                > "$work/$round-$scenario-$kind.json" 2> /dev/null || true
+            kill "$server"
+            wait "$server" 2> /dev/null || true
+        done
+    done
+done
+
+python3 - "$work" "$rounds" << 'EOF'
+import json, statistics, sys
+work, rounds = sys.argv[1], int(sys.argv[2])
+kinds = ["relay", "smol", "threads", "uring"]
+def figures(report, scenario):
+    load = report.get("load") or {}
+    calls = load.get("syscalls") or {}
+    return {
+        "cpu_us": load.get("cpu", {}).get("server_us_per_delivery"),
+        "calls": calls.get("all_per_delivery"),
+        "named": calls.get("by_name_per_delivery"),
+        "rate": load.get("deliveries_per_second"),
+        "p50_ms": (load.get("latency_us", {}).get("p50") or 0) / 1000,
+        "failures": report.get("failures", {}).get("total"),
+        "first_error": report.get("first_error"),
+    }
+for scenario in ["to", "toall"]:
+    runs = {kind: [] for kind in kinds}
+    for round in range(1, rounds + 1):
+        for kind in kinds:
+            try:
+                with open(f"{work}/{round}-{scenario}-{kind}.json") as file:
+                    runs[kind].append(figures(json.load(file), scenario))
+            except (OSError, ValueError):
+                runs[kind].append(None)
+            print(scenario, round, kind, runs[kind][-1])
+    counted = {}
+    try:
+        for kind in kinds:
+            with open(f"{work}/{rounds + 1}-{scenario}-{kind}.json") as file:
+                counted[kind] = figures(json.load(file), scenario)
+            print(scenario, "count", kind, counted[kind])
+    except (OSError, ValueError):
+        pass
+    print(f"\n{scenario}: median (median of per-round ratios to the relay)")
+    for kind in kinds:
+        line = [f"  {kind:8}"]
+        calls = counted.get(kind, {}).get("calls")
+        base = counted.get("relay", {}).get("calls")
+        if calls is not None and base:
+            line.append(f"calls {calls:.2f} ({calls / base:.2f}x)")
+        for key in ["cpu_us", "rate", "p50_ms"]:
+            values = [run[key] for run in runs[kind] if run and run[key] is not None]
+            ratios = [
+                run[key] / base[key]
+                for run, base in zip(runs[kind], runs["relay"])
+                if run and base and run[key] and base[key]
+            ]
+            median = statistics.median(values) if values else float("nan")
+            ratio = statistics.median(ratios) if ratios else float("nan")
+            line.append(f"{key} {median:.2f} ({ratio:.2f}x)")
+        print("  ".join(line))
+EOF
