@@ -197,4 +197,4 @@ fn a_vanished_client_goes_offline(runtime: Runtime) {
     server.expect_log("(alice) left");
 }
 
-in_each_runtime!(keepalive_is_on_la_and_lb, a_vanished_client_goes_offline);
+in_each_server_runtime!(keepalive_is_on_la_and_lb, a_vanished_client_goes_offline);

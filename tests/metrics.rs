@@ -25,7 +25,7 @@ const OK: &str = "303 Message delivery successful\n";
 const FAILED: &str = "304 Message delivery failed\n";
 const AUTH_FAILED: &str = "102 Authentication failed\n";
 
-in_each_runtime!(
+in_each_server_runtime!(
     a_scripted_conversation_is_scraped_with_exact_counts,
     without_the_flag_no_port_is_opened,
     tls_failures_are_counted,

@@ -482,7 +482,7 @@ fn im_client(runtime: Runtime, server: SocketAddr, options: &[String]) -> Client
     ClientProcess::from_command(ClientProcess::command(runtime, server, &strs(options)))
 }
 
-in_each_runtime!(
+in_each_server_runtime!(
     appendix_over_tls,
     raw_tls_conversation,
     a_relay_in_the_middle_reads_nothing,
