@@ -69,23 +69,32 @@ fn im_check(dir: &Path, args: impl IntoIterator<Item = impl Into<OsString>>) -> 
             text
         })
     });
-    let deadline = Instant::now() + RUN_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("im-check's status") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("im-check {args:?} ran past {RUN_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_bounded(&mut child, RUN_LIMIT, &format!("im-check {args:?}"));
     let [stdout, stderr] = readers.map(|reader| reader.join().unwrap_or_default());
     Run {
         code: status.code(),
         stdout,
         stderr,
+    }
+}
+
+/// Waits for `child` to exit; past `limit` it is killed and the test fails, naming `what`.
+fn wait_bounded(
+    child: &mut std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("im-check's status") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} ran past {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -653,18 +662,7 @@ fn an_interrupted_run_leaves_no_program_behind() {
         .status()
         .expect("kill runs");
     assert!(interrupted.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("im-check's status") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("im-check did not stop on Ctrl-C");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_bounded(&mut child, Duration::from_secs(10), "im-check after Ctrl-C");
     assert_eq!(status.code(), Some(130));
     let gone_by = Instant::now() + Duration::from_secs(2);
     while alive(&pid) && Instant::now() < gone_by {

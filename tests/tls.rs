@@ -400,21 +400,12 @@ fn lb_must_show_las_certificate(runtime: Runtime) {
         let mut rest = Vec::new();
         let _ = lb.read_to_end(&mut rest);
     };
-    let addr = fake_tls_server(la, forged);
-    let mut client = im_client(runtime, addr, &pki.client_options());
-    client.expect_lines(&["Please input your user name:"]);
-    client.type_lines(&["bob", "bob123"]);
-    assert_eq!(client.wait_exit(), Some(1), "{:?}", client.transcript);
-    let stderr = client.stderr();
-    assert!(
-        stderr.contains("error: TLS on Lb failed: Lb showed another certificate than La"),
-        "{stderr}"
-    );
-    drain(&mut client);
-    assert!(
-        !client.transcript.iter().any(|line| line.contains("forged")),
-        "{:?}",
-        client.transcript
+    refused_lb(
+        runtime,
+        &pki,
+        la,
+        forged,
+        "Lb showed another certificate than La",
     );
 }
 
@@ -427,18 +418,34 @@ fn a_plain_lb_is_refused(runtime: Runtime) {
         let mut rest = Vec::new();
         let _ = socket.read_to_end(&mut rest);
     };
-    let addr = fake_tls_server(la, forged);
+    refused_lb(runtime, &pki, la, forged, "the peer does not speak TLS");
+}
+
+/// A client of a fake server that opens Lb with `lb` exits 1 naming `why`, and shows none of
+/// what came on that Lb.
+fn refused_lb(
+    runtime: Runtime,
+    pki: &Pki,
+    la: Arc<rustls::ServerConfig>,
+    lb: impl FnOnce(TcpStream) + Send + 'static,
+    why: &str,
+) {
+    let addr = fake_tls_server(la, lb);
     let mut client = im_client(runtime, addr, &pki.client_options());
     client.expect_lines(&["Please input your user name:"]);
     client.type_lines(&["bob", "bob123"]);
     assert_eq!(client.wait_exit(), Some(1), "{:?}", client.transcript);
     let stderr = client.stderr();
     assert!(
-        stderr.contains("error: TLS on Lb failed: the peer does not speak TLS"),
+        stderr.contains(&format!("error: TLS on Lb failed: {why}")),
         "{stderr}"
     );
     drain(&mut client);
-    assert!(!client.transcript.iter().any(|line| line.contains("forged")));
+    assert!(
+        !client.transcript.iter().any(|line| line.contains("forged")),
+        "{:?}",
+        client.transcript
+    );
 }
 
 /// Reads what is left of the client's output (it has exited).
