@@ -39,9 +39,7 @@ impl ServerTls {
     /// Loads a PEM certificate chain (the server's certificate first) and its PEM private key.
     /// The error is one line naming the file.
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<ServerTls, String> {
-        let certs = CertificateDer::pem_file_iter(cert)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|err| format!("{}: {err}", cert.display()))?;
+        let certs = pem_certs(cert)?;
         if certs.is_empty() {
             return Err(format!("{}: no certificate in the file", cert.display()));
         }
@@ -74,6 +72,13 @@ impl ServerTls {
     }
 }
 
+/// The certificates in the PEM file at `path`; the error is one line naming the file.
+fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|err| format!("{}: {err}", path.display()))
+}
+
 /// What a client trusts and which name it expects the server's certificate to carry.
 #[derive(Clone)]
 pub struct ClientTls {
@@ -95,10 +100,7 @@ impl ClientTls {
         let mut roots = rustls::RootCertStore::empty();
         match ca {
             Some(ca) => {
-                let certs = CertificateDer::pem_file_iter(ca)
-                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|err| format!("{}: {err}", ca.display()))?;
-                let (added, _) = roots.add_parsable_certificates(certs);
+                let (added, _) = roots.add_parsable_certificates(pem_certs(ca)?);
                 if added == 0 {
                     return Err(format!(
                         "{}: no usable CA certificate in the file",

@@ -108,8 +108,17 @@ fn dummy_hash<'h>(hashes: impl Iterator<Item = &'h str>) -> Option<String> {
 /// supplies the salt (16 random bytes, fresh for each password), so this module stays free of
 /// randomness.
 pub fn hash_password(password: &[u8], salt: &[u8; 16]) -> Result<String, String> {
+    hash_password_with(password, salt, Params::default())
+}
+
+/// As [`hash_password`], with these argon2id costs (cheaper ones let tests time many logins).
+pub fn hash_password_with(
+    password: &[u8],
+    salt: &[u8; 16],
+    params: Params,
+) -> Result<String, String> {
     let salt = SaltString::encode_b64(salt).map_err(|err| format!("bad salt: {err}"))?;
-    Argon2::default()
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
         .hash_password(password, &salt)
         .map(|hash| hash.to_string())
         .map_err(|err| format!("cannot hash the password: {err}"))
@@ -411,9 +420,7 @@ mod tests {
     /// `--hash-password`'s so that tests can time many.
     fn hash_with(password: &[u8], m_cost: u32, t_cost: u32) -> String {
         let params = Params::new(m_cost, t_cost, 1, None).unwrap();
-        let argon2 = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
-        argon2.hash_password(password, &salt).unwrap().to_string()
+        hash_password_with(password, b"0123456789abcdef", params).unwrap()
     }
 
     fn deferred(verdict: Verdict) -> PasswordCheck {

@@ -5,18 +5,15 @@
 
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHasher, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
-use simple_im::users::{PasswordCheck, Users, Verdict};
+use argon2::Params;
+use simple_im::users::{hash_password_with, PasswordCheck, Users, Verdict};
 
 /// An argon2id hash of `password` costing `m_cost` KiB and `t_cost` passes: cheaper than
 /// `--hash-password`'s, so that many can be timed quickly; the dummy follows whatever the file
 /// uses.
 fn hash_with(password: &[u8], m_cost: u32, t_cost: u32) -> String {
     let params = Params::new(m_cost, t_cost, 1, None).unwrap();
-    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-    let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
-    argon2.hash_password(password, &salt).unwrap().to_string()
+    hash_password_with(password, b"0123456789abcdef", params).unwrap()
 }
 
 fn deferred(verdict: Verdict) -> PasswordCheck {
