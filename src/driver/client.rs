@@ -260,8 +260,10 @@ impl ClientDriver {
             return;
         };
         let mut plaintext = Vec::new();
+        let was_handshaking = layer.is_handshaking();
         let received = layer.read(bytes, &mut plaintext);
-        let handshaken = !layer.is_handshaking();
+        // Checked once, as the handshake ends, and before any of its plaintext is shown.
+        let handshaken = was_handshaking && !layer.is_handshaking();
         self.queue_ciphertext(on);
         let received = match received {
             Ok(received) => received,

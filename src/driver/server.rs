@@ -139,10 +139,7 @@ struct Conn {
 
 impl Conn {
     fn transport(&mut self, side: Side) -> Option<&mut Transport> {
-        match side {
-            Side::La => Some(&mut self.la),
-            Side::Lb => self.lb.as_mut(),
-        }
+        self.layers(side).map(|(transport, _)| transport)
     }
 
     /// A socket's transport and its TLS session, if it has one.
