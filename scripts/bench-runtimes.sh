@@ -2,6 +2,8 @@
 # The runtimes side by side with the bare mio relay (examples/mio_relay.rs), interleaved in one
 # run so that machine noise hits them alike, as BENCHMARKS.md's "Runtimes against a bare relay":
 #   scripts/bench-runtimes.sh [ROUNDS] [SECONDS]     # default 3 rounds of 6 s per scenario
+#   KINDS="relay uring" scripts/bench-runtimes.sh 1 4   # only some of them (the relay always first)
+#   BASE=/tmp/old/im-server KINDS="relay smol base-smol" scripts/bench-runtimes.sh   # before/after
 # Each round runs `to` (100 pairs) then `toall` (1,000 recipients) against a fresh server of each
 # kind in turn (relay, smol, threads, uring), with --server-pid. Counting system calls with perf
 # makes each of them dearer (the tracepoints), so the calls come from one more round of their
@@ -11,6 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
+kinds=${KINDS:-relay smol threads uring}
+export KINDS="$kinds"
 seconds=${2:-6}
 cargo build --release --quiet --bin im-server --bin im-bench --example mio_relay
 bin=target/release
@@ -25,6 +29,8 @@ fi
 start() {
     case $1 in
         relay) "$bin/examples/mio_relay" 0 > "$work/port" & ;;
+        base-*) "$BASE" 0 "$work/users" --bind 127.0.0.1 --log warn --max-per-ip 20000 \
+               --runtime "${1#base-}" > "$work/port" & ;;
         *) "$bin/im-server" 0 "$work/users" --bind 127.0.0.1 --log warn --max-per-ip 20000 \
                --runtime "$1" > "$work/port" & ;;
     esac
@@ -41,7 +47,7 @@ for round in $(seq "$((rounds + counting))"); do
     perf=()
     [ "$round" -gt "$rounds" ] && perf=(--perf-syscalls)
     for scenario in to toall; do
-        for kind in relay smol threads uring; do
+        for kind in $kinds; do
             start "$kind"
             case $scenario in
                 to) load=(--pairs 100) ;;
@@ -57,9 +63,9 @@ for round in $(seq "$((rounds + counting))"); do
 done
 
 python3 - "$work" "$rounds" << 'EOF'
-import json, statistics, sys
+import json, os, statistics, sys
 work, rounds = sys.argv[1], int(sys.argv[2])
-kinds = ["relay", "smol", "threads", "uring"]
+kinds = os.environ["KINDS"].split()
 def figures(report, scenario):
     load = report.get("load") or {}
     calls = load.get("syscalls") or {}

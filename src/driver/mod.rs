@@ -89,6 +89,10 @@ pub trait AsyncStream: 'static {
     fn set_nodelay(&self, nodelay: bool) -> io::Result<()>;
     /// Sets TCP keepalive (`None`: off); [`set_keepalive`] does it for anything with a socket.
     fn set_keepalive(&self, keepalive: Option<Keepalive>) -> io::Result<()>;
+    /// Says that the loop reads this socket whenever it has bytes, for as long as it is open
+    /// (Lb, whose acknowledgements are never held back), so a runtime may keep one read armed
+    /// for it instead of one per wait. The default does nothing.
+    fn read_always(&self) {}
 }
 
 /// A listening TCP socket.

@@ -325,6 +325,7 @@ impl<R: Runtime> Hub<R> {
             return;
         }
         tune(&stream, self.keepalive, SocketId::lb(conn));
+        stream.read_always();
         if let Some(io) = self.conns.get_mut(&conn) {
             io.lb = Some(stream);
         }

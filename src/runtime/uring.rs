@@ -16,7 +16,7 @@
 //! out) passes `MSG_DONTWAIT`.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -79,8 +79,12 @@ struct Slot {
     read_waker: Option<Waker>,
     write_waker: Option<Waker>,
     receiving: bool,
-    /// A completed receive: the buffer, its length, how much has been copied out.
-    received: Option<(u16, usize, usize)>,
+    /// The loop reads this socket whenever it has bytes (Lb): its receive is multishot, armed
+    /// once and completing for every arrival until it ends.
+    always: bool,
+    /// Completed receives in order: the buffer, its length, how much has been copied out. At
+    /// most one for a one-shot socket; a multishot one's are bounded by the pool.
+    received: VecDeque<(u16, usize, usize)>,
     /// Sticky: the peer's end, or a read error.
     read_end: Option<Option<io::ErrorKind>>,
     /// The pool ran dry: read directly until the socket would block.
@@ -298,14 +302,22 @@ impl State {
 
     fn receive(&mut self, index: usize) {
         let slot = &mut self.slots[index];
-        if slot.receiving || slot.received.is_some() || slot.read_end.is_some() || slot.direct {
+        // A one-shot receive waits until the last one's bytes are taken: that is what holds a
+        // client back by TCP until the driver wants more.
+        let held = !slot.always && !slot.received.is_empty();
+        if slot.receiving || held || slot.read_end.is_some() || slot.direct {
             return;
         }
         slot.receiving = true;
-        let recv = opcode::Recv::new(types::Fd(slot.fd), std::ptr::null_mut(), BUFFER_SIZE as u32)
-            .buf_group(0)
-            .build()
-            .flags(squeue::Flags::BUFFER_SELECT);
+        let fd = types::Fd(slot.fd);
+        let recv = if slot.always {
+            opcode::RecvMulti::new(fd, 0).build()
+        } else {
+            opcode::Recv::new(fd, std::ptr::null_mut(), BUFFER_SIZE as u32)
+                .buf_group(0)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+        };
         self.submit_op(index, OP_RECV, recv);
     }
 
@@ -335,7 +347,10 @@ impl State {
         if op == OP_OTHER || index >= self.slots.len() {
             return;
         }
-        self.slots[index].in_flight -= 1;
+        // A multishot receive is one operation until its last completion.
+        if !cqueue::more(flags) {
+            self.slots[index].in_flight -= 1;
+        }
         match op {
             OP_RECV => self.received(index, result, flags),
             OP_SEND => self.sent(index, result),
@@ -353,11 +368,11 @@ impl State {
 
     fn received(&mut self, index: usize, result: i32, flags: u32) {
         let slot = &mut self.slots[index];
-        slot.receiving = false;
+        slot.receiving = cqueue::more(flags);
         let buffer = cqueue::buffer_select(flags);
         match result {
             0 => slot.read_end = Some(None),
-            n if n > 0 => slot.received = buffer.map(|id| (id, n as usize, 0)),
+            n if n > 0 => slot.received.extend(buffer.map(|id| (id, n as usize, 0))),
             error if error == -libc::ENOBUFS => slot.direct = true,
             error if error == -libc::ECANCELED => {}
             error => slot.read_end = Some(Some(io::Error::from_raw_os_error(-error).kind())),
@@ -395,7 +410,7 @@ impl State {
     fn release_if_done(&mut self, index: usize) {
         let slot = &mut self.slots[index];
         if slot.dropped && slot.in_flight == 0 {
-            if let Some((buffer, _, _)) = slot.received.take() {
+            for (buffer, _, _) in std::mem::take(&mut slot.received) {
                 self.give_back(buffer);
             }
             self.slots[index] = Slot::default();
@@ -475,7 +490,7 @@ impl AsyncStream for UringStream {
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut state = self.reactor.0.borrow_mut();
         let slot = &mut state.slots[self.slot];
-        if slot.received.is_some() || slot.read_end.is_some() || slot.direct {
+        if !slot.received.is_empty() || slot.read_end.is_some() || slot.direct {
             return Poll::Ready(Ok(()));
         }
         slot.read_waker = Some(cx.waker().clone());
@@ -499,19 +514,23 @@ impl AsyncStream for UringStream {
     fn try_read(&self, buffer: &mut [u8]) -> io::Result<usize> {
         let mut state = self.reactor.0.borrow_mut();
         let state = &mut *state;
-        let slot = &mut state.slots[self.slot];
-        if let Some((id, len, copied)) = slot.received {
+        let mut taken = 0;
+        while let Some(&(id, len, copied)) = state.slots[self.slot].received.front() {
             let start = id as usize * BUFFER_SIZE + copied;
-            let n = buffer.len().min(len - copied);
-            buffer[..n].copy_from_slice(&state.pool[start..start + n]);
-            let slot = &mut state.slots[self.slot];
-            if copied + n == len {
-                slot.received = None;
-                state.give_back(id);
-            } else {
-                slot.received = Some((id, len, copied + n));
+            let n = (buffer.len() - taken).min(len - copied);
+            buffer[taken..taken + n].copy_from_slice(&state.pool[start..start + n]);
+            taken += n;
+            let received = &mut state.slots[self.slot].received;
+            if copied + n < len {
+                received[0].2 = copied + n;
+                break;
             }
-            return Ok(n);
+            received.pop_front();
+            state.give_back(id);
+        }
+        let slot = &mut state.slots[self.slot];
+        if taken > 0 {
+            return Ok(taken);
         }
         if let Some(end) = slot.read_end {
             return end.map_or(Ok(0), |kind| Err(kind.into()));
@@ -582,6 +601,10 @@ impl AsyncStream for UringStream {
 
     fn set_keepalive(&self, keepalive: Option<Keepalive>) -> io::Result<()> {
         self.with(|stream| set_keepalive(stream.into(), keepalive))
+    }
+
+    fn read_always(&self) {
+        self.reactor.0.borrow_mut().slots[self.slot].always = true;
     }
 }
 
