@@ -63,8 +63,9 @@ struct State {
     ring: IoUring,
     slots: Vec<Slot>,
     free: Vec<usize>,
-    /// The receive buffers the kernel picks from (group 0).
+    /// The receive buffers the kernel picks from (group 0), handed back through `returns`.
     pool: Box<[u8]>,
+    returns: BufferRing,
     timers: BTreeMap<(Instant, u64), Waker>,
     next_timer: u64,
 }
@@ -173,29 +174,31 @@ impl Reactor {
         // Completions are run only when the loop asks for them (DEFER_TASKRUN), in one batch
         // per turn on this thread, not whenever the kernel gets to them; older kernels get a
         // plain ring.
+        // DEFER_TASKRUN needs Linux 6.1, which also has multishot receives (6.0) and buffer
+        // rings (5.19): what the loop relies on, so an older kernel is refused here, by name.
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
             .setup_taskrun_flag()
             .build(ENTRIES)
-            .or_else(|_| IoUring::new(ENTRIES))?;
-        let mut state = State {
+            .map_err(|error| match error.raw_os_error() {
+                Some(libc::EINVAL) => io::Error::other("it needs Linux 6.1 or later"),
+                _ => error,
+            })?;
+        let mut pool = vec![0; BUFFERS as usize * BUFFER_SIZE].into_boxed_slice();
+        let returns = BufferRing::new(&ring)?;
+        for id in 0..BUFFERS {
+            returns.give_back(&mut pool, id);
+        }
+        Ok(Reactor(RefCell::new(State {
             ring,
             slots: Vec::new(),
             free: Vec::new(),
-            pool: vec![0; BUFFERS as usize * BUFFER_SIZE].into_boxed_slice(),
+            pool,
+            returns,
             timers: BTreeMap::new(),
             next_timer: 0,
-        };
-        let provide =
-            opcode::ProvideBuffers::new(state.pool.as_mut_ptr(), BUFFER_SIZE as i32, BUFFERS, 0, 0);
-        state.push(provide.build().user_data(OP_OTHER));
-        state.ring.submit_and_wait(1)?;
-        let completion = state.ring.completion().next();
-        if let Some(error) = completion.filter(|c| c.result() < 0) {
-            return Err(io::Error::from_raw_os_error(-error.result()));
-        }
-        Ok(Reactor(RefCell::new(state)))
+        })))
     }
 
     /// Submits what is queued, waits for a completion (unless `signal` is already notified)
@@ -331,15 +334,7 @@ impl State {
     }
 
     fn give_back(&mut self, buffer: u16) {
-        let start = buffer as usize * BUFFER_SIZE;
-        let provide = opcode::ProvideBuffers::new(
-            self.pool[start..].as_mut_ptr(),
-            BUFFER_SIZE as i32,
-            1,
-            0,
-            buffer,
-        );
-        self.push(provide.build().user_data(OP_OTHER));
+        self.returns.give_back(&mut self.pool, buffer);
     }
 
     fn complete(&mut self, user_data: u64, result: i32, flags: u32) {
@@ -431,6 +426,70 @@ impl State {
             self.submit_op(index, OP_POLL, poll);
         }
         Poll::Pending
+    }
+}
+
+/// The ring through which receive buffers go back to the kernel: a store to shared memory per
+/// buffer, where `PROVIDE_BUFFERS` took a submission each.
+struct BufferRing {
+    entries: *mut types::BufRingEntry,
+    tail: std::cell::Cell<u16>,
+}
+
+impl BufferRing {
+    /// Registers a ring of [`BUFFERS`] entries with `ring` as buffer group 0.
+    fn new(ring: &IoUring) -> io::Result<BufferRing> {
+        let size = BUFFERS as usize * std::mem::size_of::<types::BufRingEntry>();
+        // SAFETY: an anonymous private mapping (page-aligned, zeroed, as the kernel requires),
+        // checked before use and unmapped on drop, after the ring that reads it (field order).
+        let entries = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if entries == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let returns = BufferRing {
+            entries: entries.cast(),
+            tail: std::cell::Cell::new(0),
+        };
+        // SAFETY: the mapping lives as long as `returns`, which outlives the ring in `State`.
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(entries as u64, BUFFERS, 0, 0)
+        }?;
+        Ok(returns)
+    }
+
+    /// Hands buffer `id` of `pool` back to the kernel.
+    fn give_back(&self, pool: &mut [u8], id: u16) {
+        let tail = self.tail.get();
+        // SAFETY: `tail % BUFFERS` indexes the mapping; the kernel reads an entry only once the
+        // tail, stored after it with release ordering, has passed it.
+        unsafe {
+            let entry = &mut *self.entries.add((tail % BUFFERS) as usize);
+            entry.set_addr(pool[id as usize * BUFFER_SIZE..].as_mut_ptr() as u64);
+            entry.set_len(BUFFER_SIZE as u32);
+            entry.set_bid(id);
+            let shared = types::BufRingEntry::tail(self.entries) as *mut u16;
+            std::sync::atomic::AtomicU16::from_ptr(shared)
+                .store(tail.wrapping_add(1), Ordering::Release);
+        }
+        self.tail.set(tail.wrapping_add(1));
+    }
+}
+
+impl Drop for BufferRing {
+    fn drop(&mut self) {
+        let size = BUFFERS as usize * std::mem::size_of::<types::BufRingEntry>();
+        // SAFETY: the mapping made in `new`, no longer read: the ring was dropped before.
+        unsafe { libc::munmap(self.entries.cast(), size) };
     }
 }
 
