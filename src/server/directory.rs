@@ -41,6 +41,11 @@ impl LocalDirectory {
         }
     }
 
+    /// The session `user` is logged in on, if any.
+    pub(crate) fn find(&self, user: &[u8]) -> Option<ConnId> {
+        self.by_name.get(user).map(|&(conn, _)| conn)
+    }
+
     /// Everyone online in login order, or only `user`, as entries of `node`.
     pub(crate) fn query(&self, user: Option<&[u8]>, node: NodeId) -> Vec<OnlineEntry> {
         let entry = |user: &[u8], conn| OnlineEntry {

@@ -496,7 +496,8 @@ impl Server {
         let Some(entry) = self.sessions.get_mut(&conn) else {
             return;
         };
-        entry.session.restore_input(framer, input);
+        let framed = unread.len() - input.len();
+        entry.session.restore_input(framer, unread, framed);
         if entry.session.is_reading() && !entry.session.has_unread() && !entry.read_granted {
             entry.read_granted = true;
             self.outputs.push_back(Output::ReadLa(conn));
@@ -660,16 +661,10 @@ impl Server {
         };
         match asked {
             Asked::List => self.list(conn, &asker, entries.iter().map(|e| e.user.as_slice())),
-            Asked::To { line, .. } => match entries.first() {
-                Some(target) => {
-                    let recipients = vec![(target.node, target.conn)];
-                    self.submit(now, conn, RequestKind::To, line, recipients)
-                }
-                None => {
-                    self.metrics.delivery(DeliveryOutcome::Offline);
-                    self.fail_unsent(conn, RequestKind::To)
-                }
-            },
+            Asked::To { line, .. } => {
+                let found = entries.first().map(|target| (target.node, target.conn));
+                self.send_found(now, conn, line, found)
+            }
             Asked::ToAll { line } => {
                 let node = self.node;
                 let recipients = entries
@@ -701,8 +696,30 @@ impl Server {
             return;
         };
         let line = Delivery::From { sender, content }.to_bytes().into();
+        // A single server knows at once, with nothing to copy or ask.
+        if let Directory::Local(directory) = &self.directory {
+            let found = directory.find(target).map(|conn| (self.node, conn));
+            return self.send_found(now, conn, line, found);
+        }
         let target = target.to_vec();
         self.ask(now, conn, Asked::To { target, line });
+    }
+
+    /// Goes on with a `/to` whose recipient the directory found, or did not.
+    fn send_found(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        line: Bytes,
+        found: Option<(NodeId, ConnId)>,
+    ) {
+        match found {
+            Some(target) => self.submit(now, conn, RequestKind::To, line, vec![target]),
+            None => {
+                self.metrics.delivery(DeliveryOutcome::Offline);
+                self.fail_unsent(conn, RequestKind::To)
+            }
+        }
     }
 
     fn broadcast(&mut self, now: Instant, conn: ConnId, content: &[u8]) {
@@ -743,10 +760,10 @@ impl Server {
                 sender,
                 kind,
                 aggregator,
-                recipients: recipients.clone(),
+                recipients: Vec::new(),
             },
         );
-        for (slot, (node, conn)) in recipients.into_iter().enumerate() {
+        for (slot, &(node, conn)) in recipients.iter().enumerate() {
             if node == self.node {
                 let origin = self.node;
                 self.deliver(now, origin, request, slot, conn, line.clone());
@@ -763,6 +780,11 @@ impl Server {
                 };
                 self.cluster(ClusterOutput::Send { to: node, message });
             }
+        }
+        // Kept (moved, not copied) for a withdrawal or a node going down, neither of which can
+        // come in the loop above; a request all of whose recipients settled in it is gone.
+        if let Some(pending) = self.requests.get_mut(&request) {
+            pending.recipients = recipients;
         }
     }
 

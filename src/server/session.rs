@@ -235,11 +235,12 @@ impl ServerSession {
         )
     }
 
-    /// Puts back what [`ServerSession::take_input`] took, with the bytes not yet framed.
-    pub(crate) fn restore_input(&mut self, framer: LineFramer, unread: &[u8]) {
+    /// Puts back what [`ServerSession::take_input`] took, less the first `framed` bytes (the
+    /// buffer itself, so that the next read does not allocate another).
+    pub(crate) fn restore_input(&mut self, framer: LineFramer, mut unread: Vec<u8>, framed: usize) {
         self.framer = framer;
-        self.unread.clear();
-        self.unread.extend_from_slice(unread);
+        unread.drain(..framed.min(unread.len()));
+        self.unread = unread;
     }
 
     /// Keeps bytes read from La until they can be framed.
