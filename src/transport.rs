@@ -231,10 +231,18 @@ impl Transport {
     /// when no write is in flight; it is in flight until [`Transport::handle_written`] or
     /// [`Transport::handle_write_error`]. `None` when nothing waits.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.peek_transmit()?;
+        self.queue.front().cloned()
+    }
+
+    /// [`Transport::poll_transmit`] for a runtime that writes at once from the loop: the same
+    /// chunk, borrowed. Cloning the front the first time allocates (a `Bytes` made from a
+    /// `Vec` shares its buffer only once asked to), which a borrow does not.
+    pub fn peek_transmit(&mut self) -> Option<&[u8]> {
         if self.in_flight {
             return None;
         }
-        let front = self.queue.front()?.clone();
+        let front = self.queue.front()?;
         self.in_flight = true;
         Some(front)
     }

@@ -377,11 +377,12 @@ impl<R: Runtime> Hub<R> {
             else {
                 return step;
             };
-            let Some(bytes) = self.driver.poll_transmit(socket) else {
+            let Some(bytes) = self.driver.peek_transmit(socket) else {
                 return step;
             };
+            let written = stream.try_write(bytes);
             let now = Instant::now();
-            match stream.try_write(&bytes) {
+            match written {
                 Ok(0) => {
                     self.driver.handle_write_error(now, socket);
                     return Step::Moved;
@@ -540,14 +541,14 @@ impl<R: Runtime> Hub<R> {
         let Some(io) = self.conns.get(&socket.conn) else {
             return;
         };
-        let (Some(waker), Some(stream)) = (io.waker.clone(), io.la.as_ref()) else {
+        let (Some(waker), Some(stream)) = (io.waker.as_ref(), io.la.as_ref()) else {
             return self.wake(socket.conn);
         };
         if stream
-            .poll_readable(&mut Context::from_waker(&waker))
+            .poll_readable(&mut Context::from_waker(waker))
             .is_ready()
         {
-            waker.wake();
+            waker.wake_by_ref();
         }
     }
 

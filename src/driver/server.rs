@@ -341,6 +341,12 @@ impl ServerDriver {
         conn.transport(socket.side)?.poll_transmit()
     }
 
+    /// [`ServerDriver::poll_transmit`], borrowed ([`Transport::peek_transmit`]).
+    pub fn peek_transmit(&mut self, socket: SocketId) -> Option<&[u8]> {
+        let conn = self.conns.get_mut(&socket.conn)?;
+        conn.transport(socket.side)?.peek_transmit()
+    }
+
     /// `n` bytes of what [`ServerDriver::poll_transmit`] gave were written (0 if none).
     pub fn handle_written(&mut self, now: Instant, socket: SocketId, n: usize) {
         if let Some(transport) = self.transport_mut(socket) {
