@@ -115,6 +115,24 @@ fn poll_transmit_gives_one_chunk_at_a_time() {
 }
 
 #[test]
+fn peek_transmit_lends_the_chunk_poll_transmit_gives() {
+    let now = Instant::now();
+    let mut t = Transport::new(config(), ReadPolicy::Always);
+    assert_eq!(t.peek_transmit(), None);
+    t.send(now, Bytes::from_static(b"ab"));
+    t.send(now, Bytes::from_static(b"cd"));
+    assert_eq!(t.peek_transmit(), Some(&b"ab"[..]));
+    assert_eq!(t.peek_transmit(), None, "a write is in flight");
+    assert_eq!(t.poll_transmit(), None, "for both");
+    t.handle_written(now, 1);
+    assert_eq!(t.peek_transmit(), Some(&b"b"[..]));
+    t.handle_written(now, 1);
+    assert_eq!(t.poll_transmit().unwrap(), "cd");
+    t.handle_written(now, 2);
+    assert_eq!((t.unwritten(), t.peek_transmit()), (0, None));
+}
+
+#[test]
 fn overflow_fails_and_reports_once() {
     let now = Instant::now();
     let mut t = Transport::new(config(), ReadPolicy::Always);

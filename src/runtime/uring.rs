@@ -3,10 +3,11 @@
 //!
 //! Reads and writes are ring operations, so a `/toall` to a thousand sockets is a thousand
 //! submissions and one `io_uring_enter`, not a thousand `sendto`s:
-//! - a read is a `RECV` into a buffer the kernel picks from a shared pool (provided buffers),
-//!   submitted when the loop first finds the socket with nothing; "readable" means a receive
-//!   has completed, and `try_read` copies from its buffer. Only sockets the driver wants read
-//!   have a receive pending, so the driver's read grants still hold clients back by TCP.
+//! - a read is a `RECV` into a buffer the kernel picks from a pool it shares with us (a
+//!   registered buffer ring), submitted when the loop first finds the socket with nothing;
+//!   "readable" means a receive has completed, and `try_read` copies from its buffer. On La it
+//!   is one-shot and follows the driver's read grants, which so still hold clients back by
+//!   TCP; on Lb, which is always read, it is multishot: armed once, for every arrival.
 //! - `try_write` copies the bytes into the socket's send buffer and submits a `SEND`; the
 //!   socket is writable again once it has completed. A shutdown waits for the send before it.
 //! - the listener and Lb connects wait with one-shot `POLL_ADD`s; timers are the wait's timeout;
