@@ -56,7 +56,7 @@ const GLUE: &[(&[&str], usize)] = &[
     (&["src/runtime/threads/server.rs"], 420),
     (&["examples/tokio_server.rs"], 160),
     // The largest: it is its own reactor (the ring, buffers, timers), not only the trait.
-    (&["src/runtime/uring.rs"], 850),
+    (&["src/runtime/uring.rs"], 860),
 ];
 
 /// The rows of `docs/runtimes.md` that state a bound: the files named in backquotes, and `N`

@@ -125,7 +125,15 @@ impl Uring {
     /// Runs `main` on a fresh ring and local executor on this thread until it completes.
     /// `Err` if the ring cannot be set up (an old kernel, or io_uring forbidden by seccomp).
     pub fn block_on<T>(main: impl FnOnce(Uring) -> LocalBoxFuture<T>) -> io::Result<T> {
-        let reactor = Rc::new(Reactor::new()?);
+        Uring::block_on_with(BUFFERS, main)
+    }
+
+    /// [`Uring::block_on`] with a pool of `buffers` receive buffers (a power of two).
+    fn block_on_with<T>(
+        buffers: u16,
+        main: impl FnOnce(Uring) -> LocalBoxFuture<T>,
+    ) -> io::Result<T> {
+        let reactor = Rc::new(Reactor::new(buffers)?);
         // SAFETY: eventfd has no memory arguments; the result is checked before it is owned.
         let eventfd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if eventfd < 0 {
@@ -171,7 +179,7 @@ impl Uring {
 }
 
 impl Reactor {
-    fn new() -> io::Result<Reactor> {
+    fn new(buffers: u16) -> io::Result<Reactor> {
         // Completions are run only when the loop asks for them (DEFER_TASKRUN), in one batch
         // per turn on this thread, not whenever the kernel gets to them; older kernels get a
         // plain ring.
@@ -186,9 +194,9 @@ impl Reactor {
                 Some(libc::EINVAL) => io::Error::other("it needs Linux 6.1 or later"),
                 _ => error,
             })?;
-        let mut pool = vec![0; BUFFERS as usize * BUFFER_SIZE].into_boxed_slice();
-        let returns = BufferRing::new(&ring)?;
-        for id in 0..BUFFERS {
+        let mut pool = vec![0; buffers as usize * BUFFER_SIZE].into_boxed_slice();
+        let returns = BufferRing::new(&ring, buffers)?;
+        for id in 0..buffers {
             returns.give_back(&mut pool, id);
         }
         Ok(Reactor(RefCell::new(State {
@@ -434,13 +442,15 @@ impl State {
 /// buffer, where `PROVIDE_BUFFERS` took a submission each.
 struct BufferRing {
     entries: *mut types::BufRingEntry,
+    /// How many entries (a power of two, so that the wrapping tail indexes them evenly).
+    count: u16,
     tail: std::cell::Cell<u16>,
 }
 
 impl BufferRing {
-    /// Registers a ring of [`BUFFERS`] entries with `ring` as buffer group 0.
-    fn new(ring: &IoUring) -> io::Result<BufferRing> {
-        let size = BUFFERS as usize * std::mem::size_of::<types::BufRingEntry>();
+    /// Registers a ring of `count` entries with `ring` as buffer group 0.
+    fn new(ring: &IoUring, count: u16) -> io::Result<BufferRing> {
+        let size = count as usize * std::mem::size_of::<types::BufRingEntry>();
         // SAFETY: an anonymous private mapping (page-aligned, zeroed, as the kernel requires),
         // checked before use and unmapped on drop, after the ring that reads it (field order).
         let entries = unsafe {
@@ -458,12 +468,13 @@ impl BufferRing {
         }
         let returns = BufferRing {
             entries: entries.cast(),
+            count,
             tail: std::cell::Cell::new(0),
         };
         // SAFETY: the mapping lives as long as `returns`, which outlives the ring in `State`.
         unsafe {
             ring.submitter()
-                .register_buf_ring_with_flags(entries as u64, BUFFERS, 0, 0)
+                .register_buf_ring_with_flags(entries as u64, count, 0, 0)
         }?;
         Ok(returns)
     }
@@ -471,10 +482,10 @@ impl BufferRing {
     /// Hands buffer `id` of `pool` back to the kernel.
     fn give_back(&self, pool: &mut [u8], id: u16) {
         let tail = self.tail.get();
-        // SAFETY: `tail % BUFFERS` indexes the mapping; the kernel reads an entry only once the
+        // SAFETY: `tail % count` indexes the mapping; the kernel reads an entry only once the
         // tail, stored after it with release ordering, has passed it.
         unsafe {
-            let entry = &mut *self.entries.add((tail % BUFFERS) as usize);
+            let entry = &mut *self.entries.add((tail % self.count) as usize);
             entry.set_addr(pool[id as usize * BUFFER_SIZE..].as_mut_ptr() as u64);
             entry.set_len(BUFFER_SIZE as u32);
             entry.set_bid(id);
@@ -488,7 +499,7 @@ impl BufferRing {
 
 impl Drop for BufferRing {
     fn drop(&mut self) {
-        let size = BUFFERS as usize * std::mem::size_of::<types::BufRingEntry>();
+        let size = self.count as usize * std::mem::size_of::<types::BufRingEntry>();
         // SAFETY: the mapping made in `new`, no longer read: the ring was dropped before.
         unsafe { libc::munmap(self.entries.cast(), size) };
     }
@@ -835,3 +846,8 @@ pub fn serve(
     });
     served.map_err(|error| format!("cannot set up io_uring: {error}"))?
 }
+
+/// Unit tests of the reactor's private parts, kept out of the glue's line count.
+#[cfg(test)]
+#[path = "uring_tests.rs"]
+mod tests;
