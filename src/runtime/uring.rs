@@ -181,10 +181,9 @@ impl Uring {
 impl Reactor {
     fn new(buffers: u16) -> io::Result<Reactor> {
         // Completions are run only when the loop asks for them (DEFER_TASKRUN), in one batch
-        // per turn on this thread, not whenever the kernel gets to them; older kernels get a
-        // plain ring.
-        // DEFER_TASKRUN needs Linux 6.1, which also has multishot receives (6.0) and buffer
-        // rings (5.19): what the loop relies on, so an older kernel is refused here, by name.
+        // per turn on this thread, not whenever the kernel gets to them. That needs Linux 6.1,
+        // which also has multishot receives (6.0) and buffer rings (5.19), which the reads rely
+        // on: an older kernel is refused here, by name.
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
@@ -847,7 +846,7 @@ pub fn serve(
     served.map_err(|error| format!("cannot set up io_uring: {error}"))?
 }
 
-/// Unit tests of the reactor's private parts, kept out of the glue's line count.
-#[cfg(test)]
+/// Unit tests of the reactor's private parts (test builds only: the file says so itself),
+/// kept out of the glue's line count.
 #[path = "uring_tests.rs"]
 mod tests;

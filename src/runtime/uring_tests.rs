@@ -1,4 +1,5 @@
 //! The uring reactor's receive path against a real loopback socket.
+#![cfg(test)]
 
 use super::*;
 use std::io::Write;

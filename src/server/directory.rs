@@ -55,9 +55,8 @@ impl LocalDirectory {
         };
         match user {
             Some(user) => self
-                .by_name
-                .get(user)
-                .map(|&(conn, _)| entry(user, conn))
+                .find(user)
+                .map(|conn| entry(user, conn))
                 .into_iter()
                 .collect(),
             None => self
