@@ -61,8 +61,8 @@ fn main() {
         }
     }
     let code = match args.runtime {
-        // The uring runtime is server-side: its client is smol's.
-        Kind::Smol | Kind::Uring => simple_im::runtime::client::run(server),
+        // The uring and epoll runtimes are server-side: their client is smol's.
+        Kind::Smol | Kind::Uring | Kind::Epoll => simple_im::runtime::client::run(server),
         Kind::Threads => simple_im::runtime::threads::client::run(server),
     };
     std::process::exit(code);

@@ -84,8 +84,9 @@ struct Args {
 
     /// The runtime that carries bytes between sockets and the server core: `smol` (async tasks
     /// on one thread), `threads` (blocking sockets, a thread per socket, each thread with a
-    /// 64 KiB stack) or `uring` (Linux: the async loop over io_uring). All behave the same on
-    /// the wire.
+    /// 64 KiB stack), `uring` (Linux: the async loop over io_uring) or `epoll` (Linux: the
+    /// async loop over an edge-triggered epoll reactor of its own). All behave the same on the
+    /// wire.
     #[arg(long, value_name = "RUNTIME", default_value_t = Kind::Smol)]
     runtime: Kind,
 
@@ -352,6 +353,26 @@ fn main() -> ExitCode {
             let served: Result<(), String> = {
                 let _ = (listener, users, config, driver, announce, shutdown);
                 Err("--runtime uring needs Linux".to_owned())
+            };
+            if let Err(error) = served {
+                eprintln!("im-server: {error}");
+                return ExitCode::from(2);
+            }
+        }
+        (Kind::Epoll, _) => {
+            announce();
+            let shutdown = async move {
+                signals.recv().await;
+                log::info!("shutting down");
+            };
+            #[cfg(target_os = "linux")]
+            let served =
+                simple_im::runtime::epoll::serve(listener, users, config, driver, shutdown)
+                    .map_err(|error| format!("cannot poll with epoll: {error}"));
+            #[cfg(not(target_os = "linux"))]
+            let served: Result<(), String> = {
+                let _ = (listener, users, config, driver, shutdown);
+                Err("--runtime epoll needs Linux".to_owned())
             };
             if let Err(error) = served {
                 eprintln!("im-server: {error}");

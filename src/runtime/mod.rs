@@ -5,8 +5,10 @@
 //!   the default.
 //! - [`threads`]: blocking `std::net` sockets, a thread per socket, driving the same
 //!   [`ServerDriver`](crate::driver::ServerDriver) directly.
-//! - `uring` (Linux): io_uring under the same async loop as smol, reads and writes submitted
-//!   to one ring in batches.
+//! - `epoll` (Linux): the same async loop on smol's executor over an edge-triggered epoll
+//!   reactor of its own, which registers each socket once.
+//! - `uring` (Linux): io_uring under the same async loop, reads and writes submitted to one
+//!   ring in batches.
 //! - [`Kind`] names them on the command line; [`Signals`] turns SIGINT/SIGTERM into something
 //!   both can wait for.
 //!
@@ -14,6 +16,10 @@
 //! [`crate::terminal`].
 
 pub mod client;
+#[cfg(target_os = "linux")]
+pub mod epoll;
+#[cfg(target_os = "linux")]
+mod local;
 mod signals;
 pub mod smol;
 pub mod threads;
@@ -39,11 +45,14 @@ pub enum Kind {
     /// io_uring (Linux only): the async loop on smol's executor over one ring; the client
     /// side runs on smol.
     Uring,
+    /// Edge-triggered epoll (Linux only): the async loop on smol's executor over a reactor
+    /// that registers each socket once; the client side runs on smol.
+    Epoll,
 }
 
 impl Kind {
     /// Every kind, in the order `--help` lists them.
-    pub const ALL: [Kind; 3] = [Kind::Smol, Kind::Threads, Kind::Uring];
+    pub const ALL: [Kind; 4] = [Kind::Smol, Kind::Threads, Kind::Uring, Kind::Epoll];
 
     /// The name on the command line.
     pub fn name(self) -> &'static str {
@@ -51,6 +60,7 @@ impl Kind {
             Kind::Smol => "smol",
             Kind::Threads => "threads",
             Kind::Uring => "uring",
+            Kind::Epoll => "epoll",
         }
     }
 
@@ -58,7 +68,7 @@ impl Kind {
     /// threads on each, so it is held lower.
     pub fn default_max_connections(self) -> usize {
         match self {
-            Kind::Smol | Kind::Uring => crate::driver::DEFAULT_MAX_CONNECTIONS,
+            Kind::Smol | Kind::Uring | Kind::Epoll => crate::driver::DEFAULT_MAX_CONNECTIONS,
             Kind::Threads => 2_000,
         }
     }
@@ -85,7 +95,7 @@ impl FromStr for Kind {
         Kind::ALL
             .into_iter()
             .find(|kind| kind.name() == text)
-            .ok_or_else(|| format!("{text:?}: expected smol, threads or uring"))
+            .ok_or_else(|| format!("{text:?}: expected smol, threads, uring or epoll"))
     }
 }
 

@@ -17,23 +17,21 @@
 //! out) passes `MSG_DONTWAIT`.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::pin::pin;
-use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
-use smol::LocalExecutor;
 
+use super::local::{self, Local, LocalTimer, Signal};
 use crate::driver::{
-    set_keepalive, AsyncListener, AsyncStream, AsyncTimer, Keepalive, LocalBoxFuture, Runtime,
+    set_keepalive, AsyncListener, AsyncStream, Keepalive, LocalBoxFuture, Runtime,
 };
 
 /// Submission queue entries (the completion queue is twice as long).
@@ -54,7 +52,7 @@ const OP_OTHER: u64 = 4;
 #[derive(Clone)]
 pub struct Uring {
     reactor: Rc<Reactor>,
-    executor: Weak<LocalExecutor<'static>>,
+    local: Local,
 }
 
 /// What the ring's operations are about: one slot per socket.
@@ -67,8 +65,8 @@ struct State {
     /// The receive buffers the kernel picks from (group 0), handed back through `returns`.
     pool: Box<[u8]>,
     returns: BufferRing,
-    timers: BTreeMap<(Instant, u64), Waker>,
-    next_timer: u64,
+    /// The loop's eventfd, which other threads write to wake it.
+    eventfd: RawFd,
 }
 
 #[derive(Default)]
@@ -99,28 +97,6 @@ struct Slot {
     polled: Option<u32>,
 }
 
-/// Wakes the loop: from its own thread by a flag, from others through the eventfd as well.
-struct Signal {
-    notified: AtomicBool,
-    sleeping: AtomicBool,
-    eventfd: OwnedFd,
-}
-
-impl Wake for Signal {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.notified.store(true, Ordering::SeqCst);
-        if self.sleeping.load(Ordering::SeqCst) {
-            let one = 1u64.to_ne_bytes();
-            // SAFETY: writes 8 bytes from a live buffer to an eventfd this signal owns.
-            unsafe { libc::write(self.eventfd.as_raw_fd(), one.as_ptr().cast(), 8) };
-        }
-    }
-}
-
 impl Uring {
     /// Runs `main` on a fresh ring and local executor on this thread until it completes.
     /// `Err` if the ring cannot be set up (an old kernel, or io_uring forbidden by seccomp).
@@ -134,47 +110,7 @@ impl Uring {
         main: impl FnOnce(Uring) -> LocalBoxFuture<T>,
     ) -> io::Result<T> {
         let reactor = Rc::new(Reactor::new(buffers)?);
-        // SAFETY: eventfd has no memory arguments; the result is checked before it is owned.
-        let eventfd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if eventfd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor that nothing else owns.
-        let eventfd = unsafe { OwnedFd::from_raw_fd(eventfd) };
-        let signal = Arc::new(Signal {
-            notified: AtomicBool::new(true),
-            sleeping: AtomicBool::new(false),
-            eventfd,
-        });
-        let executor = Rc::new(LocalExecutor::new());
-        let runtime = Uring {
-            reactor: reactor.clone(),
-            executor: Rc::downgrade(&executor),
-        };
-        let waker = Waker::from(signal.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut main = pin!(executor.run(main(runtime)));
-        let mut eventfd_polled = false;
-        loop {
-            if signal.notified.swap(false, Ordering::SeqCst) {
-                if let Poll::Ready(value) = main.as_mut().poll(&mut cx) {
-                    return Ok(value);
-                }
-            }
-            if !eventfd_polled {
-                let poll = opcode::PollAdd::new(types::Fd(signal.eventfd.as_raw_fd()), 1)
-                    .build()
-                    .user_data(WAKE_UP);
-                reactor.0.borrow_mut().push(poll);
-                eventfd_polled = true;
-            }
-            if reactor.turn(&signal)? {
-                let mut count = [0u8; 8];
-                // SAFETY: reads 8 bytes into a live buffer from the eventfd (non-blocking).
-                unsafe { libc::read(signal.eventfd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
-                eventfd_polled = false;
-            }
-        }
+        local::block_on(&*reactor.clone(), |local| main(Uring { reactor, local }))
     }
 }
 
@@ -204,42 +140,43 @@ impl Reactor {
             free: Vec::new(),
             pool,
             returns,
-            timers: BTreeMap::new(),
-            next_timer: 0,
+            eventfd: -1,
         })))
     }
+}
 
-    /// Submits what is queued, waits for a completion (unless `signal` is already notified)
-    /// or the next timer, and handles what completed. True if the eventfd fired.
-    fn turn(&self, signal: &Signal) -> io::Result<bool> {
+impl local::Reactor for Reactor {
+    fn watch(&self, eventfd: RawFd) {
         let mut state = self.0.borrow_mut();
-        let now = Instant::now();
-        let timeout = state
-            .timers
-            .keys()
-            .next()
-            .map(|(at, _)| at.saturating_duration_since(now));
-        signal.sleeping.store(true, Ordering::SeqCst);
-        let wait = !signal.notified.load(Ordering::SeqCst) && timeout != Some(Default::default());
-        let submitted = if !wait {
-            let queue = state.ring.submission();
-            if queue.is_empty() && !queue.taskrun() && !queue.cq_overflow() {
-                Ok(0)
-            } else {
-                drop(queue);
-                // A wait of zero: submits, and runs the completions the kernel has deferred.
-                let timespec = types::Timespec::new();
+        state.eventfd = eventfd;
+        state.watch_eventfd();
+    }
+
+    /// Submits what is queued, waits for a completion (unless told not to) or the deadline,
+    /// and handles what completed.
+    fn turn(&self, signal: &Signal, deadline: Option<Instant>) -> io::Result<bool> {
+        let mut state = self.0.borrow_mut();
+        let submitted = match signal.sleep(deadline) {
+            Some(timeout) if timeout.is_zero() => {
+                let queue = state.ring.submission();
+                if queue.is_empty() && !queue.taskrun() && !queue.cq_overflow() {
+                    Ok(0)
+                } else {
+                    drop(queue);
+                    // A wait of zero: submits, and runs the completions the kernel has deferred.
+                    let timespec = types::Timespec::new();
+                    let args = types::SubmitArgs::new().timespec(&timespec);
+                    state.ring.submitter().submit_with_args(1, &args)
+                }
+            }
+            Some(timeout) => {
+                let timespec = types::Timespec::from(timeout);
                 let args = types::SubmitArgs::new().timespec(&timespec);
                 state.ring.submitter().submit_with_args(1, &args)
             }
-        } else if let Some(timeout) = timeout {
-            let timespec = types::Timespec::from(timeout);
-            let args = types::SubmitArgs::new().timespec(&timespec);
-            state.ring.submitter().submit_with_args(1, &args)
-        } else {
-            state.ring.submit_and_wait(1)
+            None => state.ring.submit_and_wait(1),
         };
-        signal.sleeping.store(false, Ordering::SeqCst);
+        signal.awake();
         match submitted {
             Ok(_) => {}
             Err(error)
@@ -258,22 +195,27 @@ impl Reactor {
         for (user_data, result, flags) in completions {
             if user_data == WAKE_UP {
                 woken = true;
+                if !cqueue::more(flags) {
+                    state.watch_eventfd();
+                }
             } else {
                 state.complete(user_data, result, flags);
             }
-        }
-        let now = Instant::now();
-        while let Some(entry) = state.timers.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            entry.remove().wake();
         }
         Ok(woken)
     }
 }
 
 impl State {
+    /// Polls the loop's eventfd, multishot: once, unless the kernel ends the poll.
+    fn watch_eventfd(&mut self) {
+        let poll = opcode::PollAdd::new(types::Fd(self.eventfd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(WAKE_UP);
+        self.push(poll);
+    }
+
     /// Queues `entry`, submitting first if the queue is full.
     fn push(&mut self, entry: squeue::Entry) {
         loop {
@@ -710,71 +652,17 @@ impl AsyncListener for UringListener {
     }
 }
 
-/// A timer: an entry in the reactor's deadlines while it is waited on.
-pub struct UringTimer {
-    reactor: Rc<Reactor>,
-    at: Option<Instant>,
-    key: Option<(Instant, u64)>,
-}
-
-impl UringTimer {
-    fn forget(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.reactor.0.borrow_mut().timers.remove(&key);
-        }
-    }
-}
-
-impl Drop for UringTimer {
-    fn drop(&mut self) {
-        self.forget();
-    }
-}
-
-impl AsyncTimer for UringTimer {
-    fn reset(&mut self, at: Option<Instant>) {
-        if at != self.at {
-            self.forget();
-            self.at = at;
-        }
-    }
-
-    fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(at) = self.at else {
-            return Poll::Pending;
-        };
-        if at <= Instant::now() {
-            self.forget();
-            self.at = None;
-            return Poll::Ready(());
-        }
-        let mut state = self.reactor.0.borrow_mut();
-        let key = *self.key.get_or_insert_with(|| {
-            state.next_timer += 1;
-            (at, state.next_timer)
-        });
-        state.timers.insert(key, cx.waker().clone());
-        Poll::Pending
-    }
-}
-
 impl Runtime for Uring {
     type Stream = UringStream;
     type Listener = UringListener;
-    type Timer = UringTimer;
+    type Timer = LocalTimer;
 
     fn spawn(&self, task: LocalBoxFuture<()>) {
-        if let Some(executor) = self.executor.upgrade() {
-            executor.spawn(task).detach();
-        }
+        self.local.spawn(task);
     }
 
-    fn timer(&self, at: Option<Instant>) -> UringTimer {
-        UringTimer {
-            reactor: self.reactor.clone(),
-            at,
-            key: None,
-        }
+    fn timer(&self, at: Option<Instant>) -> LocalTimer {
+        self.local.timer(at)
     }
 
     fn connect(&self, addr: SocketAddr) -> LocalBoxFuture<io::Result<UringStream>> {

@@ -17,8 +17,8 @@ macro_rules! in_each_runtime {
     };
 }
 
-/// As `in_each_runtime!`, and `uring::name` on Linux: for server scenarios (the uring
-/// runtime's client is smol's, tested already).
+/// As `in_each_runtime!`, and `uring::name` and `epoll::name` on Linux: for server scenarios
+/// (those runtimes' client is smol's, tested already).
 #[allow(unused_macros)]
 macro_rules! in_each_server_runtime {
     ($($scenario:ident),* $(,)?) => {
@@ -26,6 +26,10 @@ macro_rules! in_each_server_runtime {
         #[cfg(target_os = "linux")]
         mod uring {
             $(#[test] fn $scenario() { super::$scenario(super::Runtime::Uring) })*
+        }
+        #[cfg(target_os = "linux")]
+        mod epoll {
+            $(#[test] fn $scenario() { super::$scenario(super::Runtime::Epoll) })*
         }
     };
 }
@@ -62,6 +66,8 @@ pub enum Runtime {
     TokioExample,
     /// `im-server --runtime uring` (its clients use smol).
     Uring,
+    /// `im-server --runtime epoll` (its clients use smol).
+    Epoll,
 }
 
 impl Runtime {
@@ -71,6 +77,7 @@ impl Runtime {
             Runtime::Smol | Runtime::TokioExample => "smol",
             Runtime::Threads => "threads",
             Runtime::Uring => "uring",
+            Runtime::Epoll => "epoll",
         }
     }
 }
