@@ -185,12 +185,17 @@ impl Reactor {
             Err(error) => error.kind() == io::ErrorKind::WouldBlock,
         };
         if spent {
-            let mut state = self.0.borrow_mut();
-            let slot = &mut state.slots[index];
-            match write {
-                false => slot.readable = false,
-                true => slot.writable = false,
-            }
+            self.spent(index, write);
+        }
+    }
+
+    /// The socket is not ready that way until its next event.
+    fn spent(&self, index: usize, write: bool) {
+        let mut state = self.0.borrow_mut();
+        let slot = &mut state.slots[index];
+        match write {
+            false => slot.readable = false,
+            true => slot.writable = false,
         }
     }
 }
@@ -292,19 +297,15 @@ impl AsyncListener for EpollListener {
     fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(Self::Stream, SocketAddr)>> {
         loop {
             std::task::ready!(self.reactor.poll_ready(self.slot, false, cx));
-            let accepted = self.listener.accept();
-            // An accept takes one connection of many: only "would block" says none is left.
-            let result = accepted.as_ref().map(|_| 1).map_err(|e| e.kind().into());
-            self.reactor.settle(self.slot, false, 1, &result);
-            match accepted {
+            match self.listener.accept() {
                 Ok((stream, peer)) => {
                     return Poll::Ready(EpollStream::new(&self.reactor, stream).map(|s| (s, peer)))
                 }
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) => {}
+                // An accept takes one connection of many: only this says none is left.
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.reactor.spent(self.slot, false);
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Poll::Ready(Err(error)),
             }
         }
@@ -333,7 +334,7 @@ impl Runtime for Epoll {
         Box::pin(async move {
             let stream = EpollStream::new(&reactor, TcpStream::connect(addr)?)?;
             // Not writable until the handshake is over (it started ready, as every socket).
-            reactor.0.borrow_mut().slots[stream.slot].writable = false;
+            reactor.spent(stream.slot, true);
             std::future::poll_fn(|cx| reactor.poll_ready(stream.slot, true, cx)).await;
             match stream.stream.take_error()? {
                 Some(error) => Err(error),

@@ -104,9 +104,9 @@ impl Signal {
         }
         Ok(Signal {
             notified: AtomicBool::new(true),
+            sleeping: AtomicBool::new(false),
             // SAFETY: a fresh descriptor that nothing else owns.
             eventfd: unsafe { OwnedFd::from_raw_fd(eventfd) },
-            sleeping: AtomicBool::new(false),
         })
     }
 
