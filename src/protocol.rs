@@ -12,24 +12,42 @@ use nom::multi::separated_list1;
 use nom::sequence::{preceded, separated_pair};
 use nom::{IResult, Parser};
 
+/// `line` without its final `\n`: each fixed line below is written once, with it, so that
+/// sending one is a static buffer ([`Response::to_shared`]).
+const fn text(line: &'static [u8]) -> &'static [u8] {
+    match line.split_last() {
+        Some((&b'\n', text)) => text,
+        _ => line,
+    }
+}
+
 /// `101`: the login was accepted.
-pub const AUTH_OK: &[u8] = b"101 Authentication successful";
+pub const AUTH_OK: &[u8] = text(AUTH_OK_LINE);
+const AUTH_OK_LINE: &[u8] = b"101 Authentication successful\n";
 /// `102`: unknown user, wrong password, or the user is already online.
-pub const AUTH_FAILED: &[u8] = b"102 Authentication failed";
+pub const AUTH_FAILED: &[u8] = text(AUTH_FAILED_LINE);
+const AUTH_FAILED_LINE: &[u8] = b"102 Authentication failed\n";
 /// `201`: the server reached the client's Lb listener.
-pub const LB_OK: &[u8] = b"201 Build connection successful";
+pub const LB_OK: &[u8] = text(LB_OK_LINE);
+const LB_OK_LINE: &[u8] = b"201 Build connection successful\n";
 /// `202`: the server could not reach the client's Lb listener.
-pub const LB_FAILED: &[u8] = b"202 Build connection failed";
+pub const LB_FAILED: &[u8] = text(LB_FAILED_LINE);
+const LB_FAILED_LINE: &[u8] = b"202 Build connection failed\n";
 /// `302`: the client's acknowledgement of one message on Lb.
-pub const RECEIPT: &[u8] = b"302 Message receipt successful";
+pub const RECEIPT: &[u8] = text(RECEIPT_LINE);
+const RECEIPT_LINE: &[u8] = b"302 Message receipt successful\n";
 /// `303`: every recipient acknowledged.
-pub const DELIVERED: &[u8] = b"303 Message delivery successful";
+pub const DELIVERED: &[u8] = text(DELIVERED_LINE);
+const DELIVERED_LINE: &[u8] = b"303 Message delivery successful\n";
 /// `304`: at least one recipient did not acknowledge.
-pub const DELIVERY_FAILED: &[u8] = b"304 Message delivery failed";
+pub const DELIVERY_FAILED: &[u8] = text(DELIVERY_FAILED_LINE);
+const DELIVERY_FAILED_LINE: &[u8] = b"304 Message delivery failed\n";
 /// `310`: the answer to `/exit`.
-pub const BYE: &[u8] = b"310 Bye bye";
+pub const BYE: &[u8] = text(BYE_LINE);
+const BYE_LINE: &[u8] = b"310 Bye bye\n";
 /// `401`: the answer to any line that is malformed or out of place.
-pub const UNRECOGNIZED: &[u8] = b"401 Unrecognized message";
+pub const UNRECOGNIZED: &[u8] = text(UNRECOGNIZED_LINE);
+const UNRECOGNIZED_LINE: &[u8] = b"401 Unrecognized message\n";
 
 /// The default bound on one line, `\n` included (§1).
 pub const DEFAULT_MAX_LINE: usize = 65_536;
@@ -265,21 +283,35 @@ impl<'a> Response<'a> {
         whole(response, line)
     }
 
+    /// The whole line of a fixed answer, `\n` included; `None` for a list.
+    fn fixed_line(&self) -> Option<&'static [u8]> {
+        Some(match self {
+            Response::AuthOk => AUTH_OK_LINE,
+            Response::AuthFailed => AUTH_FAILED_LINE,
+            Response::LbOk => LB_OK_LINE,
+            Response::LbFailed => LB_FAILED_LINE,
+            Response::List(_) => return None,
+            Response::Delivered => DELIVERED_LINE,
+            Response::DeliveryFailed => DELIVERY_FAILED_LINE,
+            Response::Bye => BYE_LINE,
+            Response::Unrecognized => UNRECOGNIZED_LINE,
+        })
+    }
+
     /// Appends the exact wire bytes, `\n` included.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         match self {
-            Response::AuthOk => out.extend_from_slice(AUTH_OK),
-            Response::AuthFailed => out.extend_from_slice(AUTH_FAILED),
-            Response::LbOk => out.extend_from_slice(LB_OK),
-            Response::LbFailed => out.extend_from_slice(LB_FAILED),
             Response::List(names) => write_list(names.iter().copied(), out),
-            Response::Delivered => out.extend_from_slice(DELIVERED),
-            Response::DeliveryFailed => out.extend_from_slice(DELIVERY_FAILED),
-            Response::Bye => out.extend_from_slice(BYE),
-            Response::Unrecognized => out.extend_from_slice(UNRECOGNIZED),
+            _ => out.extend_from_slice(self.fixed_line().unwrap_or_default()),
         }
-        if !matches!(self, Response::List(_)) {
-            out.push(b'\n');
+    }
+
+    /// The exact wire bytes in a shared buffer; a fixed answer's is static, so answering
+    /// allocates nothing.
+    pub fn to_shared(&self) -> bytes::Bytes {
+        match self.fixed_line() {
+            Some(line) => bytes::Bytes::from_static(line),
+            None => self.to_bytes().into(),
         }
     }
 
@@ -338,7 +370,7 @@ pub fn is_receipt(line: &[u8]) -> bool {
 
 /// `302 Message receipt successful\n`, ready to send.
 pub fn receipt_bytes() -> Vec<u8> {
-    line_bytes(RECEIPT)
+    RECEIPT_LINE.to_vec()
 }
 
 /// `text` followed by `\n`.

@@ -26,6 +26,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 
+/// The room (in messages) an idle socket's outbox keeps between messages: what a first
+/// `push_back` allocates anyway (128 bytes), so that a socket written once per message does
+/// not allocate its outbox once per message.
+const IDLE_QUEUE_ROOM: usize = 4;
+
 /// Per-socket limits: how long and how much a peer may make the server wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TransportConfig {
@@ -268,8 +273,8 @@ impl Transport {
         }
         self.queue.pop_front();
         let more = !self.queue.is_empty();
-        if !more {
-            // An idle socket holds no memory for its backlog.
+        if !more && self.queue.capacity() > IDLE_QUEUE_ROOM {
+            // An idle socket keeps no room a burst grew: only what the next message needs.
             self.queue = VecDeque::new();
         }
         match &mut self.state {

@@ -232,11 +232,16 @@ fn exact_response_bytes() {
     ];
     for (response, bytes) in cases {
         assert_eq!(response.to_bytes(), bytes);
+        assert_eq!(response.to_shared(), bytes);
         assert_eq!(Response::parse(&bytes[..bytes.len() - 1]), Ok(response));
     }
     assert_eq!(
         simple_im::protocol::receipt_bytes(),
         b"302 Message receipt successful\n"
+    );
+    assert_eq!(
+        simple_im::protocol::RECEIPT,
+        b"302 Message receipt successful"
     );
 }
 

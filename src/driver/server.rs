@@ -176,6 +176,8 @@ pub struct ServerDriver {
     touched: Vec<SocketId>,
     /// Sockets whose deadlines may have changed since they were last synced.
     unsynced: Vec<SocketId>,
+    /// An empty `touched` with room, swapped in while `finish` works through the last one.
+    spare: Vec<SocketId>,
     actions: VecDeque<DriverAction>,
 }
 
@@ -201,6 +203,7 @@ impl ServerDriver {
             deadlines: BTreeSet::new(),
             touched: Vec::new(),
             unsynced: Vec::new(),
+            spare: Vec::new(),
             actions: VecDeque::new(),
         }
     }
@@ -479,7 +482,8 @@ impl ServerDriver {
             if self.touched.is_empty() {
                 return;
             }
-            let mut touched = std::mem::take(&mut self.touched);
+            // Swapped with the room of the last round, so that no round allocates.
+            let mut touched = std::mem::replace(&mut self.touched, std::mem::take(&mut self.spare));
             if touched.len() > 1 {
                 touched.sort_unstable();
                 touched.dedup();
@@ -496,6 +500,8 @@ impl ServerDriver {
             // Synced lazily (`poll_timeout`, `handle_timeout`): a message queued and written
             // within one turn of the runtime never costs a timer entry.
             self.unsynced.extend_from_slice(&touched);
+            touched.clear();
+            self.spare = touched;
         }
     }
 

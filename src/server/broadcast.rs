@@ -28,17 +28,52 @@ impl Outcome {
 /// a late or duplicated report can never produce a second answer.
 #[derive(Clone, Debug)]
 pub struct BroadcastAggregator {
-    settled: Vec<bool>,
+    settled: Settled,
+    recipients: usize,
     waiting: usize,
     failed: bool,
     answered: bool,
+}
+
+/// Which slots have settled, a bit each: inline up to 64 recipients (every `/to`, most
+/// `/toall`s), so that the common request allocates nothing for it.
+#[derive(Clone, Debug)]
+enum Settled {
+    Inline(u64),
+    Spilled(Vec<u64>),
+}
+
+impl Settled {
+    fn new(recipients: usize) -> Settled {
+        match recipients {
+            0..=64 => Settled::Inline(0),
+            _ => Settled::Spilled(vec![0; recipients.div_ceil(64)]),
+        }
+    }
+
+    /// Marks `slot` settled; false if it already was (or is not a slot).
+    fn mark(&mut self, slot: usize) -> bool {
+        let word = match self {
+            Settled::Inline(word) if slot < 64 => word,
+            Settled::Inline(_) => return false,
+            Settled::Spilled(words) => match words.get_mut(slot / 64) {
+                Some(word) => word,
+                None => return false,
+            },
+        };
+        let bit = 1 << (slot % 64);
+        let fresh = *word & bit == 0;
+        *word |= bit;
+        fresh
+    }
 }
 
 impl BroadcastAggregator {
     /// An aggregator for `recipients` deliveries (`0` for a `/toall` with nobody else online).
     pub fn new(recipients: usize) -> Self {
         BroadcastAggregator {
-            settled: vec![false; recipients],
+            settled: Settled::new(recipients),
+            recipients,
             waiting: recipients,
             failed: false,
             answered: false,
@@ -52,14 +87,11 @@ impl BroadcastAggregator {
 
     /// Records the outcome of `slot`. Returns the answer when this settles the last one, once.
     pub fn settle(&mut self, slot: usize, delivered: bool) -> Option<Outcome> {
-        match self.settled.get_mut(slot) {
-            Some(settled) if !*settled => {
-                *settled = true;
-                self.waiting -= 1;
-                self.failed |= !delivered;
-            }
-            _ => return None,
+        if slot >= self.recipients || !self.settled.mark(slot) {
+            return None;
         }
+        self.waiting -= 1;
+        self.failed |= !delivered;
         self.poll_outcome()
     }
 
@@ -85,6 +117,17 @@ mod tests {
     use proptest::test_runner::FileFailurePersistence;
 
     #[test]
+    fn a_slot_out_of_range_settles_nothing() {
+        for recipients in [1, 64, 65, 200] {
+            let mut aggregator = BroadcastAggregator::new(recipients);
+            for slot in [recipients, 1000] {
+                assert_eq!(aggregator.settle(slot, false), None);
+            }
+            assert_eq!(aggregator.waiting(), recipients);
+        }
+    }
+
+    #[test]
     fn nobody_to_deliver_to_is_delivered() {
         let mut aggregator = BroadcastAggregator::new(0);
         assert_eq!(aggregator.poll_outcome(), Some(Outcome::Delivered));
@@ -105,8 +148,9 @@ mod tests {
         /// last slot settles, and it is `Failed` iff some slot's first report was a failure.
         #[test]
         fn exactly_one_answer(
-            outcomes in prop::collection::vec(any::<bool>(), 1..20),
-            order in prop::collection::vec(any::<prop::sample::Index>(), 0..60),
+            // Past 64 recipients the settled slots spill from one word to many.
+            outcomes in prop::collection::vec(any::<bool>(), 1..150),
+            order in prop::collection::vec(any::<prop::sample::Index>(), 0..300),
         ) {
             let n = outcomes.len();
             let mut aggregator = BroadcastAggregator::new(n);

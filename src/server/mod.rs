@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 pub use broadcast::{BroadcastAggregator, Outcome};
 pub use cluster::{ClusterInput, ClusterOutput, NodeId, NodeMessage, OnlineEntry, QueryId};
@@ -147,8 +148,11 @@ struct Pending {
     aggregator: BroadcastAggregator,
     /// Where each slot's delivery went, to withdraw them if the sender leaves and to fail
     /// those of a node that goes down.
-    recipients: Vec<(NodeId, ConnId)>,
+    recipients: Recipients,
 }
+
+/// A request's recipients, by slot; a `/to`'s one is inline.
+type Recipients = SmallVec<[(NodeId, ConnId); 1]>;
 
 /// Where the online users are known.
 #[derive(Debug)]
@@ -714,7 +718,10 @@ impl Server {
         found: Option<(NodeId, ConnId)>,
     ) {
         match found {
-            Some(target) => self.submit(now, conn, RequestKind::To, line, vec![target]),
+            Some(target) => {
+                let recipients = Recipients::from_elem(target, 1);
+                self.submit(now, conn, RequestKind::To, line, recipients)
+            }
             None => {
                 self.metrics.delivery(DeliveryOutcome::Offline);
                 self.fail_unsent(conn, RequestKind::To)
@@ -739,8 +746,8 @@ impl Server {
         now: Instant,
         sender: ConnId,
         kind: RequestKind,
-        line: Bytes,
-        recipients: Vec<(NodeId, ConnId)>,
+        mut line: Bytes,
+        recipients: Recipients,
     ) {
         let request = RequestId(self.next_request);
         self.next_request += 1;
@@ -760,18 +767,24 @@ impl Server {
                 sender,
                 kind,
                 aggregator,
-                recipients: Vec::new(),
+                recipients: Recipients::new(),
             },
         );
+        let last = recipients.len().saturating_sub(1);
         for (slot, &(node, conn)) in recipients.iter().enumerate() {
+            // The last recipient takes the line itself: a `/to` never clones it (a clone of
+            // bytes made from a `Vec` allocates).
+            let line = match slot == last {
+                true => std::mem::take(&mut line),
+                false => line.clone(),
+            };
             if node == self.node {
                 let origin = self.node;
-                self.deliver(now, origin, request, slot, conn, line.clone());
+                self.deliver(now, origin, request, slot, conn, line);
             } else if self.down.contains(&node) {
                 self.metrics.delivery(DeliveryOutcome::NodeDown);
                 self.settle(self.node, request, slot, false);
             } else {
-                let line = line.clone();
                 let message = NodeMessage::Deliver {
                     request,
                     slot,
@@ -1015,7 +1028,7 @@ impl Server {
         }
         if let Some(response) = last {
             self.outputs
-                .push_back(Output::SendLa(conn, response.to_bytes().into()));
+                .push_back(Output::SendLa(conn, response.to_shared()));
         }
         if !deferred {
             self.outputs.push_back(Output::Close(conn));
@@ -1053,7 +1066,7 @@ impl Server {
 
     fn reply(&mut self, conn: ConnId, response: &Response<'_>) {
         self.outputs
-            .push_back(Output::SendLa(conn, response.to_bytes().into()));
+            .push_back(Output::SendLa(conn, response.to_shared()));
     }
 
     /// Lets senders whose requests were answered go on reading their La lines.

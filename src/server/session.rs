@@ -28,7 +28,8 @@ pub struct Queued {
     pub request: RequestId,
     /// The recipient's slot in that request's [`BroadcastAggregator`](super::BroadcastAggregator).
     pub slot: usize,
-    /// The exact `/from …` or `/broadcastfrom …` line, shared by all recipients of a `/toall`.
+    /// The exact `/from …` or `/broadcastfrom …` line, shared by all recipients of a `/toall`;
+    /// empty once sent.
     pub line: Bytes,
 }
 
@@ -420,8 +421,10 @@ impl ServerSession {
         if lb.outstanding.is_some() {
             return None;
         }
-        let queued = lb.queue.pop_front()?;
-        let line = queued.line.clone();
+        let mut queued = lb.queue.pop_front()?;
+        // Moved, not cloned: once sent it is the transport's, and a clone of bytes made from a
+        // `Vec` allocates.
+        let line = std::mem::take(&mut queued.line);
         lb.outstanding = Some(Outstanding {
             queued,
             sent: now,
