@@ -339,6 +339,8 @@ impl<R: Runtime> Hub<R> {
         self.running = Some(conn);
         let poll = self.drive(conn, cx);
         self.running = None;
+        // Once per run rather than per action: nothing else runs meanwhile.
+        self.notice_deadline();
         poll
     }
 
@@ -353,7 +355,7 @@ impl<R: Runtime> Hub<R> {
                 let socket = SocketId { conn, side };
                 moved |= matches!(self.flush(socket, Some(cx)), Step::Moved);
                 moved |= matches!(self.read(socket, cx), Step::Moved);
-                self.carry_out_actions();
+                self.run_actions();
             }
             if !moved {
                 return Poll::Pending;
@@ -463,6 +465,12 @@ impl<R: Runtime> Hub<R> {
     /// Carries out the driver's actions until there are none, then makes sure the deadline
     /// task sleeps no later than the driver's next deadline.
     fn carry_out_actions(&mut self) {
+        self.run_actions();
+        self.notice_deadline();
+    }
+
+    /// Carries out the driver's actions until there are none.
+    fn run_actions(&mut self) {
         while let Some(action) = self.driver.poll_action() {
             match action {
                 DriverAction::Wake(socket) => {
@@ -518,7 +526,6 @@ impl<R: Runtime> Hub<R> {
                 }
             }
         }
-        self.notice_deadline();
     }
 
     fn shutdown(&mut self, socket: SocketId, how: Shutdown) {
