@@ -64,7 +64,7 @@ struct Slot {
 
 impl Epoll {
     /// Runs `main` on a fresh poller and local executor on this thread until it completes.
-    pub fn block_on<T>(main: impl FnOnce(Epoll) -> LocalBoxFuture<T>) -> io::Result<T> {
+    pub fn block_on<T: 'static>(main: impl FnOnce(Epoll) -> LocalBoxFuture<T>) -> io::Result<T> {
         let reactor = Rc::new(Reactor(RefCell::new(State {
             poll: mio::Poll::new()?,
             events: Events::with_capacity(EVENTS),

@@ -100,12 +100,12 @@ struct Slot {
 impl Uring {
     /// Runs `main` on a fresh ring and local executor on this thread until it completes.
     /// `Err` if the ring cannot be set up (an old kernel, or io_uring forbidden by seccomp).
-    pub fn block_on<T>(main: impl FnOnce(Uring) -> LocalBoxFuture<T>) -> io::Result<T> {
+    pub fn block_on<T: 'static>(main: impl FnOnce(Uring) -> LocalBoxFuture<T>) -> io::Result<T> {
         Uring::block_on_with(BUFFERS, main)
     }
 
     /// [`Uring::block_on`] with a pool of `buffers` receive buffers (a power of two).
-    fn block_on_with<T>(
+    fn block_on_with<T: 'static>(
         buffers: u16,
         main: impl FnOnce(Uring) -> LocalBoxFuture<T>,
     ) -> io::Result<T> {
