@@ -4,7 +4,9 @@
 //! ([`ClusterOutput::Claim`](super::ClusterOutput::Claim),
 //! [`ClusterOutput::Query`](super::ClusterOutput::Query)), so the hub has one path for both.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use super::{ConnId, NodeId, OnlineEntry};
 
@@ -13,8 +15,10 @@ use super::{ConnId, NodeId, OnlineEntry};
 pub(crate) struct LocalDirectory {
     /// By login order: the user and its session.
     online: BTreeMap<u64, (Vec<u8>, ConnId)>,
-    /// By name: the session and the key in `online`.
-    by_name: HashMap<Vec<u8>, (ConnId, u64)>,
+    /// By name: the session and the key in `online`. A fast hash, though peers pick the
+    /// names looked up: only names from the users file, after their password, are ever in it,
+    /// so no peer can fill it with colliding keys.
+    by_name: FxHashMap<Vec<u8>, (ConnId, u64)>,
     next_login: u64,
 }
 
