@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "common/pki.rs"]
+mod pki;
+
 const BENCH: &str = env!("CARGO_BIN_EXE_im-bench");
 const SERVER: &str = env!("CARGO_BIN_EXE_im-server");
 /// The longest one im-bench run may take; each is bounded far below by `--count`.
@@ -108,10 +111,16 @@ fn start_server(users: &Path) -> (KillOnDrop, u16) {
 
 /// As [`start_server`], with `--runtime runtime`.
 fn start_server_on(users: &Path, runtime: &str) -> (KillOnDrop, u16) {
+    start_server_with(users, runtime, &[])
+}
+
+/// As [`start_server_on`], with more options.
+fn start_server_with(users: &Path, runtime: &str, options: &[String]) -> (KillOnDrop, u16) {
     let mut server = KillOnDrop(
         Command::new(SERVER)
             .args(["0".as_ref(), users.as_os_str()])
             .args(["--bind", "127.0.0.1", "--log", "warn", "--runtime", runtime])
+            .args(options)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -355,4 +364,47 @@ fn the_uring_runtime_moves_bytes_without_a_system_call_per_delivery() {
     // send, a receive and a re-arm per recipient (3.4 to 3.6 measured).
     let all = toall["all_per_delivery"].as_f64().unwrap_or(f64::MAX);
     assert!(all < 2.0, "{toall:#}");
+}
+
+/// `--tls`: every session speaks TLS on La and Lb (a server with a certificate answers a plain
+/// client's first line with nothing it could read, so a count that comes out exact means the
+/// bytes went through TLS), and the load is counted as over plain TCP.
+#[test]
+fn tls_sessions_count_exactly() {
+    let dir = TempDir::new();
+    let users = generate_users(&dir.0, 20);
+    let pki = pki::Pki::new(dir.0.join("pki"));
+    let (_server, port) = start_server_with(&users, "smol", &pki.server_options());
+    let ca = pki.ca.display().to_string();
+    let tls = ["--tls", "--ca", &ca];
+    let load = ["--count", "100", "--warmup", "0s", "--duration", "10s"];
+    let to = bench(
+        port,
+        &users,
+        &[&["to", "--pairs", "3"][..], &tls, &load].concat(),
+    );
+    assert_eq!(to["setup"]["opened"], 6, "{to:#}");
+    assert_eq!(to["load"]["deliveries"], 100, "{to:#}");
+    assert_eq!(to["load"]["received"], 100, "{to:#}");
+    let toall = bench(
+        port,
+        &users,
+        &[
+            &["toall", "--recipients", "4", "--first-user", "6"][..],
+            &tls,
+            &load,
+        ]
+        .concat(),
+    );
+    assert_eq!(toall["load"]["deliveries"], 400, "{toall:#}");
+
+    // Without --tls the same server is never logged in to.
+    let mut command = Command::new(BENCH);
+    command
+        .args(["to", "--pairs", "1", "--count", "1", "--first-user", "12"])
+        .args(["--port", &port.to_string(), "--json", "--timeout", "2s"])
+        .arg("--users")
+        .arg(&users);
+    let (ok, stdout, _) = run_bounded(&mut command, RUN_LIMIT);
+    assert!(!ok, "a plain im-bench logged in to a TLS server: {stdout}");
 }

@@ -6,6 +6,8 @@
 #[macro_use]
 #[path = "common/server.rs"]
 mod harness;
+#[path = "common/pki.rs"]
+mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -19,114 +21,9 @@ use harness::{
     appendix_between_im_clients_with, run_to_end, temp_path, ClientProcess, Runtime, ServerProcess,
     CLIENT_BIN, STEP, USERS,
 };
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use pki::Pki;
+use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
-
-/// A private CA, a server certificate it signed for `localhost` and 127.0.0.1, and an
-/// impostor's certificate it signed for the same names, as PEM files in a fresh folder.
-struct Pki {
-    dir: PathBuf,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    impostor_cert: PathBuf,
-    impostor_key: PathBuf,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = temp_path("pki");
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "im test CA");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let leaf = |name: &str| {
-            let key = KeyPair::generate().unwrap();
-            let mut params =
-                CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                    .unwrap();
-            params.distinguished_name.push(DnType::CommonName, name);
-            let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-            (cert.pem(), key.serialize_pem())
-        };
-        let write = |name: &str, text: &str| {
-            let path = dir.join(name);
-            std::fs::write(&path, text).unwrap();
-            path
-        };
-        let (cert, key) = leaf("im server");
-        let (impostor_cert, impostor_key) = leaf("impostor");
-        Pki {
-            ca: write("ca.pem", &ca.pem()),
-            cert: write("cert.pem", &cert),
-            key: write("key.pem", &key),
-            impostor_cert: write("impostor.pem", &impostor_cert),
-            impostor_key: write("impostor-key.pem", &impostor_key),
-            dir,
-        }
-    }
-
-    /// The server's options for this certificate.
-    fn server_options(&self) -> Vec<String> {
-        vec![
-            "--tls-cert".to_owned(),
-            self.cert.display().to_string(),
-            "--tls-key".to_owned(),
-            self.key.display().to_string(),
-        ]
-    }
-
-    /// The client's options, trusting this CA.
-    fn client_options(&self) -> Vec<String> {
-        vec![
-            "--tls".to_owned(),
-            "--ca".to_owned(),
-            self.ca.display().to_string(),
-        ]
-    }
-
-    fn client_config(&self) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in pem_certs(&self.ca) {
-            roots.add(cert).unwrap();
-        }
-        Arc::new(
-            rustls::ClientConfig::builder()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        )
-    }
-
-    fn server_config(&self, cert: &PathBuf, key: &PathBuf) -> Arc<rustls::ServerConfig> {
-        use rustls::pki_types::pem::PemObject;
-        let key = PrivateKeyDer::from_pem_file(key).unwrap();
-        Arc::new(
-            rustls::ServerConfig::builder()
-                .with_no_client_auth()
-                .with_single_cert(pem_certs(cert), key)
-                .unwrap(),
-        )
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn pem_certs(path: &PathBuf) -> Vec<CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject;
-    CertificateDer::pem_file_iter(path)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
 
 fn strs(options: &[String]) -> Vec<&str> {
     options.iter().map(String::as_str).collect()
@@ -200,7 +97,7 @@ fn recv<S: Read>(stream: &mut BufReader<S>) -> String {
 
 /// The appendix between three real `im-client --tls` processes.
 fn appendix_over_tls(runtime: Runtime) {
-    let pki = Pki::new();
+    let pki = Pki::new(temp_path("pki"));
     let server = tls_server(runtime, &pki);
     let options = pki.client_options();
     appendix_between_im_clients_with(runtime, [server.addr; 3], &strs(&options));
@@ -210,7 +107,7 @@ fn appendix_over_tls(runtime: Runtime) {
 /// server says `close_notify`, so the end of La is a real one (rustls reads it as end of file;
 /// a cut connection would be an error).
 fn raw_tls_conversation(runtime: Runtime) {
-    let pki = Pki::new();
+    let pki = Pki::new(temp_path("pki"));
     let server = tls_server(runtime, &pki);
     let mut bob = TlsClient::connect(&pki, server.addr);
     bob.log_in("bob", "bob123");
@@ -232,7 +129,7 @@ fn raw_tls_conversation(runtime: Runtime) {
 /// What travels on La is ciphertext: a relay in the middle sees neither the password nor
 /// the messages, while the conversation goes on as ever.
 fn a_relay_in_the_middle_reads_nothing(runtime: Runtime) {
-    let pki = Pki::new();
+    let pki = Pki::new(temp_path("pki"));
     let server = tls_server(runtime, &pki);
     let (relay, seen) = spy_relay(server.addr);
     let mut bob = TlsClient::connect(&pki, server.addr);
@@ -290,7 +187,7 @@ fn spy_relay(server: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
 /// A plain-text peer of a TLS server gets a TLS alert and the end, never a protocol answer;
 /// the server logs why.
 fn a_plain_peer_gets_an_alert(runtime: Runtime) {
-    let pki = Pki::new();
+    let pki = Pki::new(temp_path("pki"));
     let server = tls_server(runtime, &pki);
     let mut plain = TcpStream::connect(server.addr).unwrap();
     plain.set_read_timeout(Some(STEP)).unwrap();
@@ -304,7 +201,7 @@ fn a_plain_peer_gets_an_alert(runtime: Runtime) {
 
 /// `im-client` without `--tls` against a TLS server: one line that says what to do, exit 1.
 fn a_plain_client_is_told_to_use_tls(runtime: Runtime) {
-    let pki = Pki::new();
+    let pki = Pki::new(temp_path("pki"));
     let server = tls_server(runtime, &pki);
     let mut client = im_client(runtime, server.addr, &[]);
     client.expect_lines(&["Please input your user name:"]);
@@ -323,7 +220,7 @@ fn a_plain_client_is_told_to_use_tls(runtime: Runtime) {
 /// (the plain server waits for the end of a "line" that never comes, so the client's own
 /// handshake timeout answers).
 fn a_tls_client_of_a_plain_server_says_so(runtime: Runtime) {
-    let pki = Pki::new();
+    let pki = Pki::new(temp_path("pki"));
     let server = ServerProcess::start(runtime, USERS, &[]);
     let mut client = im_client(runtime, server.addr, &pki.client_options());
     assert_eq!(
@@ -360,7 +257,7 @@ fn a_silent_server_ends_the_handshake_after_its_timeout() {
         fn read_line(&mut self, _secret: bool) {}
     }
 
-    let pki = Pki::new();
+    let pki = Pki::new(temp_path("pki"));
     let tls = ClientTls::new(Some(&pki.ca), "localhost").unwrap();
     let start = Instant::now();
     let server = SocketAddr::from(([127, 0, 0, 1], 4000));
@@ -389,7 +286,7 @@ fn a_silent_server_ends_the_handshake_after_its_timeout() {
 /// same CA signed for the same name: the client refuses it, shows none of its messages, and
 /// exits 1. (Anyone else on the server's host could try the same.)
 fn lb_must_show_las_certificate(runtime: Runtime) {
-    let pki = Pki::new();
+    let pki = Pki::new(temp_path("pki"));
     let la = pki.server_config(&pki.cert, &pki.key);
     let lb = pki.server_config(&pki.impostor_cert, &pki.impostor_key);
     let forged = move |socket: TcpStream| {
@@ -411,7 +308,7 @@ fn lb_must_show_las_certificate(runtime: Runtime) {
 
 /// As [`lb_must_show_las_certificate`], with an Lb in plain text: refused the same way.
 fn a_plain_lb_is_refused(runtime: Runtime) {
-    let pki = Pki::new();
+    let pki = Pki::new(temp_path("pki"));
     let la = pki.server_config(&pki.cert, &pki.key);
     let forged = |mut socket: TcpStream| {
         let _ = socket.write_all(b"/from jacky forged\n");
@@ -502,7 +399,7 @@ in_each_server_runtime!(
 
 #[test]
 fn bad_tls_options_are_one_line_and_exit_2() {
-    let pki = Pki::new();
+    let pki = Pki::new(temp_path("pki"));
     let users = harness::TempFile::new("users.txt", USERS.as_bytes());
     let missing = pki.dir.join("missing.pem");
     let with = |cert: &PathBuf, key: &PathBuf| -> Vec<std::ffi::OsString> {
@@ -557,7 +454,7 @@ fn the_server_driver_speaks_tls_on_la_and_lb() {
     use simple_im::tls::ServerTls;
     use simple_im::users::Users;
 
-    let pki = Pki::new();
+    let pki = Pki::new(temp_path("pki"));
     let tls = ServerTls::from_pem_files(&pki.cert, &pki.key).unwrap();
     let config = DriverConfig {
         tls: Some(tls),

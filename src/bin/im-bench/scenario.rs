@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use simple_im::client::Reply;
+use simple_im::driver::client::ServerAddrs;
 use simple_im::runtime::smol::Smol;
+use simple_im::tls::ClientTls;
 use smol::{LocalExecutor, Task, Timer};
 
 use crate::accounts::Account;
@@ -28,6 +30,8 @@ pub struct Target {
     pub runtime: Smol,
     /// The server's La address; one per node of a cluster, users spread over them in turn.
     pub servers: Vec<SocketAddr>,
+    /// TLS on both connections (`--tls`), or plain TCP.
+    pub tls: Option<ClientTls>,
     /// The accounts the scenario uses, in order.
     pub accounts: Vec<Account>,
     /// The longest any one wait may take (a login, an answer, an `/exit`).
@@ -152,6 +156,7 @@ async fn open_sessions(
             let (runtime, timeout) = (target.runtime.clone(), target.timeout);
             let servers = servers.clone();
             let lb_ports = target.lb_ports.clone();
+            let tls = target.tls.clone();
             executor.spawn(async move {
                 loop {
                     let index = next.get();
@@ -161,9 +166,13 @@ async fn open_sessions(
                     }
                     next.set(index + 1);
                     let account = &accounts[index];
+                    let mut server = ServerAddrs::from_addr(servers[index]);
+                    if let Some(tls) = &tls {
+                        server = server.with_tls(tls.clone());
+                    }
                     let login = SimUser::login(
                         runtime.clone(),
-                        servers[index],
+                        server,
                         &account.user,
                         &account.password,
                         lb_ports.clone(),

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use futures_lite::future;
 use simple_im::client::{Asked, ClientConfig, ClientError, ClientEvent, ClientInput, Reply};
-use simple_im::driver::client::{AsyncClient, ClientFrontend, Watch};
+use simple_im::driver::client::{AsyncClient, ClientFrontend, ServerAddrs, Watch};
 use simple_im::runtime::smol::Smol;
 
 use crate::watchdog;
@@ -154,11 +154,11 @@ pub struct SimUser {
 }
 
 impl SimUser {
-    /// Connects La to `server`, logs in as `user`, and opens Lb; done when the session asks for
-    /// its first command. Everything must happen before `deadline`.
+    /// Connects La to `server` (over TLS if it says so), logs in as `user`, and opens Lb; done
+    /// when the session asks for its first command. Everything must happen before `deadline`.
     pub async fn login(
         runtime: Smol,
-        server: SocketAddr,
+        server: ServerAddrs,
         user: &[u8],
         password: &[u8],
         lb_ports: Rc<LbPorts>,
@@ -178,7 +178,7 @@ impl SimUser {
             received: 0,
             last_error: None,
         };
-        let connect = AsyncClient::connect(runtime, server, config, seen);
+        let connect = AsyncClient::connect_any(runtime, &server, config, seen);
         let mut sim = match with_deadline(connect, deadline).await {
             Some(Ok(client)) => SimUser { client },
             Some(Err(err)) => return Err(UserError::Connect(err)),
