@@ -4,6 +4,7 @@
 #   scripts/bench-runtimes.sh [ROUNDS] [SECONDS]     # default 3 rounds of 6 s per scenario
 #   KINDS="relay uring" scripts/bench-runtimes.sh 1 4   # only some of them (the relay always first)
 #   BASE=/tmp/old/im-server KINDS="relay smol base-smol" scripts/bench-runtimes.sh   # before/after
+#   KINDS="relay epoll epoll+tls" scripts/bench-runtimes.sh   # a kind+tls: TLS on La and Lb
 # Each round runs `to` (100 pairs) then `toall` (1,000 recipients) against a fresh server of each
 # kind in turn (relay, smol, threads, uring), with --server-pid. Counting system calls with perf
 # makes each of them dearer (the tracepoints), so the calls come from one more round of their
@@ -21,18 +22,34 @@ bin=target/release
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$bin/im-bench" gen-users 1200 > "$work/users"
+# For the +tls kinds: a private CA and a certificate it signed for 127.0.0.1.
+case " $kinds " in
+    *+tls*)
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+            -subj /CN=bench-ca -addext basicConstraints=critical,CA:TRUE \
+            -addext keyUsage=critical,keyCertSign -keyout "$work/ca-key.pem" \
+            -out "$work/ca.pem" 2> /dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+            -keyout "$work/key.pem" -out "$work/req.pem" 2> /dev/null
+        printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$work/ext"
+        openssl x509 -req -in "$work/req.pem" -CA "$work/ca.pem" -CAkey "$work/ca-key.pem" \
+            -CAcreateserial -days 1 -extfile "$work/ext" -out "$work/cert.pem" 2> /dev/null
+        ;;
+esac
 counting=0
 if perf stat -e raw_syscalls:sys_enter true > /dev/null 2>&1; then
     counting=1
 fi
 
 start() {
-    case $1 in
+    local kind=${1%+tls} tls=()
+    [ "$kind" != "$1" ] && tls=(--tls-cert "$work/cert.pem" --tls-key "$work/key.pem")
+    case $kind in
         relay) "$bin/examples/mio_relay" 0 > "$work/port" & ;;
         base-*) "$BASE" 0 "$work/users" --bind 127.0.0.1 --log warn --max-per-ip 20000 \
-               --runtime "${1#base-}" > "$work/port" & ;;
+               --runtime "${kind#base-}" "${tls[@]}" > "$work/port" & ;;
         *) "$bin/im-server" 0 "$work/users" --bind 127.0.0.1 --log warn --max-per-ip 20000 \
-               --runtime "$1" > "$work/port" & ;;
+               --runtime "$kind" "${tls[@]}" > "$work/port" & ;;
     esac
     server=$!
     port=""
@@ -53,8 +70,10 @@ for round in $(seq "$((rounds + counting))"); do
                 to) load=(--pairs 100) ;;
                 toall) load=(--recipients 1000) ;;
             esac
+            tls=()
+            [ "${kind%+tls}" != "$kind" ] && tls=(--tls --ca "$work/ca.pem")
             "$bin/im-bench" "$scenario" "${load[@]}" --port "$port" --users "$work/users" \
-                --duration "${seconds}s" --server-pid "$server" "${perf[@]}" --json \
+                --duration "${seconds}s" --server-pid "$server" "${perf[@]}" "${tls[@]}" --json \
                 > "$work/$round-$scenario-$kind.json" 2> /dev/null || true
             kill "$server"
             wait "$server" 2> /dev/null || true
