@@ -372,14 +372,17 @@ impl<R: Runtime> Hub<R> {
     fn flush(&mut self, socket: SocketId, mut cx: Option<&mut Context<'_>>) -> Step {
         let mut step = Step::Idle;
         loop {
+            // Asked first: most looks find nothing to write.
+            let Some(bytes) = self.driver.peek_transmit(socket) else {
+                return step;
+            };
             let Some(stream) = self
                 .conns
                 .get(&socket.conn)
                 .and_then(|io| io.socket(socket.side))
             else {
-                return step;
-            };
-            let Some(bytes) = self.driver.peek_transmit(socket) else {
+                // No socket to write with (not connected yet, or let go): the chunk stays.
+                self.driver.handle_written(Instant::now(), socket, 0);
                 return step;
             };
             let written = stream.try_write(bytes);

@@ -488,18 +488,21 @@ impl ServerDriver {
                 touched.sort_unstable();
                 touched.dedup();
             }
+            let mut finished = false;
             for &socket in &touched {
-                self.drain_transport(now, socket);
-            }
-            // Only once every socket touched is drained: both sockets of a connection can be
-            // released in one call, and forgetting it at the first `Release` would drop the
-            // other socket's `ShutdownBoth` and `Release`.
-            for &socket in &touched {
-                self.forget_if_finished(socket.conn);
+                finished |= self.drain_transport(now, socket);
             }
             // Synced lazily (`poll_timeout`, `handle_timeout`): a message queued and written
             // within one turn of the runtime never costs a timer entry.
             self.unsynced.extend_from_slice(&touched);
+            // Only once every socket touched is drained: both sockets of a connection can be
+            // released in one call, and forgetting it at the first `Release` would drop the
+            // other socket's `ShutdownBoth` and `Release`.
+            if finished {
+                for &socket in &touched {
+                    self.forget_if_finished(socket.conn);
+                }
+            }
             touched.clear();
             self.spare = touched;
         }
@@ -576,17 +579,18 @@ impl ServerDriver {
         self.actions.push_back(DriverAction::Wake(socket));
     }
 
-    /// Carries out what one transport asks.
-    fn drain_transport(&mut self, now: Instant, socket: SocketId) {
+    /// Carries out what one transport asks; true if its connection is then finished with
+    /// (as far as its sockets drained so far say).
+    fn drain_transport(&mut self, now: Instant, socket: SocketId) -> bool {
         loop {
             let Some(entry) = self.conns.get_mut(&socket.conn) else {
-                return;
+                return false;
             };
             let Some(action) = entry
                 .transport(socket.side)
                 .and_then(Transport::poll_action)
             else {
-                return;
+                return entry.finished();
             };
             match action {
                 TransportAction::ReportClosed => {
