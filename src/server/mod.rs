@@ -11,6 +11,7 @@ mod broadcast;
 mod cluster;
 mod directory;
 mod session;
+mod timers;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
@@ -31,6 +32,7 @@ use crate::protocol::{write_list, Delivery, Response, DEFAULT_MAX_LINE};
 use crate::users::{PasswordCheck, Users, Verdict};
 use directory::LocalDirectory;
 use session::Refused;
+use timers::{TimerKind, Timers};
 
 /// Names one client connection (its La, and its Lb once made) for as long as it lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -120,19 +122,11 @@ pub enum Output {
     Cluster(ClusterOutput),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum TimerKind {
-    /// The login or Lb-connect deadline.
-    State,
-    /// The outstanding delivery's ack deadline.
-    Ack,
-}
-
 /// A session and the bookkeeping the hub keeps beside it.
 #[derive(Debug)]
 struct Entry {
     session: ServerSession,
-    /// The deadlines currently registered in [`Server::timers`] for this session.
+    /// The deadlines currently registered in the hub's timers for this session.
     registered: [Option<Instant>; 2],
     /// A [`Output::ReadLa`] was issued and its data has not come yet.
     read_granted: bool,
@@ -212,11 +206,13 @@ pub struct Server {
     /// after the last is a repeat, and queueing it again would show its line twice.
     last_delivered: FxHashMap<NodeId, (RequestId, usize)>,
     next_request: u64,
-    timers: BTreeSet<(Instant, ConnId, TimerKind)>,
+    timers: Timers,
+    /// The deadlines [`Server::handle_timeout`] is firing; kept for its room.
+    due: Vec<(Instant, ConnId, TimerKind)>,
     /// Sessions whose request was answered, so their next La line may be read.
     wakeups: Vec<ConnId>,
     /// Sessions whose deadlines may have changed during the current call; [`Server::sync`]
-    /// brings [`Server::timers`] up to date for each of them once, as the call returns.
+    /// brings the hub's timers up to date for each of them once, as the call returns.
     touched: Vec<ConnId>,
     outputs: VecDeque<Output>,
     lb_events: Vec<LbEvent>,
@@ -263,7 +259,8 @@ impl Server {
             down: BTreeSet::new(),
             last_delivered: FxHashMap::default(),
             next_request: 0,
-            timers: BTreeSet::new(),
+            timers: Timers::default(),
+            due: Vec::new(),
             wakeups: Vec::new(),
             touched: Vec::new(),
             outputs: VecDeque::new(),
@@ -361,19 +358,27 @@ impl Server {
 
     /// Fires every deadline that is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(at, conn, kind)) = self.timers.first() {
-            if at > now {
-                break;
+        let mut due = std::mem::take(&mut self.due);
+        let sessions = &self.sessions;
+        self.timers
+            .take_due(now, |at, conn| ack_is(sessions, conn, at), &mut due);
+        for &(at, conn, kind) in &due {
+            // A session ended by a deadline before this one is gone, its deadlines with it.
+            let Some(entry) = self.sessions.get_mut(&conn) else {
+                continue;
+            };
+            if entry.registered[kind as usize] != Some(at) {
+                continue;
             }
-            self.timers.pop_first();
-            if let Some(entry) = self.sessions.get_mut(&conn) {
-                entry.registered[kind as usize] = None;
-            }
+            entry.registered[kind as usize] = None;
+            self.timers.change(kind, conn, Some(at), None);
             match kind {
                 TimerKind::State => self.state_deadline_passed(conn),
                 TimerKind::Ack => self.end_session(conn, SessionEnd::AckTimeout, None),
             }
         }
+        due.clear();
+        self.due = due;
         self.run_wakeups(now);
         self.sync_touched();
     }
@@ -385,7 +390,7 @@ impl Server {
 
     /// When [`Server::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|&(at, _, _)| at)
+        self.timers.next()
     }
 
     /// The session of `conn`, if it is still open.
@@ -996,9 +1001,7 @@ impl Server {
             .into_iter()
             .zip(entry.registered)
         {
-            if let Some(at) = at {
-                self.timers.remove(&(at, conn, kind));
-            }
+            self.timers.change(kind, conn, at, None);
         }
         if let Some(user) = entry.session.user() {
             match &mut self.directory {
@@ -1096,6 +1099,8 @@ impl Server {
         }
         touched.clear();
         self.touched = touched;
+        let sessions = &self.sessions;
+        self.timers.prune(|at, conn| ack_is(sessions, conn, at));
     }
 
     /// Makes the timer set match the session's current deadlines.
@@ -1108,13 +1113,16 @@ impl Server {
             if entry.registered[index] == wanted[index] {
                 continue;
             }
-            if let Some(at) = entry.registered[index] {
-                self.timers.remove(&(at, conn, kind));
-            }
-            if let Some(at) = wanted[index] {
-                self.timers.insert((at, conn, kind));
-            }
+            self.timers
+                .change(kind, conn, entry.registered[index], wanted[index]);
             entry.registered[index] = wanted[index];
         }
     }
+}
+
+/// Whether `conn`'s ack deadline, as registered, is still `at`.
+fn ack_is(sessions: &FxHashMap<ConnId, Entry>, conn: ConnId, at: Instant) -> bool {
+    sessions
+        .get(&conn)
+        .is_some_and(|entry| entry.registered[TimerKind::Ack as usize] == Some(at))
 }
