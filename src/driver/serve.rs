@@ -95,6 +95,7 @@ pub async fn serve_node<R: Runtime>(
             keepalive: driver.keepalive,
             timer: TimerTask::default(),
             running: None,
+            renamed: [false; 2],
             runtime: runtime.clone(),
             me: me.clone(),
         })
@@ -232,9 +233,12 @@ struct Hub<R: Runtime> {
     /// Set on every socket, La and Lb.
     keepalive: Option<Keepalive>,
     timer: TimerTask,
-    /// The connection whose task is running: it looks at everything again before it sleeps,
-    /// so it needs no wake-up.
+    /// The connection whose task is running: it looks again at what changed before it
+    /// sleeps, so it needs no wake-up.
     running: Option<ConnId>,
+    /// The running connection's sockets (La, Lb) that an action named during its run: they
+    /// get another look.
+    renamed: [bool; 2],
     runtime: R,
     me: Weak<RefCell<Hub<R>>>,
 }
@@ -337,6 +341,7 @@ impl<R: Runtime> Hub<R> {
     /// [`STEPS_PER_RUN`] steps are done. Ready once the driver is finished with the connection.
     fn poll_conn(&mut self, conn: ConnId, cx: &mut Context<'_>) -> Poll<()> {
         self.running = Some(conn);
+        self.renamed = [false; 2];
         let poll = self.drive(conn, cx);
         self.running = None;
         // Once per run rather than per action: nothing else runs meanwhile.
@@ -345,19 +350,29 @@ impl<R: Runtime> Hub<R> {
     }
 
     fn drive(&mut self, conn: ConnId, cx: &mut Context<'_>) -> Poll<()> {
+        // A woken task looks at both sockets; after that, only at a socket that moved or
+        // that an action named: any other waits, registered with the reactor, since its
+        // last look.
+        let mut look = [true; 2];
         for _ in 0..STEPS_PER_RUN {
             let Some(io) = self.conns.get_mut(&conn) else {
                 return Poll::Ready(());
             };
             remember(&mut io.waker, cx.waker());
-            let mut moved = false;
+            let mut moved = [false; 2];
             for side in [Side::La, Side::Lb] {
+                if !look[side as usize] {
+                    continue;
+                }
                 let socket = SocketId { conn, side };
-                moved |= matches!(self.flush(socket, Some(cx)), Step::Moved);
-                moved |= matches!(self.read(socket, cx), Step::Moved);
+                let flushed = matches!(self.flush(socket, Some(cx)), Step::Moved);
+                let read = matches!(self.read(socket, cx), Step::Moved);
+                moved[side as usize] = flushed || read;
                 self.run_actions();
             }
-            if !moved {
+            let renamed = std::mem::take(&mut self.renamed);
+            look = [moved[0] || renamed[0], moved[1] || renamed[1]];
+            if look == [false; 2] {
                 return Poll::Pending;
             }
         }
@@ -477,6 +492,7 @@ impl<R: Runtime> Hub<R> {
         while let Some(action) = self.driver.poll_action() {
             match action {
                 DriverAction::Wake(socket) => {
+                    self.rename(socket);
                     if self.running != Some(socket.conn) {
                         // Written at once; only a full socket needs its task. Lb is read
                         // whenever it has something, so its task is waiting on it already;
@@ -518,6 +534,7 @@ impl<R: Runtime> Hub<R> {
                 DriverAction::ShutdownWrite(socket) => self.shutdown(socket, Shutdown::Write),
                 DriverAction::ShutdownBoth(socket) => self.shutdown(socket, Shutdown::Both),
                 DriverAction::Release(socket) => {
+                    self.rename(socket);
                     // Woken first, so that a task whose connection is gone sees it and ends.
                     self.wake(socket.conn);
                     if let Some(io) = self.conns.get_mut(&socket.conn) {
@@ -531,7 +548,16 @@ impl<R: Runtime> Hub<R> {
         }
     }
 
+    /// Notes an action on `socket`: if its connection's task is the one running, that task
+    /// looks at it again.
+    fn rename(&mut self, socket: SocketId) {
+        if self.running == Some(socket.conn) {
+            self.renamed[socket.side as usize] = true;
+        }
+    }
+
     fn shutdown(&mut self, socket: SocketId, how: Shutdown) {
+        self.rename(socket);
         if let Some(stream) = self
             .conns
             .get(&socket.conn)
