@@ -120,6 +120,15 @@ fn data_input(socket: SocketId, data: &[u8]) -> Input<'_> {
     }
 }
 
+/// What a transport left once drained.
+#[derive(Default)]
+struct Drained {
+    /// Its connection is finished with, as far as its sockets drained so far say.
+    finished: bool,
+    /// Its deadline is not the one registered.
+    deadline_moved: bool,
+}
+
 /// A connection's sockets, from accept until both are finished with.
 #[derive(Debug)]
 struct Conn {
@@ -490,11 +499,15 @@ impl ServerDriver {
             }
             let mut finished = false;
             for &socket in &touched {
-                finished |= self.drain_transport(now, socket);
+                let drained = self.drain_transport(now, socket);
+                finished |= drained.finished;
+                // Synced lazily (`poll_timeout`, `handle_timeout`), and only if it moved: a
+                // message queued and written within one turn of the runtime never costs a
+                // timer entry.
+                if drained.deadline_moved {
+                    self.unsynced.push(socket);
+                }
             }
-            // Synced lazily (`poll_timeout`, `handle_timeout`): a message queued and written
-            // within one turn of the runtime never costs a timer entry.
-            self.unsynced.extend_from_slice(&touched);
             // Only once every socket touched is drained: both sockets of a connection can be
             // released in one call, and forgetting it at the first `Release` would drop the
             // other socket's `ShutdownBoth` and `Release`.
@@ -579,18 +592,24 @@ impl ServerDriver {
         self.actions.push_back(DriverAction::Wake(socket));
     }
 
-    /// Carries out what one transport asks; true if its connection is then finished with
-    /// (as far as its sockets drained so far say).
-    fn drain_transport(&mut self, now: Instant, socket: SocketId) -> bool {
+    /// Carries out what one transport asks, and says what it left.
+    fn drain_transport(&mut self, now: Instant, socket: SocketId) -> Drained {
         loop {
             let Some(entry) = self.conns.get_mut(&socket.conn) else {
-                return false;
+                return Drained::default();
             };
-            let Some(action) = entry
-                .transport(socket.side)
-                .and_then(Transport::poll_action)
-            else {
-                return entry.finished();
+            let Some(transport) = entry.transport(socket.side) else {
+                return Drained {
+                    finished: entry.finished(),
+                    deadline_moved: entry.registered[socket.side as usize].is_some(),
+                };
+            };
+            let Some(action) = transport.poll_action() else {
+                let deadline = transport.poll_timeout();
+                return Drained {
+                    finished: entry.finished(),
+                    deadline_moved: deadline != entry.registered[socket.side as usize],
+                };
             };
             match action {
                 TransportAction::ReportClosed => {
