@@ -440,7 +440,7 @@ impl LineFramer {
             if input.is_empty() {
                 return None;
             }
-            let newline = input.iter().position(|&b| b == b'\n');
+            let newline = memchr::memchr(b'\n', input);
             if self.discarding {
                 match newline {
                     Some(at) => {
