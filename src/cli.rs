@@ -1,8 +1,42 @@
-//! What the binaries' command lines share: durations written like `500ms`, `10s` or `1m30s`.
+//! What the binaries' command lines share: durations written like `500ms`, `10s` or `1m30s`,
+//! and a client's TLS options.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
+
+use crate::tls::ClientTls;
+
+/// `--tls`, `--ca` and `--server-name`: how a client (`im-client`, `im-bench`) speaks TLS.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ClientTlsArgs {
+    /// Speak TLS on both connections (the server runs with --tls-cert): the server's
+    /// certificate is verified against the system's root certificates (or --ca), on La and
+    /// again on Lb, so only the real server can send messages to this client.
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls: trust the CA certificates in this PEM file instead of the system's (for a
+    /// private CA or a self-signed server certificate).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub ca: Option<PathBuf>,
+    /// With --tls: the name the server's certificate must carry, when it is not the server's
+    /// name or address as given (say, an IP address, and a certificate that names the host).
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    pub server_name: Option<String>,
+}
+
+impl ClientTlsArgs {
+    /// The TLS settings for a server reached as `host`; `None` without `--tls`. `Err` is the
+    /// one-line reason (a CA file that cannot be read, a name that is not one).
+    pub fn client_tls(&self, host: &str) -> Result<Option<ClientTls>, String> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let name = self.server_name.as_deref().unwrap_or(host);
+        ClientTls::new(self.ca.as_deref(), name).map(Some)
+    }
+}
 
 /// A duration in [`humantime`]'s syntax: numbers with units, like `500ms`, `10s`, `2m` or
 /// `1m30s`.

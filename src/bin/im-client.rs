@@ -1,12 +1,10 @@
 //! `im-client <server> <server-port>`: the instant-messaging client of docs/protocol.md §4.
 
-use std::path::PathBuf;
-
 use clap::Parser;
+use simple_im::cli::ClientTlsArgs;
 use simple_im::driver::client::ServerAddrs;
 use simple_im::runtime::Kind;
 use simple_im::terminal::print_error;
-use simple_im::tls::ClientTls;
 
 /// Chat with the users of an instant-messaging server (docs/protocol.md §4).
 ///
@@ -27,19 +25,8 @@ struct Args {
     /// `smol` (async tasks) or `threads` (blocking std threads). Both behave the same.
     #[arg(long, value_name = "RUNTIME", default_value_t = Kind::Smol)]
     runtime: Kind,
-    /// Speak TLS on both connections (the server runs with --tls-cert): the server's
-    /// certificate is verified against the system's root certificates (or --ca), on La and
-    /// again on Lb, so only the real server can send messages to this client.
-    #[arg(long)]
-    tls: bool,
-    /// With --tls: trust the CA certificates in this PEM file instead of the system's (for a
-    /// private CA or a self-signed server certificate).
-    #[arg(long, value_name = "FILE", requires = "tls")]
-    ca: Option<PathBuf>,
-    /// With --tls: the name the server's certificate must carry, when it is not SERVER (say,
-    /// connecting by IP address to a server whose certificate names its host).
-    #[arg(long, value_name = "NAME", requires = "tls")]
-    server_name: Option<String>,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 fn main() {
@@ -53,12 +40,10 @@ fn main() {
             args.server
         )),
     };
-    if args.tls {
-        let name = args.server_name.as_deref().unwrap_or(server.host());
-        match ClientTls::new(args.ca.as_deref(), name) {
-            Ok(tls) => server = server.with_tls(tls),
-            Err(err) => usage_error(&err),
-        }
+    match args.tls.client_tls(server.host()) {
+        Ok(Some(tls)) => server = server.with_tls(tls),
+        Ok(None) => {}
+        Err(err) => usage_error(&err),
     }
     let code = match args.runtime {
         // The uring and epoll runtimes are server-side: their client is smol's.

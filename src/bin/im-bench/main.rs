@@ -32,9 +32,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use simple_im::cli::Span;
+use simple_im::cli::{ClientTlsArgs, Span};
 use simple_im::runtime::smol::Smol;
-use simple_im::tls::ClientTls;
 use smol::LocalExecutor;
 
 use crate::report::Report;
@@ -139,16 +138,9 @@ struct TargetArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Speak TLS on both connections, as `im-client --tls` does (the server runs with
-    /// --tls-cert): to measure what TLS costs per delivery.
-    #[arg(long)]
-    tls: bool,
-    /// With --tls: trust the CA certificates in this PEM file instead of the system's.
-    #[arg(long, value_name = "FILE", requires = "tls")]
-    ca: Option<PathBuf>,
-    /// With --tls: the name the server's certificate must carry, when it is not --host.
-    #[arg(long, value_name = "NAME", requires = "tls")]
-    server_name: Option<String>,
+    // TLS as `im-client --tls` speaks it, to measure what TLS costs per delivery.
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 /// How long a request load runs.
@@ -336,13 +328,7 @@ fn target(args: &TargetArgs, needed: usize, runtime: Smol) -> Result<Target, Str
             needed + args.first_user
         ));
     }
-    let tls = match args.tls {
-        true => {
-            let name = args.server_name.as_deref().unwrap_or(&args.host);
-            Some(ClientTls::new(args.ca.as_deref(), name)?)
-        }
-        false => None,
-    };
+    let tls = args.tls.client_tls(&args.host)?;
     Ok(Target {
         runtime,
         servers,
