@@ -1,5 +1,6 @@
 //! Edge-triggered epoll as a [`Runtime`] (`--runtime epoll`, Linux only): the drivers' loop on
-//! smol's local executor, over a reactor of mio's poller that registers each socket once.
+//! the local executor (`local.rs`), over a reactor of mio's poller that registers each socket
+//! once.
 //!
 //! smol's own reactor (async-io) arms a socket one-shot: every wait for it is an `epoll_ctl`,
 //! and its readiness goes through locks meant for many threads. Here a socket is registered
@@ -31,7 +32,7 @@ const EVENTS: usize = 1024;
 /// The eventfd's token; a socket's is its slot and the slot's generation.
 const WAKE_UP: Token = Token(usize::MAX);
 
-/// The epoll runtime: smol's local executor over an edge-triggered poller of this thread's.
+/// The epoll runtime: the local executor over an edge-triggered poller of this thread's.
 #[derive(Clone)]
 pub struct Epoll {
     reactor: Rc<Reactor>,

@@ -5,8 +5,8 @@
 //!   the default.
 //! - [`threads`]: blocking `std::net` sockets, a thread per socket, driving the same
 //!   [`ServerDriver`](crate::driver::ServerDriver) directly.
-//! - `epoll` (Linux): the same async loop on smol's executor over an edge-triggered epoll
-//!   reactor of its own, which registers each socket once.
+//! - `epoll` (Linux): the same async loop over an edge-triggered epoll reactor of its own,
+//!   which registers each socket once, on an executor of its own (shared with `uring`).
 //! - `uring` (Linux): io_uring under the same async loop, reads and writes submitted to one
 //!   ring in batches.
 //! - [`Kind`] names them on the command line; [`Signals`] turns SIGINT/SIGTERM into something
@@ -42,11 +42,10 @@ pub enum Kind {
     /// Blocking std sockets: a reader thread per socket and a writer thread per client, each
     /// with a small stack.
     Threads,
-    /// io_uring (Linux only): the async loop on smol's executor over one ring; the client
-    /// side runs on smol.
+    /// io_uring (Linux only): the async loop over one ring; the client side runs on smol.
     Uring,
-    /// Edge-triggered epoll (Linux only): the async loop on smol's executor over a reactor
-    /// that registers each socket once; the client side runs on smol.
+    /// Edge-triggered epoll (Linux only): the async loop over a reactor that registers each
+    /// socket once; the client side runs on smol.
     Epoll,
 }
 

@@ -1,5 +1,5 @@
 //! io_uring as a [`Runtime`] (`--runtime uring`, Linux only): the loop is the drivers', on
-//! smol's local executor; the reactor under it is one ring.
+//! the local executor (`local.rs`); the reactor under it is one ring.
 //!
 //! Reads and writes are ring operations, so a `/toall` to a thousand sockets is a thousand
 //! submissions and one `io_uring_enter`, not a thousand `sendto`s:
@@ -48,7 +48,7 @@ const OP_SEND: u64 = 2;
 const OP_POLL: u64 = 3;
 const OP_OTHER: u64 = 4;
 
-/// The io_uring runtime: smol's local executor over a ring of this thread's.
+/// The io_uring runtime: the local executor over a ring of this thread's.
 #[derive(Clone)]
 pub struct Uring {
     reactor: Rc<Reactor>,
