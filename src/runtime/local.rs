@@ -64,8 +64,7 @@ pub(crate) fn block_on<T: 'static>(
         timers: Rc::default(),
     };
     let timers = local.timers.clone();
-    let (runnable, main) =
-        async_task::spawn_local(main(local), move |runnable| queue.push(runnable));
+    let (runnable, main) = async_task::spawn_local(main(local), Queue::scheduler(&queue));
     runnable.schedule();
     reactor.watch(signal.eventfd.as_raw_fd());
     loop {
@@ -104,6 +103,12 @@ struct Queue {
 }
 
 impl Queue {
+    /// How a task of this queue is scheduled when woken: pushed onto it.
+    fn scheduler(queue: &Arc<Queue>) -> impl Fn(Runnable) + Send + Sync + 'static {
+        let queue = queue.clone();
+        move |runnable| queue.push(runnable)
+    }
+
     fn push(&self, runnable: Runnable) {
         self.runnables
             .lock()
@@ -131,8 +136,7 @@ impl Executor {
             let _forget = Forget { executor, index };
             task.await
         };
-        let queue = self.queue.clone();
-        let (runnable, task) = async_task::spawn_local(task, move |runnable| queue.push(runnable));
+        let (runnable, task) = async_task::spawn_local(task, Queue::scheduler(&self.queue));
         active.insert(runnable.waker());
         task.detach();
         runnable.schedule();
@@ -247,9 +251,7 @@ impl Signal {
     pub(crate) fn awake(&self) {
         self.sleeping.store(false, Ordering::SeqCst);
     }
-}
 
-impl Signal {
     /// Something is to be done: the loop's next wait does not sleep, or ends if it has begun.
     fn notify(&self) {
         self.notified.store(true, Ordering::SeqCst);

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::ConnId;
 
 /// Which of a session's deadlines.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum TimerKind {
     /// The login or Lb-connect deadline.
     State,
