@@ -1,13 +1,11 @@
 //! A bare relay on mio, to measure `im-server` against — not a server to run.
 //!
-//! It speaks just enough of docs/protocol.md for `im-bench to` and `im-bench toall`: `/login`
-//! (any password is right), `/port` (Lb connected, then `201`), `/to`, `/toall` (`/from` and
-//! `/broadcastfrom` out on Lb, `303` once the `302`s are back), `/exit`. It validates nothing,
-//! keeps no timers, caps nothing and has no flow control: one thread, one `epoll` set with
-//! every socket registered once (edge-triggered, readable and writable), each readable socket
-//! read until it would block, and every byte queued for a socket in one round written with one
-//! `write` at the end of the round. That is the floor an epoll design can reach for CPU per
-//! delivery; BENCHMARKS.md compares the runtimes with it.
+//! Its protocol is `relay/core.rs` (shared with `uring_relay`): just enough for `im-bench to`
+//! and `im-bench toall`, validating nothing, with no timers, caps or flow control. Its I/O is
+//! one thread, one `epoll` set with every socket registered once (edge-triggered, readable and
+//! writable), each readable socket read until it would block, and every byte queued for a
+//! socket in one round written with one `write` at the end of the round. That is the floor an
+//! epoll design can reach for CPU per delivery; BENCHMARKS.md compares the runtimes with it.
 //!
 //! ```text
 //! cargo build --release --example mio_relay
@@ -15,7 +13,7 @@
 //! target/release/im-bench to --port 7000 --users users.txt --server-pid $!
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -23,58 +21,18 @@ use std::process::ExitCode;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
+#[path = "relay/core.rs"]
+mod core;
+
+use core::{Effect, Relay};
+
 const LISTENER: Token = Token(usize::MAX);
 
-/// Which of a client's two connections a socket is.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
-    La,
-    /// Lb, still connecting until the first writable event.
-    Lb {
-        connected: bool,
-    },
-}
-
-struct Socket {
-    stream: TcpStream,
-    side: Side,
-    /// The La token of the session this socket belongs to.
-    session: Token,
-    input: Vec<u8>,
-    output: Vec<u8>,
-    /// Close once `output` is written (`/exit`).
-    closing: bool,
-}
-
-/// What a `302` on someone's Lb answers.
-#[derive(Clone, Copy)]
-enum Waiting {
-    To(Token),
-    ToAll(u64),
-}
-
-struct Session {
-    name: String,
-    lb: Option<Token>,
-    /// The requests whose deliveries this user's Lb has not acknowledged yet, in order.
-    acks: VecDeque<Waiting>,
-}
-
-struct Broadcast {
-    sender: Token,
-    left: usize,
-}
-
-struct Relay {
+/// The poller, and the Lbs still connecting (with the La they belong to).
+struct Io {
     poll: Poll,
-    sockets: HashMap<Token, Socket>,
-    sessions: HashMap<Token, Session>,
-    by_name: HashMap<String, Token>,
-    broadcasts: HashMap<u64, Broadcast>,
-    next_broadcast: u64,
+    connecting: HashMap<Token, (TcpStream, Token)>,
     next_token: usize,
-    /// Sockets with bytes queued this round.
-    dirty: Vec<Token>,
 }
 
 fn main() -> ExitCode {
@@ -101,71 +59,80 @@ fn run(port: u16) -> io::Result<()> {
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     println!("listening on {}", listener.local_addr()?);
-    let mut relay = Relay {
+    let mut io = Io {
         poll,
-        sockets: HashMap::new(),
-        sessions: HashMap::new(),
-        by_name: HashMap::new(),
-        broadcasts: HashMap::new(),
-        next_broadcast: 0,
+        connecting: HashMap::new(),
         next_token: 0,
-        dirty: Vec::new(),
     };
+    let mut relay = Relay::new();
     let mut events = Events::with_capacity(1024);
     let mut buffer = vec![0; 64 * 1024];
     loop {
-        relay.poll.poll(&mut events, None)?;
+        io.poll.poll(&mut events, None)?;
         for event in &events {
-            if event.token() == LISTENER {
-                relay.accept(&listener)?;
+            let token = event.token();
+            if token == LISTENER {
+                io.accept(&listener, &mut relay)?;
                 continue;
             }
-            let token = event.token();
             if event.is_writable() {
-                relay.writable(token);
+                io.writable(token, &mut relay);
             }
             if event.is_readable() || event.is_read_closed() || event.is_error() {
-                relay.read(token, &mut buffer);
+                read(token, &mut relay, &mut buffer);
             }
+            io.carry_out(&mut relay);
         }
-        relay.flush();
+        io.flush(&mut relay);
     }
 }
 
-impl Relay {
-    fn token(&mut self) -> Token {
-        self.next_token += 1;
-        Token(self.next_token)
+/// Reads `token` until it would block, then hands the relay its lines.
+fn read(token: Token, relay: &mut Relay<TcpStream>, buffer: &mut [u8]) {
+    let Some((stream, input)) = relay.input(token.0) else {
+        return;
+    };
+    let mut ended = false;
+    loop {
+        match stream.read(buffer) {
+            Ok(0) => {
+                ended = true;
+                break;
+            }
+            Ok(n) => input.extend_from_slice(&buffer[..n]),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                ended = true;
+                break;
+            }
+        }
     }
+    if let (Some(session), true) = (relay.lines(token.0), ended) {
+        relay.end_session(session);
+    }
+}
 
-    fn add(&mut self, mut stream: TcpStream, side: Side, session: Option<Token>) -> Token {
-        let token = self.token();
+impl Io {
+    fn register(&mut self, stream: &mut TcpStream) -> Option<Token> {
+        self.next_token += 1;
+        let token = Token(self.next_token);
         let _ = stream.set_nodelay(true);
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if self
-            .poll
+        self.poll
             .registry()
-            .register(&mut stream, token, interest)
-            .is_ok()
-        {
-            let socket = Socket {
-                stream,
-                side,
-                session: session.unwrap_or(token),
-                input: Vec::new(),
-                output: Vec::new(),
-                closing: false,
-            };
-            self.sockets.insert(token, socket);
-        }
-        token
+            .register(stream, token, interest)
+            .ok()?;
+        Some(token)
     }
 
-    fn accept(&mut self, listener: &TcpListener) -> io::Result<()> {
+    fn accept(&mut self, listener: &TcpListener, relay: &mut Relay<TcpStream>) -> io::Result<()> {
         loop {
             match listener.accept() {
-                Ok((stream, _)) => {
-                    self.add(stream, Side::La, None);
+                Ok((mut stream, _)) => {
+                    if let Some(token) = self.register(&mut stream) {
+                        relay.accepted(token.0, stream);
+                    }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(err) => return Err(err),
@@ -173,219 +140,60 @@ impl Relay {
         }
     }
 
-    fn writable(&mut self, token: Token) {
-        let Some(socket) = self.sockets.get_mut(&token) else {
+    /// A connecting Lb's first writable event says whether it connected; any other socket's
+    /// says there is room to write again.
+    fn writable(&mut self, token: Token, relay: &mut Relay<TcpStream>) {
+        let Some((mut stream, session)) = self.connecting.remove(&token) else {
+            relay.dirty.push(token.0);
             return;
         };
-        if socket.side == (Side::Lb { connected: false }) {
-            let up = socket.stream.take_error().ok().flatten().is_none()
-                && socket.stream.peer_addr().is_ok();
-            socket.side = Side::Lb { connected: true };
-            let session = socket.session;
-            if up {
-                self.answer(session, b"201 Build connection successful\n");
-            } else {
-                self.close(token);
-                self.answer(session, b"202 Build connection failed\n");
-            }
-            return;
-        }
-        self.dirty.push(token);
-    }
-
-    fn read(&mut self, token: Token, buffer: &mut [u8]) {
-        let mut ended = false;
-        loop {
-            let Some(socket) = self.sockets.get_mut(&token) else {
-                return;
-            };
-            match socket.stream.read(buffer) {
-                Ok(0) => {
-                    ended = true;
-                    break;
-                }
-                Ok(n) => socket.input.extend_from_slice(&buffer[..n]),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    ended = true;
-                    break;
-                }
-            }
-        }
-        let Some(socket) = self.sockets.get_mut(&token) else {
-            return;
-        };
-        let input = std::mem::take(&mut socket.input);
-        let (side, session) = (socket.side, socket.session);
-        let mut start = 0;
-        while let Some(end) = input[start..].iter().position(|&b| b == b'\n') {
-            let line = &input[start..start + end];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            match side {
-                Side::La => self.request(session, line),
-                Side::Lb { .. } => self.receipt(session),
-            }
-            start += end + 1;
-        }
-        if let Some(socket) = self.sockets.get_mut(&token) {
-            socket.input = input[start..].to_vec();
-        }
-        if ended {
-            self.end_session(session);
+        if stream.take_error().ok().flatten().is_none() && stream.peer_addr().is_ok() {
+            relay.lb_connected(session.0, Some((token.0, stream)));
+        } else {
+            let _ = self.poll.registry().deregister(&mut stream);
+            relay.lb_connected(session.0, None);
         }
     }
 
-    fn request(&mut self, session: Token, line: &[u8]) {
-        let text = String::from_utf8_lossy(line);
-        let (command, rest) = text.split_once(' ').unwrap_or((&text, ""));
-        match command {
-            "/login" => {
-                let name = rest.split(' ').next().unwrap_or_default().to_owned();
-                self.by_name.insert(name.clone(), session);
-                self.sessions.insert(
-                    session,
-                    Session {
-                        name,
-                        lb: None,
-                        acks: VecDeque::new(),
-                    },
-                );
-                self.answer(session, b"101 Authentication successful\n");
-            }
-            "/port" => {
-                let peer = self.sockets.get(&session).map(|s| s.stream.peer_addr());
-                let (Some(Ok(peer)), Ok(port)) = (peer, rest.trim().parse::<u16>()) else {
-                    return self.answer(session, b"202 Build connection failed\n");
-                };
-                match TcpStream::connect(SocketAddr::new(peer.ip(), port)) {
-                    Ok(stream) => {
-                        let lb = self.add(stream, Side::Lb { connected: false }, Some(session));
-                        if let Some(user) = self.sessions.get_mut(&session) {
-                            user.lb = Some(lb);
+    fn carry_out(&mut self, relay: &mut Relay<TcpStream>) {
+        for effect in std::mem::take(&mut relay.effects) {
+            match effect {
+                Effect::ConnectLb { session, port } => {
+                    let peer = relay.stream(session).map(|stream| stream.peer_addr());
+                    let Some(Ok(peer)) = peer else {
+                        relay.lb_connected(session, None);
+                        continue;
+                    };
+                    let Ok(mut stream) = TcpStream::connect(SocketAddr::new(peer.ip(), port))
+                    else {
+                        relay.lb_connected(session, None);
+                        continue;
+                    };
+                    match self.register(&mut stream) {
+                        Some(lb) => {
+                            self.connecting.insert(lb, (stream, Token(session)));
                         }
-                    }
-                    Err(_) => self.answer(session, b"202 Build connection failed\n"),
-                }
-            }
-            "/to" => {
-                let (to, content) = rest.split_once(' ').unwrap_or((rest, ""));
-                let sender = self.name(session);
-                let Some(&recipient) = self.by_name.get(to) else {
-                    return self.answer(session, b"304 Message delivery failed\n");
-                };
-                let line = format!("/from {sender} {content}\n");
-                if !self.deliver(recipient, line.as_bytes(), Waiting::To(session)) {
-                    self.answer(session, b"304 Message delivery failed\n");
-                }
-            }
-            "/toall" => {
-                let sender = self.name(session);
-                let line = format!("/broadcastfrom {sender} {rest}\n");
-                let id = self.next_broadcast;
-                self.next_broadcast += 1;
-                let others: Vec<Token> = self
-                    .sessions
-                    .keys()
-                    .copied()
-                    .filter(|&other| other != session)
-                    .collect();
-                let mut left = 0;
-                for other in others {
-                    if self.deliver(other, line.as_bytes(), Waiting::ToAll(id)) {
-                        left += 1;
+                        None => relay.lb_connected(session, None),
                     }
                 }
-                if left == 0 {
-                    self.answer(session, b"303 Message delivery successful\n");
-                } else {
-                    self.broadcasts.insert(
-                        id,
-                        Broadcast {
-                            sender: session,
-                            left,
-                        },
-                    );
+                Effect::Close(mut stream) => {
+                    let _ = self.poll.registry().deregister(&mut stream);
                 }
             }
-            "/exit" => {
-                self.answer(session, b"310 Bye bye\n");
-                if let Some(socket) = self.sockets.get_mut(&session) {
-                    socket.closing = true;
-                }
-            }
-            _ => self.answer(session, b"401 Unrecognized message\n"),
-        }
-    }
-
-    fn name(&self, session: Token) -> String {
-        self.sessions
-            .get(&session)
-            .map(|user| user.name.clone())
-            .unwrap_or_default()
-    }
-
-    /// Queues `line` on `recipient`'s Lb; false if it has none.
-    fn deliver(&mut self, recipient: Token, line: &[u8], waiting: Waiting) -> bool {
-        let Some(user) = self.sessions.get_mut(&recipient) else {
-            return false;
-        };
-        let Some(lb) = user.lb else { return false };
-        user.acks.push_back(waiting);
-        self.queue(lb, line);
-        true
-    }
-
-    /// A `302` on `session`'s Lb.
-    fn receipt(&mut self, session: Token) {
-        let Some(waiting) = self
-            .sessions
-            .get_mut(&session)
-            .and_then(|user| user.acks.pop_front())
-        else {
-            return;
-        };
-        match waiting {
-            Waiting::To(sender) => self.answer(sender, b"303 Message delivery successful\n"),
-            Waiting::ToAll(id) => {
-                let Some(broadcast) = self.broadcasts.get_mut(&id) else {
-                    return;
-                };
-                broadcast.left -= 1;
-                if broadcast.left == 0 {
-                    let sender = broadcast.sender;
-                    self.broadcasts.remove(&id);
-                    self.answer(sender, b"303 Message delivery successful\n");
-                }
-            }
-        }
-    }
-
-    fn answer(&mut self, la: Token, line: &[u8]) {
-        self.queue(la, line);
-    }
-
-    fn queue(&mut self, token: Token, bytes: &[u8]) {
-        if let Some(socket) = self.sockets.get_mut(&token) {
-            if socket.output.is_empty() {
-                self.dirty.push(token);
-            }
-            socket.output.extend_from_slice(bytes);
         }
     }
 
     /// Writes every socket queued this round, once each.
-    fn flush(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
-        for token in dirty {
-            let Some(socket) = self.sockets.get_mut(&token) else {
+    fn flush(&mut self, relay: &mut Relay<TcpStream>) {
+        for token in std::mem::take(&mut relay.dirty) {
+            let Some((stream, output, closing)) = relay.output(token) else {
                 continue;
             };
             let mut failed = false;
-            while !socket.output.is_empty() {
-                match socket.stream.write(&socket.output) {
+            while !output.is_empty() {
+                match stream.write(output) {
                     Ok(n) => {
-                        socket.output.drain(..n);
+                        output.drain(..n);
                     }
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
@@ -395,28 +203,12 @@ impl Relay {
                     }
                 }
             }
-            let session = socket.session;
-            if failed || (socket.closing && socket.output.is_empty()) {
-                self.end_session(session);
+            if failed || (closing && output.is_empty()) {
+                if let Some(session) = relay.session(token) {
+                    relay.end_session(session);
+                }
             }
         }
-    }
-
-    fn close(&mut self, token: Token) {
-        if let Some(mut socket) = self.sockets.remove(&token) {
-            let _ = self.poll.registry().deregister(&mut socket.stream);
-        }
-    }
-
-    fn end_session(&mut self, session: Token) {
-        if let Some(user) = self.sessions.remove(&session) {
-            if self.by_name.get(&user.name) == Some(&session) {
-                self.by_name.remove(&user.name);
-            }
-            if let Some(lb) = user.lb {
-                self.close(lb);
-            }
-        }
-        self.close(session);
+        self.carry_out(relay);
     }
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The runtimes side by side with the bare mio relay (examples/mio_relay.rs), interleaved in one
-# run so that machine noise hits them alike, as BENCHMARKS.md's "Runtimes against a bare relay":
+# run so that machine noise hits them alike, as BENCHMARKS.md's "Runtimes against a bare relay".
+# The kind `urelay` is the bare io_uring relay (examples/uring_relay.rs), same protocol:
 #   scripts/bench-runtimes.sh [ROUNDS] [SECONDS]     # default 3 rounds of 6 s per scenario
 #   KINDS="relay uring" scripts/bench-runtimes.sh 1 4   # only some of them (the relay always first)
 #   BASE=/tmp/old/im-server KINDS="relay smol base-smol" scripts/bench-runtimes.sh   # before/after
@@ -17,7 +18,8 @@ rounds=${1:-3}
 kinds=${KINDS:-relay smol threads uring}
 export KINDS="$kinds"
 seconds=${2:-6}
-cargo build --release --quiet --bin im-server --bin im-bench --example mio_relay
+cargo build --release --quiet --bin im-server --bin im-bench --example mio_relay \
+    --example uring_relay
 bin=target/release
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -46,6 +48,7 @@ start() {
     [ "$kind" != "$1" ] && tls=(--tls-cert "$work/cert.pem" --tls-key "$work/key.pem")
     case $kind in
         relay) "$bin/examples/mio_relay" 0 > "$work/port" & ;;
+        urelay) "$bin/examples/uring_relay" 0 > "$work/port" & ;;
         base-*) "$BASE" 0 "$work/users" --bind 127.0.0.1 --log warn --max-per-ip 20000 \
                --runtime "${kind#base-}" "${tls[@]}" > "$work/port" & ;;
         *) "$bin/im-server" 0 "$work/users" --bind 127.0.0.1 --log warn --max-per-ip 20000 \

@@ -116,15 +116,22 @@ fn start_server_on(users: &Path, runtime: &str) -> (KillOnDrop, u16) {
 
 /// As [`start_server_on`], with more options.
 fn start_server_with(users: &Path, runtime: &str, options: &[String]) -> (KillOnDrop, u16) {
+    let mut command = Command::new(SERVER);
+    command
+        .args(["0".as_ref(), users.as_os_str()])
+        .args(["--bind", "127.0.0.1", "--log", "warn", "--runtime", runtime])
+        .args(options);
+    start(&mut command)
+}
+
+/// Spawns `command` (a server on port 0); returns it and the port from its first stdout line.
+fn start(command: &mut Command) -> (KillOnDrop, u16) {
     let mut server = KillOnDrop(
-        Command::new(SERVER)
-            .args(["0".as_ref(), users.as_os_str()])
-            .args(["--bind", "127.0.0.1", "--log", "warn", "--runtime", runtime])
-            .args(options)
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
-            .unwrap(),
+            .unwrap_or_else(|err| panic!("cannot start {command:?}: {err}")),
     );
     let stdout = server.0.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -135,13 +142,13 @@ fn start_server_with(users: &Path, runtime: &str, options: &[String]) -> (KillOn
     });
     let line = rx
         .recv_timeout(Duration::from_secs(10))
-        .expect("im-server printed no `listening on` line within 10 s");
+        .expect("the server printed no `listening on` line within 10 s");
     let port = line
         .trim()
         .strip_prefix("listening on ")
         .and_then(|address| address.rsplit(':').next())
         .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line from im-server: {line:?}"));
+        .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"));
     (server, port)
 }
 
@@ -244,6 +251,61 @@ fn every_scenario_counts_exactly_and_nothing_fails() {
         "{sessions:#}"
     );
     drop(server);
+}
+
+/// The bare relays BENCHMARKS.md measures the runtimes against (`examples/mio_relay.rs`,
+/// `examples/uring_relay.rs`, built by `cargo test` beside im-bench) carry both loads exactly:
+/// a ratio to a relay that dropped or doubled messages would mean nothing.
+#[test]
+fn the_bare_relays_count_exactly() {
+    let examples = Path::new(BENCH)
+        .parent()
+        .map(|dir| dir.join("examples"))
+        .unwrap();
+    let mut relays = vec!["mio_relay"];
+    if cfg!(target_os = "linux") {
+        relays.push("uring_relay");
+    }
+    let dir = TempDir::new();
+    let users = generate_users(&dir.0, 40);
+    for relay in relays {
+        let path = examples.join(relay);
+        assert!(
+            path.exists(),
+            "{} is missing: `cargo test` builds the examples (a single `--test` does not)",
+            path.display()
+        );
+        let (server, port) = start(Command::new(&path).arg("0"));
+        let to = bench(
+            port,
+            &users,
+            &["to", "--pairs", "5", "--count", "300", "--warmup", "0s"],
+        );
+        let load = &to["load"];
+        assert_eq!(load["requests"], 300, "{relay}: {to:#}");
+        assert_eq!(load["deliveries"], 300, "{relay}: {to:#}");
+        assert_eq!(load["received"], 300, "{relay}: {to:#}");
+        let toall = bench(
+            port,
+            &users,
+            &[
+                "toall",
+                "--recipients",
+                "12",
+                "--first-user",
+                "10",
+                "--count",
+                "25",
+                "--warmup",
+                "0s",
+            ],
+        );
+        let load = &toall["load"];
+        assert_eq!(load["delivered"], 25, "{relay}: {toall:#}");
+        assert_eq!(load["deliveries"], 300, "{relay}: {toall:#}");
+        assert_eq!(load["received"], 300, "{relay}: {toall:#}");
+        drop(server);
+    }
 }
 
 #[test]
