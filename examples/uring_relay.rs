@@ -50,16 +50,15 @@ mod linux {
     use std::io;
     use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
     use std::os::fd::{AsRawFd, FromRawFd};
-    use std::sync::atomic::{AtomicU16, Ordering};
     use std::time::Duration;
 
     use io_uring::{cqueue, opcode, squeue, types, IoUring};
+    use simple_im::runtime::uring::BufferPool;
 
     use crate::core::{Effect, Token};
 
-    /// Receive buffers: a power of two, as the buffer ring needs.
-    const BUFFERS: u16 = 4096;
-    const BUFFER_SIZE: usize = 4096;
+    /// Receive buffers, as many as the uring runtime's, of its size.
+    const BUFFERS: u16 = 2048;
     const ACCEPT: u64 = u64::MAX;
     const RECV: u64 = 0;
     const SEND: u64 = 1;
@@ -96,11 +95,8 @@ mod linux {
 
     struct Io {
         ring: IoUring,
-        pool: Box<[u8]>,
-        /// The buffer ring's entries: an anonymous mapping, never unmapped (the process ends
-        /// with the ring).
-        entries: *mut types::BufRingEntry,
-        tail: u16,
+        /// Dropped after `ring`, as it must be.
+        pool: BufferPool,
         /// Shut sockets the relay is done with, until their operations end.
         closing: HashMap<Token, Conn>,
         next_token: Token,
@@ -118,38 +114,15 @@ mod linux {
             .setup_single_issuer()
             .setup_defer_taskrun()
             .build(4096)?;
-        let size = BUFFERS as usize * std::mem::size_of::<types::BufRingEntry>();
-        // SAFETY: an anonymous private mapping, page-aligned and zeroed as the kernel requires.
-        let entries = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if entries == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the mapping is never unmapped, so it outlives the ring.
-        unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(entries as u64, BUFFERS, 0, 0)?;
-        }
+        // SAFETY: `ring` is the field before `pool` in `Io`, so it is dropped first.
+        let pool = unsafe { BufferPool::register(&ring, BUFFERS) }?;
         let mut io = Io {
             ring,
-            pool: vec![0; BUFFERS as usize * BUFFER_SIZE].into_boxed_slice(),
-            entries: entries.cast(),
-            tail: 0,
+            pool,
             closing: HashMap::new(),
             next_token: 0,
             read: Vec::new(),
         };
-        for id in 0..BUFFERS {
-            io.give_back(id);
-        }
         let accept = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd())).build();
         io.push(accept.user_data(ACCEPT));
         let mut relay = Relay::new();
@@ -196,22 +169,6 @@ mod linux {
             }
         }
 
-        /// Hands buffer `id` of the pool back to the kernel.
-        fn give_back(&mut self, id: u16) {
-            let tail = self.tail;
-            // SAFETY: `tail % BUFFERS` indexes the mapping; the kernel reads an entry only once
-            // the tail, stored after it with release ordering, has passed it.
-            unsafe {
-                let entry = &mut *self.entries.add((tail % BUFFERS) as usize);
-                entry.set_addr(self.pool[id as usize * BUFFER_SIZE..].as_mut_ptr() as u64);
-                entry.set_len(BUFFER_SIZE as u32);
-                entry.set_bid(id);
-                let shared = types::BufRingEntry::tail(self.entries) as *mut u16;
-                AtomicU16::from_ptr(shared).store(tail.wrapping_add(1), Ordering::Release);
-            }
-            self.tail = tail.wrapping_add(1);
-        }
-
         /// A new socket, its receive armed.
         fn open(&mut self, stream: TcpStream) -> Conn {
             self.next_token += 1;
@@ -255,8 +212,7 @@ mod linux {
             let ended = result == 0 || (result < 0 && result != -libc::ENOBUFS);
             if let Some((conn, input)) = relay.input(token) {
                 if let (Some(id), true) = (buffer, result > 0) {
-                    let start = id as usize * BUFFER_SIZE;
-                    input.extend_from_slice(&self.pool[start..start + result as usize]);
+                    input.extend_from_slice(self.pool.filled(id, 0..result as usize));
                     self.read.push(token);
                 }
                 conn.receiving = more;
@@ -276,7 +232,7 @@ mod linux {
                 }
             }
             if let Some(id) = buffer {
-                self.give_back(id);
+                self.pool.give_back(id);
             }
         }
 

@@ -36,9 +36,8 @@ use crate::driver::{
 
 /// Submission queue entries (the completion queue is twice as long).
 const ENTRIES: u32 = 4096;
-/// Receive buffers in the pool and the size of each: what a read can return at most.
+/// Receive buffers in the pool ([`BufferPool::BUFFER_SIZE`] each).
 const BUFFERS: u16 = 2048;
-const BUFFER_SIZE: usize = 8 * 1024;
 /// The most one `try_write` takes: beyond it the socket is "full" until the send completes.
 const SEND_MAX: usize = 256 * 1024;
 /// `user_data` of the eventfd's poll; a socket's operations are `slot << 3 | op`.
@@ -62,9 +61,8 @@ struct State {
     ring: IoUring,
     slots: Vec<Slot>,
     free: Vec<usize>,
-    /// The receive buffers the kernel picks from (group 0), handed back through `returns`.
-    pool: Box<[u8]>,
-    returns: BufferRing,
+    /// The receive buffers the kernel picks from (group 0); dropped after `ring`.
+    pool: BufferPool,
     /// The loop's eventfd, which other threads write to wake it.
     eventfd: RawFd,
 }
@@ -129,17 +127,13 @@ impl Reactor {
                 Some(libc::EINVAL) => io::Error::other("it needs Linux 6.1 or later"),
                 _ => error,
             })?;
-        let mut pool = vec![0; buffers as usize * BUFFER_SIZE].into_boxed_slice();
-        let returns = BufferRing::new(&ring, buffers)?;
-        for id in 0..buffers {
-            returns.give_back(&mut pool, id);
-        }
+        // SAFETY: `ring` is the field before `pool` in `State`, so it is dropped first.
+        let pool = unsafe { BufferPool::register(&ring, buffers) }?;
         Ok(Reactor(RefCell::new(State {
             ring,
             slots: Vec::new(),
             free: Vec::new(),
             pool,
-            returns,
             eventfd: -1,
         })))
     }
@@ -266,7 +260,7 @@ impl State {
         let recv = if slot.always {
             opcode::RecvMulti::new(fd, 0).build()
         } else {
-            opcode::Recv::new(fd, std::ptr::null_mut(), BUFFER_SIZE as u32)
+            opcode::Recv::new(fd, std::ptr::null_mut(), BufferPool::BUFFER_SIZE as u32)
                 .buf_group(0)
                 .build()
                 .flags(squeue::Flags::BUFFER_SELECT)
@@ -284,7 +278,7 @@ impl State {
     }
 
     fn give_back(&mut self, buffer: u16) {
-        self.returns.give_back(&mut self.pool, buffer);
+        self.pool.give_back(buffer);
     }
 
     fn complete(&mut self, user_data: u64, result: i32, flags: u32) {
@@ -379,21 +373,30 @@ impl State {
     }
 }
 
-/// The ring through which receive buffers go back to the kernel: a store to shared memory per
-/// buffer, where `PROVIDE_BUFFERS` took a submission each.
-struct BufferRing {
+/// Receive buffers the kernel picks from (buffer group 0 of one ring), and the ring of entries
+/// through which they go back to it: a store to shared memory per buffer, where
+/// `PROVIDE_BUFFERS` took a submission each. Public for `examples/uring_relay.rs`.
+pub struct BufferPool {
     entries: *mut types::BufRingEntry,
-    /// How many entries (a power of two, so that the wrapping tail indexes them evenly).
+    /// How many buffers (a power of two, so that the wrapping tail indexes them evenly).
     count: u16,
-    tail: std::cell::Cell<u16>,
+    tail: u16,
+    buffers: Box<[u8]>,
 }
 
-impl BufferRing {
-    /// Registers a ring of `count` entries with `ring` as buffer group 0.
-    fn new(ring: &IoUring, count: u16) -> io::Result<BufferRing> {
+impl BufferPool {
+    /// What one receive into a buffer of the pool returns at most.
+    pub const BUFFER_SIZE: usize = 8 * 1024;
+
+    /// `count` buffers, all given to `ring` as group 0 (the kernel takes powers of two).
+    ///
+    /// # Safety
+    /// `ring` must be dropped before the pool: until then the kernel writes into the buffers
+    /// and reads the entries.
+    pub unsafe fn register(ring: &IoUring, count: u16) -> io::Result<BufferPool> {
         let size = count as usize * std::mem::size_of::<types::BufRingEntry>();
-        // SAFETY: an anonymous private mapping (page-aligned, zeroed, as the kernel requires),
-        // checked before use and unmapped on drop, after the ring that reads it (field order).
+        // SAFETY: an anonymous private mapping (page-aligned and zeroed, as the kernel needs),
+        // checked before use and unmapped on drop.
         let entries = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -407,41 +410,49 @@ impl BufferRing {
         if entries == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let returns = BufferRing {
+        let mut pool = BufferPool {
             entries: entries.cast(),
             count,
-            tail: std::cell::Cell::new(0),
+            tail: 0,
+            buffers: vec![0; count as usize * Self::BUFFER_SIZE].into_boxed_slice(),
         };
-        // SAFETY: the mapping lives as long as `returns`, which outlives the ring in `State`.
+        // SAFETY: the mapping lives as long as the pool, which outlives the ring.
         unsafe {
             ring.submitter()
                 .register_buf_ring_with_flags(entries as u64, count, 0, 0)
         }?;
-        Ok(returns)
+        (0..count).for_each(|id| pool.give_back(id));
+        Ok(pool)
     }
 
-    /// Hands buffer `id` of `pool` back to the kernel.
-    fn give_back(&self, pool: &mut [u8], id: u16) {
-        let tail = self.tail.get();
+    /// Bytes `range` of buffer `id`, as a completion filled them; panics past the buffer.
+    pub fn filled(&self, id: u16, range: std::ops::Range<usize>) -> &[u8] {
+        &self.buffers[id as usize * Self::BUFFER_SIZE..][..Self::BUFFER_SIZE][range]
+    }
+
+    /// Hands buffer `id` back to the kernel, once its bytes are taken.
+    pub fn give_back(&mut self, id: u16) {
+        let start = (id % self.count) as usize * Self::BUFFER_SIZE;
+        let address = self.buffers[start..].as_mut_ptr() as u64;
         // SAFETY: `tail % count` indexes the mapping; the kernel reads an entry only once the
         // tail, stored after it with release ordering, has passed it.
         unsafe {
-            let entry = &mut *self.entries.add((tail % self.count) as usize);
-            entry.set_addr(pool[id as usize * BUFFER_SIZE..].as_mut_ptr() as u64);
-            entry.set_len(BUFFER_SIZE as u32);
-            entry.set_bid(id);
+            let entry = &mut *self.entries.add((self.tail % self.count) as usize);
+            entry.set_addr(address);
+            entry.set_len(Self::BUFFER_SIZE as u32);
+            entry.set_bid(id % self.count);
             let shared = types::BufRingEntry::tail(self.entries) as *mut u16;
             std::sync::atomic::AtomicU16::from_ptr(shared)
-                .store(tail.wrapping_add(1), Ordering::Release);
+                .store(self.tail.wrapping_add(1), Ordering::Release);
         }
-        self.tail.set(tail.wrapping_add(1));
+        self.tail = self.tail.wrapping_add(1);
     }
 }
 
-impl Drop for BufferRing {
+impl Drop for BufferPool {
     fn drop(&mut self) {
         let size = self.count as usize * std::mem::size_of::<types::BufRingEntry>();
-        // SAFETY: the mapping made in `new`, no longer read: the ring was dropped before.
+        // SAFETY: the mapping made in `register`, no longer read: the ring was dropped before.
         unsafe { libc::munmap(self.entries.cast(), size) };
     }
 }
@@ -528,9 +539,8 @@ impl AsyncStream for UringStream {
         let state = &mut *state;
         let mut taken = 0;
         while let Some(&(id, len, copied)) = state.slots[self.slot].received.front() {
-            let start = id as usize * BUFFER_SIZE + copied;
             let n = (buffer.len() - taken).min(len - copied);
-            buffer[taken..taken + n].copy_from_slice(&state.pool[start..start + n]);
+            buffer[taken..taken + n].copy_from_slice(state.pool.filled(id, copied..copied + n));
             taken += n;
             let received = &mut state.slots[self.slot].received;
             if copied + n < len {
