@@ -36,21 +36,7 @@ struct Io {
 }
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let port: u16 = match args.next().map(|port| port.parse()) {
-        Some(Ok(port)) => port,
-        _ => {
-            eprintln!("usage: mio_relay PORT [USERS-FILE, ignored]");
-            return ExitCode::from(2);
-        }
-    };
-    match run(port) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("mio_relay: {err}");
-            ExitCode::from(2)
-        }
-    }
+    core::main("mio_relay", run)
 }
 
 fn run(port: u16) -> io::Result<()> {

@@ -18,31 +18,17 @@
 
 use std::process::ExitCode;
 
-fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let port: u16 = match args.next().map(|port| port.parse()) {
-        Some(Ok(port)) => port,
-        _ => {
-            eprintln!("usage: uring_relay PORT [USERS-FILE, ignored]");
-            return ExitCode::from(2);
-        }
-    };
-    #[cfg(target_os = "linux")]
-    let result = linux::run(port);
-    #[cfg(not(target_os = "linux"))]
-    let result: std::io::Result<()> = Err(std::io::Error::other("io_uring needs Linux"));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("uring_relay: {err}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-#[cfg(target_os = "linux")]
 #[path = "relay/core.rs"]
 mod core;
+
+fn main() -> ExitCode {
+    #[cfg(target_os = "linux")]
+    return core::main("uring_relay", linux::run);
+    #[cfg(not(target_os = "linux"))]
+    core::main("uring_relay", |_| {
+        Err(std::io::Error::other("io_uring needs Linux"))
+    })
+}
 
 #[cfg(target_os = "linux")]
 mod linux {

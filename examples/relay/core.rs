@@ -10,6 +10,25 @@
 //! keeps no timers, caps nothing and has no flow control.
 
 use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::process::ExitCode;
+
+/// A relay's `main`: `NAME PORT [USERS-FILE, ignored]`, then `run(port)`; exit 2 with one line
+/// on a bad port or an error.
+pub fn main(name: &str, run: impl FnOnce(u16) -> io::Result<()>) -> ExitCode {
+    let port = std::env::args().nth(1).map(|port| port.parse::<u16>());
+    let Some(Ok(port)) = port else {
+        eprintln!("usage: {name} PORT [USERS-FILE, ignored]");
+        return ExitCode::from(2);
+    };
+    match run(port) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{name}: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
 
 /// Names a socket; the I/O side hands them out, never twice.
 pub type Token = usize;
