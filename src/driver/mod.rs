@@ -64,6 +64,11 @@ pub trait Runtime: Clone + 'static {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> LocalBoxFuture<T>;
+    /// The time to hand the driver with the events being handled. A runtime whose loop reads
+    /// the clock once per turn may answer with that reading, as late as the turn's start.
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
 }
 
 /// A non-blocking TCP socket with readiness, as an event loop sees it.

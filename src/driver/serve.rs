@@ -397,11 +397,11 @@ impl<R: Runtime> Hub<R> {
                 .and_then(|io| io.socket(socket.side))
             else {
                 // No socket to write with (not connected yet, or let go): the chunk stays.
-                self.driver.handle_written(Instant::now(), socket, 0);
+                self.driver.handle_written(self.runtime.now(), socket, 0);
                 return step;
             };
             let written = stream.try_write(bytes);
-            let now = Instant::now();
+            let now = self.runtime.now();
             match written {
                 Ok(0) => {
                     self.driver.handle_write_error(now, socket);
@@ -458,7 +458,7 @@ impl<R: Runtime> Hub<R> {
                 Poll::Ready(Ok(())) => stream.try_read(&mut self.buffer),
                 Poll::Ready(Err(error)) => Err(error),
             };
-            let now = Instant::now();
+            let now = self.runtime.now();
             match result {
                 Ok(0) => {
                     log::debug!("{socket}: end of file");

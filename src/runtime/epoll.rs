@@ -330,6 +330,10 @@ impl Runtime for Epoll {
         self.local.timer(at)
     }
 
+    fn now(&self) -> Instant {
+        self.local.now()
+    }
+
     fn connect(&self, addr: SocketAddr) -> LocalBoxFuture<io::Result<EpollStream>> {
         let reactor = self.reactor.clone();
         Box::pin(async move {

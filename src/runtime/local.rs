@@ -64,6 +64,7 @@ pub(crate) fn block_on<T: 'static>(
         timers: Rc::default(),
     };
     let timers = local.timers.clone();
+    timers.borrow_mut().fire(); // The first turn's clock.
     let (runnable, main) = async_task::spawn_local(main(local), Queue::scheduler(&queue));
     runnable.schedule();
     reactor.watch(signal.eventfd.as_raw_fd());
@@ -80,7 +81,7 @@ pub(crate) fn block_on<T: 'static>(
             // SAFETY: reads 8 bytes into a live buffer from the eventfd (non-blocking).
             unsafe { libc::read(signal.eventfd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
         }
-        timers.borrow_mut().fire(Instant::now());
+        timers.borrow_mut().fire();
     }
     match pin!(main).poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(value) => Ok(value),
@@ -204,6 +205,12 @@ impl Local {
         }
     }
 
+    /// The clock as the loop read it when its last wait ended (every event of this turn had
+    /// happened by then), so that the turn's tasks need no clock call each, as libuv's.
+    pub(crate) fn now(&self) -> Instant {
+        self.timers.borrow().now.unwrap_or_else(Instant::now)
+    }
+
     /// A timer set to `at`.
     pub(crate) fn timer(&self, at: Option<Instant>) -> LocalTimer {
         LocalTimer {
@@ -268,6 +275,8 @@ impl Signal {
 pub(crate) struct Timers {
     deadlines: BTreeMap<(Instant, u64), Waker>,
     next_key: u64,
+    /// When the last [`Timers::fire`] ran.
+    now: Option<Instant>,
 }
 
 impl Timers {
@@ -275,7 +284,8 @@ impl Timers {
         self.deadlines.keys().next().map(|(at, _)| *at)
     }
 
-    fn fire(&mut self, now: Instant) {
+    fn fire(&mut self) {
+        let now = *self.now.insert(Instant::now());
         while let Some(entry) = self.deadlines.first_entry() {
             if entry.key().0 > now {
                 break;

@@ -124,3 +124,30 @@ fn a_timer_fires_at_its_deadline_not_before() {
     });
     assert!(fired >= asked);
 }
+
+/// `now` is the loop's reading when its last wait ended: the same all through a turn, never
+/// ahead of the clock, and past a deadline once the wait for it is over.
+#[test]
+fn the_loop_clock_is_read_once_per_turn() {
+    let (first, again, before, asked, after) = within_time(|| {
+        Epoll::block_on(|runtime| {
+            Box::pin(async move {
+                let first = runtime.now();
+                std::thread::sleep(Duration::from_millis(5));
+                let again = runtime.now();
+                let before = Instant::now();
+                let asked = before + Duration::from_millis(20);
+                let mut timer = runtime.timer(Some(asked));
+                poll_fn(|cx| timer.poll_fired(cx)).await;
+                (first, again, before, asked, runtime.now())
+            })
+        })
+        .unwrap()
+    });
+    assert_eq!(first, again, "read again within one turn");
+    assert!(first <= before);
+    assert!(
+        after >= asked,
+        "the turn after the timer's wait reads the clock anew"
+    );
+}

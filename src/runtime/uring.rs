@@ -277,10 +277,6 @@ impl State {
         self.submit_op(index, OP_SEND, send);
     }
 
-    fn give_back(&mut self, buffer: u16) {
-        self.pool.give_back(buffer);
-    }
-
     fn complete(&mut self, user_data: u64, result: i32, flags: u32) {
         let (index, op) = ((user_data >> 3) as usize, user_data & 7);
         if op == OP_OTHER || index >= self.slots.len() {
@@ -320,7 +316,7 @@ impl State {
             waker.wake();
         }
         if let Some(id) = buffer.filter(|_| result <= 0) {
-            self.give_back(id);
+            self.pool.give_back(id);
         }
     }
 
@@ -350,7 +346,7 @@ impl State {
         let slot = &mut self.slots[index];
         if slot.dropped && slot.in_flight == 0 {
             for (buffer, _, _) in std::mem::take(&mut slot.received) {
-                self.give_back(buffer);
+                self.pool.give_back(buffer);
             }
             self.slots[index] = Slot::default();
             self.free.push(index);
@@ -548,7 +544,7 @@ impl AsyncStream for UringStream {
                 break;
             }
             received.pop_front();
-            state.give_back(id);
+            state.pool.give_back(id);
         }
         let slot = &mut state.slots[self.slot];
         if taken > 0 {
@@ -673,6 +669,10 @@ impl Runtime for Uring {
 
     fn timer(&self, at: Option<Instant>) -> LocalTimer {
         self.local.timer(at)
+    }
+
+    fn now(&self) -> Instant {
+        self.local.now()
     }
 
     fn connect(&self, addr: SocketAddr) -> LocalBoxFuture<io::Result<UringStream>> {
