@@ -6,6 +6,7 @@
 #   KINDS="relay uring" scripts/bench-runtimes.sh 1 4   # only some of them (the relay always first)
 #   BASE=/tmp/old/im-server KINDS="relay smol base-smol" scripts/bench-runtimes.sh   # before/after
 #   KINDS="relay epoll epoll+tls" scripts/bench-runtimes.sh   # a kind+tls: TLS on La and Lb
+#   PIN=1 scripts/bench-runtimes.sh   # the server on CPU 0, im-bench on CPU 1 (taskset): less noise
 # Each round runs `to` (100 pairs) then `toall` (1,000 recipients) against a fresh server of each
 # kind in turn (relay, smol, threads, uring), with --server-pid. Counting system calls with perf
 # makes each of them dearer (the tracepoints), so the calls come from one more round of their
@@ -14,6 +15,10 @@
 # ratios to the relay.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+server_cpu=() bench_cpu=()
+if [ "${PIN:-0}" = 1 ]; then
+    server_cpu=(taskset -c 0) bench_cpu=(taskset -c 1)
+fi
 rounds=${1:-3}
 kinds=${KINDS:-relay smol threads uring}
 export KINDS="$kinds"
@@ -47,11 +52,11 @@ start() {
     local kind=${1%+tls} tls=()
     [ "$kind" != "$1" ] && tls=(--tls-cert "$work/cert.pem" --tls-key "$work/key.pem")
     case $kind in
-        relay) "$bin/examples/mio_relay" 0 > "$work/port" & ;;
-        urelay) "$bin/examples/uring_relay" 0 > "$work/port" & ;;
-        base-*) "$BASE" 0 "$work/users" --bind 127.0.0.1 --log warn --max-per-ip 20000 \
+        relay) "${server_cpu[@]}" "$bin/examples/mio_relay" 0 > "$work/port" & ;;
+        urelay) "${server_cpu[@]}" "$bin/examples/uring_relay" 0 > "$work/port" & ;;
+        base-*) "${server_cpu[@]}" "$BASE" 0 "$work/users" --bind 127.0.0.1 --log warn --max-per-ip 20000 \
                --runtime "${kind#base-}" "${tls[@]}" > "$work/port" & ;;
-        *) "$bin/im-server" 0 "$work/users" --bind 127.0.0.1 --log warn --max-per-ip 20000 \
+        *) "${server_cpu[@]}" "$bin/im-server" 0 "$work/users" --bind 127.0.0.1 --log warn --max-per-ip 20000 \
                --runtime "$kind" "${tls[@]}" > "$work/port" & ;;
     esac
     server=$!
@@ -75,7 +80,7 @@ for round in $(seq "$((rounds + counting))"); do
             esac
             tls=()
             [ "${kind%+tls}" != "$kind" ] && tls=(--tls --ca "$work/ca.pem")
-            "$bin/im-bench" "$scenario" "${load[@]}" --port "$port" --users "$work/users" \
+            "${bench_cpu[@]}" "$bin/im-bench" "$scenario" "${load[@]}" --port "$port" --users "$work/users" \
                 --duration "${seconds}s" --server-pid "$server" "${perf[@]}" "${tls[@]}" --json \
                 > "$work/$round-$scenario-$kind.json" 2> /dev/null || true
             kill "$server"
