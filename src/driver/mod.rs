@@ -65,7 +65,7 @@ pub trait Runtime: Clone + 'static {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> LocalBoxFuture<T>;
     /// The time to hand the driver with the events being handled. A runtime whose loop reads
-    /// the clock once per turn may answer with that reading, as late as the turn's start.
+    /// the clock once per turn may answer with that reading: it is as old as the turn at most.
     fn now(&self) -> Instant {
         Instant::now()
     }
