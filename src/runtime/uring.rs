@@ -426,17 +426,17 @@ impl BufferPool {
         &self.buffers[id as usize * Self::BUFFER_SIZE..][..Self::BUFFER_SIZE][range]
     }
 
-    /// Hands buffer `id` back to the kernel, once its bytes are taken.
+    /// Hands buffer `id` back to the kernel, once its bytes are taken; panics past the pool.
     pub fn give_back(&mut self, id: u16) {
-        let start = (id % self.count) as usize * Self::BUFFER_SIZE;
-        let address = self.buffers[start..].as_mut_ptr() as u64;
+        let address = self.buffers[id as usize * Self::BUFFER_SIZE..][..Self::BUFFER_SIZE]
+            .as_mut_ptr() as u64;
         // SAFETY: `tail % count` indexes the mapping; the kernel reads an entry only once the
         // tail, stored after it with release ordering, has passed it.
         unsafe {
             let entry = &mut *self.entries.add((self.tail % self.count) as usize);
             entry.set_addr(address);
             entry.set_len(Self::BUFFER_SIZE as u32);
-            entry.set_bid(id % self.count);
+            entry.set_bid(id);
             let shared = types::BufRingEntry::tail(self.entries) as *mut u16;
             std::sync::atomic::AtomicU16::from_ptr(shared)
                 .store(self.tail.wrapping_add(1), Ordering::Release);
