@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::server::Budget;
 use crate::tls::ClientTls;
 
 /// `--tls`, `--ca` and `--server-name`: how a client (`im-client`, `im-bench`) speaks TLS.
@@ -99,6 +100,45 @@ impl fmt::Display for SpanOrOff {
     }
 }
 
+/// A token bucket written `BURST/PERIOD` (`10/30s`: ten at once, then one every 30 s), or
+/// `off`: a budget of the login throttle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BudgetOrOff(pub Option<Budget>);
+
+impl FromStr for BudgetOrOff {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "off" {
+            return Ok(BudgetOrOff(None));
+        }
+        let expected =
+            "expected BURST/PERIOD like 10/30s (ten at once, then one every 30s), or off";
+        let Some((burst, period)) = text.split_once('/') else {
+            return Err(format!("{text:?}: {expected}"));
+        };
+        let burst = match burst.parse::<u32>() {
+            Ok(burst @ 1..) => burst,
+            _ => {
+                return Err(format!(
+                    "{text:?}: the burst must be a whole number from 1; {expected}"
+                ))
+            }
+        };
+        let period = Span::positive(period).map_err(|err| format!("{err}; {expected}"))?;
+        Ok(BudgetOrOff(Some(Budget::new(burst, period.0))))
+    }
+}
+
+impl fmt::Display for BudgetOrOff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(budget) => write!(f, "{}/{}", budget.burst, Span(budget.period)),
+            None => f.write_str("off"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +178,23 @@ mod tests {
         assert_eq!(SpanOrOff(None).to_string(), "off");
         for bad in ["0s", "on", "", "Off"] {
             assert!(bad.parse::<SpanOrOff>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn budgets_parse_print_and_take_off() {
+        let budget = "10/30s".parse::<BudgetOrOff>().unwrap();
+        assert_eq!(
+            budget,
+            BudgetOrOff(Some(Budget::new(10, Duration::from_secs(30))))
+        );
+        assert_eq!(budget.to_string(), "10/30s");
+        assert_eq!("off".parse::<BudgetOrOff>(), Ok(BudgetOrOff(None)));
+        assert_eq!(BudgetOrOff(None).to_string(), "off");
+        for bad in [
+            "", "10", "10/", "/30s", "0/30s", "10/0s", "-1/1s", "x/1s", "10/30",
+        ] {
+            assert!(bad.parse::<BudgetOrOff>().is_err(), "{bad:?}");
         }
     }
 

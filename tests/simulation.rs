@@ -319,6 +319,7 @@ fn sim_config() -> impl Strategy<Value = ServerConfig> {
             max_login_failures,
             max_line,
             max_queue,
+            ..ServerConfig::default()
         }
     })
 }

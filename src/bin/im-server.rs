@@ -12,12 +12,12 @@ use std::process::ExitCode;
 use clap::builder::RangedU64ValueParser;
 use clap::Parser;
 use prometheus_client::registry::Registry;
-use simple_im::cli::{Span, SpanOrOff};
+use simple_im::cli::{BudgetOrOff, Span, SpanOrOff};
 use simple_im::cluster::ClusterConfig;
 use simple_im::driver::{DriverConfig, Keepalive, DEFAULT_KEEPALIVE_IDLE, DEFAULT_MAX_PER_IP};
 use simple_im::metrics::{MetricsEndpoint, ServerMetrics};
 use simple_im::runtime::{Kind, Signals};
-use simple_im::server::ServerConfig;
+use simple_im::server::{ServerConfig, ThrottleConfig};
 use simple_im::tls::ServerTls;
 use simple_im::users::Users;
 
@@ -81,6 +81,50 @@ struct Args {
         value_parser = RangedU64ValueParser::<usize>::new().range(1..),
     )]
     max_queue: usize,
+
+    /// Failed password checks one address (an IPv6 /64) may make, whatever the accounts:
+    /// BURST/PERIOD (BURST at once, then one more every PERIOD), or `off`. A login past it is
+    /// answered 102 without a check.
+    #[arg(long, value_name = "BUDGET|off", default_value_t = BudgetOrOff(ThrottleConfig::default().per_address))]
+    throttle_address: BudgetOrOff,
+
+    /// Failed password checks one address may make for one account; a right password fills it
+    /// again.
+    #[arg(long, value_name = "BUDGET|off", default_value_t = BudgetOrOff(ThrottleConfig::default().per_address_account))]
+    throttle_address_account: BudgetOrOff,
+
+    /// Failed password checks for one account from all addresses together (an address that
+    /// logged in as that account within --login-trust is exempt until it fails for it).
+    #[arg(long, value_name = "BUDGET|off", default_value_t = BudgetOrOff(ThrottleConfig::default().per_account))]
+    throttle_account: BudgetOrOff,
+
+    /// How long a successful login exempts its address from the account's budget.
+    #[arg(long, value_name = "DURATION|off", default_value_t = SpanOrOff(Some(ThrottleConfig::default().trust)))]
+    login_trust: SpanOrOff,
+
+    /// Connections from one address that may end without a successful login; past it, new
+    /// connections from that address are closed at once.
+    #[arg(long, value_name = "BUDGET|off", default_value_t = BudgetOrOff(ThrottleConfig::default().reconnects))]
+    throttle_reconnects: BudgetOrOff,
+
+    /// Password checks (argon2) run at once; each takes the hash's memory (19 MiB for
+    /// --hash-password's). Default: the number of CPUs.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..),
+    )]
+    password_checks: Option<usize>,
+
+    /// Password checks that may wait for a turn (taken in turn by address); a login past it is
+    /// answered 102 without a check.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = ServerConfig::default().password_check_queue,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..),
+    )]
+    password_check_queue: usize,
 
     /// The runtime that carries bytes between sockets and the server core: `smol` (async tasks
     /// on one thread), `threads` (blocking sockets, a thread per socket, each thread with a
@@ -216,6 +260,7 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(args.log.as_str()))
         .init();
+    return_large_blocks_to_the_system();
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => log::debug!("open-file limit: {limit}"),
         Err(error) => log::debug!("cannot raise the open-file limit: {error}"),

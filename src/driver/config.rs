@@ -146,6 +146,8 @@ pub enum Refusal {
     },
     /// The server has a certificate but could not start a TLS session for the connection.
     TlsUnavailable,
+    /// This address's connections keep ending without a login (`--throttle-reconnects`).
+    Throttled,
 }
 
 impl fmt::Display for Refusal {
@@ -158,6 +160,9 @@ impl fmt::Display for Refusal {
                 write!(f, "{max} connections from {ip} are open (--max-per-ip)")
             }
             Refusal::TlsUnavailable => f.write_str("no TLS session could be started"),
+            Refusal::Throttled => f.write_str(
+                "too many connections from this address ended without a login (--throttle-reconnects)",
+            ),
         }
     }
 }

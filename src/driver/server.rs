@@ -230,6 +230,12 @@ impl ServerDriver {
     /// A client connected from `peer`: its La is [`SocketId::la`] of the returned id. Over a
     /// cap, the connection is refused (close it) and the core never hears of it.
     pub fn accept(&mut self, now: Instant, peer: SocketAddr) -> Result<ConnId, Refusal> {
+        if self.server.admit(now, peer.ip()).is_err() {
+            self.server
+                .metrics()
+                .connection_refused(&Refusal::Throttled);
+            return Err(Refusal::Throttled);
+        }
         let admitted = self
             .tls_session()
             .map_err(|()| Refusal::TlsUnavailable)

@@ -25,6 +25,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::driver::Refusal;
+use crate::server::Throttled;
 
 pub use endpoint::MetricsEndpoint;
 
@@ -171,14 +172,17 @@ pub enum LoginResult {
     BadCredentials,
     /// `102`: the right password, but the user is online already.
     AlreadyOnline,
+    /// `102` unchecked: the login throttle refused it (`im_logins_throttled_total` says why).
+    Throttled,
 }
 
 impl LoginResult {
     /// Every result, in label order.
-    pub const ALL: [LoginResult; 3] = [
+    pub const ALL: [LoginResult; 4] = [
         LoginResult::Ok,
         LoginResult::BadCredentials,
         LoginResult::AlreadyOnline,
+        LoginResult::Throttled,
     ];
 
     /// The label value.
@@ -187,6 +191,7 @@ impl LoginResult {
             LoginResult::Ok => "ok",
             LoginResult::BadCredentials => "bad_credentials",
             LoginResult::AlreadyOnline => "already_online",
+            LoginResult::Throttled => "throttled",
         }
     }
 }
@@ -227,10 +232,12 @@ fn ack_latency_buckets() -> impl Iterator<Item = f64> {
 struct Series {
     connections_open: Gauge,
     connections_accepted: Counter,
-    /// By [`Refusal`]: the total cap, the per-address one, no TLS session.
-    connections_refused: [Counter; 3],
+    /// By [`Refusal`]: the total cap, the per-address one, no TLS session, the throttle.
+    connections_refused: [Counter; 4],
     users_online: Gauge,
-    logins: [Counter; 3],
+    logins: [Counter; 4],
+    /// By [`Throttled`] reason.
+    throttled: [Counter; 5],
     /// By [`RequestKind`], then `303` / `304`.
     requests: [[Counter; 2]; 2],
     deliveries: [Counter; 9],
@@ -269,12 +276,25 @@ impl ServerMetrics {
             connections_accepted.clone(),
         );
         let refused = Labelled::<1>::default();
-        let connections_refused = ["max_connections", "max_per_ip", "tls_unavailable"]
-            .map(|reason| refused.get_or_create_owned(&[("reason", reason)]));
+        let connections_refused = [
+            "max_connections",
+            "max_per_ip",
+            "tls_unavailable",
+            "reconnects",
+        ]
+        .map(|reason| refused.get_or_create_owned(&[("reason", reason)]));
         registry.register(
             "connections_refused",
-            "Client connections closed at once (a cap reached, or no TLS session), by reason",
+            "Client connections closed at once (a cap reached, no TLS session, or an address whose connections keep ending without a login), by reason",
             refused,
+        );
+        let family = Labelled::<1>::default();
+        let throttled =
+            Throttled::ALL.map(|r| family.get_or_create_owned(&[("reason", r.label())]));
+        registry.register(
+            "logins_throttled",
+            "Logins answered 102 without a password check, and connections refused, by the budget that was spent",
+            family,
         );
         let users_online = Gauge::default();
         registry.register(
@@ -340,6 +360,7 @@ impl ServerMetrics {
                 connections_refused,
                 users_online,
                 logins,
+                throttled,
                 requests,
                 deliveries,
                 queue_depth,
@@ -377,6 +398,7 @@ impl ServerMetrics {
                 Refusal::TooManyConnections { .. } => 0,
                 Refusal::TooManyFromAddress { .. } => 1,
                 Refusal::TlsUnavailable => 2,
+                Refusal::Throttled => 3,
             };
             series.connections_refused[index].inc();
         }
@@ -389,6 +411,13 @@ impl ServerMetrics {
             if result == LoginResult::Ok {
                 series.users_online.inc();
             }
+        }
+    }
+
+    /// A login or a connection was throttled.
+    pub fn throttled(&self, reason: Throttled) {
+        if let Some(series) = &self.series {
+            series.throttled[reason as usize].inc();
         }
     }
 

@@ -11,6 +11,7 @@ mod broadcast;
 mod cluster;
 mod directory;
 mod session;
+mod throttle;
 mod timers;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -26,6 +27,7 @@ use smallvec::SmallVec;
 pub use broadcast::{BroadcastAggregator, Outcome};
 pub use cluster::{ClusterInput, ClusterOutput, NodeId, NodeMessage, OnlineEntry, QueryId};
 pub use session::{LbEvent, Mailbox, Queued, RequestId, ServerSession, SessionState, Step};
+pub use throttle::{Attempt, Budget, CheckQueue, LoginThrottle, Source, ThrottleConfig, Throttled};
 
 use crate::metrics::{DeliveryOutcome, LoginResult, RequestKind, ServerMetrics, SessionEnd};
 use crate::protocol::{write_list, Delivery, Response, DEFAULT_MAX_LINE};
@@ -59,6 +61,14 @@ pub struct ServerConfig {
     pub max_line: usize,
     /// Messages that may wait for one recipient (`--max-queue`).
     pub max_queue: usize,
+    /// The login throttle's budgets (docs/hardening.md).
+    pub throttle: ThrottleConfig,
+    /// Password checks (argon2) running at once (`--password-checks`): each takes the hash's
+    /// memory (19 MiB for `--hash-password`'s), so this bounds the server's peak.
+    pub password_checks: usize,
+    /// Password checks that may wait for a turn (`--password-check-queue`); a login past it is
+    /// answered `102` unchecked.
+    pub password_check_queue: usize,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +80,9 @@ impl Default for ServerConfig {
             max_login_failures: 5,
             max_line: DEFAULT_MAX_LINE,
             max_queue: 1024,
+            throttle: ThrottleConfig::default(),
+            password_checks: 2,
+            password_check_queue: 1024,
         }
     }
 }
@@ -115,7 +128,9 @@ pub enum Output {
     Close(ConnId),
     /// Run this password check off the event loop (argon2 takes tens of milliseconds by design)
     /// and feed its result as [`Input::PasswordChecked`]. Until then the connection's next line
-    /// waits, and everyone else is served.
+    /// waits, and everyone else is served. Feed the result even if the connection has closed
+    /// meanwhile: at most [`ServerConfig::password_checks`] are out at once, and each counts
+    /// until its result is back.
     CheckPassword(ConnId, PasswordCheck),
     /// Cluster mode only: ask the directory or another node, and feed the answer with
     /// [`Server::handle_cluster`].
@@ -132,6 +147,8 @@ struct Entry {
     read_granted: bool,
     /// When it logged in, among this server's sessions.
     login_order: Option<u64>,
+    /// The password check the throttle let through, until its verdict is known.
+    attempt: Option<Attempt>,
 }
 
 /// A `/to` or `/toall` waiting for its recipients.
@@ -218,6 +235,8 @@ pub struct Server {
     lb_events: Vec<LbEvent>,
     /// What is counted for Prometheus (nothing, unless [`Server::set_metrics`] was called).
     metrics: ServerMetrics,
+    throttle: LoginThrottle,
+    checks: CheckQueue,
 }
 
 impl Server {
@@ -243,6 +262,8 @@ impl Server {
         node: NodeId,
         directory: Directory,
     ) -> Self {
+        let throttle = LoginThrottle::new(config.throttle.clone());
+        let checks = CheckQueue::new(config.password_checks, config.password_check_queue);
         Server {
             config,
             users,
@@ -266,6 +287,8 @@ impl Server {
             outputs: VecDeque::new(),
             lb_events: Vec::new(),
             metrics: ServerMetrics::default(),
+            throttle,
+            checks,
         }
     }
 
@@ -297,6 +320,7 @@ impl Server {
                 registered: [None, None],
                 read_granted: false,
                 login_order: None,
+                attempt: None,
             },
         );
         log::debug!("{conn} connected from {peer}");
@@ -304,6 +328,33 @@ impl Server {
         self.read_la(now, conn);
         self.sync_touched();
         conn
+    }
+
+    /// Whether a new connection from `ip` may be accepted: not while that address's
+    /// connections keep ending without a login ([`ThrottleConfig::reconnects`]). Refused
+    /// addresses are logged once a minute at most.
+    pub fn admit(&mut self, now: Instant, ip: core::net::IpAddr) -> Result<(), Throttled> {
+        let admitted = self.throttle.admit(now, ip);
+        if let Err(reason) = admitted {
+            self.metrics.throttled(reason);
+            if self.throttle.should_log(now, ip) {
+                log::warn!(
+                    "connections from {} refused: too many ended without a login \
+                     (--throttle-reconnects; logged once a minute)",
+                    Source::of(ip)
+                );
+            }
+        }
+        admitted
+    }
+
+    /// Password checks running and waiting, and the entries the login throttle holds.
+    pub fn login_load(&self) -> (usize, usize, usize) {
+        (
+            self.checks.running(),
+            self.checks.queued(),
+            self.throttle.tracked(),
+        )
     }
 
     /// Feeds one socket event in. Events for a connection already closed are ignored.
@@ -316,7 +367,7 @@ impl Server {
                     self.read_la(now, conn);
                 }
             }
-            Input::LaClosed(conn) => self.end_session(conn, SessionEnd::LaClosed, None),
+            Input::LaClosed(conn) => self.end_session(now, conn, SessionEnd::LaClosed, None),
             Input::LbConnected(conn) => {
                 let max_line = self.config.max_line;
                 let connected = self
@@ -334,19 +385,33 @@ impl Server {
                     self.session(conn).map(ServerSession::state),
                     Some(SessionState::ConnectingLb { .. })
                 ) {
-                    self.end_session(conn, SessionEnd::LbConnectFailed, Some(Response::LbFailed));
+                    self.end_session(
+                        now,
+                        conn,
+                        SessionEnd::LbConnectFailed,
+                        Some(Response::LbFailed),
+                    );
                 }
             }
             Input::LbData(conn, data) => self.lb_data(now, conn, data),
-            Input::LbClosed(conn) => self.end_session(conn, SessionEnd::LbClosed, None),
-            Input::LbWriteFailed(conn) => self.end_session(conn, SessionEnd::LbWriteFailed, None),
+            Input::LbClosed(conn) => self.end_session(now, conn, SessionEnd::LbClosed, None),
+            Input::LbWriteFailed(conn) => {
+                self.end_session(now, conn, SessionEnd::LbWriteFailed, None)
+            }
             Input::PasswordChecked(conn, correct) => {
-                let user = self
-                    .sessions
-                    .get_mut(&conn)
-                    .and_then(|entry| entry.session.finish_check());
-                if let Some(user) = user {
-                    self.finish_login(conn, &user, correct);
+                if !self.checks.finished(conn) {
+                    return; // a stray result: nothing of it was running
+                }
+                self.run_checks();
+                let checked = self.sessions.get_mut(&conn).and_then(|entry| {
+                    let user = entry.session.finish_check()?;
+                    Some((user, entry.attempt.take()))
+                });
+                if let Some((user, attempt)) = checked {
+                    if let Some(attempt) = attempt {
+                        self.judged(now, attempt, correct);
+                    }
+                    self.finish_login(now, conn, &user, correct);
                     self.touch(conn);
                     self.read_la(now, conn);
                 }
@@ -373,8 +438,8 @@ impl Server {
             entry.registered[kind as usize] = None;
             self.timers.change(kind, conn, Some(at), None);
             match kind {
-                TimerKind::State => self.state_deadline_passed(conn),
-                TimerKind::Ack => self.end_session(conn, SessionEnd::AckTimeout, None),
+                TimerKind::State => self.state_deadline_passed(now, conn),
+                TimerKind::Ack => self.end_session(now, conn, SessionEnd::AckTimeout, None),
             }
         }
         due.clear();
@@ -438,7 +503,7 @@ impl Server {
                         } else {
                             LoginResult::AlreadyOnline
                         };
-                        self.claim_answered(conn, &user, result);
+                        self.claim_answered(now, conn, &user, result);
                         self.touch(conn);
                         self.read_la(now, conn);
                     }
@@ -471,7 +536,7 @@ impl Server {
                     conns.len()
                 );
                 for conn in conns {
-                    self.end_session(conn, SessionEnd::LeaseLost, None);
+                    self.end_session(now, conn, SessionEnd::LeaseLost, None);
                 }
             }
         }
@@ -518,7 +583,7 @@ impl Server {
     fn step(&mut self, now: Instant, conn: ConnId, step: Step<'_>) {
         match step {
             Step::Reply(response) => self.reply(conn, &response),
-            Step::Login { user, password } => self.login(conn, user, password),
+            Step::Login { user, password } => self.login(now, conn, user, password),
             Step::ConnectLb(addr) => {
                 log::debug!("{conn} asks for Lb at {addr}");
                 self.outputs.push_back(Output::ConnectLb(conn, addr));
@@ -526,18 +591,80 @@ impl Server {
             Step::List => self.ask(now, conn, Asked::List),
             Step::To { target, content } => self.send_to(now, conn, target, content),
             Step::ToAll { content } => self.broadcast(now, conn, content),
-            Step::Exit => self.end_session(conn, SessionEnd::Exit, Some(Response::Bye)),
+            Step::Exit => self.end_session(now, conn, SessionEnd::Exit, Some(Response::Bye)),
         }
         self.touch(conn);
     }
 
-    fn login(&mut self, conn: ConnId, user: &[u8], password: &[u8]) {
+    /// A `/login`: past the throttle, its password is checked at once (plain) or queued for a
+    /// check off the loop (argon2); a throttled one is answered `102` unchecked.
+    fn login(&mut self, now: Instant, conn: ConnId, user: &[u8], password: &[u8]) {
+        let Some(entry) = self.sessions.get(&conn) else {
+            return;
+        };
+        let ip = entry.session.peer().ip();
+        let attempt = match self.throttle.start(now, ip, user) {
+            Ok(attempt) => attempt,
+            Err(reason) => return self.throttled(now, conn, user, reason),
+        };
         match self.users.check(user, password) {
-            Verdict::Settled(correct) => self.finish_login(conn, user, correct),
-            Verdict::Deferred(check) => {
-                if let Some(entry) = self.sessions.get_mut(&conn) {
-                    entry.session.start_check(user);
-                    self.outputs.push_back(Output::CheckPassword(conn, check));
+            Verdict::Settled(correct) => {
+                self.judged(now, attempt, correct);
+                self.finish_login(now, conn, user, correct);
+            }
+            Verdict::Deferred(check) => match self.checks.push(ip, conn, check) {
+                Ok(()) => {
+                    if let Some(entry) = self.sessions.get_mut(&conn) {
+                        entry.session.start_check(user);
+                        entry.attempt = Some(attempt);
+                    }
+                    self.run_checks();
+                }
+                Err(_) => {
+                    self.throttle.cancel(now, attempt);
+                    self.throttled(now, conn, user, Throttled::Busy);
+                }
+            },
+        }
+    }
+
+    /// Tells the throttle how a check it let through came out.
+    fn judged(&mut self, now: Instant, attempt: Attempt, correct: bool) {
+        match correct {
+            true => self.throttle.succeeded(now, attempt),
+            false => self.throttle.failed(now, attempt),
+        }
+    }
+
+    /// Answers a throttled `/login` `102`, as a failed one; logged once a minute per address.
+    fn throttled(&mut self, now: Instant, conn: ConnId, user: &[u8], reason: Throttled) {
+        let Some(entry) = self.sessions.get(&conn) else {
+            return;
+        };
+        let peer = entry.session.peer();
+        self.metrics.throttled(reason);
+        if self.throttle.should_log(now, peer.ip()) {
+            log::warn!(
+                "{conn} login as {} from {peer} throttled: the {reason} budget is spent \
+                 (logged once a minute per address)",
+                user.escape_ascii()
+            );
+        }
+        self.claim_answered(now, conn, user, LoginResult::Throttled);
+    }
+
+    /// Hands out the queued password checks that may start now, skipping those whose
+    /// connection has gone meanwhile.
+    fn run_checks(&mut self) {
+        while let Some((conn, check)) = self.checks.start_next() {
+            let waiting = self
+                .sessions
+                .get(&conn)
+                .is_some_and(|entry| entry.session.is_checking());
+            match waiting {
+                true => self.outputs.push_back(Output::CheckPassword(conn, check)),
+                false => {
+                    self.checks.finished(conn);
                 }
             }
         }
@@ -546,9 +673,9 @@ impl Server {
     /// Goes on with a login whose password is known to be `correct` or not: a correct one
     /// still needs the user's claim, which is looked at only now, after a check that may have
     /// taken a while.
-    fn finish_login(&mut self, conn: ConnId, user: &[u8], correct: bool) {
+    fn finish_login(&mut self, now: Instant, conn: ConnId, user: &[u8], correct: bool) {
         if !correct {
-            return self.claim_answered(conn, user, LoginResult::BadCredentials);
+            return self.claim_answered(now, conn, user, LoginResult::BadCredentials);
         }
         match &mut self.directory {
             Directory::Local(directory) => {
@@ -557,7 +684,7 @@ impl Server {
                 } else {
                     LoginResult::AlreadyOnline
                 };
-                self.claim_answered(conn, user, result);
+                self.claim_answered(now, conn, user, result);
             }
             Directory::Cluster => {
                 let Some(entry) = self.sessions.get_mut(&conn) else {
@@ -576,7 +703,7 @@ impl Server {
 
     /// Answers a login: [`LoginResult::Ok`] if the password was right and the user is now
     /// this session's.
-    fn claim_answered(&mut self, conn: ConnId, user: &[u8], result: LoginResult) {
+    fn claim_answered(&mut self, now: Instant, conn: ConnId, user: &[u8], result: LoginResult) {
         let Some(entry) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -591,14 +718,20 @@ impl Server {
             log::info!("{conn} logged in as {name} from {peer}");
             self.reply(conn, &Response::AuthOk);
         } else if entry.session.login_failed(self.config.max_login_failures) {
-            log::warn!("{conn} failed login as {name} from {peer}: too many failures");
+            // A throttled flood was logged once by `throttled`; its closes are not logged again.
+            if result != LoginResult::Throttled {
+                log::warn!("{conn} failed login as {name} from {peer}: too many failures");
+            }
             self.end_session(
+                now,
                 conn,
                 SessionEnd::TooManyLoginFailures,
                 Some(Response::AuthFailed),
             );
         } else {
-            log::info!("{conn} failed login as {name} from {peer}");
+            if result != LoginResult::Throttled {
+                log::info!("{conn} failed login as {name} from {peer}");
+            }
             self.reply(conn, &Response::AuthFailed);
         }
     }
@@ -908,7 +1041,7 @@ impl Server {
                 }
                 LbEvent::Violation => {
                     log::info!("{conn} sent something other than 302 on Lb");
-                    self.end_session(conn, SessionEnd::WrongAck, None);
+                    self.end_session(now, conn, SessionEnd::WrongAck, None);
                 }
             }
         }
@@ -971,14 +1104,17 @@ impl Server {
         }
     }
 
-    fn state_deadline_passed(&mut self, conn: ConnId) {
+    fn state_deadline_passed(&mut self, now: Instant, conn: ConnId) {
         match self.session(conn).map(ServerSession::state) {
             Some(SessionState::Unauthenticated { .. }) => {
-                self.end_session(conn, SessionEnd::LoginTimeout, None)
+                self.end_session(now, conn, SessionEnd::LoginTimeout, None)
             }
-            Some(SessionState::ConnectingLb { .. }) => {
-                self.end_session(conn, SessionEnd::LbConnectFailed, Some(Response::LbFailed))
-            }
+            Some(SessionState::ConnectingLb { .. }) => self.end_session(
+                now,
+                conn,
+                SessionEnd::LbConnectFailed,
+                Some(Response::LbFailed),
+            ),
             _ => {}
         }
     }
@@ -988,6 +1124,7 @@ impl Server {
     /// and both connections close.
     fn end_session(
         &mut self,
+        now: Instant,
         conn: ConnId,
         reason: SessionEnd,
         mut last: Option<Response<'static>>,
@@ -1002,6 +1139,10 @@ impl Server {
             .zip(entry.registered)
         {
             self.timers.change(kind, conn, at, None);
+        }
+        if entry.login_order.is_none() {
+            self.throttle
+                .ended_without_login(now, entry.session.peer().ip());
         }
         if let Some(user) = entry.session.user() {
             match &mut self.directory {

@@ -318,6 +318,17 @@ impl ServerSession {
         }
     }
 
+    /// Whether a password check is under way (its result not back yet).
+    pub(crate) fn is_checking(&self) -> bool {
+        matches!(
+            self.state,
+            SessionState::Unauthenticated {
+                checking: Some(_),
+                ..
+            }
+        )
+    }
+
     /// A login failed. Returns whether the connection has now used up its attempts.
     pub(crate) fn login_failed(&mut self, max_failures: u32) -> bool {
         match &mut self.state {

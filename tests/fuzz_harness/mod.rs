@@ -295,6 +295,7 @@ pub fn server_hub(data: &[u8]) {
             DEFAULT_MAX_LINE
         },
         max_queue: 1 + source.below(4),
+        ..ServerConfig::default()
     };
     let accounts: String = ACCOUNTS
         .iter()
