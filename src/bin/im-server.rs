@@ -288,6 +288,18 @@ fn main() -> ExitCode {
         max_login_failures: args.max_login_failures,
         max_line: args.max_line,
         max_queue: args.max_queue,
+        throttle: ThrottleConfig {
+            per_address: args.throttle_address.0,
+            per_address_account: args.throttle_address_account.0,
+            per_account: args.throttle_account.0,
+            trust: args.login_trust.0.unwrap_or_default(),
+            reconnects: args.throttle_reconnects.0,
+            ..ThrottleConfig::default()
+        },
+        password_checks: args.password_checks.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }),
+        password_check_queue: args.password_check_queue,
     };
 
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -434,6 +446,22 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Makes glibc's malloc serve blocks of 1 MiB and more from `mmap` and unmap them when freed.
+/// Its default threshold rises to the size of any such block once freed, so each thread's arena
+/// would keep an argon2 verification's memory (19 MiB for `--hash-password`'s hashes) after it
+/// ends: measured under a login flood, 348 MiB resident against 43 MiB with the threshold fixed,
+/// with the same two verifications at most at once. Other allocators return such blocks already.
+fn return_large_blocks_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only sets a tunable; it is called before any other thread starts.
+        let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
+        if set == 0 {
+            log::debug!("cannot set malloc's mmap threshold");
+        }
+    }
 }
 
 /// `--metrics ADDR`: the endpoint listens on `address` and serves, on a thread of its own, the
