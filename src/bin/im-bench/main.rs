@@ -182,8 +182,9 @@ struct FloodArgs {
     /// How long the flood lasts.
     #[arg(long, value_name = "DURATION", value_parser = Span::positive, default_value = "20s")]
     duration: Span,
-    /// The longest a connect or an answer is waited for; a real login not answered by then
-    /// counts as not answered.
+    /// The longest a connect, or a real user's answer, is waited for: a real login not
+    /// answered by then counts as not answered. A guesser waits for its answer as long as the
+    /// run lasts.
     #[arg(long, value_name = "DURATION", value_parser = Span::positive, default_value = "10s")]
     timeout: Span,
     /// A real login answered `101` within this counts as served in time.

@@ -140,9 +140,8 @@ pub struct Attempts {
     /// allowed failure makes a few of these, when its close reaches the guesser only after
     /// the next guess was written.
     pub unanswered_closed: u64,
-    /// Not answered within `--timeout`.
-    pub unanswered_timeout: u64,
-    /// Still waiting for their answer when the run ended (not counted above).
+    /// Still waiting for their answer when the run ended (not counted above). A guesser
+    /// waits for its answer as long as the run lasts.
     pub in_flight_at_end: u64,
     /// `answered / seconds`.
     pub answered_per_second: f64,
@@ -501,7 +500,7 @@ fn write_flood(out: &mut impl Write, flood: &Flood) -> io::Result<()> {
     writeln!(
         out,
         "  {:<12}{:.2} s, {} sent, {} answered ({:.0}/s): 101 {}, 102 {}, other {}; \
-         none {} (closed {}, timeout {}), {} in flight at the end",
+         {} closed unanswered, {} in flight at the end",
         "guesses",
         flood.seconds,
         a.sent,
@@ -510,9 +509,7 @@ fn write_flood(out: &mut impl Write, flood: &Flood) -> io::Result<()> {
         a.answered_101,
         a.answered_102,
         a.answered_other,
-        a.unanswered_closed + a.unanswered_timeout,
         a.unanswered_closed,
-        a.unanswered_timeout,
         a.in_flight_at_end
     )?;
     let share = a
