@@ -490,6 +490,8 @@ async fn connect_from(source: Ipv4Addr, server: SocketAddr) -> io::Result<Async<
 struct Sampler {
     pid: u32,
     max: Arc<AtomicU64>,
+    /// The last `VmHWM` read: a process killed or dead has none to read at the end.
+    hwm: Arc<AtomicU64>,
     killed_at_kib: Arc<AtomicU64>,
     /// Dropping it stops the thread.
     stop: Option<std::sync::mpsc::Sender<()>>,
@@ -499,9 +501,10 @@ struct Sampler {
 impl Sampler {
     fn start(pid: u32, kill_above_kib: Option<u64>) -> Sampler {
         let max = Arc::new(AtomicU64::new(0));
+        let hwm = Arc::new(AtomicU64::new(0));
         let killed_at_kib = Arc::new(AtomicU64::new(0));
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let (seen, killed) = (max.clone(), killed_at_kib.clone());
+        let (seen, last_hwm, killed) = (max.clone(), hwm.clone(), killed_at_kib.clone());
         let thread = std::thread::Builder::new()
             .name("rss".to_owned())
             .spawn(move || {
@@ -512,6 +515,9 @@ impl Sampler {
                         continue;
                     };
                     seen.fetch_max(rss, Ordering::Relaxed);
+                    if let Some(peak) = proc_status_kib(pid, "VmHWM") {
+                        last_hwm.store(peak, Ordering::Relaxed);
+                    }
                     let over = kill_above_kib.is_some_and(|limit| rss > limit);
                     if over && killed.load(Ordering::Relaxed) == 0 {
                         let target = nix::unistd::Pid::from_raw(pid as i32);
@@ -539,6 +545,7 @@ impl Sampler {
         Sampler {
             pid,
             max,
+            hwm,
             killed_at_kib,
             stop: Some(stop),
             thread,
@@ -564,11 +571,12 @@ impl Sampler {
         }
         let sampled = max.load(Ordering::Relaxed);
         let killed = killed.load(Ordering::Relaxed);
+        let last_hwm = self.hwm.load(Ordering::Relaxed);
         Memory {
             pid,
             rss_before_kib,
             rss_kib,
-            peak_rss_kib: proc_status_kib(pid, "VmHWM"),
+            peak_rss_kib: proc_status_kib(pid, "VmHWM").or((last_hwm > 0).then_some(last_hwm)),
             rss_per_session_bytes: None,
             sampled_max_rss_kib: (sampled > 0).then_some(sampled),
             alive_at_end: Some(alive),

@@ -308,7 +308,8 @@ pub struct Memory {
     pub rss_before_kib: Option<u64>,
     /// `VmRSS` with every session open, KiB.
     pub rss_kib: Option<u64>,
-    /// `VmHWM`: the most the server has been resident, KiB.
+    /// `VmHWM`: the most the server has been resident, KiB (`login-flood`: the last one read
+    /// if the server died or was killed).
     pub peak_rss_kib: Option<u64>,
     /// `(rss - rss_before) / sessions opened`, bytes.
     pub rss_per_session_bytes: Option<f64>,
