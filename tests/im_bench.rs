@@ -470,3 +470,108 @@ fn tls_sessions_count_exactly() {
     let (ok, stdout, _) = run_bounded(&mut command, RUN_LIMIT);
     assert!(!ok, "a plain im-bench logged in to a TLS server: {stdout}");
 }
+
+/// `login-flood` for a couple of seconds: the guesses and answers add up, the real user (not
+/// the one guessed at) gets in, and the server outlives it. Nothing is asserted about how many
+/// guesses the server answers or lets through: that is its policy, not im-bench's.
+#[test]
+fn login_flood_counts_add_up() {
+    let dir = TempDir::new();
+    let users = dir.0.join("users.txt");
+    std::fs::write(&users, "alice alice-pw\nbob bob-pw\n").unwrap();
+    // Its log has a line for every connection it closes, thousands here.
+    let (server, port) = start(
+        Command::new(SERVER)
+            .args(["0".as_ref(), users.as_os_str()])
+            .args(["--bind", "127.0.0.1", "--log", "error"])
+            .stderr(Stdio::null()),
+    );
+    let pid = server.0.id().to_string();
+    let mut command = Command::new(BENCH);
+    command
+        .args(["login-flood", "--port", &port.to_string(), "--json"])
+        .args(["--target", "alice", "--password", "alice-pw"])
+        .args(["--attackers", "6", "--sources", "2", "--right-every", "5"])
+        .args(["--real", "bob:bob-pw", "--server-pid", &pid])
+        .args(["--duration", "2500ms", "--timeout", "5s"]);
+    let (ok, stdout, stderr) = run_bounded(&mut command, RUN_LIMIT);
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|err| panic!("no JSON ({err}): {stdout}{stderr}"));
+    assert!(ok, "im-bench login-flood failed: {stderr}\n{report:#}");
+    assert_eq!(report["scenario"], "login-flood", "{report:#}");
+    let flood = &report["flood"];
+    assert_eq!(
+        flood["sources"],
+        serde_json::json!(["127.0.0.2", "127.0.0.3"])
+    );
+    let count = |value: &Value| {
+        value
+            .as_u64()
+            .unwrap_or_else(|| panic!("not a count: {value} in {report:#}"))
+    };
+
+    let a = &flood["attempts"];
+    let answered = count(&a["answered"]);
+    assert!(answered > 0, "{report:#}");
+    assert_eq!(
+        answered,
+        count(&a["answered_101"]) + count(&a["answered_102"]) + count(&a["answered_other"]),
+        "{report:#}"
+    );
+    // Every guess written is answered, unanswered or still waiting at the end, once.
+    assert_eq!(
+        count(&a["sent"]),
+        answered + count(&a["unanswered_closed"]) + count(&a["in_flight_at_end"]),
+        "{report:#}"
+    );
+    assert_eq!(count(&a["latency_us"]["count"]), answered, "{report:#}");
+    assert_eq!(count(&a["wrong_let_in"]), 0, "{report:#}");
+    assert_eq!(count(&a["answered_101"]), count(&a["right_let_in"]));
+    assert!(count(&a["right_let_in"]) <= count(&a["right_answered"]));
+    assert!(count(&a["right_answered"]) <= count(&a["right_sent"]));
+    // One guess in five is right: give or take the guesses sent again after an unanswered
+    // one, and a guess per attacker drawn but not sent when the run ended.
+    let right = count(&a["right_sent"]);
+    let resent = count(&a["unanswered_closed"]);
+    let sent = count(&a["sent"]);
+    assert!(
+        right >= ((sent - resent) / 5).saturating_sub(7),
+        "{report:#}"
+    );
+    assert!(right <= sent / 5 + 3 + resent, "{report:#}");
+    let seconds = flood["seconds"].as_f64().unwrap_or(0.0);
+    assert!((2.0..6.0).contains(&seconds), "{report:#}");
+    let rate = a["answered_per_second"].as_f64().unwrap_or(0.0);
+    assert!((rate - answered as f64 / seconds).abs() < 1.0, "{report:#}");
+
+    let c = &flood["connections"];
+    assert!(count(&c["opened"]) >= 1, "{report:#}");
+    assert_eq!(count(&c["closed_after_101"]), count(&a["answered_101"]));
+    assert!(
+        count(&c["closed_by_server"]) + count(&c["closed_after_101"]) <= count(&c["opened"]),
+        "{report:#}"
+    );
+
+    // bob logs in at 1 s and 2 s, from another address than the guessers, as another user.
+    let real = &flood["real_users"][0];
+    assert_eq!(real["user"], "bob", "{report:#}");
+    let logins = count(&real["logins"]);
+    assert!(logins >= 1, "{report:#}");
+    assert!(count(&real["answered_101"]) >= 1, "{report:#}");
+    assert_eq!(
+        count(&real["answered_101"]) + count(&real["in_flight_at_end"]),
+        logins,
+        "{report:#}"
+    );
+    assert_eq!(
+        count(&real["latency_us"]["count"]),
+        count(&real["answered_101"])
+    );
+
+    let memory = &report["server_memory"];
+    assert_eq!(memory["alive_at_end"], true, "{report:#}");
+    assert!(count(&memory["sampled_max_rss_kib"]) > 0, "{report:#}");
+    assert!(count(&memory["peak_rss_kib"]) > 0, "{report:#}");
+    assert!(memory.get("killed_at_rss_kib").is_none(), "{report:#}");
+    drop(server);
+}

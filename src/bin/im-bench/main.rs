@@ -12,11 +12,13 @@
 //! im-bench to --port 7000 --users users.txt --pairs 100 --duration 10s --server-pid $!
 //! im-bench toall --port 7000 --users users.txt --recipients 1000
 //! im-bench sessions --port 7000 --users users.txt --count 9950 --server-pid $!
+//! im-bench login-flood --port 7000 --target alice --password secret --real bob:pw --server-pid $!
 //! ```
 //!
 //! BENCHMARKS.md has the figures and how they were taken.
 
 mod accounts;
+mod flood;
 mod report;
 mod scenario;
 mod syscalls;
@@ -24,7 +26,7 @@ mod user;
 mod watchdog;
 
 use std::io::Write;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -89,6 +91,12 @@ enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Password guessing: `--attackers` connections from `--sources` loopback addresses send
+    /// `/login <target> <guess>` in closed loop, connecting again whenever the server closes
+    /// one, while each `--real` user logs in once a second from 127.0.0.1. Reports the guesses
+    /// answered, how many right passwords got in, the real users' login times and, with
+    /// `--server-pid`, the server's memory.
+    LoginFlood(FloodArgs),
     /// Prints a users file of N accounts, `user0 pw0` to `user<N-1> pw<N-1>`, to start a
     /// server with.
     GenUsers {
@@ -141,6 +149,103 @@ struct TargetArgs {
     // TLS as `im-client --tls` speaks it, to measure what TLS costs per delivery.
     #[command(flatten)]
     tls: ClientTlsArgs,
+}
+
+/// `login-flood`'s arguments.
+#[derive(Debug, Args)]
+struct FloodArgs {
+    /// The server's IPv4 address or host name (the guessers connect from 127.0.0.x, so it
+    /// should be a loopback address).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// The server's port.
+    #[arg(long)]
+    port: u16,
+    /// The account to guess the password of.
+    #[arg(long, value_name = "USER", default_value = "alice")]
+    target: String,
+    /// The target's right password (the users file may hold only its hash).
+    #[arg(long, value_name = "PASSWORD")]
+    password: String,
+    /// Guessing connections, each waiting for an answer before its next guess.
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    attackers: u32,
+    /// The guessers connect from 127.0.0.2 to 127.0.0.(K+1), in turn.
+    #[arg(long, value_name = "K", default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=253))]
+    sources: u8,
+    /// Every M-th guess overall is the right password; the others are distinct wrong ones.
+    #[arg(long, value_name = "M", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    right_every: u64,
+    /// A real user who logs in once a second from 127.0.0.1 meanwhile (repeatable).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    real: Vec<String>,
+    /// How long the flood lasts.
+    #[arg(long, value_name = "DURATION", value_parser = Span::positive, default_value = "20s")]
+    duration: Span,
+    /// The longest a connect, or a real user's answer, is waited for: a real login not
+    /// answered by then counts as not answered. A guesser waits for its answer as long as the
+    /// run lasts.
+    #[arg(long, value_name = "DURATION", value_parser = Span::positive, default_value = "10s")]
+    timeout: Span,
+    /// A real login answered `101` within this counts as served in time.
+    #[arg(long, value_name = "DURATION", value_parser = Span::positive, default_value = "2s")]
+    within: Span,
+    /// The server's process id, to report its memory (peak, and `VmRSS` sampled every
+    /// 100 ms) and whether it outlived the run.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Kill the `--server-pid` process (SIGKILL) and end the run if its `VmRSS` passes this
+    /// many MiB: a server that grows without bound must not take the machine with it.
+    #[arg(long, value_name = "MIB", requires = "server_pid")]
+    kill_server_above: Option<u64>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl FloodArgs {
+    fn config(&self) -> Result<flood::FloodConfig, String> {
+        let server = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|err| format!("cannot resolve {}: {err}", self.host))?
+            .find(SocketAddr::is_ipv4)
+            .ok_or_else(|| format!("{} has no IPv4 address", self.host))?;
+        let token = |what: &str, text: &str| {
+            if simple_im::protocol::is_token(text.as_bytes()) {
+                Ok(text.as_bytes().to_vec())
+            } else {
+                Err(format!(
+                    "{what} {text:?} is not one word (docs/protocol.md §1)"
+                ))
+            }
+        };
+        let mut real = Vec::new();
+        for user in &self.real {
+            let (name, password) = user
+                .split_once(':')
+                .ok_or_else(|| format!("--real {user:?}: expected USER:PASSWORD"))?;
+            real.push((
+                token("--real user", name)?,
+                token("--real password", password)?,
+            ));
+        }
+        Ok(flood::FloodConfig {
+            server,
+            target: token("--target", &self.target)?,
+            password: token("--password", &self.password)?,
+            attackers: self.attackers as usize,
+            sources: (0..self.sources)
+                .map(|index| Ipv4Addr::new(127, 0, 0, index + 2))
+                .collect(),
+            right_every: self.right_every,
+            real,
+            duration: self.duration.0,
+            timeout: self.timeout.0,
+            within: self.within.0,
+            server_pid: self.server_pid,
+            kill_above_kib: self.kill_server_above.map(|mib| mib.saturating_mul(1024)),
+        })
+    }
 }
 
 /// How long a request load runs.
@@ -216,6 +321,19 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::LoginFlood(args) => {
+            let config = match args.config() {
+                Ok(config) => config,
+                Err(message) => {
+                    eprintln!("im-bench: {message}");
+                    return ExitCode::from(2);
+                }
+            };
+            raise_open_file_limit();
+            let executor = LocalExecutor::new();
+            let report = smol::block_on(executor.run(flood::run(&executor, config)));
+            return print_report(&report, args.json);
+        }
         Command::To {
             pairs,
             target,
@@ -236,10 +354,7 @@ fn main() -> ExitCode {
             Scenario::Sessions(*count as usize, duration.0, hold.0),
         ),
     };
-    // Every session takes two sockets here (and two on the server).
-    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
-        eprintln!("im-bench: cannot raise the open-file limit: {err}");
-    }
+    raise_open_file_limit();
     let report = Smol::block_on(move |runtime| {
         Box::pin(async move {
             let target = target(target_args, run.accounts_needed(), runtime)?;
@@ -254,20 +369,32 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    print_report(&report, target_args.json)
+}
 
+/// Every session takes two sockets here (and two on the server).
+fn raise_open_file_limit() {
+    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("im-bench: cannot raise the open-file limit: {err}");
+    }
+}
+
+/// Prints `report` on standard output, as JSON or a table; the exit code says whether the run
+/// [succeeded](Report::succeeded).
+fn print_report(report: &Report, json: bool) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
-    let written = if target_args.json {
-        serde_json::to_writer_pretty(&mut stdout, &report)
+    let written = if json {
+        serde_json::to_writer_pretty(&mut stdout, report)
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(stdout))
     } else {
-        report::write_table(&report, &mut stdout)
+        report::write_table(report, &mut stdout)
     };
     if let Err(err) = written.and_then(|()| stdout.flush()) {
         eprintln!("im-bench: cannot write the report: {err}");
         return ExitCode::FAILURE;
     }
-    if report.failures.total == 0 && report.setup.opened > 0 {
+    if report.succeeded() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

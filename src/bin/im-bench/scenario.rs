@@ -545,8 +545,9 @@ fn report(
             .map(SocketAddr::to_string)
             .collect::<Vec<_>>()
             .join(" "),
-        setup,
+        setup: Some(setup),
         load,
+        flood: None,
         server_memory,
         failures: failures.counts.clone(),
         first_error: failures.first.clone(),
@@ -675,5 +676,8 @@ fn memory(pid: u32, rss_before_kib: Option<u64>, sessions: usize) -> Memory {
         rss_kib,
         peak_rss_kib: proc_status_kib(pid, "VmHWM"),
         rss_per_session_bytes,
+        sampled_max_rss_kib: None,
+        alive_at_end: None,
+        killed_at_rss_kib: None,
     }
 }
