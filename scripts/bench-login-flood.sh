@@ -28,11 +28,13 @@ run() {
     shift
     echo "== $setup: alice's password stored $setup" >&2
     # Default limits: --max-per-ip (1,000) is above the 25 guessers per address.
-    "$server" 0 "$work/$setup" --bind 127.0.0.1 --log warn > "$work/port" 2> /dev/null &
+    # A fresh file per run: the parent may look before the child has truncated an old one.
+    local portfile="$work/port-$setup"
+    "$server" 0 "$work/$setup" --bind 127.0.0.1 --log warn > "$portfile" 2> /dev/null &
     local pid=$!
     local port=""
     for _ in $(seq 100); do
-        port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/port")
+        port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$portfile")
         [ -n "$port" ] && break
         sleep 0.05
     done

@@ -299,8 +299,9 @@ impl<R: Runtime> Hub<R> {
         let conn = match self.driver.accept(Instant::now(), peer) {
             Ok(conn) => conn,
             Err(refusal) => {
-                // Dropping the stream closes it: the client sees the end at once.
-                log::warn!("refusing a connection from {peer}: {refusal}");
+                // Dropping the stream closes it: the client sees the end at once. The driver has
+                // logged the refusal, once a minute per address.
+                log::debug!("refusing a connection from {peer}: {refusal}");
                 return;
             }
         };

@@ -228,7 +228,9 @@ impl ServerDriver {
     }
 
     /// A client connected from `peer`: its La is [`SocketId::la`] of the returned id. Over a
-    /// cap, the connection is refused (close it) and the core never hears of it.
+    /// cap, the connection is refused (close it) and the core never hears of it; a refusal is
+    /// logged once a minute per address at most, so that a flood of connections is not a
+    /// flood of log lines.
     pub fn accept(&mut self, now: Instant, peer: SocketAddr) -> Result<ConnId, Refusal> {
         if self.server.admit(now, peer.ip()).is_err() {
             self.server
@@ -244,6 +246,12 @@ impl ServerDriver {
             Ok(tls) => tls,
             Err(refusal) => {
                 self.server.metrics().connection_refused(&refusal);
+                if self.server.should_log(now, peer.ip()) {
+                    log::warn!(
+                        "refusing connections from {}: {refusal} (logged once a minute)",
+                        peer.ip()
+                    );
+                }
                 return Err(refusal);
             }
         };

@@ -348,6 +348,12 @@ impl Server {
         admitted
     }
 
+    /// Whether to log something about `ip` now: once a minute per address at most, so that a
+    /// flood from one address logs a line a minute.
+    pub fn should_log(&mut self, now: Instant, ip: core::net::IpAddr) -> bool {
+        self.throttle.should_log(now, ip)
+    }
+
     /// Password checks running and waiting, and the entries the login throttle holds.
     pub fn login_load(&self) -> (usize, usize, usize) {
         (

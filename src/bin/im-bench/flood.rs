@@ -44,6 +44,9 @@ pub struct FloodConfig {
     pub real: Vec<(Vec<u8>, Vec<u8>)>,
     /// How long the flood lasts.
     pub duration: Duration,
+    /// When the guessing starts: the real users have logged in once by then, from home, as
+    /// they had before anyone guessed.
+    pub attack_after: Duration,
     /// The longest a connect, or a real user's answer, is waited for.
     pub timeout: Duration,
     /// A real login answered `101` within this is counted as served.
@@ -197,6 +200,7 @@ async fn attacker(run: Rc<Run>, index: usize) {
     // A guess sent on a connection that ended before answering it is sent again on the next,
     // so that every right password drawn is eventually answered.
     let mut pending: Option<Guess> = None;
+    Timer::at((run.started + run.config.attack_after).min(run.stop_at)).await;
     while !run.stopping() {
         let deadline = (Instant::now() + run.config.timeout).min(run.stop_at);
         let stream = match with_deadline(connect_from(source, run.config.server), deadline).await {
@@ -307,12 +311,12 @@ fn ended(stream: &Async<TcpStream>) -> Option<Option<ErrorKind>> {
     }
 }
 
-/// One real user: from one second into the run, a login once a second, each on a new
+/// One real user: from the start of the run, a login once a second, each on a new
 /// connection from 127.0.0.1. A login waits for the one before, as a person would; one that
 /// takes longer than a second delays the next to the following whole second.
 async fn real_user(run: Rc<Run>, index: usize) {
     let tally = &run.real[index];
-    let mut next = run.started + Duration::from_secs(1);
+    let mut next = run.started;
     loop {
         Timer::at(next.min(run.stop_at)).await;
         if run.stopping() {
@@ -628,8 +632,10 @@ fn progress(
 fn report(run: &Run, seconds: f64, server_memory: Option<Memory>) -> Report {
     let config = &run.config;
     let mut attempts = std::mem::take(&mut *run.attempts.borrow_mut());
-    attempts.answered_per_second = if seconds > 0.0 {
-        attempts.answered as f64 / seconds
+    // Guesses are made from --attack-after on.
+    let guessing = seconds - config.attack_after.as_secs_f64().min(seconds);
+    attempts.answered_per_second = if guessing > 0.0 {
+        attempts.answered as f64 / guessing
     } else {
         0.0
     };

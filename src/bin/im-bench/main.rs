@@ -179,9 +179,13 @@ struct FloodArgs {
     /// A real user who logs in once a second from 127.0.0.1 meanwhile (repeatable).
     #[arg(long, value_name = "USER:PASSWORD")]
     real: Vec<String>,
-    /// How long the flood lasts.
+    /// How long the run lasts.
     #[arg(long, value_name = "DURATION", value_parser = Span::positive, default_value = "20s")]
     duration: Span,
+    /// When the guessing starts. The real users log in once a second from the start, so by
+    /// then each has logged in once from its address, as a user had before an attack began.
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    attack_after: Span,
     /// The longest a connect, or a real user's answer, is waited for: a real login not
     /// answered by then counts as not answered. A guesser waits for its answer as long as the
     /// run lasts.
@@ -240,6 +244,7 @@ impl FloodArgs {
             right_every: self.right_every,
             real,
             duration: self.duration.0,
+            attack_after: self.attack_after.0,
             timeout: self.timeout.0,
             within: self.within.0,
             server_pid: self.server_pid,

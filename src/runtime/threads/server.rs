@@ -213,7 +213,8 @@ impl EventLoop {
     fn accept(&mut self, now: Instant, stream: TcpStream, peer: SocketAddr) {
         let conn = match self.driver.accept(now, peer) {
             Ok(conn) => conn,
-            Err(refusal) => return log::warn!("refusing a connection from {peer}: {refusal}"),
+            // The driver has logged it, once a minute per address.
+            Err(refusal) => return log::debug!("refusing a connection from {peer}: {refusal}"),
         };
         let (writes, queue) = mpsc::channel();
         let events = self.events.clone();
