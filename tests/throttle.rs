@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use simple_im::server::{
     Budget, CheckQueue, ConnId, Input, LoginThrottle, Output, Server, ServerConfig, Source,
     ThrottleConfig, Throttled,
@@ -76,6 +77,14 @@ fn schedule(addresses: u8, accounts: u8) -> impl Strategy<Value = Vec<Try>> {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/proptest-regressions/throttle.txt"
+        )))),
+        ..ProptestConfig::default()
+    })]
+
     /// Whatever the schedule, the checks that fail are bounded per address and per account,
     /// whatever the number of addresses taking part. Not counted: an address's failures for an
     /// account that it then logs in as (a person's typos), and those of an address exempt by
