@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::tls::ClientTls;
+use simple_im_core::tls::ClientTls;
 
 /// `--tls`, `--ca` and `--server-name`: how a client (`im-client`, `im-bench`) speaks TLS.
 #[derive(Clone, Debug, clap::Args)]
@@ -34,7 +34,7 @@ impl ClientTlsArgs {
             return Ok(None);
         }
         let name = self.server_name.as_deref().unwrap_or(host);
-        ClientTls::new(self.ca.as_deref(), name).map(Some)
+        crate::tls::client_tls(self.ca.as_deref(), name).map(Some)
     }
 }
 

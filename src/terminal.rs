@@ -1,6 +1,6 @@
 //! The terminal front-end of the client: standard input in, the session's events printed out.
 //!
-//! Printing is one rendering of [`ClientEvent`]s ([`render`]); the bytes are those of
+//! Printing is one rendering of [`ClientEvent`]s ([`render`], the core's); the bytes are those of
 //! docs/protocol.md §4 (prompts, every server line as it came, errors on standard error). Standard
 //! input is read on a std thread in every runtime, one line per `ReadLine`, because blocking
 //! reads (and `rpassword`'s terminal handling) fit no event loop.
@@ -19,41 +19,12 @@ use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::{Editor, ExternalPrinter};
 
-use crate::client::{ClientConfig, ClientEvent, ClientInput};
-use crate::driver::client::ClientFrontend;
-use crate::runtime::Signals;
+use simple_im_core::client::{ClientConfig, ClientEvent, ClientInput};
+use simple_im_core::driver::{ClientFrontend, THREAD_STACK};
+use simple_im_core::render::{render, Rendered};
 
-/// An event as the terminal shows it: one line, without its `\n`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Rendered {
-    /// A line for standard output: a prompt, an echo, a server line exactly as it came.
-    Stdout(Vec<u8>),
-    /// A line for standard error.
-    Stderr(String),
-}
-
-/// How the terminal shows `event`; `None` for the milestones (`LoggedIn`, `LbReady`, `Bye`),
-/// whose server line was shown already as an answer.
-pub fn render(event: &ClientEvent) -> Option<Rendered> {
-    let without_newline = |mut line: Vec<u8>| {
-        line.pop();
-        Rendered::Stdout(line)
-    };
-    Some(match event {
-        ClientEvent::Prompt(prompt) => Rendered::Stdout(prompt.text().to_vec()),
-        ClientEvent::Echo(line) => Rendered::Stdout(line.clone()),
-        ClientEvent::Answer { reply, .. } => without_newline(reply.to_line_bytes()),
-        ClientEvent::Delivery {
-            kind,
-            sender,
-            content,
-        } => without_newline(kind.to_line_bytes(sender, content)),
-        ClientEvent::UnknownDelivery(line) => Rendered::Stdout(line.clone()),
-        ClientEvent::Error(error) => Rendered::Stderr(format!("error: {error}")),
-        ClientEvent::Warning(warning) => Rendered::Stderr(format!("warning: {warning}")),
-        ClientEvent::LoggedIn | ClientEvent::LbReady | ClientEvent::Bye => return None,
-    })
-}
+use crate::driver::ServerAddrs;
+use crate::signals::Signals;
 
 /// What the user did on the client's terminal.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,7 +112,7 @@ impl Terminal {
         let signals = Signals::install();
         let watcher = std::thread::Builder::new()
             .name("signals".to_owned())
-            .stack_size(crate::driver::THREAD_STACK)
+            .stack_size(THREAD_STACK)
             .spawn(move || loop {
                 signals.wait();
                 if !deliver(UserInput::Interrupted) {
@@ -364,7 +335,7 @@ pub fn print_error(message: &str) {
 }
 
 /// Says on standard error that La could not be connected, and returns the exit code for it.
-pub fn cannot_connect(server: &crate::driver::client::ServerAddrs, error: &std::io::Error) -> i32 {
+pub fn cannot_connect(server: &ServerAddrs, error: &std::io::Error) -> i32 {
     print_error(&format!("error: cannot connect to {server}: {error}"));
     1
 }

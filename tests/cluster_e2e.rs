@@ -287,7 +287,7 @@ fn im_check_passes_against_a_two_node_cluster() {
         return;
     };
     let users = TempFile::new("users.txt", USERS.as_bytes());
-    let output = Command::new(env!("CARGO_BIN_EXE_im-check"))
+    let output = Command::new(harness::im_check())
         .arg("server")
         .args(["--port", &cluster.node(0).addr.port().to_string()])
         .args(["--port", &cluster.node(1).addr.port().to_string()])

@@ -14,7 +14,7 @@ use smol::{LocalExecutor, Task, Timer};
 
 use redis_server::RedisServer;
 use simple_im::cluster::{join, ClusterConfig};
-use simple_im::server::{
+use simple_im_core::server::{
     ClusterInput, ClusterOutput, ConnId, NodeId, NodeMessage, OnlineEntry, QueryId, RequestId,
 };
 

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::{TestError, TestRunner};
-use simple_im::server::{ConnId, Output, ServerConfig};
+use simple_im_core::server::{ConnId, Output, ServerConfig};
 
 use common::sim::{appendix_users, escape, users, ClientId, Fed, LbMode, LbState, Net, Record};
 
@@ -1947,7 +1947,7 @@ fn the_model_parses_as_the_spec_says() {
 /// they always were.
 #[test]
 fn with_a_hash_in_the_file_every_login_is_checked_and_answered_as_before() {
-    use simple_im::users::{hash_password, Users};
+    use simple_im_core::users::{hash_password, Users};
 
     let hash = hash_password(b"s3cret", b"0123456789abcdef").unwrap();
     let users = Users::parse(format!("jacky {hash}\nbob bob123\n").as_bytes()).unwrap();
@@ -1981,8 +1981,8 @@ fn with_a_hash_in_the_file_every_login_is_checked_and_answered_as_before() {
 
 #[test]
 fn hashed_logins_are_checked_off_the_loop() {
-    use simple_im::server::{Input, Server};
-    use simple_im::users::{hash_password, Users};
+    use simple_im_core::server::{Input, Server};
+    use simple_im_core::users::{hash_password, Users};
 
     let hash = hash_password(b"s3cret", b"0123456789abcdef").unwrap();
     let users = Users::parse(format!("jacky {hash}\nbob bob123\n").as_bytes()).unwrap();

@@ -22,7 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use harness::{Runtime, ServerProcess};
-use simple_im::protocol::{Delivery, Response};
+use simple_im_core::protocol::{Delivery, Response};
 
 /// Longer than the server's default ack timeout (10 s): every accepted request is answered
 /// within it, or something is wrong.

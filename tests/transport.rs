@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::{TestError, TestRunner};
-use simple_im::transport::{ReadPolicy, Transport, TransportAction, TransportConfig};
+use simple_im_core::transport::{ReadPolicy, Transport, TransportAction, TransportConfig};
 
 use TransportAction::{Release, ReportClosed, ShutdownBoth, ShutdownWrite};
 

@@ -63,10 +63,10 @@ use futures_lite::StreamExt;
 use redis::{Client, ErrorKind, Value};
 use smol::Timer;
 
-use crate::server::{
+use link::Link;
+use simple_im_core::server::{
     ClusterInput, ClusterOutput, ConnId, NodeId, NodeMessage, OnlineEntry, QueryId,
 };
-use link::Link;
 
 /// How a node reaches its cluster's Redis and how fast it declares nodes dead.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -253,7 +253,7 @@ const SEND_BATCH: usize = 256;
 const INBOX_BLOCK: Duration = Duration::from_secs(1);
 
 impl Membership {
-    /// This node's id in the cluster, for [`Server::clustered`](crate::server::Server::clustered).
+    /// This node's id in the cluster, for [`Server::clustered`](simple_im_core::server::Server::clustered).
     pub fn node(&self) -> NodeId {
         self.node
     }

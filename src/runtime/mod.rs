@@ -4,7 +4,7 @@
 //! - [`smol`]: smol and async-net, one thread, behind [`Runtime`](crate::driver::Runtime);
 //!   the default.
 //! - [`threads`]: blocking `std::net` sockets, a thread per socket, driving the same
-//!   [`ServerDriver`](crate::driver::ServerDriver) directly.
+//!   [`ServerDriver`](simple_im_core::driver::ServerDriver) directly.
 //! - `epoll` (Linux): the same async loop over an edge-triggered epoll reactor of its own,
 //!   which registers each socket once, on an executor of its own (shared with `uring`).
 //! - `uring` (Linux): io_uring under the same async loop, reads and writes submitted to one
@@ -20,18 +20,15 @@ pub mod client;
 pub mod epoll;
 #[cfg(target_os = "linux")]
 mod local;
-mod signals;
 pub mod smol;
 pub mod threads;
 #[cfg(target_os = "linux")]
 pub mod uring;
 
-pub use signals::Signals;
-
 use std::fmt;
 use std::str::FromStr;
 
-use crate::driver::DriverConfig;
+use simple_im_core::driver::DriverConfig;
 
 /// Which runtime carries the drivers' sockets (`--runtime`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -67,7 +64,9 @@ impl Kind {
     /// threads on each, so it is held lower.
     pub fn default_max_connections(self) -> usize {
         match self {
-            Kind::Smol | Kind::Uring | Kind::Epoll => crate::driver::DEFAULT_MAX_CONNECTIONS,
+            Kind::Smol | Kind::Uring | Kind::Epoll => {
+                simple_im_core::driver::DEFAULT_MAX_CONNECTIONS
+            }
             Kind::Threads => 2_000,
         }
     }

@@ -91,12 +91,29 @@ impl std::fmt::Display for Runtime {
     }
 }
 
+/// This test's target directory, `target/<profile>/`: the binaries and examples that
+/// `cargo test` builds beside the test binaries (which are in `deps/`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let deps = exe.parent().expect("target/<profile>/deps");
+    deps.parent().expect("target/<profile>").to_path_buf()
+}
+
 /// The tokio example, which `cargo test` builds beside the test binaries.
 fn tokio_example() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> → target/<profile>/examples/tokio_server
-    let profile = exe.parent().and_then(Path::parent).unwrap();
-    profile.join("examples").join("tokio_server")
+    profile_dir().join("examples").join("tokio_server")
+}
+
+/// The `im-check` conformance checker, another package of the workspace: `cargo test` at the
+/// root builds it beside the test binaries.
+pub fn im_check() -> PathBuf {
+    let bin = profile_dir().join("im-check");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p im-check`, or run `cargo test` at the workspace root",
+        bin.display()
+    );
+    bin
 }
 
 /// The path of the binary under test.

@@ -16,11 +16,11 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use simple_im::protocol::{
+use simple_im_core::protocol::{
     is_receipt, is_token, Delivery, Frame, LineFramer, Request, Response, DEFAULT_MAX_LINE, RECEIPT,
 };
-use simple_im::server::{ConnId, Input, Output, Server, ServerConfig};
-use simple_im::users::Users;
+use simple_im_core::server::{ConnId, Input, Output, Server, ServerConfig};
+use simple_im_core::users::Users;
 
 /// The fuzzer's bytes, read from the front; once they run out every read gives zeros.
 struct Source<'a> {

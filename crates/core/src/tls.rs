@@ -1,4 +1,5 @@
-//! TLS around the protocol's bytes, as a sans-IO layer between a socket and a machine.
+//! TLS around the protocol's bytes, as a sans-IO layer between a socket and a machine (the
+//! `tls` feature: rustls with ring, which compiles C; without it every connection is plain TCP).
 //!
 //! rustls is itself sans-IO (`read_tls` / `process_new_packets` / `write_tls`), so TLS lives
 //! once, in the drivers ([`ServerDriver`](crate::driver::ServerDriver),
@@ -12,12 +13,12 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
+pub use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+pub use rustls::RootCertStore;
 
 /// How long a client waits for the server's side of the La handshake: a server that does not
 /// speak TLS may wait for a line that never ends, and the user must hear why nothing happens.
@@ -36,47 +37,29 @@ impl fmt::Debug for ServerTls {
 }
 
 impl ServerTls {
-    /// Loads a PEM certificate chain (the server's certificate first) and its PEM private key.
-    /// The error is one line naming the file.
-    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<ServerTls, String> {
-        let certs = pem_certs(cert)?;
-        if certs.is_empty() {
-            return Err(format!("{}: no certificate in the file", cert.display()));
-        }
-        let key =
-            PrivateKeyDer::from_pem_file(key).map_err(|err| format!("{}: {err}", key.display()))?;
-        ServerTls::new(certs, key)
-    }
-
     /// A server identity from a certificate chain and its key.
     pub fn new(
         certs: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
-    ) -> Result<ServerTls, String> {
+    ) -> Result<ServerTls, TlsSetupError> {
         let config = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(certs, key)
-            .map_err(|err| format!("the certificate and key do not go together: {err}"))?;
+            .map_err(TlsSetupError::KeyMismatch)?;
         Ok(ServerTls {
             config: Arc::new(config),
         })
     }
 
     /// A fresh server side for one socket (La, or Lb, where the server is the TLS server too).
-    pub fn session(&self) -> Result<TlsLayer, rustls::Error> {
-        let mut conn = rustls::ServerConnection::new(Arc::clone(&self.config))?;
+    pub fn session(&self) -> Result<TlsLayer, TlsError> {
+        let mut conn =
+            rustls::ServerConnection::new(Arc::clone(&self.config)).map_err(TlsError::Tls)?;
         // The transport's own cap bounds what waits; before the handshake ends, the hub has at
         // most one delivery outstanding per Lb.
         conn.set_buffer_limit(None);
         Ok(TlsLayer { conn: conn.into() })
     }
-}
-
-/// The certificates in the PEM file at `path`; the error is one line naming the file.
-fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|err| format!("{}: {err}", path.display()))
 }
 
 /// What a client trusts and which name it expects the server's certificate to carry.
@@ -93,34 +76,11 @@ impl fmt::Debug for ClientTls {
 }
 
 impl ClientTls {
-    /// Trusts the certificates in the PEM file `ca` (a private CA), or the system's root
-    /// certificates without one, and expects `name` (a DNS name or an IP address) in the
-    /// server's certificate.
-    pub fn new(ca: Option<&Path>, name: &str) -> Result<ClientTls, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        match ca {
-            Some(ca) => {
-                let (added, _) = roots.add_parsable_certificates(pem_certs(ca)?);
-                if added == 0 {
-                    return Err(format!(
-                        "{}: no usable CA certificate in the file",
-                        ca.display()
-                    ));
-                }
-            }
-            None => {
-                let found = rustls_native_certs::load_native_certs();
-                roots.add_parsable_certificates(found.certs);
-                if roots.is_empty() {
-                    return Err(
-                        "no system root certificates found; give the server's CA with --ca FILE"
-                            .to_owned(),
-                    );
-                }
-            }
-        }
+    /// Trusts `roots` (a private CA's certificate, or the system's roots) and expects `name`
+    /// (a DNS name or an IP address) in the server's certificate.
+    pub fn new(roots: RootCertStore, name: &str) -> Result<ClientTls, TlsSetupError> {
         let name = ServerName::try_from(name.to_owned())
-            .map_err(|_| format!("{name:?} is not a DNS name or an IP address"))?;
+            .map_err(|_| TlsSetupError::BadServerName(name.to_owned()))?;
         let config = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();
@@ -136,8 +96,9 @@ impl ClientTls {
     }
 
     /// A fresh client side for one socket (La, or the Lb the server opened).
-    pub fn session(&self) -> Result<TlsLayer, rustls::Error> {
-        let mut conn = rustls::ClientConnection::new(Arc::clone(&self.config), self.name.clone())?;
+    pub fn session(&self) -> Result<TlsLayer, TlsError> {
+        let mut conn = rustls::ClientConnection::new(Arc::clone(&self.config), self.name.clone())
+            .map_err(TlsError::Tls)?;
         conn.set_buffer_limit(None);
         Ok(TlsLayer { conn: conn.into() })
     }
@@ -254,6 +215,32 @@ impl fmt::Display for TlsError {
         }
     }
 }
+
+impl std::error::Error for TlsError {}
+
+/// Why a [`ServerTls`] or a [`ClientTls`] could not be made.
+#[derive(Debug)]
+pub enum TlsSetupError {
+    /// The certificate chain and the private key do not go together (or either is unusable).
+    KeyMismatch(rustls::Error),
+    /// The name to expect is neither a DNS name nor an IP address.
+    BadServerName(String),
+}
+
+impl fmt::Display for TlsSetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsSetupError::KeyMismatch(err) => {
+                write!(f, "the certificate and key do not go together: {err}")
+            }
+            TlsSetupError::BadServerName(name) => {
+                write!(f, "{name:?} is not a DNS name or an IP address")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TlsSetupError {}
 
 /// Whether `bytes` start like a TLS record (a handshake or an alert, in any TLS version): what
 /// a plain-text client gets from a TLS server, so it can say so instead of showing garbage.

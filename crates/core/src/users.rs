@@ -11,9 +11,9 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use argon2::{Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier};
-use password_hash::{Salt, SaltString};
-
+use crate::hashed;
+#[cfg(feature = "argon2")]
+pub use crate::hashed::{hash_password, hash_password_with, HashError, Params};
 use crate::protocol::is_token;
 
 /// The accounts the server accepts, by user name.
@@ -43,85 +43,16 @@ impl Secret {
             return Ok(Secret::Plain(stored.to_vec()));
         }
         let text = std::str::from_utf8(stored).map_err(|_| "the argon2 hash is not text")?;
-        let invalid = "the argon2 hash is not a valid PHC string";
-        let hash = PasswordHash::new(text).map_err(|_| invalid)?;
-        let known = argon2::Algorithm::new(hash.algorithm.as_str()).is_ok();
-        if !known || hash.salt.is_none() || hash.hash.is_none() {
-            return Err(invalid);
-        }
+        hashed::check(text)?;
         Ok(Secret::Argon2(text.to_owned()))
     }
 
     fn verify(&self, password: &[u8]) -> bool {
         match self {
             Secret::Plain(expected) => constant_time_eq(expected, password),
-            Secret::Argon2(phc) => verify_phc(phc, password),
+            Secret::Argon2(phc) => hashed::verify(phc, password),
         }
     }
-}
-
-/// Whether `password` matches the PHC string `phc`; the work is set by the string's parameters.
-fn verify_phc(phc: &str, password: &[u8]) -> bool {
-    PasswordHash::new(phc)
-        .is_ok_and(|hash| Argon2::default().verify_password(password, &hash).is_ok())
-}
-
-/// The salt of the dummy hash. It need not be secret or random: nobody's password is hashed
-/// with it, and what the dummy verifies is never looked at.
-const DUMMY_SALT: &str = "c2ltcGxlLWltLWR1bW15";
-
-/// The dummy's password; its value does not matter, as no verdict depends on it.
-const DUMMY_PASSWORD: &[u8] = b"no-user-has-this-password";
-
-/// A hash of [`DUMMY_PASSWORD`] that costs as much to verify as the costliest of `hashes`
-/// (memory times passes), made the way verifying would hash: same algorithm, version and
-/// parameters. `None` if there are none (or, which cannot happen for checked hashes, if they
-/// cannot be hashed with).
-fn dummy_hash<'h>(hashes: impl Iterator<Item = &'h str>) -> Option<String> {
-    let parsed = hashes.filter_map(|phc| {
-        let hash = PasswordHash::new(phc).ok()?;
-        let params = Params::try_from(&hash).ok()?;
-        Some((hash, params))
-    });
-    let cost = |params: &Params| u64::from(params.m_cost()) * u64::from(params.t_cost());
-    let (hash, params) = parsed.reduce(|best, next| {
-        if cost(&next.1) > cost(&best.1) {
-            next
-        } else {
-            best
-        }
-    })?;
-    let salt = Salt::from_b64(DUMMY_SALT).ok()?;
-    Argon2::default()
-        .hash_password_customized(
-            DUMMY_PASSWORD,
-            Some(hash.algorithm),
-            hash.version,
-            params,
-            salt,
-        )
-        .ok()
-        .map(|dummy| dummy.to_string())
-}
-
-/// Hashes `password` with argon2id and `salt` into a PHC string for the users file. The caller
-/// supplies the salt (16 random bytes, fresh for each password), so this module stays free of
-/// randomness.
-pub fn hash_password(password: &[u8], salt: &[u8; 16]) -> Result<String, String> {
-    hash_password_with(password, salt, Params::default())
-}
-
-/// As [`hash_password`], with these argon2id costs (cheaper ones let tests time many logins).
-pub fn hash_password_with(
-    password: &[u8],
-    salt: &[u8; 16],
-    params: Params,
-) -> Result<String, String> {
-    let salt = SaltString::encode_b64(salt).map_err(|err| format!("bad salt: {err}"))?;
-    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-        .hash_password(password, &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|err| format!("cannot hash the password: {err}"))
 }
 
 /// Why a users file was refused: the 1-based line number and what is wrong with it.
@@ -207,7 +138,7 @@ impl Users {
                 users.passwords.insert(account.user, secret);
             }
         }
-        users.dummy = dummy_hash(users.passwords.values().filter_map(|secret| match secret {
+        users.dummy = hashed::dummy(users.passwords.values().filter_map(|secret| match secret {
             Secret::Argon2(phc) => Some(phc.as_str()),
             Secret::Plain(_) => None,
         }));
@@ -299,7 +230,7 @@ impl PasswordCheck {
     /// Runs the verification: whether the offered password is the user's. It costs one
     /// argon2 verification whichever the user is.
     pub fn run(&self) -> bool {
-        let hashed = verify_phc(&self.phc, &self.password);
+        let hashed = hashed::verify(&self.phc, &self.password);
         match &self.expected {
             Expected::Hashed => hashed,
             Expected::Plain(expected) => {
@@ -341,6 +272,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "argon2")]
+    use crate::hashed::DUMMY_PASSWORD;
+    #[cfg(feature = "argon2")]
+    use argon2::PasswordHash;
 
     #[test]
     fn parses_accounts_and_skips_comments_and_blank_lines() {
@@ -367,6 +302,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "argon2")]
     #[test]
     fn hashed_passwords_verify_and_plain_ones_keep_working() {
         let hash = hash_password(b"s3cret", b"0123456789abcdef").unwrap();
@@ -405,6 +341,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "argon2")]
     #[test]
     fn accounts_keep_file_order_and_say_which_are_hashed() {
         let hash = hash_password(b"pw", b"0123456789abcdef").unwrap();
@@ -416,6 +353,7 @@ mod tests {
         assert!(listed[1].is_hashed() && !listed[2].is_hashed());
     }
 
+    #[cfg(feature = "argon2")]
     /// An argon2id hash of `password` with these costs (KiB of memory, passes), cheaper than
     /// `--hash-password`'s so that tests can time many.
     fn hash_with(password: &[u8], m_cost: u32, t_cost: u32) -> String {
@@ -423,6 +361,7 @@ mod tests {
         hash_password_with(password, b"0123456789abcdef", params).unwrap()
     }
 
+    #[cfg(feature = "argon2")]
     fn deferred(verdict: Verdict) -> PasswordCheck {
         match verdict {
             Verdict::Deferred(check) => check,
@@ -439,6 +378,7 @@ mod tests {
         assert_eq!(users.check(b"nobody", b"12345"), Verdict::Settled(false));
     }
 
+    #[cfg(feature = "argon2")]
     #[test]
     fn with_a_hash_in_the_file_every_login_is_an_argon2_check_with_the_right_verdict() {
         let hash = hash_with(b"s3cret", 256, 1);
@@ -464,6 +404,7 @@ mod tests {
         assert!(!deferred(users.check(b"jacky", DUMMY_PASSWORD)).run());
     }
 
+    #[cfg(feature = "argon2")]
     #[test]
     fn the_dummy_hash_has_the_costliest_parameters_in_the_file() {
         let cheap = hash_with(b"a", 256, 1);

@@ -1,7 +1,7 @@
 //! The accounts the simulated users log in with: read from a users file (docs/protocol.md §5), or
 //! generated for `im-bench gen-users`.
 //!
-//! The file is read with `simple_im::users::accounts`, the server's own rules, in file order.
+//! The file is read with `simple_im_core::users::accounts`, the server's own rules, in file order.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -43,7 +43,7 @@ pub fn read_accounts(path: &Path) -> Result<Vec<Account>, AccountsError> {
 /// The accounts of a users file in file order, by the crate's own rules. A hashed password
 /// cannot be typed, so such a file is refused rather than failing at every login.
 fn parse_accounts(text: &[u8]) -> Result<Vec<Account>, String> {
-    let listed = simple_im::users::accounts(text).map_err(|error| error.to_string())?;
+    let listed = simple_im_core::users::accounts(text).map_err(|error| error.to_string())?;
     if let Some(hashed) = listed.iter().find(|account| account.is_hashed()) {
         return Err(format!(
             "the password of {} is stored hashed; im-bench needs passwords it can type",

@@ -1,7 +1,7 @@
 //! `im-bench`: a load generator for any server of docs/protocol.md, and the figures of BENCHMARKS.md.
 //!
 //! Each simulated user is the client driver's `AsyncClient` on smol around a
-//! [`simple_im::client::ClientSession`] (the same client core as `im-client`), over real
+//! [`simple_im_core::client::ClientSession`] (the same client core as `im-client`), over real
 //! sockets on one thread; the scenario answers its line requests and counts its events. It
 //! speaks only the wire protocol, so it loads whatever listens at `--host`/`--port`, given
 //! the users file the server was started with.
@@ -38,7 +38,7 @@ use smol::LocalExecutor;
 
 use crate::report::Report;
 use crate::scenario::{Bounds, Target};
-use crate::user::LbPorts;
+use simple_im::driver::client::LbPorts;
 
 /// Load generator for the instant-messaging protocol: opens many client sessions against a
 /// server and measures deliveries per second, latency and the server's memory.

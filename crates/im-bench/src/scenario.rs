@@ -10,10 +10,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use simple_im::client::Reply;
-use simple_im::driver::client::ServerAddrs;
+use simple_im::driver::ServerAddrs;
 use simple_im::runtime::smol::Smol;
-use simple_im::tls::ClientTls;
+use simple_im_core::client::Reply;
+use simple_im_core::tls::ClientTls;
 use smol::{LocalExecutor, Task, Timer};
 
 use crate::accounts::Account;
@@ -22,7 +22,9 @@ use crate::report::{
     Report, Setup,
 };
 use crate::syscalls::{servers_read_write_calls, Perf, PerfCounts, Syscalls};
-use crate::user::{FailureKind, LbPorts, SimUser, UserError};
+use simple_im::driver::client::LbPorts;
+
+use crate::user::{FailureKind, SimUser, UserError};
 
 /// Where the server is and how to reach it; shared by every scenario.
 pub struct Target {

@@ -11,18 +11,19 @@
 //! something on is watched (a sender waits on La, a recipient on Lb). Every wait has a
 //! deadline.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
-use std::io::{self, ErrorKind};
-use std::net::{IpAddr, SocketAddr};
+use std::io;
 use std::rc::Rc;
 use std::time::Instant;
 
 use futures_lite::future;
-use simple_im::client::{Asked, ClientConfig, ClientError, ClientEvent, ClientInput, Reply};
-use simple_im::driver::client::{AsyncClient, ClientFrontend, ServerAddrs, Watch};
+use simple_im::driver::client::{AsyncClient, LbPorts, Watch};
+use simple_im::driver::ServerAddrs;
 use simple_im::runtime::smol::Smol;
+use simple_im_core::client::{Asked, ClientConfig, ClientError, ClientEvent, ClientInput, Reply};
+use simple_im_core::driver::ClientFrontend;
 
 use crate::watchdog;
 
@@ -102,8 +103,6 @@ pub enum FailureKind {
 
 /// What a simulated user has seen of its session: the front-end the client driver reports to.
 pub struct Seen {
-    /// Where to listen for Lb.
-    lb_ports: Rc<LbPorts>,
     /// The first answer on La since the last request.
     answer: Option<Reply>,
     /// The answer to `/login` or `/port` that refused the session, if one did.
@@ -138,14 +137,6 @@ impl ClientFrontend for Seen {
     fn read_line(&mut self, _secret: bool) {
         self.wants_line = true;
     }
-
-    fn bind_lb<L>(
-        &mut self,
-        ip: IpAddr,
-        bind: impl FnMut(SocketAddr) -> io::Result<L>,
-    ) -> io::Result<L> {
-        self.lb_ports.bind(ip, bind)
-    }
 }
 
 /// One simulated user with an open session.
@@ -170,7 +161,6 @@ impl SimUser {
             ..ClientConfig::default()
         };
         let seen = Seen {
-            lb_ports,
             answer: None,
             refused: None,
             lb_ready: false,
@@ -178,7 +168,7 @@ impl SimUser {
             received: 0,
             last_error: None,
         };
-        let connect = AsyncClient::connect_any(runtime, &server, config, seen);
+        let connect = AsyncClient::connect_any(runtime, &server, config, seen, lb_ports);
         let mut sim = match with_deadline(connect, deadline).await {
             Some(Ok(client)) => SimUser { client },
             Some(Err(err)) => return Err(UserError::Connect(err)),
@@ -321,67 +311,6 @@ impl SimUser {
             Some(error) => format!("error: {error}"),
             None => "the client exited".to_owned(),
         })
-    }
-}
-
-/// Where Lb listeners are bound.
-///
-/// The real client lets the system pick a port. With thousands of sessions on one machine that
-/// does not scale: every session also holds an ephemeral port for La and the server one for its
-/// Lb connect, so the ephemeral range (28,232 ports by default) runs out near 9,000 sessions,
-/// and the kernel's search for a free port grows with every port taken (binds then take
-/// milliseconds each and setup crawls). Ports below the ephemeral range, taken in turn, are
-/// found at once and leave that range to the connects.
-#[derive(Debug)]
-pub enum LbPorts {
-    /// Port 0: the system picks, as the real client does.
-    System,
-    /// Ports `first..=last`, in turn, skipping those in use.
-    Range {
-        /// The lowest port.
-        first: u16,
-        /// The highest port.
-        last: u16,
-        /// The port to try next.
-        next: Cell<u16>,
-    },
-}
-
-impl LbPorts {
-    /// Ports `first..=last`, starting at a place that differs between processes, so that
-    /// several im-bench at once rarely try the same ports.
-    pub fn range(first: u16, last: u16) -> LbPorts {
-        let (first, last) = (first.min(last).max(1), first.max(last));
-        let span = u32::from(last - first) + 1;
-        let offset = std::process::id() % span;
-        LbPorts::Range {
-            first,
-            last,
-            next: Cell::new(first + offset as u16),
-        }
-    }
-
-    /// Binds a listener on `ip` with `bind`, at the next free port.
-    fn bind<L>(
-        &self,
-        ip: IpAddr,
-        mut bind: impl FnMut(SocketAddr) -> io::Result<L>,
-    ) -> io::Result<L> {
-        let LbPorts::Range { first, last, next } = self else {
-            return bind(SocketAddr::new(ip, 0));
-        };
-        let mut error = io::Error::from(ErrorKind::AddrInUse);
-        for _ in *first..=*last {
-            let port = next.get();
-            next.set(if port >= *last { *first } else { port + 1 });
-            match bind(SocketAddr::new(ip, port)) {
-                Ok(listener) => return Ok(listener),
-                // Taken (by anything): the next one will do.
-                Err(err) if err.kind() == ErrorKind::AddrInUse => error = err,
-                Err(err) => return Err(err),
-            }
-        }
-        Err(error)
     }
 }
 

@@ -12,11 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-#[path = "common/pki.rs"]
-mod pki;
+mod common;
 
 const BENCH: &str = env!("CARGO_BIN_EXE_im-bench");
-const SERVER: &str = env!("CARGO_BIN_EXE_im-server");
 /// The longest one im-bench run may take; each is bounded far below by `--count`.
 const RUN_LIMIT: Duration = Duration::from_secs(20);
 
@@ -116,7 +114,7 @@ fn start_server_on(users: &Path, runtime: &str) -> (KillOnDrop, u16) {
 
 /// As [`start_server_on`], with more options.
 fn start_server_with(users: &Path, runtime: &str, options: &[String]) -> (KillOnDrop, u16) {
-    let mut command = Command::new(SERVER);
+    let mut command = Command::new(common::im_server());
     command
         .args(["0".as_ref(), users.as_os_str()])
         .args(["--bind", "127.0.0.1", "--log", "warn", "--runtime", runtime])
@@ -435,9 +433,9 @@ fn the_uring_runtime_moves_bytes_without_a_system_call_per_delivery() {
 fn tls_sessions_count_exactly() {
     let dir = TempDir::new();
     let users = generate_users(&dir.0, 20);
-    let pki = pki::Pki::new(dir.0.join("pki"));
-    let (_server, port) = start_server_with(&users, "smol", &pki.server_options());
-    let ca = pki.ca.display().to_string();
+    let cert = common::SelfSigned::new(&dir.0);
+    let (_server, port) = start_server_with(&users, "smol", &cert.server_options());
+    let ca = cert.cert.display().to_string();
     let tls = ["--tls", "--ca", &ca];
     let load = ["--count", "100", "--warmup", "0s", "--duration", "10s"];
     let to = bench(

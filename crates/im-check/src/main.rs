@@ -34,8 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use simple_im::protocol::DEFAULT_MAX_LINE;
-use simple_im::users;
+use simple_im_core::protocol::DEFAULT_MAX_LINE;
+use simple_im_core::users;
 
 use crate::registry::Registry;
 use crate::report::{Fixed, Peer, Style};
@@ -498,7 +498,8 @@ fn read_accounts(path: &Path) -> Result<(Vec<server::Account>, usize), String> {
     Ok((accounts, hashed))
 }
 
-/// A duration like `300ms` or `5s`, in the crate's one spelling for durations.
+/// A duration like `300ms` or `5s`, spelled as `im-server` takes them (humantime's syntax).
 fn parse_span(text: &str) -> Result<Duration, String> {
-    text.parse::<simple_im::cli::Span>().map(|span| span.0)
+    humantime::parse_duration(text)
+        .map_err(|err| format!("{text:?}: {err}; expected a duration like 500ms, 10s or 1m30s"))
 }

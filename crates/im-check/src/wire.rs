@@ -9,7 +9,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use simple_im::protocol::{Frame, LineFramer};
+use simple_im_core::protocol::{Frame, LineFramer};
 
 use crate::outcome::{escape, note, Failure, Got, Transcript};
 

@@ -3,30 +3,28 @@
 //! and every other check still passes. Everything runs on 127.0.0.1, every run is bounded in
 //! time, and every process started here is killed when its guard is dropped.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::doubles;
+
 const IM_CHECK: &str = env!("CARGO_BIN_EXE_im-check");
-const IM_SERVER: &str = env!("CARGO_BIN_EXE_im-server");
-const IM_CLIENT: &str = env!("CARGO_BIN_EXE_im-client");
 
 /// The appendix's three users, the least `im-check server` needs to run every check.
 const USERS: &str = "# im-check test accounts\njacky 12345\nbob bob123\nmichael michael123\n";
 
 /// The longest any one im-check run may take here.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
-
-fn doubles() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/doubles")
-}
 
 /// A child process, killed and reaped on drop; what it wrote on stderr is kept for failures.
 struct Guard {
@@ -156,7 +154,7 @@ impl Server {
     /// The real server, with the ack and login timeouts im-check is then told about.
     fn real() -> Server {
         Server::start(
-            IM_SERVER,
+            &common::im_server(),
             &[],
             &["--ack-timeout", "500ms", "--login-timeout", "1s"],
             "im-server",
@@ -497,7 +495,7 @@ fn unknown_timeouts_are_skipped_with_a_reason_never_passed() {
 
 #[test]
 fn real_client_passes_every_check() {
-    let run = im_check(["client", "--json", "--", IM_CLIENT]);
+    let run = im_check(["client", "--json", "--", &common::im_client()]);
     assert_all_pass(&run);
 }
 

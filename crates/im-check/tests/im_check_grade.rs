@@ -5,6 +5,8 @@
 //! failing the prompt check only. Everything runs on 127.0.0.1, every run is bounded in time,
 //! and every process started here is killed by the end of its test.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
@@ -14,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::doubles;
 use scraper::{Html, Selector};
 
 const IM_CHECK: &str = env!("CARGO_BIN_EXE_im-check");
@@ -33,10 +36,6 @@ const ONLY: &[&str] = &[
     "client/ack-from",
     "client/exit-310",
 ];
-
-fn doubles() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/doubles")
-}
 
 /// What one im-check run printed, and how it ended.
 struct Run {

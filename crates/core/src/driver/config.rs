@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::metrics::ServerMetrics;
+use crate::metrics::{RefusalReason, ServerMetrics};
 use crate::tls::ServerTls;
 use crate::transport::TransportConfig;
 
@@ -102,31 +102,6 @@ impl Keepalive {
     pub fn gives_up_after(&self) -> Duration {
         self.idle + self.interval * self.retries
     }
-
-    /// Sets these options on `socket` (`SO_KEEPALIVE`, `TCP_KEEPIDLE`, `TCP_KEEPINTVL`,
-    /// `TCP_KEEPCNT`, and on Linux `TCP_USER_TIMEOUT`).
-    pub fn apply(&self, socket: socket2::SockRef<'_>) -> std::io::Result<()> {
-        let options = socket2::TcpKeepalive::new()
-            .with_time(self.idle)
-            .with_interval(self.interval)
-            .with_retries(self.retries);
-        socket.set_tcp_keepalive(&options)?;
-        #[cfg(target_os = "linux")]
-        socket.set_tcp_user_timeout(Some(self.gives_up_after()))?;
-        Ok(())
-    }
-}
-
-/// Sets `keepalive` on `socket`, or turns keepalive off for `None`: what every runtime's
-/// [`AsyncStream::set_keepalive`](crate::driver::AsyncStream::set_keepalive) does.
-pub fn set_keepalive(
-    socket: socket2::SockRef<'_>,
-    keepalive: Option<Keepalive>,
-) -> std::io::Result<()> {
-    match keepalive {
-        Some(keepalive) => keepalive.apply(socket),
-        None => socket.set_keepalive(false),
-    }
 }
 
 /// Why a new connection was refused.
@@ -158,6 +133,16 @@ impl fmt::Display for Refusal {
                 write!(f, "{max} connections from {ip} are open (--max-per-ip)")
             }
             Refusal::TlsUnavailable => f.write_str("no TLS session could be started"),
+        }
+    }
+}
+
+impl From<&Refusal> for RefusalReason {
+    fn from(refusal: &Refusal) -> Self {
+        match refusal {
+            Refusal::TooManyConnections { .. } => RefusalReason::MaxConnections,
+            Refusal::TooManyFromAddress { .. } => RefusalReason::MaxPerIp,
+            Refusal::TlsUnavailable => RefusalReason::TlsUnavailable,
         }
     }
 }

@@ -139,7 +139,7 @@ mod tests {
         #![proptest_config(ProptestConfig {
             failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/proptest-regressions/broadcast.txt"
+                "/../../proptest-regressions/broadcast.txt"
             )))),
             ..ProptestConfig::default()
         })]

@@ -199,7 +199,7 @@ mod tests {
         #![proptest_config(ProptestConfig {
             failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/proptest-regressions/timers.txt"
+                "/../../proptest-regressions/timers.txt"
             )))),
             ..ProptestConfig::default()
         })]

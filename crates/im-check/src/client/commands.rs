@@ -1,6 +1,6 @@
 //! docs/protocol.md §4, steps 4–5: commands on La, and messages on Lb acknowledged and printed.
 
-use simple_im::protocol::{write_list, Delivery, Request, Response};
+use simple_im_core::protocol::{write_list, Delivery, Request, Response};
 
 use super::{without_newline, Check, Ctx, OTHER_USER, USER};
 use crate::outcome::Outcome;

@@ -3,8 +3,8 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use simple_im::client::{PASSWORD_PROMPT, USER_PROMPT};
-use simple_im::protocol::Response;
+use simple_im_core::client::{PASSWORD_PROMPT, USER_PROMPT};
+use simple_im_core::protocol::Response;
 
 use super::process::ClientProcess;
 use super::{Check, Ctx, EXIT_WITHIN, OTHER_PASSWORD, OTHER_USER, PASSWORD, USER};

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use simple_im::protocol::line_bytes;
+use simple_im_core::protocol::line_bytes;
 
 use crate::outcome::{escape, note, show_duration, Failure, Got, Problem, Transcript};
 use crate::process::{group_command, kill_group, spawn_group};

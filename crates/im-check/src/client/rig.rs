@@ -5,8 +5,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Instant;
 
-use simple_im::client::{PASSWORD_PROMPT, USER_PROMPT};
-use simple_im::protocol::{receipt_bytes, Delivery, Request, Response};
+use simple_im_core::client::{PASSWORD_PROMPT, USER_PROMPT};
+use simple_im_core::protocol::{receipt_bytes, Delivery, Request, Response};
 
 use super::process::ClientProcess;
 use super::{without_newline, Ctx, PASSWORD, USER};

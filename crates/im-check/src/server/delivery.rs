@@ -4,7 +4,7 @@
 use std::thread;
 use std::time::Instant;
 
-use simple_im::protocol::{line_bytes, Response, RECEIPT};
+use simple_im_core::protocol::{line_bytes, Response, RECEIPT};
 
 use super::{told_timeout, Check, Ctx, HELLO, MEETING, QUIET};
 use crate::outcome::{show_duration, Failure, Outcome};

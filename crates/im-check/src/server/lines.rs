@@ -1,7 +1,7 @@
 //! The wire forms the server checks send and compare, and the malformed variants built from
 //! them.
 
-use simple_im::protocol::{Request, Response};
+use simple_im_core::protocol::{Request, Response};
 
 use super::session::Session;
 use super::Account;

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use simple_im::protocol::{Request, Response};
+use simple_im_core::protocol::{Request, Response};
 
 use super::lines::{
     double_space, expect_401_each, first_words, login_request, shouted, text, with_suffix,

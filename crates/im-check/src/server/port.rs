@@ -1,7 +1,7 @@
 //! docs/protocol.md §3, Authenticated: `/port` and the Lb connection, and what else a logged-in
 //! connection may send before it.
 
-use simple_im::protocol::{Request, Response};
+use simple_im_core::protocol::{Request, Response};
 
 use super::lines::{
     double_space, expect_401_each, first_words, login_request, text, verb_with, with_suffix,

@@ -1,6 +1,6 @@
 //! docs/protocol.md §3, Ready: `/list` and `/to`, and the lines a Ready connection must refuse.
 
-use simple_im::protocol::{Delivery, Request, Response, RECEIPT};
+use simple_im_core::protocol::{Delivery, Request, Response, RECEIPT};
 
 use super::lines::{
     double_space, expect_401_each, first_words, login_request, shouted, text, verb_with,

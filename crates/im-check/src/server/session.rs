@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use simple_im::protocol::{line_bytes, receipt_bytes, write_list, Delivery, Request, Response};
+use simple_im_core::protocol::{
+    line_bytes, receipt_bytes, write_list, Delivery, Request, Response,
+};
 
 use super::lines::{is_auth_failed, login_request, show};
 use super::{Account, Ctx, LOGOUT_WAIT, NOTICE, QUIET};

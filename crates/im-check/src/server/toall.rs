@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use simple_im::protocol::{Delivery, Request, Response};
+use simple_im_core::protocol::{Delivery, Request, Response};
 
 use super::session::{InFlight, Session};
 use super::{Check, Ctx, MEETING};

@@ -3,7 +3,7 @@
 use std::thread;
 use std::time::Duration;
 
-use simple_im::protocol::{Request, Response};
+use simple_im_core::protocol::{Request, Response};
 
 use super::lines::{login_request, text, with_suffix};
 use super::{Check, Ctx, HELLO};

@@ -1,0 +1,351 @@
+//! What the server counts, as events: the hub and the driver report them through a
+//! [`ServerMetrics`] handle to a [`Counters`] sink, and a metrics exporter (prometheus in the
+//! `simple-im` server) implements the sink. The default handle counts nothing and costs one
+//! branch per event.
+//!
+//! The enums here are the labels of the exported series; docs/metrics.md lists every metric.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a session (one client connection) ended: the `reason` label of
+/// `im_sessions_ended_total`, and the word its log line ends with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The client sent `/exit`.
+    Exit,
+    /// La reached end of file or failed.
+    LaClosed,
+    /// Lb reached end of file or a read on it failed.
+    LbClosed,
+    /// Writing to Lb failed, timed out, or fell too far behind.
+    LbWriteFailed,
+    /// No login within `--login-timeout`.
+    LoginTimeout,
+    /// `--max-login-failures` failed logins in a row.
+    TooManyLoginFailures,
+    /// Lb could not be connected (`202`).
+    LbConnectFailed,
+    /// A delivery was not acknowledged within `--ack-timeout`.
+    AckTimeout,
+    /// Something other than a `302` for an outstanding delivery came on Lb.
+    WrongAck,
+    /// A cluster node lost its lease and ended all its sessions.
+    LeaseLost,
+}
+
+impl SessionEnd {
+    /// Every reason, in label order.
+    pub const ALL: [SessionEnd; 10] = [
+        SessionEnd::Exit,
+        SessionEnd::LaClosed,
+        SessionEnd::LbClosed,
+        SessionEnd::LbWriteFailed,
+        SessionEnd::LoginTimeout,
+        SessionEnd::TooManyLoginFailures,
+        SessionEnd::LbConnectFailed,
+        SessionEnd::AckTimeout,
+        SessionEnd::WrongAck,
+        SessionEnd::LeaseLost,
+    ];
+
+    /// The label value, also used in the log.
+    pub fn label(self) -> &'static str {
+        match self {
+            SessionEnd::Exit => "exit",
+            SessionEnd::LaClosed => "la_closed",
+            SessionEnd::LbClosed => "lb_closed",
+            SessionEnd::LbWriteFailed => "lb_write_failed",
+            SessionEnd::LoginTimeout => "login_timeout",
+            SessionEnd::TooManyLoginFailures => "too_many_login_failures",
+            SessionEnd::LbConnectFailed => "lb_connect_failed",
+            SessionEnd::AckTimeout => "ack_timeout",
+            SessionEnd::WrongAck => "wrong_ack",
+            SessionEnd::LeaseLost => "lease_lost",
+        }
+    }
+}
+
+impl fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// What became of one message to one recipient: the `outcome` label of `im_deliveries_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// The recipient acknowledged it (`302`).
+    Delivered,
+    /// The recipient was not online with an Lb, or left (`/exit`, La closed, its node's lease
+    /// lost, …) before acknowledging it.
+    Offline,
+    /// The recipient already had `--max-queue` messages waiting.
+    QueueFull,
+    /// The recipient's session ended on an ack timeout while it waited (outstanding or queued).
+    AckTimeout,
+    /// The recipient's session ended on a wrong acknowledgement while it waited.
+    WrongAck,
+    /// The recipient's Lb closed while it waited.
+    LbClosed,
+    /// Writing to the recipient's Lb failed while it waited.
+    WriteFailed,
+    /// Cluster: the recipient's node went down.
+    NodeDown,
+    /// The sender left before it was sent, so it was dropped unsent and nobody is answered.
+    Withdrawn,
+}
+
+impl DeliveryOutcome {
+    /// Every outcome, in label order.
+    pub const ALL: [DeliveryOutcome; 9] = [
+        DeliveryOutcome::Delivered,
+        DeliveryOutcome::Offline,
+        DeliveryOutcome::QueueFull,
+        DeliveryOutcome::AckTimeout,
+        DeliveryOutcome::WrongAck,
+        DeliveryOutcome::LbClosed,
+        DeliveryOutcome::WriteFailed,
+        DeliveryOutcome::NodeDown,
+        DeliveryOutcome::Withdrawn,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            DeliveryOutcome::Delivered => "delivered",
+            DeliveryOutcome::Offline => "offline",
+            DeliveryOutcome::QueueFull => "queue_full",
+            DeliveryOutcome::AckTimeout => "ack_timeout",
+            DeliveryOutcome::WrongAck => "wrong_ack",
+            DeliveryOutcome::LbClosed => "lb_closed",
+            DeliveryOutcome::WriteFailed => "write_failed",
+            DeliveryOutcome::NodeDown => "node_down",
+            DeliveryOutcome::Withdrawn => "withdrawn",
+        }
+    }
+
+    /// The outcome of a delivery still waiting when its recipient's session ended for `reason`.
+    pub fn of_ended_session(reason: SessionEnd) -> Self {
+        match reason {
+            SessionEnd::AckTimeout => DeliveryOutcome::AckTimeout,
+            SessionEnd::WrongAck => DeliveryOutcome::WrongAck,
+            SessionEnd::LbClosed => DeliveryOutcome::LbClosed,
+            SessionEnd::LbWriteFailed => DeliveryOutcome::WriteFailed,
+            SessionEnd::Exit
+            | SessionEnd::LaClosed
+            | SessionEnd::LoginTimeout
+            | SessionEnd::TooManyLoginFailures
+            | SessionEnd::LbConnectFailed
+            | SessionEnd::LeaseLost => DeliveryOutcome::Offline,
+        }
+    }
+}
+
+/// How a `/login` was answered: the `result` label of `im_logins_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginResult {
+    /// `101`.
+    Ok,
+    /// `102`: no such user, or the wrong password (not told apart, as on the wire).
+    BadCredentials,
+    /// `102`: the right password, but the user is online already.
+    AlreadyOnline,
+}
+
+impl LoginResult {
+    /// Every result, in label order.
+    pub const ALL: [LoginResult; 3] = [
+        LoginResult::Ok,
+        LoginResult::BadCredentials,
+        LoginResult::AlreadyOnline,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            LoginResult::Ok => "ok",
+            LoginResult::BadCredentials => "bad_credentials",
+            LoginResult::AlreadyOnline => "already_online",
+        }
+    }
+}
+
+/// Which chat request was answered: the `request` label of `im_requests_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    /// `/to`.
+    To,
+    /// `/toall`.
+    ToAll,
+}
+
+impl RequestKind {
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            RequestKind::To => "to",
+            RequestKind::ToAll => "toall",
+        }
+    }
+}
+
+/// Why a connection was closed at once: the `reason` label of `im_connections_refused_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// `--max-connections` are open already.
+    MaxConnections,
+    /// `--max-per-ip` are open from the peer's address already.
+    MaxPerIp,
+    /// The server has a certificate but could not start a TLS session.
+    TlsUnavailable,
+}
+
+impl RefusalReason {
+    /// Every reason, in label order.
+    pub const ALL: [RefusalReason; 3] = [
+        RefusalReason::MaxConnections,
+        RefusalReason::MaxPerIp,
+        RefusalReason::TlsUnavailable,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalReason::MaxConnections => "max_connections",
+            RefusalReason::MaxPerIp => "max_per_ip",
+            RefusalReason::TlsUnavailable => "tls_unavailable",
+        }
+    }
+}
+
+/// Where the server's counts go: one method per event. Implemented by a metrics exporter;
+/// every method is called on the event loop and must not block (an atomic add, say).
+pub trait Counters: Send + Sync + fmt::Debug {
+    /// A client connection was accepted; its sockets are open.
+    fn connection_opened(&self);
+    /// An accepted connection's sockets are all closed.
+    fn connection_closed(&self);
+    /// A connection was refused: a cap was reached, or no TLS session could be started.
+    fn connection_refused(&self, reason: RefusalReason);
+    /// A `/login` was answered; after [`LoginResult::Ok`] one more user is online.
+    fn login(&self, result: LoginResult);
+    /// A logged-in user's session ended: one user fewer online.
+    fn user_left(&self);
+    /// A `/to` or `/toall` was answered, `303` if `delivered`, else `304`.
+    fn answered(&self, request: RequestKind, delivered: bool);
+    /// `count` deliveries (one per recipient) were settled with the same outcome.
+    fn deliveries(&self, outcome: DeliveryOutcome, count: u64);
+    /// A delivery was queued behind `waiting` others for its recipient.
+    fn queued(&self, waiting: usize);
+    /// A delivery was acknowledged `latency` after it was written.
+    fn acked(&self, latency: Duration);
+    /// A TLS session failed, on La (`lb == false`) or Lb.
+    fn tls_failed(&self, lb: bool);
+    /// A session ended.
+    fn session_ended(&self, reason: SessionEnd);
+}
+
+/// What the server counts into, shared by the hub and the driver. Cloning is cheap (one
+/// `Arc`); [`ServerMetrics::default`] counts nothing.
+#[derive(Clone, Debug, Default)]
+pub struct ServerMetrics {
+    counters: Option<Arc<dyn Counters>>,
+}
+
+impl ServerMetrics {
+    /// A handle that counts into `counters`.
+    pub fn new(counters: Arc<dyn Counters>) -> Self {
+        ServerMetrics {
+            counters: Some(counters),
+        }
+    }
+
+    /// Whether this handle counts (it was made by [`ServerMetrics::new`]).
+    pub fn is_on(&self) -> bool {
+        self.counters.is_some()
+    }
+
+    /// See [`Counters::connection_opened`].
+    pub fn connection_opened(&self) {
+        if let Some(counters) = &self.counters {
+            counters.connection_opened();
+        }
+    }
+
+    /// See [`Counters::connection_closed`].
+    pub fn connection_closed(&self) {
+        if let Some(counters) = &self.counters {
+            counters.connection_closed();
+        }
+    }
+
+    /// See [`Counters::connection_refused`].
+    pub fn connection_refused(&self, reason: impl Into<RefusalReason>) {
+        if let Some(counters) = &self.counters {
+            counters.connection_refused(reason.into());
+        }
+    }
+
+    /// See [`Counters::login`].
+    pub fn login(&self, result: LoginResult) {
+        if let Some(counters) = &self.counters {
+            counters.login(result);
+        }
+    }
+
+    /// See [`Counters::user_left`].
+    pub fn user_left(&self) {
+        if let Some(counters) = &self.counters {
+            counters.user_left();
+        }
+    }
+
+    /// See [`Counters::answered`].
+    pub fn answered(&self, request: RequestKind, delivered: bool) {
+        if let Some(counters) = &self.counters {
+            counters.answered(request, delivered);
+        }
+    }
+
+    /// One recipient's delivery is settled.
+    pub fn delivery(&self, outcome: DeliveryOutcome) {
+        self.deliveries(outcome, 1);
+    }
+
+    /// `count` deliveries had the same outcome (none: nothing is counted).
+    pub fn deliveries(&self, outcome: DeliveryOutcome, count: usize) {
+        if let (Some(counters), 1..) = (&self.counters, count) {
+            counters.deliveries(outcome, count as u64);
+        }
+    }
+
+    /// See [`Counters::queued`].
+    pub fn queued(&self, waiting: usize) {
+        if let Some(counters) = &self.counters {
+            counters.queued(waiting);
+        }
+    }
+
+    /// See [`Counters::acked`].
+    pub fn acked(&self, latency: Duration) {
+        if let Some(counters) = &self.counters {
+            counters.acked(latency);
+        }
+    }
+
+    /// See [`Counters::tls_failed`].
+    pub fn tls_failed(&self, lb: bool) {
+        if let Some(counters) = &self.counters {
+            counters.tls_failed(lb);
+        }
+    }
+
+    /// See [`Counters::session_ended`].
+    pub fn session_ended(&self, reason: SessionEnd) {
+        if let Some(counters) = &self.counters {
+            counters.session_ended(reason);
+        }
+    }
+}
