@@ -25,8 +25,17 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+#[cfg(feature = "cluster")]
+pub mod cluster;
+#[cfg(not(feature = "cluster"))]
+#[path = "cluster_off.rs"]
 pub mod cluster;
 pub mod driver;
+mod line_editor;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+#[path = "metrics_off.rs"]
 pub mod metrics;
 pub mod runtime;
 pub mod signals;

@@ -185,6 +185,7 @@ pub fn serve(
 /// Joins the cluster at `cluster.url`, then serves clients on `listener` as one of its nodes
 /// on this thread until `shutdown` completes. `joined` is told the node's id before the first
 /// client is served (im-server prints its `listening on` line then).
+#[cfg(feature = "cluster")]
 pub fn serve_cluster(
     listener: std::net::TcpListener,
     users: simple_im_core::users::Users,
@@ -210,4 +211,18 @@ pub fn serve_cluster(
             Ok(())
         })
     })
+}
+
+/// Says that this build has no cluster engine (the `cluster` feature).
+#[cfg(not(feature = "cluster"))]
+pub fn serve_cluster(
+    _listener: std::net::TcpListener,
+    _users: simple_im_core::users::Users,
+    _config: simple_im_core::server::ServerConfig,
+    _driver: simple_im_core::driver::DriverConfig,
+    _cluster: crate::cluster::ClusterConfig,
+    _joined: impl FnOnce(simple_im_core::server::NodeId),
+    _shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    Err("this build has no cluster engine (the `cluster` feature)".to_owned())
 }
