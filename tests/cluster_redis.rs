@@ -1,5 +1,6 @@
 //! The Redis cluster engine against a real `redis-server` (started per test): two or three
 //! [`Membership`]s driven directly through their channels, as a hub would, on one smol thread.
+//! Each test is `#[ignore = "needs redis-server"]`: `cargo test -- --include-ignored` runs them.
 
 #[path = "common/redis.rs"]
 mod redis_server;
@@ -155,10 +156,9 @@ fn entry(user: &[u8], node: &Node, conn: u64) -> OnlineEntry {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn claims_are_exclusive_across_nodes() {
-    let Some(server) = RedisServer::unix() else {
-        return;
-    };
+    let server = RedisServer::unix();
     run(|executor| async move {
         let config = config(&server);
         let a = Node::start(&executor, &config).await;
@@ -226,10 +226,9 @@ fn claims_are_exclusive_across_nodes() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn queries_follow_the_global_login_order() {
-    let Some(server) = RedisServer::unix() else {
-        return;
-    };
+    let server = RedisServer::unix();
     run(|executor| async move {
         let config = config(&server);
         let a = Node::start(&executor, &config).await;
@@ -271,10 +270,9 @@ fn queries_follow_the_global_login_order() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn messages_arrive_in_order_from_their_sender() {
-    let Some(server) = RedisServer::unix() else {
-        return;
-    };
+    let server = RedisServer::unix();
     run(|executor| async move {
         let config = config(&server);
         let a = Node::start(&executor, &config).await;
@@ -344,10 +342,9 @@ fn messages_arrive_in_order_from_their_sender() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn a_silent_node_is_reaped_once() {
-    let Some(server) = RedisServer::unix() else {
-        return;
-    };
+    let server = RedisServer::unix();
     run(|executor| async move {
         let config = config(&server);
         let mut a = Node::start(&executor, &config).await;
@@ -399,10 +396,9 @@ fn a_silent_node_is_reaped_once() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn a_node_that_leaves_is_down_at_once() {
-    let Some(server) = RedisServer::unix() else {
-        return;
-    };
+    let server = RedisServer::unix();
     run(|executor| async move {
         let config = ClusterConfig {
             lease: Duration::from_secs(10),
@@ -434,10 +430,9 @@ fn a_node_that_leaves_is_down_at_once() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn an_outage_fails_closed_then_the_node_rejoins() {
-    let Some(mut server) = RedisServer::unix() else {
-        return;
-    };
+    let mut server = RedisServer::unix();
     run(|executor| async move {
         let config = config(&server);
         let a = Node::start(&executor, &config).await;
@@ -575,10 +570,9 @@ fn an_outage_fails_closed_then_the_node_rejoins() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn tcp_urls_work_too() {
-    let Some(server) = RedisServer::tcp() else {
-        return;
-    };
+    let server = RedisServer::tcp();
     assert!(server.url().starts_with("redis://127.0.0.1:"));
     run(|executor| async move {
         let config = config(&server);
@@ -605,10 +599,9 @@ fn tcp_urls_work_too() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn joining_an_unreachable_redis_says_where() {
-    let Some(mut server) = RedisServer::unix() else {
-        return;
-    };
+    let mut server = RedisServer::unix();
     let url = server.url();
     server.kill();
     let config = ClusterConfig {
@@ -641,10 +634,9 @@ fn joining_an_unreachable_redis_says_where() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn a_node_whose_lease_vanished_is_fenced_then_rejoins_clean() {
-    let Some(server) = RedisServer::unix() else {
-        return;
-    };
+    let server = RedisServer::unix();
     run(|executor| async move {
         let config = config(&server);
         let a = Node::start(&executor, &config).await;
@@ -692,10 +684,9 @@ fn a_node_whose_lease_vanished_is_fenced_then_rejoins_clean() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn dropped_connections_lose_no_message() {
-    let Some(server) = RedisServer::unix() else {
-        return;
-    };
+    let server = RedisServer::unix();
     run(|executor| async move {
         let config = config(&server);
         let a = Node::start(&executor, &config).await;

@@ -4,15 +4,16 @@
 
 #![allow(dead_code)]
 
-/// Runs each named scenario `fn(Runtime)` as a test per runtime: `smol::name`, `threads::name`.
+/// Runs each named scenario `fn(Runtime)` as a test per runtime: `smol::name`, `threads::name`;
+/// attributes before a name (`#[ignore = "why"]`) go on each of its tests.
 #[allow(unused_macros)]
 macro_rules! in_each_runtime {
-    ($($scenario:ident),* $(,)?) => {
+    ($($(#[$attr:meta])* $scenario:ident),* $(,)?) => {
         mod smol {
-            $(#[test] fn $scenario() { super::$scenario(super::Runtime::Smol) })*
+            $($(#[$attr])* #[test] fn $scenario() { super::$scenario(super::Runtime::Smol) })*
         }
         mod threads {
-            $(#[test] fn $scenario() { super::$scenario(super::Runtime::Threads) })*
+            $($(#[$attr])* #[test] fn $scenario() { super::$scenario(super::Runtime::Threads) })*
         }
     };
 }
@@ -21,15 +22,15 @@ macro_rules! in_each_runtime {
 /// (those runtimes' client is smol's, tested already).
 #[allow(unused_macros)]
 macro_rules! in_each_server_runtime {
-    ($($scenario:ident),* $(,)?) => {
-        in_each_runtime!($($scenario),*);
+    ($($(#[$attr:meta])* $scenario:ident),* $(,)?) => {
+        in_each_runtime!($($(#[$attr])* $scenario),*);
         #[cfg(target_os = "linux")]
         mod uring {
-            $(#[test] fn $scenario() { super::$scenario(super::Runtime::Uring) })*
+            $($(#[$attr])* #[test] fn $scenario() { super::$scenario(super::Runtime::Uring) })*
         }
         #[cfg(target_os = "linux")]
         mod epoll {
-            $(#[test] fn $scenario() { super::$scenario(super::Runtime::Epoll) })*
+            $($(#[$attr])* #[test] fn $scenario() { super::$scenario(super::Runtime::Epoll) })*
         }
     };
 }

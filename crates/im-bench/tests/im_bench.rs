@@ -327,14 +327,19 @@ fn a_wrong_password_is_a_login_failure_not_a_hang() {
     assert_eq!(report["load"]["requests"], 0, "{report:#}");
 }
 
-/// Whether `perf stat` may count system calls here (it needs perf and the tracepoints).
-fn perf_counts_syscalls() -> bool {
-    Command::new("perf")
+/// Fails the test unless `perf stat` may count system calls here (it needs perf and the
+/// tracepoints, which usually means root): the tests that need it are ignored unless asked for.
+fn require_perf() {
+    let counts = Command::new("perf")
         .args(["stat", "-e", "raw_syscalls:sys_enter", "true"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|status| status.success())
+        .is_ok_and(|status| status.success());
+    assert!(
+        counts,
+        "perf cannot count system calls here: install perf (apt-get install linux-perf) and run as root"
+    );
 }
 
 /// A `to` run (and a `toall` one) with `--server-pid`: the server's system calls per delivery.
@@ -367,20 +372,25 @@ fn syscalls_per_delivery(runtime: &str, perf: bool) -> (Value, Value) {
     (to, toall)
 }
 
+/// Without perf, what `/proc/PID/io` counts: the read/write family of calls per delivery.
 #[test]
-fn system_calls_per_delivery_are_counted_for_to_and_toall() {
-    let perf = perf_counts_syscalls();
-    if !perf {
-        eprintln!("perf cannot count system calls here: only /proc/PID/io's are checked");
-    }
-    let (to, toall) = syscalls_per_delivery("smol", perf);
+fn io_calls_per_delivery_are_counted_for_to_and_toall() {
+    let (to, toall) = syscalls_per_delivery("smol", false);
     for calls in [&to, &toall] {
         // Present even when no read/write-family call was made (smol sends and receives).
         let read_write = calls["read_write_per_delivery"].as_f64();
         assert!(read_write.is_some_and(|n| n >= 0.0), "{calls:#}");
-        if !perf {
-            continue;
-        }
+    }
+}
+
+#[test]
+#[ignore = "needs perf allowed to count system calls (root)"]
+fn system_calls_per_delivery_are_counted_for_to_and_toall() {
+    require_perf();
+    let (to, toall) = syscalls_per_delivery("smol", true);
+    for calls in [&to, &toall] {
+        let read_write = calls["read_write_per_delivery"].as_f64();
+        assert!(read_write.is_some_and(|n| n >= 0.0), "{calls:#}");
         // At the very least the delivery's write and its acknowledgement's read, and not
         // dozens: the epoll path makes about six per delivery.
         let all = calls["all_per_delivery"].as_f64().unwrap_or(0.0);
@@ -392,19 +402,15 @@ fn system_calls_per_delivery_are_counted_for_to_and_toall() {
         assert!(read_write.unwrap_or(0.0) <= all, "{calls:#}");
     }
     // `/to`: the `/from` on Lb and the `303` on La are two sockets, two sends at least.
-    if perf {
-        let sendto = to["by_name_per_delivery"]["sendto"].as_f64().unwrap_or(0.0);
-        assert!(sendto >= 1.9, "{to:#}");
-    }
+    let sendto = to["by_name_per_delivery"]["sendto"].as_f64().unwrap_or(0.0);
+    assert!(sendto >= 1.9, "{to:#}");
 }
 
 #[cfg(target_os = "linux")]
 #[test]
+#[ignore = "needs perf allowed to count system calls (root)"]
 fn the_uring_runtime_moves_bytes_without_a_system_call_per_delivery() {
-    if !perf_counts_syscalls() {
-        eprintln!("perf cannot count system calls here: nothing to check");
-        return;
-    }
+    require_perf();
     let (to, toall) = syscalls_per_delivery("uring", true);
     for calls in [&to, &toall] {
         let by_name = &calls["by_name_per_delivery"];
