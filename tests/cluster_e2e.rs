@@ -6,17 +6,15 @@
 //! `cargo test -- --include-ignored` (`.ci/run` does).
 
 #[macro_use]
-#[path = "common/server.rs"]
-mod harness;
-#[path = "common/redis.rs"]
-mod redis_server;
+mod common;
 
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{Runtime, ServerProcess, TempFile, STEP, USERS};
-use redis_server::RedisServer;
+use common::harness;
+use common::harness::{Runtime, ServerProcess, TempFile, STEP, USERS};
+use common::redis_server::RedisServer;
 
 const OK: &str = "303 Message delivery successful\n";
 const FAILED: &str = "304 Message delivery failed\n";

@@ -2,8 +2,7 @@
 //! [`Membership`]s driven directly through their channels, as a hub would, on one smol thread.
 //! Each test is `#[ignore = "needs redis-server"]`: `cargo test -- --include-ignored` runs them.
 
-#[path = "common/redis.rs"]
-mod redis_server;
+mod common;
 
 use std::future::Future;
 use std::rc::Rc;
@@ -13,7 +12,7 @@ use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use smol::{LocalExecutor, Task, Timer};
 
-use redis_server::RedisServer;
+use common::redis_server::RedisServer;
 use simple_im::cluster::{join, ClusterConfig};
 use simple_im_core::server::{
     ClusterInput, ClusterOutput, ConnId, NodeId, NodeMessage, OnlineEntry, QueryId, RequestId,

@@ -24,9 +24,6 @@
 //! On fault-free schedules a cluster whose queues move at once must give every client exactly
 //! the bytes `Server::new` gives it on the same schedule ([`equivalence`]).
 
-#[path = "common/schedules.rs"]
-mod schedules;
-
 mod common;
 
 use std::cell::RefCell;
@@ -43,6 +40,7 @@ use simple_im_core::server::{
 };
 use simple_im_core::users::Users;
 
+use common::schedules;
 use common::sim::{escape, RECEIPT};
 
 /// How long a crashed node's users stay claimed before the reaper drops them.

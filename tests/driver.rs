@@ -15,13 +15,13 @@
 //!
 //! Below the harness: one scenario per policy, then random schedules over many clients.
 
-#[path = "common/schedules.rs"]
-mod schedules;
+mod common;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use common::schedules;
 use proptest::prelude::*;
 use proptest::test_runner::{TestError, TestRunner};
 use simple_im_core::driver::{DriverAction, DriverConfig, Refusal, ServerDriver, Side, SocketId};

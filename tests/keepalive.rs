@@ -5,14 +5,14 @@
 //! idle + interval × probes. That one needs root (`cargo test -- --include-ignored`).
 
 #[macro_use]
-#[path = "common/server.rs"]
-mod harness;
+mod common;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use harness::{Runtime, ServerProcess, CLIENT_BIN, USERS};
+use common::harness;
+use common::harness::{Runtime, ServerProcess, CLIENT_BIN, USERS};
 
 /// The server's established TCP sockets, as `ss -tnop` shows them (one line each).
 fn server_sockets(server: &ServerProcess) -> Vec<String> {

@@ -5,21 +5,16 @@
 //! port; a bad address or a port in use ends the server with one line and exit code 2.
 
 #[macro_use]
-#[path = "common/server.rs"]
-mod harness;
-#[path = "common/redis.rs"]
-mod redis_server;
-#[path = "common/scrape.rs"]
-mod scrape;
+mod common;
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use harness::{run_to_end, Runtime, ServerProcess, TempFile, STEP, USERS};
-use redis_server::RedisServer;
-use scrape::Scrape;
+use common::harness::{run_to_end, Runtime, ServerProcess, TempFile, STEP, USERS};
+use common::redis_server::RedisServer;
+use common::scrape::Scrape;
 
 const OK: &str = "303 Message delivery successful\n";
 const FAILED: &str = "304 Message delivery failed\n";

@@ -3,8 +3,6 @@
 //! [`ServerDriver`], then the exact values of the scrape.
 
 mod common;
-#[path = "common/scrape.rs"]
-mod scrape;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,8 +13,8 @@ use simple_im::metrics::{register, render};
 use simple_im_core::driver::{DriverAction, DriverConfig, Refusal, ServerDriver, SocketId};
 use simple_im_core::server::{ConnId, ServerConfig};
 
+use common::scrape::Scrape;
 use common::sim::{appendix_users, ClientId, LbMode, Net};
-use scrape::Scrape;
 
 const DELIVERED: &str = "303 Message delivery successful";
 const FAILED: &str = "304 Message delivery failed";

@@ -16,9 +16,6 @@
 //!
 //! Below the simulation, focused scenarios pin down one rule each.
 
-#[path = "common/schedules.rs"]
-mod schedules;
-
 mod common;
 
 use std::cell::RefCell;
@@ -31,6 +28,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{TestError, TestRunner};
 use simple_im_core::server::{ConnId, Output, ServerConfig};
 
+use common::schedules;
 use common::sim::{appendix_users, escape, users, ClientId, Fed, LbMode, LbState, Net, Record};
 
 const AUTH_OK: &str = "101 Authentication successful";

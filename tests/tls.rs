@@ -4,10 +4,7 @@
 //! The certificates are made per test with rcgen (a private CA, the server's, an impostor's).
 
 #[macro_use]
-#[path = "common/server.rs"]
-mod harness;
-#[path = "common/pki.rs"]
-mod pki;
+mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,11 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{
+use common::harness;
+use common::harness::{
     appendix_between_im_clients_with, run_to_end, temp_path, ClientProcess, Runtime, ServerProcess,
     CLIENT_BIN, STEP, USERS,
 };
-use pki::Pki;
+use common::pki::Pki;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
 

@@ -4,7 +4,7 @@
 
 #![no_main]
 
-#[path = "../../tests/fuzz_harness/mod.rs"]
+#[path = "../../tests/common/fuzz_harness.rs"]
 mod harness;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::server_hub(data));
