@@ -3,9 +3,8 @@
 
 use simple_im_core::protocol::{Request, Response};
 
-use super::session::Session;
 use super::Account;
-use crate::outcome::{escape, Outcome};
+use crate::outcome::escape;
 
 /// Whether `line` is a `102` answer, however its words are spelt.
 pub(super) fn is_auth_failed(line: &[u8]) -> bool {
@@ -80,12 +79,4 @@ pub(super) fn verb_with(request: &Request, argument: &[u8]) -> Vec<u8> {
     bytes.push(b' ');
     bytes.extend_from_slice(argument);
     bytes
-}
-
-/// Sends each line and expects `401` for each, in order.
-pub(super) fn expect_401_each(session: &mut Session, lines: &[Vec<u8>]) -> Outcome {
-    for line in lines {
-        session.call_line(line, &Response::Unrecognized)?;
-    }
-    Ok(())
 }

@@ -5,9 +5,7 @@ use std::time::Instant;
 
 use simple_im_core::protocol::{Request, Response};
 
-use super::lines::{
-    double_space, expect_401_each, first_words, login_request, shouted, text, with_suffix,
-};
+use super::lines::{double_space, first_words, login_request, shouted, text, with_suffix};
 use super::{told_timeout, Account, Check, Ctx, HELLO};
 use crate::outcome::{show_duration, Failure, Outcome};
 
@@ -169,7 +167,7 @@ fn malformed_unauthenticated(ctx: &Ctx) -> Outcome {
         with_suffix(&Request::Exit, b" now"),
     ];
     let mut s = ctx.connect(&a)?;
-    expect_401_each(&mut s, &lines)?;
+    s.expect_401_each(&lines)?;
     s.call(&login, &Response::AuthOk)?;
     Ok(())
 }

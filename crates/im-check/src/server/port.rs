@@ -3,9 +3,7 @@
 
 use simple_im_core::protocol::{Request, Response};
 
-use super::lines::{
-    double_space, expect_401_each, first_words, login_request, text, verb_with, with_suffix,
-};
+use super::lines::{double_space, first_words, login_request, text, verb_with, with_suffix};
 use super::{Check, Ctx, HELLO};
 use crate::outcome::Outcome;
 use crate::wire::closed_port;
@@ -84,7 +82,7 @@ fn malformed_authenticated(ctx: &Ctx) -> Outcome {
         text(&login_request(&a)),
     ];
     let mut s = ctx.login(&a)?;
-    expect_401_each(&mut s, &lines)?;
+    s.expect_401_each(&lines)?;
     s.open_lb()?;
     Ok(())
 }

@@ -3,8 +3,7 @@
 use simple_im_core::protocol::{Delivery, Request, Response, RECEIPT};
 
 use super::lines::{
-    double_space, expect_401_each, first_words, login_request, shouted, text, verb_with,
-    with_suffix,
+    double_space, first_words, login_request, shouted, text, verb_with, with_suffix,
 };
 use super::{Check, Ctx, HELLO};
 use crate::outcome::Outcome;
@@ -164,7 +163,7 @@ fn malformed_ready(ctx: &Ctx) -> Outcome {
         RECEIPT.to_vec(),
     ];
     let mut s = ctx.ready(&a)?;
-    expect_401_each(&mut s, &lines)?;
+    s.expect_401_each(&lines)?;
     s.expect_list(&[&a])?;
     Ok(())
 }

@@ -234,6 +234,14 @@ impl Session {
         self.expect_answer(line, &expected.to_bytes())
     }
 
+    /// Sends each line and expects `401` for each, in order.
+    pub(super) fn expect_401_each(&mut self, lines: &[Vec<u8>]) -> Result<(), Failure> {
+        for line in lines {
+            self.call_line(line, &Response::Unrecognized)?;
+        }
+        Ok(())
+    }
+
     /// `/list` must be answered with exactly these users, in this order.
     pub(super) fn expect_list(&mut self, users: &[&Account]) -> Result<(), Failure> {
         self.send(&Request::List)?;
