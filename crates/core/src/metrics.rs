@@ -267,46 +267,42 @@ impl ServerMetrics {
         self.counters.is_some()
     }
 
+    /// Hands the sink to `count`, if there is one.
+    fn count(&self, count: impl FnOnce(&dyn Counters)) {
+        if let Some(counters) = &self.counters {
+            count(counters.as_ref());
+        }
+    }
+
     /// See [`Counters::connection_opened`].
     pub fn connection_opened(&self) {
-        if let Some(counters) = &self.counters {
-            counters.connection_opened();
-        }
+        self.count(|counters| counters.connection_opened());
     }
 
     /// See [`Counters::connection_closed`].
     pub fn connection_closed(&self) {
-        if let Some(counters) = &self.counters {
-            counters.connection_closed();
-        }
+        self.count(|counters| counters.connection_closed());
     }
 
     /// See [`Counters::connection_refused`].
     pub fn connection_refused(&self, reason: impl Into<RefusalReason>) {
-        if let Some(counters) = &self.counters {
-            counters.connection_refused(reason.into());
-        }
+        let reason = reason.into();
+        self.count(|counters| counters.connection_refused(reason));
     }
 
     /// See [`Counters::login`].
     pub fn login(&self, result: LoginResult) {
-        if let Some(counters) = &self.counters {
-            counters.login(result);
-        }
+        self.count(|counters| counters.login(result));
     }
 
     /// See [`Counters::user_left`].
     pub fn user_left(&self) {
-        if let Some(counters) = &self.counters {
-            counters.user_left();
-        }
+        self.count(|counters| counters.user_left());
     }
 
     /// See [`Counters::answered`].
     pub fn answered(&self, request: RequestKind, delivered: bool) {
-        if let Some(counters) = &self.counters {
-            counters.answered(request, delivered);
-        }
+        self.count(|counters| counters.answered(request, delivered));
     }
 
     /// One recipient's delivery is settled.
@@ -316,36 +312,28 @@ impl ServerMetrics {
 
     /// `count` deliveries had the same outcome (none: nothing is counted).
     pub fn deliveries(&self, outcome: DeliveryOutcome, count: usize) {
-        if let (Some(counters), 1..) = (&self.counters, count) {
-            counters.deliveries(outcome, count as u64);
+        if count > 0 {
+            self.count(|counters| counters.deliveries(outcome, count as u64));
         }
     }
 
     /// See [`Counters::queued`].
     pub fn queued(&self, waiting: usize) {
-        if let Some(counters) = &self.counters {
-            counters.queued(waiting);
-        }
+        self.count(|counters| counters.queued(waiting));
     }
 
     /// See [`Counters::acked`].
     pub fn acked(&self, latency: Duration) {
-        if let Some(counters) = &self.counters {
-            counters.acked(latency);
-        }
+        self.count(|counters| counters.acked(latency));
     }
 
     /// See [`Counters::tls_failed`].
     pub fn tls_failed(&self, lb: bool) {
-        if let Some(counters) = &self.counters {
-            counters.tls_failed(lb);
-        }
+        self.count(|counters| counters.tls_failed(lb));
     }
 
     /// See [`Counters::session_ended`].
     pub fn session_ended(&self, reason: SessionEnd) {
-        if let Some(counters) = &self.counters {
-            counters.session_ended(reason);
-        }
+        self.count(|counters| counters.session_ended(reason));
     }
 }
