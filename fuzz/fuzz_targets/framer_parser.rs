@@ -1,5 +1,6 @@
 //! Arbitrary bytes in arbitrary chunks through `LineFramer` and the three parsers; the harness
-//! lives in `tests/fuzz_harness` so that `cargo test` replays the corpus with the same checks.
+//! lives in `tests/common/fuzz_harness.rs` so that `cargo test` replays the corpus with the same
+//! checks.
 
 #![no_main]
 
