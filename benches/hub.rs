@@ -7,10 +7,10 @@ use std::time::Instant;
 use divan::counter::ItemsCount;
 use divan::Bencher;
 use prometheus_client::registry::Registry;
-use simple_im::metrics::ServerMetrics;
-use simple_im::protocol::receipt_bytes;
-use simple_im::server::{ConnId, Input, Output, Server, ServerConfig};
-use simple_im::users::Users;
+use simple_im::metrics::register;
+use simple_im_core::protocol::receipt_bytes;
+use simple_im_core::server::{ConnId, Input, Output, Server, ServerConfig};
+use simple_im_core::users::Users;
 
 fn main() {
     divan::main();
@@ -44,7 +44,7 @@ fn ready_server(n: usize, metered: bool) -> (Server, Vec<ConnId>, Instant) {
     if metered {
         // The series are shared with the handle, so they outlive the registry dropped here.
         let mut registry = Registry::default();
-        server.set_metrics(ServerMetrics::register(&mut registry));
+        server.set_metrics(register(&mut registry));
     }
     let now = Instant::now();
     let peer: SocketAddr = ([127, 0, 0, 1], 40000).into();

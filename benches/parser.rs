@@ -2,7 +2,7 @@
 
 use divan::counter::{BytesCount, ItemsCount};
 use divan::{black_box, Bencher};
-use simple_im::protocol::{LineFramer, Request, DEFAULT_MAX_LINE};
+use simple_im_core::protocol::{LineFramer, Request, DEFAULT_MAX_LINE};
 
 fn main() {
     divan::main();
@@ -40,7 +40,7 @@ fn frame_and_parse(bencher: Bencher) {
             for chunk in stream.chunks(8192) {
                 let mut input = chunk;
                 while let Some(frame) = framer.next_frame(&mut input) {
-                    if let simple_im::protocol::Frame::Line(line) = frame {
+                    if let simple_im_core::protocol::Frame::Line(line) = frame {
                         parsed += usize::from(Request::parse(black_box(line)).is_ok());
                     }
                 }

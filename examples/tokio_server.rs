@@ -7,9 +7,10 @@ use std::task::{Context, Poll};
 use std::{future::Future, io, pin::Pin, process::ExitCode, time::Instant};
 
 use simple_im::driver::{
-    set_keepalive, AsyncListener, AsyncStream, AsyncTimer, Keepalive, LocalBoxFuture, Runtime,
+    set_keepalive, AsyncListener, AsyncStream, AsyncTimer, LocalBoxFuture, Runtime,
 };
-use simple_im::{driver::DriverConfig, server::ServerConfig, users::Users};
+use simple_im_core::driver::Keepalive;
+use simple_im_core::{driver::DriverConfig, server::ServerConfig, users::Users};
 
 /// tokio's current-thread runtime, with its tasks on a `LocalSet`.
 #[derive(Clone)]

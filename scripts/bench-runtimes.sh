@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The runtimes side by side with the bare mio relay (examples/mio_relay.rs), interleaved in one
+# The runtimes side by side with the bare mio relay (crates/im-bench/examples/mio_relay.rs), interleaved in one
 # run so that machine noise hits them alike, as BENCHMARKS.md's "Runtimes against a bare relay".
-# The kind `urelay` is the bare io_uring relay (examples/uring_relay.rs), same protocol:
+# The kind `urelay` is the bare io_uring relay (crates/im-bench/examples/uring_relay.rs), same protocol:
 #   scripts/bench-runtimes.sh [ROUNDS] [SECONDS]     # default 3 rounds of 6 s per scenario
 #   KINDS="relay uring" scripts/bench-runtimes.sh 1 4   # only some of them (the relay always first)
 #   BASE=/tmp/old/im-server KINDS="relay smol base-smol" scripts/bench-runtimes.sh   # before/after

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::server::Budget;
-use crate::tls::ClientTls;
+use simple_im_core::server::Budget;
+use simple_im_core::tls::ClientTls;
 
 /// `--tls`, `--ca` and `--server-name`: how a client (`im-client`, `im-bench`) speaks TLS.
 #[derive(Clone, Debug, clap::Args)]
@@ -35,7 +35,7 @@ impl ClientTlsArgs {
             return Ok(None);
         }
         let name = self.server_name.as_deref().unwrap_or(host);
-        ClientTls::new(self.ca.as_deref(), name).map(Some)
+        crate::tls::client_tls(self.ca.as_deref(), name).map(Some)
     }
 }
 

@@ -1,160 +1,43 @@
-//! A sans-IO implementation of a simple instant-messaging protocol (`docs/protocol.md`): exact on
-//! the wire, property-tested, with a smol server and client on top.
+//! The instant-messaging server and client of `docs/protocol.md` on real sockets: the runtimes,
+//! the async loop written once above them, the terminal, the cluster engine, the metrics
+//! exporter and TLS's files. The protocol itself (every machine, sans-IO) is the
+//! `simple-im-core` crate; this one only carries its inputs in and its actions out.
 //!
 //! # Layout
 //!
-//! - [`protocol`]: every message as a type, its `nom` parser and its exact formatter, and the
-//!   bounded [`LineFramer`](protocol::LineFramer).
-//! - [`server`]: [`Server`](server::Server), the hub that owns one
-//!   [`ServerSession`](server::ServerSession) per client and routes `/to` and `/toall`
-//!   through per-recipient queues; [`BroadcastAggregator`](server::BroadcastAggregator)
-//!   turns a request's delivery outcomes into its one `303`/`304`.
-//! - [`client`]: [`ClientSession`](client::ClientSession), the interactive client; it reports
-//!   typed [`ClientEvent`](client::ClientEvent)s, which [`terminal`] prints.
-//! - [`transport`]: [`Transport`](transport::Transport), one socket's policy as a sans-IO
-//!   machine: outbox cap, write deadline, read grants, half-close, linger.
-//! - [`tls`]: optional TLS on both connections, as a sans-IO layer (rustls) the drivers put
-//!   between a socket and its machine.
-//! - [`driver`]: written once for every runtime:
-//!   [`ServerDriver`](driver::ServerDriver) (the connection table, caps, a transport per
-//!   socket) and [`ClientDriver`](driver::ClientDriver), both sans-IO; the
-//!   [`Runtime`](driver::Runtime) trait; the async server loop ([`serve`](driver::serve)) and
-//!   client ([`AsyncClient`](driver::AsyncClient)) above it.
-//! - [`users`]: the users file.
-//! - [`runtime`]: the glue of each runtime: smol behind the trait, and std threads driving the
-//!   drivers directly on blocking sockets (`docs/runtimes.md`).
-//! - [`cli`]: what the binaries' command lines share.
+//! - [`driver`]: written once for every async runtime: the [`Runtime`](driver::Runtime) trait,
+//!   the server loop ([`serve`](driver::serve)) around the core's `ServerDriver`, and
+//!   [`AsyncClient`](driver::AsyncClient) around its `ClientDriver`.
+//! - [`runtime`]: the glue of each runtime: smol behind the trait, epoll and io_uring reactors
+//!   of their own, and std threads driving the sans-IO drivers directly on blocking sockets
+//!   (`docs/runtimes.md`).
+//! - [`terminal`]: the client's front-end on standard input and output.
 //! - [`cluster`]: the cluster engine on Redis: a node's directory, its lease, its messages to
-//!   the other nodes.
+//!   the other nodes (the `cluster` feature).
+//! - [`metrics`]: the hub's counts as Prometheus series, and the endpoint that serves them (the
+//!   `metrics` feature).
+//! - [`tls`]: the core's TLS layer loaded from PEM files and the system's roots (the `tls`
+//!   feature).
+//! - [`cli`] and [`signals`]: what the binaries' command lines and shutdowns share.
 //!
-//! # The run loop
-//!
-//! The machines never touch a socket, a thread or a clock. Every one of them is driven the
-//! same way: feed what happened (`handle_input(now, …)`, `handle_timeout(now)`), then carry
-//! out each action from `poll_output()` until it returns `None`, then sleep until new input
-//! or `poll_timeout()`. Nothing changes in between, so any runtime — or a test with a manual
-//! clock — can drive them.
-//!
-//! This drives a server and two clients entirely in memory: bob logs in, then jacky sends him
-//! a message and leaves.
-//!
-//! ```
-//! use std::time::Instant;
-//! use simple_im::client::{ClientConfig, ClientInput, ClientOutput, ClientSession};
-//! use simple_im::server::{ConnId, Input, Output, Server, ServerConfig};
-//! use simple_im::terminal::{render, Rendered};
-//! use simple_im::users::Users;
-//!
-//! /// One client: its machine, its connection on the server, what it will type, what it printed.
-//! struct Client {
-//!     session: ClientSession,
-//!     conn: ConnId,
-//!     typed: Vec<&'static str>,
-//!     printed: Vec<String>,
-//! }
-//!
-//! fn session(clients: &mut [Client], conn: ConnId) -> &mut ClientSession {
-//!     &mut clients.iter_mut().find(|c| c.conn == conn).unwrap().session
-//! }
-//!
-//! /// Carries every action out until no machine has anything left to do.
-//! fn run_until_idle(server: &mut Server, clients: &mut [Client], now: Instant) {
-//!     loop {
-//!         let mut busy = false;
-//!         for client in clients.iter_mut() {
-//!             while let Some(action) = client.session.poll_output() {
-//!                 busy = true;
-//!                 let conn = client.conn;
-//!                 match action {
-//!                     // Typed events (a prompt, an answer, a delivery…), printed as a terminal would.
-//!                     ClientOutput::Event(event) => {
-//!                         if let Some(Rendered::Stdout(line)) = render(&event) {
-//!                             client.printed.push(String::from_utf8_lossy(&line).into())
-//!                         }
-//!                     }
-//!                     ClientOutput::ReadLine { .. } if !client.typed.is_empty() => {
-//!                         let line = client.typed.remove(0);
-//!                         client.session.handle_input(now, ClientInput::Line(line.as_bytes()));
-//!                     }
-//!                     ClientOutput::ReadLine { .. } => {} // the user has not typed anything yet
-//!                     // (A socket driver reads La only when the server grants it: `ReadLa`.)
-//!                     ClientOutput::SendLa(bytes) => {
-//!                         server.handle_input(now, Input::LaData(conn, &bytes))
-//!                     }
-//!                     ClientOutput::SendLb(bytes) => {
-//!                         server.handle_input(now, Input::LbData(conn, &bytes))
-//!                     }
-//!                     ClientOutput::ListenLb => {
-//!                         let port = 9000 + conn.0 as u16;
-//!                         client.session.handle_input(now, ClientInput::LbListening(port));
-//!                     }
-//!                     ClientOutput::Exit(_) => {}
-//!                 }
-//!             }
-//!         }
-//!         while let Some(action) = server.poll_output() {
-//!             busy = true;
-//!             match action {
-//!                 Output::SendLa(conn, bytes) => {
-//!                     session(clients, conn).handle_input(now, ClientInput::LaData(&bytes))
-//!                 }
-//!                 Output::SendLb(conn, bytes) => {
-//!                     session(clients, conn).handle_input(now, ClientInput::LbData(&bytes))
-//!                 }
-//!                 Output::ConnectLb(conn, _address) => {
-//!                     session(clients, conn).handle_input(now, ClientInput::LbAccepted);
-//!                     server.handle_input(now, Input::LbConnected(conn));
-//!                 }
-//!                 // An argon2 check: a socket runtime runs it off its event loop.
-//!                 Output::CheckPassword(conn, check) => {
-//!                     server.handle_input(now, Input::PasswordChecked(conn, check.run()))
-//!                 }
-//!                 // Only a cluster node (`Server::clustered`) asks its directory and peers.
-//!                 Output::ReadLa(_) | Output::Close(_) | Output::Cluster(_) => {}
-//!             }
-//!         }
-//!         if !busy {
-//!             return;
-//!         }
-//!     }
-//! }
-//!
-//! let users = Users::parse(b"jacky 12345\nbob pw\n").unwrap();
-//! let mut server = Server::new(users, ServerConfig::default());
-//! let now = Instant::now();
-//! let mut clients = Vec::new();
-//! for typed in [vec!["bob", "pw"], vec!["jacky", "12345", "/to bob Hello!", "/exit"]] {
-//!     let conn = server.accept(now, "127.0.0.1:50000".parse().unwrap());
-//!     let session = ClientSession::new(now, ClientConfig::default());
-//!     clients.push(Client { session, conn, typed, printed: Vec::new() });
-//!     run_until_idle(&mut server, &mut clients, now);
-//! }
-//!
-//! assert_eq!(clients[0].printed.last().unwrap(), "/from jacky Hello!");
-//! assert_eq!(
-//!     clients[1].printed[2..],
-//!     [
-//!         "101 Authentication successful",
-//!         "201 Build connection successful",
-//!         "/to bob Hello!",
-//!         "303 Message delivery successful",
-//!         "/exit",
-//!         "310 Bye bye",
-//!     ]
-//! );
-//! ```
+//! A feature left out keeps its command-line option, which then says that this build lacks it.
 
 #![warn(missing_docs)]
 
 pub mod cli;
-pub mod client;
+#[cfg(feature = "cluster")]
+pub mod cluster;
+#[cfg(not(feature = "cluster"))]
+#[path = "cluster_off.rs"]
 pub mod cluster;
 pub mod driver;
+mod line_editor;
+#[cfg(feature = "metrics")]
 pub mod metrics;
-pub mod protocol;
+#[cfg(not(feature = "metrics"))]
+#[path = "metrics_off.rs"]
+pub mod metrics;
 pub mod runtime;
-pub mod server;
+pub mod signals;
 pub mod terminal;
 pub mod tls;
-pub mod transport;
-pub mod users;

@@ -1,59 +1,26 @@
 //! The terminal front-end of the client: standard input in, the session's events printed out.
 //!
-//! Printing is one rendering of [`ClientEvent`]s ([`render`]); the bytes are those of
+//! Printing is one rendering of [`ClientEvent`]s ([`render`], the core's); the bytes are those of
 //! docs/protocol.md §4 (prompts, every server line as it came, errors on standard error). Standard
 //! input is read on a std thread in every runtime, one line per `ReadLine`, because blocking
 //! reads (and `rpassword`'s terminal handling) fit no event loop.
 //!
-//! When standard input and output are both a terminal, commands are read with `rustyline`: the
-//! line can be edited (arrow keys, Up and Down through this session's commands), and what comes
-//! meanwhile is printed above it through rustyline's `ExternalPrinter`, so what the user has
-//! typed stays intact and is sent whole. Otherwise (piped) lines are read and printed as they
-//! are, byte for byte, and the output reads as a transcript.
+//! When standard input and output are both a terminal, commands are read with the line editor
+//! (`line_editor.rs`, the `terminal` feature), and what comes meanwhile is printed above
+//! the line being typed. Otherwise (piped, or without the feature) lines are read and printed
+//! as they are, byte for byte, and the output reads as a transcript.
 
 use std::io::{BufRead, ErrorKind, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
-use rustyline::error::ReadlineError;
-use rustyline::history::DefaultHistory;
-use rustyline::{Editor, ExternalPrinter};
+use simple_im_core::client::{ClientConfig, ClientEvent, ClientInput};
+use simple_im_core::driver::{ClientFrontend, THREAD_STACK};
+use simple_im_core::render::{render, Rendered};
 
-use crate::client::{ClientConfig, ClientEvent, ClientInput};
-use crate::driver::client::ClientFrontend;
-use crate::runtime::Signals;
-
-/// An event as the terminal shows it: one line, without its `\n`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Rendered {
-    /// A line for standard output: a prompt, an echo, a server line exactly as it came.
-    Stdout(Vec<u8>),
-    /// A line for standard error.
-    Stderr(String),
-}
-
-/// How the terminal shows `event`; `None` for the milestones (`LoggedIn`, `LbReady`, `Bye`),
-/// whose server line was shown already as an answer.
-pub fn render(event: &ClientEvent) -> Option<Rendered> {
-    let without_newline = |mut line: Vec<u8>| {
-        line.pop();
-        Rendered::Stdout(line)
-    };
-    Some(match event {
-        ClientEvent::Prompt(prompt) => Rendered::Stdout(prompt.text().to_vec()),
-        ClientEvent::Echo(line) => Rendered::Stdout(line.clone()),
-        ClientEvent::Answer { reply, .. } => without_newline(reply.to_line_bytes()),
-        ClientEvent::Delivery {
-            kind,
-            sender,
-            content,
-        } => without_newline(kind.to_line_bytes(sender, content)),
-        ClientEvent::UnknownDelivery(line) => Rendered::Stdout(line.clone()),
-        ClientEvent::Error(error) => Rendered::Stderr(format!("error: {error}")),
-        ClientEvent::Warning(warning) => Rendered::Stderr(format!("warning: {warning}")),
-        ClientEvent::LoggedIn | ClientEvent::LbReady | ClientEvent::Bye => return None,
-    })
-}
+use crate::driver::ServerAddrs;
+use crate::line_editor::{self, Ended, LineEditor, Screen};
+use crate::signals::Signals;
 
 /// What the user did on the client's terminal.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,9 +55,6 @@ enum LineKind {
     Command,
 }
 
-/// The line editor's side of the terminal: prints above the line being edited.
-type Printer = Box<dyn ExternalPrinter + Send>;
-
 /// The terminal as a [`ClientFrontend`]: events are printed, lines are read on request.
 pub struct Terminal {
     interactive: bool,
@@ -98,13 +62,12 @@ pub struct Terminal {
     stdin_requests: Option<mpsc::Sender<LineKind>>,
     /// Set once `201` came: from then on lines are commands.
     reading_commands: bool,
-    /// Prints above the line being edited, when commands are read with the line editor.
-    printer: Option<Printer>,
+    /// Prints above the line being edited, when commands are read with the line editor; left
+    /// (the terminal's settings put back) when the terminal is dropped, in case the client
+    /// exits while the line editor has the terminal in raw mode.
+    screen: Option<Screen>,
     /// Standard error is the terminal too, so its lines go above the edited line as well.
     stderr_on_screen: bool,
-    /// The terminal's settings at start, put back when the terminal is dropped, in case the
-    /// client exits while the line editor has the terminal in raw mode.
-    saved: Option<nix::sys::termios::Termios>,
     /// The reader thread is in the line editor (the terminal is in raw mode).
     editing: Arc<AtomicBool>,
 }
@@ -116,15 +79,12 @@ impl Terminal {
     pub fn start(deliver: impl Fn(UserInput) -> bool + Clone + Send + 'static) -> Terminal {
         let interactive = std::io::stdin().is_terminal();
         let editor = if interactive && std::io::stdout().is_terminal() {
-            line_editor()
+            line_editor::start()
         } else {
             None
         };
-        let saved = editor
-            .as_ref()
-            .and_then(|_| nix::sys::termios::tcgetattr(std::io::stdin()).ok());
-        let (editor, printer) = match editor {
-            Some((editor, printer)) => (Some(editor), Some(printer)),
+        let (editor, screen) = match editor {
+            Some((editor, screen)) => (Some(editor), Some(screen)),
             None => (None, None),
         };
         let editing = Arc::new(AtomicBool::new(false));
@@ -141,7 +101,7 @@ impl Terminal {
         let signals = Signals::install();
         let watcher = std::thread::Builder::new()
             .name("signals".to_owned())
-            .stack_size(crate::driver::THREAD_STACK)
+            .stack_size(THREAD_STACK)
             .spawn(move || loop {
                 signals.wait();
                 if !deliver(UserInput::Interrupted) {
@@ -155,9 +115,8 @@ impl Terminal {
             interactive,
             stdin_requests,
             reading_commands: false,
-            stderr_on_screen: printer.is_some() && std::io::stderr().is_terminal(),
-            printer,
-            saved,
+            stderr_on_screen: screen.is_some() && std::io::stderr().is_terminal(),
+            screen,
             editing,
         }
     }
@@ -172,13 +131,13 @@ impl Terminal {
 
     /// Prints `line` above the line being edited if there is a line editor, else as it is.
     fn print_on_screen(&mut self, line: Vec<u8>) {
-        let Some(printer) = &mut self.printer else {
+        let Some(screen) = &mut self.screen else {
             return print_line(line);
         };
         // A terminal shows text: bytes that are not UTF-8 are shown as U+FFFD.
         let mut text = String::from_utf8_lossy(&line).into_owned();
         text.push('\n');
-        if let Err(err) = printer.print(text) {
+        if let Err(err) = screen.print(text) {
             log::debug!("printing above the edited line failed: {err}");
             print_line(line);
         }
@@ -187,16 +146,11 @@ impl Terminal {
     /// Takes the terminal out of the line editor's raw mode for good (the client is leaving),
     /// ending the half-typed line; returns whether it was in it.
     fn leave_line_editor(&mut self) -> bool {
-        let Some(saved) = self.saved.take() else {
+        let Some(screen) = self.screen.take() else {
             return false;
         };
-        let _ = nix::sys::termios::tcsetattr(
-            std::io::stdin(),
-            nix::sys::termios::SetArg::TCSANOW,
-            &saved,
-        );
         // What comes now goes straight out, below the half-typed line.
-        self.printer = None;
+        screen.leave();
         let was_editing = self.editing.load(Ordering::SeqCst);
         if was_editing {
             print_line(Vec::new());
@@ -209,22 +163,6 @@ impl Drop for Terminal {
     fn drop(&mut self) {
         self.leave_line_editor();
     }
-}
-
-/// A line editor on the terminal and its printer; `None` (after a warning) if it cannot start.
-fn line_editor() -> Option<(Editor<(), DefaultHistory>, Printer)> {
-    let config = rustyline::Config::builder()
-        .auto_add_history(false)
-        .history_ignore_dups(true)
-        .ok()?
-        .build();
-    let started = Editor::with_config(config).and_then(|mut editor| {
-        let printer = editor.create_external_printer()?;
-        Ok((editor, Box::new(printer) as Printer))
-    });
-    started
-        .inspect_err(|err| log::warn!("no line editing: {err}"))
-        .ok()
 }
 
 impl ClientFrontend for Terminal {
@@ -267,7 +205,7 @@ impl ClientFrontend for Terminal {
 fn spawn_stdin_reader(
     deliver: impl Fn(UserInput) -> bool + Send + 'static,
     interactive: bool,
-    mut editor: Option<Editor<(), DefaultHistory>>,
+    mut editor: Option<LineEditor>,
     editing: Arc<AtomicBool>,
 ) -> std::io::Result<mpsc::Sender<LineKind>> {
     let (requests, wanted) = mpsc::channel::<LineKind>();
@@ -279,7 +217,11 @@ fn spawn_stdin_reader(
                 let input = match &mut editor {
                     Some(editor) if !secret => {
                         editing.store(true, Ordering::SeqCst);
-                        let input = edit_line(editor, kind);
+                        let input = match editor.read(kind == LineKind::Command) {
+                            Ok(line) => UserInput::Line(line.into_bytes()),
+                            Err(Ended::Interrupted) => UserInput::Interrupted,
+                            Err(Ended::EndOfInput) => UserInput::EndOfInput,
+                        };
                         editing.store(false, Ordering::SeqCst);
                         input
                     }
@@ -292,26 +234,6 @@ fn spawn_stdin_reader(
             }
         })?;
     Ok(requests)
-}
-
-/// Reads one line with the line editor; a command goes into the session's history.
-fn edit_line(editor: &mut Editor<(), DefaultHistory>, kind: LineKind) -> UserInput {
-    // The prompts are lines of their own (docs/protocol.md §4 step 2): the edited line has none.
-    match editor.readline("") {
-        Ok(line) => {
-            if kind == LineKind::Command && !line.is_empty() {
-                let _ = editor.add_history_entry(line.as_str());
-            }
-            UserInput::Line(line.into_bytes())
-        }
-        // In raw mode Ctrl-C is a key, not a signal: the same as the signal.
-        Err(ReadlineError::Interrupted) => UserInput::Interrupted,
-        Err(ReadlineError::Eof) => UserInput::EndOfInput,
-        Err(err) => {
-            log::warn!("reading standard input failed: {err}");
-            UserInput::EndOfInput
-        }
-    }
 }
 
 /// Reads one line of standard input as bytes, without its `\n`.
@@ -364,7 +286,7 @@ pub fn print_error(message: &str) {
 }
 
 /// Says on standard error that La could not be connected, and returns the exit code for it.
-pub fn cannot_connect(server: &crate::driver::client::ServerAddrs, error: &std::io::Error) -> i32 {
+pub fn cannot_connect(server: &ServerAddrs, error: &std::io::Error) -> i32 {
     print_error(&format!("error: cannot connect to {server}: {error}"));
     1
 }

@@ -1,6 +1,6 @@
 //! Scenario tests for [`ClientSession`]: a manual clock, an in-memory fake server and a
 //! transcript of everything that crosses the session's edges. Events are rendered the way the
-//! terminal prints them ([`terminal::render`]), so the transcripts hold the client's exact
+//! terminal prints them ([`render`]), so the transcripts hold the client's exact
 //! output; the typed events themselves are checked in the tests at the end.
 
 use std::collections::VecDeque;
@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use simple_im::client::{
+use simple_im_core::client::{
     Asked, ClientConfig, ClientError, ClientEvent, ClientInput, ClientOutput, ClientSession,
     ClientWarning, Connection, DeliveryKind, Prompt, Reply, PASSWORD_PROMPT, TOKEN_HINT,
     USER_PROMPT,
 };
-use simple_im::protocol::{self, Request};
-use simple_im::terminal::{self, Rendered};
+use simple_im_core::protocol::{self, Request};
+use simple_im_core::render::{render, Rendered};
 
 /// A session output as the tests see it: an event as the terminal renders it (milestones,
 /// which the terminal does not print, are left out), or any other output as it is.
@@ -31,7 +31,7 @@ enum Out {
 impl Out {
     fn of(output: &ClientOutput) -> Option<Out> {
         match output {
-            ClientOutput::Event(event) => match terminal::render(event)? {
+            ClientOutput::Event(event) => match render(event)? {
                 Rendered::Stdout(line) => Some(Out::Print(line)),
                 Rendered::Stderr(line) => Some(Out::Error(line)),
             },

@@ -2,21 +2,19 @@
 //! test starts its own, on a Unix socket in a temporary directory), raw TCP clients and real
 //! `im-client` processes, all over 127.0.0.1.
 //!
-//! Without `redis-server` these tests say so and pass, except under CI (`CI=true`), where a
-//! missing `redis-server` fails them.
+//! Every test needs `redis-server`, so each is `#[ignore = "needs redis-server"]`: run them with
+//! `cargo test -- --include-ignored` (`.ci/run` does).
 
 #[macro_use]
-#[path = "common/server.rs"]
-mod harness;
-#[path = "common/redis.rs"]
-mod redis_server;
+mod common;
 
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{Runtime, ServerProcess, TempFile, STEP, USERS};
-use redis_server::RedisServer;
+use common::harness;
+use common::harness::{Runtime, ServerProcess, TempFile, STEP, USERS};
+use common::redis_server::RedisServer;
 
 const OK: &str = "303 Message delivery successful\n";
 const FAILED: &str = "304 Message delivery failed\n";
@@ -38,9 +36,9 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// `n` nodes with these extra options, or `None` (and a note) without `redis-server`.
-    fn start(n: usize, options: &[&str]) -> Option<Cluster> {
-        let redis = RedisServer::unix()?;
+    /// `n` nodes with these extra options.
+    fn start(n: usize, options: &[&str]) -> Cluster {
+        let redis = RedisServer::unix();
         let mut cluster = Cluster {
             redis,
             nodes: Vec::new(),
@@ -48,7 +46,7 @@ impl Cluster {
         for _ in 0..n {
             cluster.add_node(options);
         }
-        Some(cluster)
+        cluster
     }
 
     fn add_node(&mut self, options: &[&str]) -> &ServerProcess {
@@ -84,10 +82,9 @@ fn eventually(within: Duration, what: &str, mut attempt: impl FnMut() -> bool) {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn list_is_one_list_in_global_login_order() {
-    let Some(cluster) = Cluster::start(2, &[]) else {
-        return;
-    };
+    let cluster = Cluster::start(2, &[]);
     let _alice = cluster.node(0).ready("alice", "alice123");
     let mut bob = cluster.node(1).ready("bob", "bob123");
     let mut carol = cluster.node(0).ready("carol", "carol123");
@@ -96,10 +93,9 @@ fn list_is_one_list_in_global_login_order() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn one_user_logs_in_once_in_the_whole_cluster() {
-    let Some(cluster) = Cluster::start(2, &[]) else {
-        return;
-    };
+    let cluster = Cluster::start(2, &[]);
     let _jacky = cluster.node(0).ready("jacky", "12345");
     let mut twin = cluster.node(1).connect();
     assert_eq!(twin.request("/login jacky 12345"), AUTH_FAILED);
@@ -132,10 +128,9 @@ fn one_user_logs_in_once_in_the_whole_cluster() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn to_across_nodes_is_303_when_acknowledged_and_304_when_not() {
-    let Some(cluster) = Cluster::start(2, &["--ack-timeout", "1s"]) else {
-        return;
-    };
+    let cluster = Cluster::start(2, &["--ack-timeout", "1s"]);
     let mut jacky = cluster.node(0).ready("jacky", "12345");
     let mut bob = cluster.node(1).ready("bob", "bob123");
     let mut michael = cluster.node(1).ready("michael", "michael123");
@@ -157,10 +152,9 @@ fn to_across_nodes_is_303_when_acknowledged_and_304_when_not() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn one_recipient_gets_one_message_at_a_time_from_senders_on_two_nodes() {
-    let Some(cluster) = Cluster::start(2, &[]) else {
-        return;
-    };
+    let cluster = Cluster::start(2, &[]);
     let mut bob = cluster.node(0).ready("bob", "bob123");
     let mut jacky = cluster.node(0).ready("jacky", "12345");
     let mut alice = cluster.node(1).ready("alice", "alice123");
@@ -179,10 +173,9 @@ fn one_recipient_gets_one_message_at_a_time_from_senders_on_two_nodes() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn toall_reaches_every_node() {
-    let Some(cluster) = Cluster::start(3, &[]) else {
-        return;
-    };
+    let cluster = Cluster::start(3, &[]);
     let mut jacky = cluster.node(0).ready("jacky", "12345");
     let mut others: Vec<_> = [
         ("bob", "bob123"),
@@ -202,19 +195,17 @@ fn toall_reaches_every_node() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn the_appendix_between_three_im_clients_on_three_nodes() {
-    let Some(cluster) = Cluster::start(3, &[]) else {
-        return;
-    };
+    let cluster = Cluster::start(3, &[]);
     let at = [0, 1, 2].map(|node| cluster.node(node).addr);
     harness::appendix_between_im_clients(Runtime::Smol, at);
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn a_killed_node_fails_what_waited_on_it_and_frees_its_users() {
-    let Some(mut cluster) = Cluster::start(2, &[]) else {
-        return;
-    };
+    let mut cluster = Cluster::start(2, &[]);
     let mut jacky = cluster.node(0).ready("jacky", "12345");
     let mut bob = cluster.node(1).ready("bob", "bob123");
     jacky.send(b"/to bob are you still there?\n");
@@ -231,10 +222,9 @@ fn a_killed_node_fails_what_waited_on_it_and_frees_its_users() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn a_paused_node_is_reaped_and_ends_its_own_sessions_when_it_wakes() {
-    let Some(cluster) = Cluster::start(2, &[]) else {
-        return;
-    };
+    let cluster = Cluster::start(2, &[]);
     let mut jacky = cluster.node(0).ready("jacky", "12345");
     let mut bob = cluster.node(1).ready("bob", "bob123");
     signal(cluster.node(1).pid(), "STOP");
@@ -260,10 +250,9 @@ fn a_paused_node_is_reaped_and_ends_its_own_sessions_when_it_wakes() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn without_redis_nodes_fail_closed_and_recover_when_it_returns() {
-    let Some(mut cluster) = Cluster::start(2, &[]) else {
-        return;
-    };
+    let mut cluster = Cluster::start(2, &[]);
     let mut jacky = cluster.node(0).ready("jacky", "12345");
     let _bob = cluster.node(1).ready("bob", "bob123");
     cluster.redis.kill();
@@ -282,12 +271,11 @@ fn without_redis_nodes_fail_closed_and_recover_when_it_returns() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn im_check_passes_against_a_two_node_cluster() {
-    let Some(cluster) = Cluster::start(2, &["--ack-timeout", "2s", "--login-timeout", "3s"]) else {
-        return;
-    };
+    let cluster = Cluster::start(2, &["--ack-timeout", "2s", "--login-timeout", "3s"]);
     let users = TempFile::new("users.txt", USERS.as_bytes());
-    let output = Command::new(env!("CARGO_BIN_EXE_im-check"))
+    let output = Command::new(harness::im_check())
         .arg("server")
         .args(["--port", &cluster.node(0).addr.port().to_string()])
         .args(["--port", &cluster.node(1).addr.port().to_string()])
@@ -302,10 +290,9 @@ fn im_check_passes_against_a_two_node_cluster() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn nodes_share_one_port_with_reuse_port() {
-    let Some(mut cluster) = Cluster::start(1, &["--reuse-port"]) else {
-        return;
-    };
+    let mut cluster = Cluster::start(1, &["--reuse-port"]);
     let port = cluster.node(0).addr.port();
     let url = cluster.redis.url();
     let options = ["--cluster", &url, "--cluster-lease", LEASE, "--reuse-port"];

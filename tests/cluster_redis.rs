@@ -1,8 +1,8 @@
 //! The Redis cluster engine against a real `redis-server` (started per test): two or three
 //! [`Membership`]s driven directly through their channels, as a hub would, on one smol thread.
+//! Each test is `#[ignore = "needs redis-server"]`: `cargo test -- --include-ignored` runs them.
 
-#[path = "common/redis.rs"]
-mod redis_server;
+mod common;
 
 use std::future::Future;
 use std::rc::Rc;
@@ -12,9 +12,9 @@ use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use smol::{LocalExecutor, Task, Timer};
 
-use redis_server::RedisServer;
+use common::redis_server::RedisServer;
 use simple_im::cluster::{join, ClusterConfig};
-use simple_im::server::{
+use simple_im_core::server::{
     ClusterInput, ClusterOutput, ConnId, NodeId, NodeMessage, OnlineEntry, QueryId, RequestId,
 };
 
@@ -155,10 +155,9 @@ fn entry(user: &[u8], node: &Node, conn: u64) -> OnlineEntry {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn claims_are_exclusive_across_nodes() {
-    let Some(server) = RedisServer::unix() else {
-        return;
-    };
+    let server = RedisServer::unix();
     run(|executor| async move {
         let config = config(&server);
         let a = Node::start(&executor, &config).await;
@@ -226,10 +225,9 @@ fn claims_are_exclusive_across_nodes() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn queries_follow_the_global_login_order() {
-    let Some(server) = RedisServer::unix() else {
-        return;
-    };
+    let server = RedisServer::unix();
     run(|executor| async move {
         let config = config(&server);
         let a = Node::start(&executor, &config).await;
@@ -271,10 +269,9 @@ fn queries_follow_the_global_login_order() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn messages_arrive_in_order_from_their_sender() {
-    let Some(server) = RedisServer::unix() else {
-        return;
-    };
+    let server = RedisServer::unix();
     run(|executor| async move {
         let config = config(&server);
         let a = Node::start(&executor, &config).await;
@@ -344,10 +341,9 @@ fn messages_arrive_in_order_from_their_sender() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn a_silent_node_is_reaped_once() {
-    let Some(server) = RedisServer::unix() else {
-        return;
-    };
+    let server = RedisServer::unix();
     run(|executor| async move {
         let config = config(&server);
         let mut a = Node::start(&executor, &config).await;
@@ -399,10 +395,9 @@ fn a_silent_node_is_reaped_once() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn a_node_that_leaves_is_down_at_once() {
-    let Some(server) = RedisServer::unix() else {
-        return;
-    };
+    let server = RedisServer::unix();
     run(|executor| async move {
         let config = ClusterConfig {
             lease: Duration::from_secs(10),
@@ -434,10 +429,9 @@ fn a_node_that_leaves_is_down_at_once() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn an_outage_fails_closed_then_the_node_rejoins() {
-    let Some(mut server) = RedisServer::unix() else {
-        return;
-    };
+    let mut server = RedisServer::unix();
     run(|executor| async move {
         let config = config(&server);
         let a = Node::start(&executor, &config).await;
@@ -575,10 +569,9 @@ fn an_outage_fails_closed_then_the_node_rejoins() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn tcp_urls_work_too() {
-    let Some(server) = RedisServer::tcp() else {
-        return;
-    };
+    let server = RedisServer::tcp();
     assert!(server.url().starts_with("redis://127.0.0.1:"));
     run(|executor| async move {
         let config = config(&server);
@@ -605,10 +598,9 @@ fn tcp_urls_work_too() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn joining_an_unreachable_redis_says_where() {
-    let Some(mut server) = RedisServer::unix() else {
-        return;
-    };
+    let mut server = RedisServer::unix();
     let url = server.url();
     server.kill();
     let config = ClusterConfig {
@@ -641,10 +633,9 @@ fn joining_an_unreachable_redis_says_where() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn a_node_whose_lease_vanished_is_fenced_then_rejoins_clean() {
-    let Some(server) = RedisServer::unix() else {
-        return;
-    };
+    let server = RedisServer::unix();
     run(|executor| async move {
         let config = config(&server);
         let a = Node::start(&executor, &config).await;
@@ -692,10 +683,9 @@ fn a_node_whose_lease_vanished_is_fenced_then_rejoins_clean() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
 fn dropped_connections_lose_no_message() {
-    let Some(server) = RedisServer::unix() else {
-        return;
-    };
+    let server = RedisServer::unix();
     run(|executor| async move {
         let config = config(&server);
         let a = Node::start(&executor, &config).await;

@@ -24,9 +24,6 @@
 //! On fault-free schedules a cluster whose queues move at once must give every client exactly
 //! the bytes `Server::new` gives it on the same schedule ([`equivalence`]).
 
-#[path = "common/schedules.rs"]
-mod schedules;
-
 mod common;
 
 use std::cell::RefCell;
@@ -37,12 +34,13 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use proptest::test_runner::{TestError, TestRunner};
-use simple_im::server::{
+use simple_im_core::server::{
     ClusterInput, ClusterOutput, ConnId, Input, NodeId, NodeMessage, OnlineEntry, Output, Server,
     ServerConfig,
 };
-use simple_im::users::Users;
+use simple_im_core::users::Users;
 
+use common::schedules;
 use common::sim::{escape, RECEIPT};
 
 /// How long a crashed node's users stay claimed before the reaper drops them.
@@ -151,7 +149,7 @@ enum DirRequest {
         user: Vec<u8>,
     },
     Query {
-        query: simple_im::server::QueryId,
+        query: simple_im_core::server::QueryId,
         user: Option<Vec<u8>>,
     },
 }
@@ -767,7 +765,7 @@ struct Cluster {
     /// Per node, the request the line just read there started, until its query goes out.
     reading: Vec<Option<usize>>,
     /// Which request each directory question is for, by node.
-    asked_for: HashMap<(usize, simple_im::server::QueryId), usize>,
+    asked_for: HashMap<(usize, simple_im_core::server::QueryId), usize>,
     /// Deadlines of two nodes fell due at one instant: the order they fire in is not
     /// specified (docs/protocol.md §3), so from then on a single server may differ.
     tied: bool,

@@ -15,21 +15,21 @@
 //!
 //! Below the harness: one scenario per policy, then random schedules over many clients.
 
-#[path = "common/schedules.rs"]
-mod schedules;
+mod common;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use common::schedules;
 use proptest::prelude::*;
 use proptest::test_runner::{TestError, TestRunner};
-use simple_im::driver::{DriverAction, DriverConfig, Refusal, ServerDriver, Side, SocketId};
-use simple_im::protocol::{
+use simple_im_core::driver::{DriverAction, DriverConfig, Refusal, ServerDriver, Side, SocketId};
+use simple_im_core::protocol::{
     AUTH_FAILED, AUTH_OK, BYE, DELIVERED, DELIVERY_FAILED, LB_FAILED, LB_OK, UNRECOGNIZED,
 };
-use simple_im::server::{ConnId, ServerConfig};
-use simple_im::users::Users;
+use simple_im_core::server::{ConnId, ServerConfig};
+use simple_im_core::users::Users;
 
 // ---------------------------------------------------------------------------------------------
 // The harness
@@ -1124,7 +1124,7 @@ fn accept_refuses_over_the_caps_and_the_core_never_hears_of_it() {
 /// An argon2 password: the check runs in the runtime (here, inline) and its verdict comes back.
 #[test]
 fn a_hashed_password_is_checked_by_the_runtime() {
-    let hash = simple_im::users::hash_password(b"secret", &[7; 16]).unwrap();
+    let hash = simple_im_core::users::hash_password(b"secret", &[7; 16]).unwrap();
     let file = format!("alice {hash}\n");
     let mut net = Net::new(
         Users::parse(file.as_bytes()).unwrap(),

@@ -4,8 +4,7 @@
 //! the real `im-server` for how the server is named on the command line.
 
 #[macro_use]
-#[path = "common/server.rs"]
-mod harness;
+mod common;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -14,7 +13,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{Runtime, ServerProcess, CLIENT_BIN, STEP, USERS};
+use common::harness::{Runtime, ServerProcess, CLIENT_BIN, STEP, USERS};
 
 in_each_runtime!(
     lb_is_taken_only_from_the_servers_address,

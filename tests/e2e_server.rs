@@ -3,15 +3,15 @@
 //! `threads::<name>`.
 
 #[macro_use]
-#[path = "common/server.rs"]
-mod harness;
+mod common;
 
 use std::ffi::OsStr;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use harness::{run_to_end, ClientProcess, Runtime, ServerProcess, TempFile, STEP, USERS};
+use common::harness;
+use common::harness::{run_to_end, ClientProcess, Runtime, ServerProcess, TempFile, STEP, USERS};
 
 const OK: &str = "303 Message delivery successful\n";
 const FAILED: &str = "304 Message delivery failed\n";

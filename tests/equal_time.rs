@@ -5,8 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use argon2::Params;
-use simple_im::users::{hash_password_with, PasswordCheck, Users, Verdict};
+use simple_im_core::users::{hash_password_with, Params, PasswordCheck, Users, Verdict};
 
 /// An argon2id hash of `password` costing `m_cost` KiB and `t_cost` passes: cheaper than
 /// `--hash-password`'s, so that many can be timed quickly; the dummy follows whatever the file

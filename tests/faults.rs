@@ -9,8 +9,7 @@
 //! on standard output, and waits to be killed.
 
 #[macro_use]
-#[path = "common/server.rs"]
-mod harness;
+mod common;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -20,7 +19,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{Client, Runtime, ServerProcess, STEP, USERS};
+use common::harness::{Client, Runtime, ServerProcess, STEP, USERS};
 
 in_each_server_runtime!(
     killed_after_connect,

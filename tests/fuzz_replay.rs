@@ -3,12 +3,11 @@
 //! without libFuzzer. To fuzz further: `RUSTC_BOOTSTRAP=1 cargo fuzz run <target>` in `fuzz/`
 //! (see `docs/hardening.md`).
 
-#[path = "fuzz_harness/mod.rs"]
-mod fuzz_harness;
+mod common;
 
 use std::path::{Path, PathBuf};
 
-use fuzz_harness::{framer_parser, server_hub, ModelFrame, ModelFramer};
+use common::fuzz_harness::{framer_parser, server_hub, ModelFrame, ModelFramer};
 
 /// Every file of one target's corpus, sorted so failures name the same file on every run.
 fn corpus(target: &str) -> Vec<PathBuf> {

@@ -4,9 +4,7 @@
 //! Generous margins: this guards against regressions; the exact figures are im-bench's
 //! (`im-bench login-flood`, BENCHMARKS.md).
 
-#[allow(unused_macros)]
-#[path = "common/server.rs"]
-mod harness;
+mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -15,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{Runtime, ServerProcess};
+use common::harness::{Runtime, ServerProcess};
 use socket2::{Domain, Socket, Type};
 
 /// Connects to `server` from `source` (any 127.x address is this machine's).
@@ -174,7 +172,7 @@ fn guessing_a_plain_password_is_bounded_by_the_accounts_budget() {
 
 #[test]
 fn a_flood_on_a_hashed_account_keeps_the_server_small_and_answering() {
-    let hash = simple_im::users::hash_password(b"s3cret-alice", b"0123456789abcdef").unwrap();
+    let hash = simple_im_core::users::hash_password(b"s3cret-alice", b"0123456789abcdef").unwrap();
     let users = format!("alice {hash}\nbob bob123\n");
     let mut server = ServerProcess::start(Runtime::Smol, &users, &[]);
     let (tally, worst, all_ok) = attack(&server, Duration::from_secs(5));

@@ -3,20 +3,18 @@
 //! [`ServerDriver`], then the exact values of the scrape.
 
 mod common;
-#[path = "common/scrape.rs"]
-mod scrape;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
-use simple_im::driver::{DriverAction, DriverConfig, Refusal, ServerDriver, SocketId};
-use simple_im::metrics::{render, ServerMetrics};
-use simple_im::server::{ConnId, ServerConfig};
+use simple_im::metrics::{register, render};
+use simple_im_core::driver::{DriverAction, DriverConfig, Refusal, ServerDriver, SocketId};
+use simple_im_core::server::{ConnId, ServerConfig};
 
+use common::scrape::Scrape;
 use common::sim::{appendix_users, ClientId, LbMode, Net};
-use scrape::Scrape;
 
 const DELIVERED: &str = "303 Message delivery successful";
 const FAILED: &str = "304 Message delivery failed";
@@ -25,8 +23,7 @@ const FAILED: &str = "304 Message delivery failed";
 fn metered(config: ServerConfig) -> (Net, Registry) {
     let mut net = Net::new(appendix_users(), config);
     let mut registry = Registry::default();
-    net.server
-        .set_metrics(ServerMetrics::register(&mut registry));
+    net.server.set_metrics(register(&mut registry));
     (net, registry)
 }
 
@@ -273,13 +270,13 @@ fn pump(
 }
 
 /// Through the driver: connections accepted, open and refused, and a write to Lb that fails
-/// (which the hub hears as [`Input::LbWriteFailed`](simple_im::server::Input)).
+/// (which the hub hears as [`Input::LbWriteFailed`](simple_im_core::server::Input)).
 #[test]
 fn the_driver_counts_connections_and_failed_lb_writes() {
     let mut registry = Registry::default();
     let config = DriverConfig {
         max_connections: 2,
-        metrics: ServerMetrics::register(&mut registry),
+        metrics: register(&mut registry),
         ..DriverConfig::default()
     };
     let mut driver = ServerDriver::new(appendix_users(), ServerConfig::default(), &config);
@@ -353,7 +350,7 @@ fn metrics_are_off_by_default() {
 #[test]
 fn each_refusal_is_counted_under_its_own_reason() {
     let mut registry = Registry::default();
-    let metrics = ServerMetrics::register(&mut registry);
+    let metrics = register(&mut registry);
     let ip = peer(1).ip();
     metrics.connection_refused(&Refusal::TooManyConnections { max: 1 });
     metrics.connection_refused(&Refusal::TooManyFromAddress { ip, max: 1 });

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use simple_im::protocol::{
+use simple_im_core::protocol::{
     is_content, is_token, Delivery, Frame, LineFramer, Request, Response, Unrecognized,
 };
 
@@ -236,11 +236,11 @@ fn exact_response_bytes() {
         assert_eq!(Response::parse(&bytes[..bytes.len() - 1]), Ok(response));
     }
     assert_eq!(
-        simple_im::protocol::receipt_bytes(),
+        simple_im_core::protocol::receipt_bytes(),
         b"302 Message receipt successful\n"
     );
     assert_eq!(
-        simple_im::protocol::RECEIPT,
+        simple_im_core::protocol::RECEIPT,
         b"302 Message receipt successful"
     );
 }

@@ -4,12 +4,11 @@
 //! Every expectation waits at most [`EXPECT_MS`].
 
 #[macro_use]
-#[path = "common/server.rs"]
-mod harness;
+mod common;
 
 use std::process::Command;
 
-use harness::{Client, Runtime, ServerProcess, CLIENT_BIN, USERS};
+use common::harness::{Client, Runtime, ServerProcess, CLIENT_BIN, USERS};
 use rexpect::process::wait::WaitStatus;
 use rexpect::session::{spawn_command, PtySession};
 

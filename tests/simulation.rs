@@ -16,9 +16,6 @@
 //!
 //! Below the simulation, focused scenarios pin down one rule each.
 
-#[path = "common/schedules.rs"]
-mod schedules;
-
 mod common;
 
 use std::cell::RefCell;
@@ -29,8 +26,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::{TestError, TestRunner};
-use simple_im::server::{ConnId, Output, ServerConfig};
+use simple_im_core::server::{ConnId, Output, ServerConfig};
 
+use common::schedules;
 use common::sim::{appendix_users, escape, users, ClientId, Fed, LbMode, LbState, Net, Record};
 
 const AUTH_OK: &str = "101 Authentication successful";
@@ -1948,7 +1946,7 @@ fn the_model_parses_as_the_spec_says() {
 /// they always were.
 #[test]
 fn with_a_hash_in_the_file_every_login_is_checked_and_answered_as_before() {
-    use simple_im::users::{hash_password, Users};
+    use simple_im_core::users::{hash_password, Users};
 
     let hash = hash_password(b"s3cret", b"0123456789abcdef").unwrap();
     let users = Users::parse(format!("jacky {hash}\nbob bob123\n").as_bytes()).unwrap();
@@ -1982,8 +1980,8 @@ fn with_a_hash_in_the_file_every_login_is_checked_and_answered_as_before() {
 
 #[test]
 fn hashed_logins_are_checked_off_the_loop() {
-    use simple_im::server::{Input, Server};
-    use simple_im::users::{hash_password, Users};
+    use simple_im_core::server::{Input, Server};
+    use simple_im_core::users::{hash_password, Users};
 
     let hash = hash_password(b"s3cret", b"0123456789abcdef").unwrap();
     let users = Users::parse(format!("jacky {hash}\nbob bob123\n").as_bytes()).unwrap();

@@ -11,8 +11,7 @@
 //!
 //! `SOAK_SECS` (default 60) and `SOAK_CLIENTS` (default 50) change its length and size.
 
-#[path = "common/server.rs"]
-mod harness;
+mod common;
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -21,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{Runtime, ServerProcess};
-use simple_im::protocol::{Delivery, Response};
+use common::harness::{Runtime, ServerProcess};
+use simple_im_core::protocol::{Delivery, Response};
 
 /// Longer than the server's default ack timeout (10 s): every accepted request is answered
 /// within it, or something is wrong.

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use simple_im::server::{
+use simple_im_core::server::{
     Budget, CheckQueue, ConnId, Input, LoginThrottle, Output, Server, ServerConfig, Source,
     ThrottleConfig, Throttled,
 };
-use simple_im::users::{hash_password_with, PasswordCheck, Users, Verdict};
+use simple_im_core::users::{hash_password_with, Params, PasswordCheck, Users, Verdict};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -243,7 +243,7 @@ proptest! {
 }
 
 fn a_check() -> PasswordCheck {
-    let params = argon2::Params::new(64, 1, 1, None).unwrap();
+    let params = Params::new(64, 1, 1, None).unwrap();
     let hash = hash_password_with(b"pw", b"0123456789abcdef", params).unwrap();
     let users = Users::parse(format!("a {hash}\n").as_bytes()).unwrap();
     match users.check(b"a", b"pw") {
@@ -378,7 +378,7 @@ fn login(
 
 #[test]
 fn a_throttled_login_is_102_unchecked_and_unknown_names_fare_as_known_ones() {
-    let params = argon2::Params::new(64, 1, 1, None).unwrap();
+    let params = Params::new(64, 1, 1, None).unwrap();
     let hash = hash_password_with(b"s3cret", b"0123456789abcdef", params).unwrap();
     let users = Users::parse(format!("alice {hash}\nbob pw\n").as_bytes()).unwrap();
     let mut server = Server::new(users, ServerConfig::default());
@@ -443,7 +443,7 @@ fn bulk_logins_from_one_address_and_a_typo_then_the_right_password_pass() {
 
 #[test]
 fn at_most_n_argon2_checks_are_out_at_once() {
-    let params = argon2::Params::new(64, 1, 1, None).unwrap();
+    let params = Params::new(64, 1, 1, None).unwrap();
     let hash = hash_password_with(b"s3cret", b"0123456789abcdef", params).unwrap();
     let mut text = format!("alice {hash}\n");
     for user in 0..20 {

@@ -4,10 +4,7 @@
 //! The certificates are made per test with rcgen (a private CA, the server's, an impostor's).
 
 #[macro_use]
-#[path = "common/server.rs"]
-mod harness;
-#[path = "common/pki.rs"]
-mod pki;
+mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,11 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{
+use common::harness;
+use common::harness::{
     appendix_between_im_clients_with, run_to_end, temp_path, ClientProcess, Runtime, ServerProcess,
     CLIENT_BIN, STEP, USERS,
 };
-use pki::Pki;
+use common::pki::Pki;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
 
@@ -244,9 +242,9 @@ fn a_tls_client_of_a_plain_server_says_so(runtime: Runtime) {
 /// timeout with one line, on a manual clock (the driver is sans-IO, TLS included).
 #[test]
 fn a_silent_server_ends_the_handshake_after_its_timeout() {
-    use simple_im::client::{ClientConfig, ClientError, ClientEvent, Connection};
-    use simple_im::driver::{ClientDriver, ClientFrontend, IoAction};
-    use simple_im::tls::{ClientTls, HANDSHAKE_TIMEOUT};
+    use simple_im_core::client::{ClientConfig, ClientError, ClientEvent, Connection};
+    use simple_im_core::driver::{ClientDriver, ClientFrontend, IoAction};
+    use simple_im_core::tls::HANDSHAKE_TIMEOUT;
 
     #[derive(Default)]
     struct Seen(Vec<ClientEvent>);
@@ -258,7 +256,7 @@ fn a_silent_server_ends_the_handshake_after_its_timeout() {
     }
 
     let pki = Pki::new(temp_path("pki"));
-    let tls = ClientTls::new(Some(&pki.ca), "localhost").unwrap();
+    let tls = simple_im::tls::client_tls(Some(&pki.ca), "localhost").unwrap();
     let start = Instant::now();
     let server = SocketAddr::from(([127, 0, 0, 1], 4000));
     let mut driver =
@@ -449,13 +447,12 @@ fn bad_tls_options_are_one_line_and_exit_2() {
 /// and goes out when it ends; and after `310` comes `close_notify`.
 #[test]
 fn the_server_driver_speaks_tls_on_la_and_lb() {
-    use simple_im::driver::{DriverAction, DriverConfig, ServerDriver, SocketId};
-    use simple_im::server::ServerConfig;
-    use simple_im::tls::ServerTls;
-    use simple_im::users::Users;
+    use simple_im_core::driver::{DriverAction, DriverConfig, ServerDriver, SocketId};
+    use simple_im_core::server::ServerConfig;
+    use simple_im_core::users::Users;
 
     let pki = Pki::new(temp_path("pki"));
-    let tls = ServerTls::from_pem_files(&pki.cert, &pki.key).unwrap();
+    let tls = simple_im::tls::load_server_tls(&pki.cert, &pki.key).unwrap();
     let config = DriverConfig {
         tls: Some(tls),
         ..DriverConfig::default()
@@ -505,7 +502,7 @@ fn the_server_driver_speaks_tls_on_la_and_lb() {
     }
     /// The Lb connect the driver asked for, if any (other actions are the runtime's business
     /// here: wakes, and password checks that a plain users file never asks for).
-    fn connects(driver: &mut ServerDriver) -> Vec<simple_im::server::ConnId> {
+    fn connects(driver: &mut ServerDriver) -> Vec<simple_im_core::server::ConnId> {
         let mut connects = Vec::new();
         while let Some(action) = driver.poll_action() {
             if let DriverAction::Connect { conn, .. } = action {

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use simple_im::server::ServerConfig;
+use simple_im_core::server::ServerConfig;
 
 use common::sim::{appendix_users, ClientId, LbMode, Net};
 

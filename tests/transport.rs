@@ -1,16 +1,16 @@
 //! The per-socket machine ([`Transport`]) on a manual clock: one scenario per rule, then random
 //! schedules checked against every rule after every step.
 
-#[path = "common/schedules.rs"]
-mod schedules;
+mod common;
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::{TestError, TestRunner};
-use simple_im::transport::{ReadPolicy, Transport, TransportAction, TransportConfig};
+use simple_im_core::transport::{ReadPolicy, Transport, TransportAction, TransportConfig};
 
+use common::schedules;
 use TransportAction::{Release, ReportClosed, ShutdownBoth, ShutdownWrite};
 
 const MS: Duration = Duration::from_millis(1);

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use simple_im::cli::ClientTlsArgs;
-use simple_im::driver::client::ServerAddrs;
+use simple_im::driver::ServerAddrs;
 use simple_im::runtime::Kind;
 use simple_im::terminal::print_error;
 

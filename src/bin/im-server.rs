@@ -11,15 +11,13 @@ use std::process::ExitCode;
 
 use clap::builder::RangedU64ValueParser;
 use clap::Parser;
-use prometheus_client::registry::Registry;
 use simple_im::cli::{BudgetOrOff, Span, SpanOrOff};
 use simple_im::cluster::ClusterConfig;
-use simple_im::driver::{DriverConfig, Keepalive, DEFAULT_KEEPALIVE_IDLE, DEFAULT_MAX_PER_IP};
-use simple_im::metrics::{MetricsEndpoint, ServerMetrics};
-use simple_im::runtime::{Kind, Signals};
-use simple_im::server::{ServerConfig, ThrottleConfig};
-use simple_im::tls::ServerTls;
-use simple_im::users::Users;
+use simple_im::runtime::Kind;
+use simple_im::signals::Signals;
+use simple_im_core::driver::{DriverConfig, Keepalive, DEFAULT_KEEPALIVE_IDLE, DEFAULT_MAX_PER_IP};
+use simple_im_core::server::{ServerConfig, ThrottleConfig};
+use simple_im_core::users::Users;
 
 /// The instant-messaging server: clients log in on La, name a port for Lb, and chat.
 #[derive(Debug, Parser)]
@@ -223,7 +221,7 @@ fn hash_password() -> ExitCode {
     if password.ends_with(b"\r") {
         password.pop();
     }
-    if !simple_im::protocol::is_token(&password) {
+    if !simple_im_core::protocol::is_token(&password) {
         eprintln!("im-server: a password is one word: no spaces, not empty");
         return ExitCode::from(2);
     }
@@ -232,7 +230,7 @@ fn hash_password() -> ExitCode {
         eprintln!("im-server: no randomness for the salt: {error}");
         return ExitCode::FAILURE;
     }
-    match simple_im::users::hash_password(&password, &salt) {
+    match simple_im_core::users::hash_password(&password, &salt) {
         Ok(hash) => {
             println!("{hash}");
             ExitCode::SUCCESS
@@ -303,7 +301,7 @@ fn main() -> ExitCode {
     };
 
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => match ServerTls::from_pem_files(cert, key) {
+        (Some(cert), Some(key)) => match simple_im::tls::load_server_tls(cert, key) {
             Ok(tls) => Some(tls),
             Err(error) => {
                 eprintln!("im-server: {error}");
@@ -317,7 +315,7 @@ fn main() -> ExitCode {
         eprintln!("im-server: --cluster needs --runtime smol (try --help)");
         return ExitCode::from(2);
     }
-    let metrics = match args.metrics.map(serve_metrics).transpose() {
+    let metrics = match args.metrics.map(simple_im::metrics::serve).transpose() {
         Ok(metrics) => metrics.unwrap_or_default(),
         Err(error) => {
             eprintln!("im-server: {error}");
@@ -373,7 +371,7 @@ fn main() -> ExitCode {
                 log::info!("shutting down");
             };
             // Only a node that has joined says it listens: clients reaching it find one chat.
-            let joined = move |node: simple_im::server::NodeId| {
+            let joined = move |node: simple_im_core::server::NodeId| {
                 log::info!("joined the cluster at {url} as node {}", node.0);
                 announce();
             };
@@ -462,19 +460,6 @@ fn return_large_blocks_to_the_system() {
             log::debug!("cannot set malloc's mmap threshold");
         }
     }
-}
-
-/// `--metrics ADDR`: the endpoint listens on `address` and serves, on a thread of its own, the
-/// registry that the returned handle counts into.
-fn serve_metrics(address: SocketAddr) -> Result<ServerMetrics, String> {
-    let cannot = |error: io::Error| format!("cannot serve metrics on {address}: {error}");
-    let endpoint = MetricsEndpoint::bind(address).map_err(cannot)?;
-    let local = endpoint.local_addr();
-    let mut registry = Registry::default();
-    let metrics = ServerMetrics::register(&mut registry);
-    endpoint.spawn(registry).map_err(cannot)?;
-    log::info!("metrics on http://{local}/metrics");
-    Ok(metrics)
 }
 
 /// Binds `address` (with SO_REUSEPORT if `reuse_port`); returns the address really bound (the

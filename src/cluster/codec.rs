@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::server::{ConnId, NodeId, NodeMessage, RequestId};
+use simple_im_core::server::{ConnId, NodeId, NodeMessage, RequestId};
 
 /// The entry's fields for `message` from node `from`, in XADD order.
 pub(crate) fn encode(from: NodeId, message: &NodeMessage) -> Vec<(&'static str, Vec<u8>)> {

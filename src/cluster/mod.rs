@@ -49,6 +49,7 @@
 //! if nodes join while others run.
 
 mod codec;
+mod config;
 mod link;
 mod scripts;
 
@@ -63,36 +64,11 @@ use futures_lite::StreamExt;
 use redis::{Client, ErrorKind, Value};
 use smol::Timer;
 
-use crate::server::{
+pub use config::ClusterConfig;
+use link::Link;
+use simple_im_core::server::{
     ClusterInput, ClusterOutput, ConnId, NodeId, NodeMessage, OnlineEntry, QueryId,
 };
-use link::Link;
-
-/// How a node reaches its cluster's Redis and how fast it declares nodes dead.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClusterConfig {
-    /// `redis://HOST:PORT` or `unix:///path/to/socket`.
-    pub url: String,
-    /// How long a node stays alive without renewing its lease: the longest a dead node keeps
-    /// its users claimed.
-    pub lease: Duration,
-    /// How often a node renews its lease and looks for dead nodes; also the bound on each
-    /// Redis call. Well under `lease`, so one slow call does not cost the lease.
-    pub heartbeat: Duration,
-    /// Prefix of every key, so clusters (or tests) can share one Redis.
-    pub prefix: String,
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        ClusterConfig {
-            url: "redis://127.0.0.1:6379".into(),
-            lease: Duration::from_secs(3),
-            heartbeat: Duration::from_secs(1),
-            prefix: "im".into(),
-        }
-    }
-}
 
 /// Why a node could not join its cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -253,7 +229,7 @@ const SEND_BATCH: usize = 256;
 const INBOX_BLOCK: Duration = Duration::from_secs(1);
 
 impl Membership {
-    /// This node's id in the cluster, for [`Server::clustered`](crate::server::Server::clustered).
+    /// This node's id in the cluster, for [`Server::clustered`](simple_im_core::server::Server::clustered).
     pub fn node(&self) -> NodeId {
         self.node
     }

@@ -1,25 +1,22 @@
-//! The drivers: everything between the sans-IO machines and a runtime's sockets, written once.
+//! The drivers' async halves: the server loop and the client's sockets, written once for
+//! every async runtime, above the [`Runtime`] trait.
 //!
-//! - [`server::ServerDriver`] is the server's connection table: the [`Server`](crate::server::Server)
-//!   hub, the caps on open connections ([`ConnectionLimits`]), and one
-//!   [`Transport`](crate::transport::Transport) per socket. It is sans-IO too: sockets are named
-//!   by [`SocketId`], and what it wants done to them comes out as [`server::DriverAction`]s.
-//!   Every runtime, blocking or async, drives it the same way.
-//! - [`serve`] is the async server loop on top of it, written once against [`Runtime`]: a
-//!   runtime supplies spawning, timers and non-blocking sockets, nothing else.
+//! - [`serve`] is the async server loop around the core's
+//!   [`ServerDriver`](simple_im_core::driver::ServerDriver), written once against [`Runtime`]:
+//!   a runtime supplies spawning, timers and non-blocking sockets, nothing else.
 //!   `runtime::smol` is one such runtime, and `examples/tokio_server.rs` another.
-//! - [`client`]: [`ClientDriver`], the client's sans-IO driver, and [`AsyncClient`], its
-//!   sockets on any [`Runtime`].
-//! - `runtime::threads` drives [`ServerDriver`] and [`ClientDriver`] itself, on blocking
-//!   sockets; `docs/runtimes.md` gives the contract every runtime follows.
+//! - [`client`]: [`AsyncClient`], the sockets of the core's
+//!   [`ClientDriver`](simple_im_core::driver::ClientDriver) on any [`Runtime`].
+//! - [`ServerAddrs`]: the server as the user named it, and [`connect_first`] over its addresses.
+//! - `runtime::threads` drives both sans-IO drivers itself, on blocking sockets;
+//!   `docs/runtimes.md` gives the contract every runtime follows.
 //!
 //! The seam is modelled on quinn's `Runtime` / `AsyncTimer` / `AsyncUdpSocket`: small traits
 //! that expose readiness and non-blocking calls, so the loop above them decides everything.
 
+mod addrs;
 pub mod client;
-mod config;
 mod serve;
-pub mod server;
 
 use std::future::Future;
 use std::io;
@@ -28,13 +25,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-pub use client::{AsyncClient, ClientDriver, ClientFrontend, IoAction};
-pub use config::{
-    set_keepalive, ConnectionLimits, DriverConfig, Keepalive, Refusal, DEFAULT_KEEPALIVE_IDLE,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_IP, THREAD_STACK,
-};
+use simple_im_core::driver::Keepalive;
+
+pub use addrs::{connect_first, ServerAddrs};
+pub use client::AsyncClient;
 pub use serve::{serve, serve_cluster, serve_node, ClusterLink};
-pub use server::{DriverAction, ServerDriver, Side, SocketId};
 
 /// A future that runs on the driver's one thread (it shares the driver through `Rc`).
 pub type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -116,6 +111,23 @@ pub trait AsyncTimer: Unpin + 'static {
     fn reset(&mut self, at: Option<Instant>);
     /// Ready once the deadline has come; pending (with the task registered) before it.
     fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+/// Sets `keepalive` on `socket`, or turns keepalive off for `None`: what every runtime's
+/// [`AsyncStream::set_keepalive`] does. On: `SO_KEEPALIVE`, `TCP_KEEPIDLE`, `TCP_KEEPINTVL`,
+/// `TCP_KEEPCNT`, and on Linux `TCP_USER_TIMEOUT` (the time a vanished peer is given up).
+pub fn set_keepalive(socket: socket2::SockRef<'_>, keepalive: Option<Keepalive>) -> io::Result<()> {
+    let Some(keepalive) = keepalive else {
+        return socket.set_keepalive(false);
+    };
+    let options = socket2::TcpKeepalive::new()
+        .with_time(keepalive.idle)
+        .with_interval(keepalive.interval)
+        .with_retries(keepalive.retries);
+    socket.set_tcp_keepalive(&options)?;
+    #[cfg(target_os = "linux")]
+    socket.set_tcp_user_timeout(Some(keepalive.gives_up_after()))?;
+    Ok(())
 }
 
 /// Waits for the next connection on `listener`.

@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
-use super::server::{DriverAction, ServerDriver, Side, SocketId};
-use super::{accept, AsyncStream, AsyncTimer, DriverConfig, Keepalive, Runtime};
-use crate::server::{ClusterInput, ClusterOutput, ConnId, ServerConfig};
-use crate::users::Users;
+use simple_im_core::driver::{DriverAction, DriverConfig, Keepalive, ServerDriver, Side, SocketId};
+use simple_im_core::server::{ClusterInput, ClusterOutput, ConnId, ServerConfig};
+use simple_im_core::users::Users;
+
+use super::{accept, AsyncStream, AsyncTimer, Runtime};
 
 /// Serves clients accepted on `listener` with a single server until `shutdown` completes.
 ///

@@ -23,9 +23,8 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
 
 use super::local::{self, Local, LocalTimer, Signal};
-use crate::driver::{
-    set_keepalive, AsyncListener, AsyncStream, Keepalive, LocalBoxFuture, Runtime,
-};
+use crate::driver::{set_keepalive, AsyncListener, AsyncStream, LocalBoxFuture, Runtime};
+use simple_im_core::driver::Keepalive;
 
 /// Events taken from the kernel per wait.
 const EVENTS: usize = 1024;
@@ -377,9 +376,9 @@ impl Epoll {
 /// Serves clients accepted on `listener` on this thread's poller until `shutdown` completes.
 pub fn serve(
     listener: std::net::TcpListener,
-    users: crate::users::Users,
-    config: crate::server::ServerConfig,
-    driver: crate::driver::DriverConfig,
+    users: simple_im_core::users::Users,
+    config: simple_im_core::server::ServerConfig,
+    driver: simple_im_core::driver::DriverConfig,
     shutdown: impl Future<Output = ()> + 'static,
 ) -> io::Result<()> {
     Epoll::block_on(move |runtime| {

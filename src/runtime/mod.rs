@@ -4,34 +4,75 @@
 //! - [`smol`]: smol and async-net, one thread, behind [`Runtime`](crate::driver::Runtime);
 //!   the default.
 //! - [`threads`]: blocking `std::net` sockets, a thread per socket, driving the same
-//!   [`ServerDriver`](crate::driver::ServerDriver) directly.
+//!   [`ServerDriver`](simple_im_core::driver::ServerDriver) directly.
 //! - `epoll` (Linux): the same async loop over an edge-triggered epoll reactor of its own,
 //!   which registers each socket once, on an executor of its own (shared with `uring`).
 //! - `uring` (Linux): io_uring under the same async loop, reads and writes submitted to one
 //!   ring in batches.
-//! - [`Kind`] names them on the command line; [`Signals`] turns SIGINT/SIGTERM into something
-//!   both can wait for.
+//! - [`Kind`] names them on the command line. A build without the `epoll` or `uring` feature
+//!   still names that runtime, and says that it lacks it when it is asked for.
 //!
-//! The client is driven by [`crate::driver::client`] in both; its terminal is
+//! The client is driven by [`crate::driver::client`] on smol and on threads; its terminal is
 //! [`crate::terminal`].
 
 pub mod client;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "epoll"))]
 pub mod epoll;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", any(feature = "epoll", feature = "uring")))]
 mod local;
-mod signals;
 pub mod smol;
 pub mod threads;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "uring"))]
 pub mod uring;
-
-pub use signals::Signals;
 
 use std::fmt;
 use std::str::FromStr;
 
-use crate::driver::DriverConfig;
+use simple_im_core::driver::DriverConfig;
+
+/// `--runtime epoll` in a build without the `epoll` feature.
+#[cfg(all(target_os = "linux", not(feature = "epoll")))]
+pub mod epoll {
+    use std::future::Future;
+    use std::io;
+    use std::net::TcpListener;
+
+    use simple_im_core::{driver::DriverConfig, server::ServerConfig, users::Users};
+
+    /// Says that this build has no epoll runtime.
+    pub fn serve(
+        _listener: TcpListener,
+        _users: Users,
+        _config: ServerConfig,
+        _driver: DriverConfig,
+        _shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        Err(io::Error::other(
+            "this build has no epoll runtime (the `epoll` feature)",
+        ))
+    }
+}
+
+/// `--runtime uring` in a build without the `uring` feature.
+#[cfg(all(target_os = "linux", not(feature = "uring")))]
+pub mod uring {
+    use std::future::Future;
+    use std::net::TcpListener;
+
+    use simple_im_core::{driver::DriverConfig, server::ServerConfig, users::Users};
+
+    /// Says that this build has no io_uring runtime.
+    pub fn serve(
+        _listener: TcpListener,
+        _users: Users,
+        _config: ServerConfig,
+        _driver: DriverConfig,
+        _ready: impl FnOnce(),
+        _shutdown: impl Future<Output = ()>,
+    ) -> Result<(), String> {
+        Err("this build has no io_uring runtime (the `uring` feature)".to_owned())
+    }
+}
 
 /// Which runtime carries the drivers' sockets (`--runtime`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -67,7 +108,9 @@ impl Kind {
     /// threads on each, so it is held lower.
     pub fn default_max_connections(self) -> usize {
         match self {
-            Kind::Smol | Kind::Uring | Kind::Epoll => crate::driver::DEFAULT_MAX_CONNECTIONS,
+            Kind::Smol | Kind::Uring | Kind::Epoll => {
+                simple_im_core::driver::DEFAULT_MAX_CONNECTIONS
+            }
             Kind::Threads => 2_000,
         }
     }

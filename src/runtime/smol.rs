@@ -14,8 +14,9 @@ use std::time::Instant;
 use smol::{Async, LocalExecutor, Timer};
 
 use crate::driver::{
-    set_keepalive, AsyncListener, AsyncStream, AsyncTimer, Keepalive, LocalBoxFuture, Runtime,
+    set_keepalive, AsyncListener, AsyncStream, AsyncTimer, LocalBoxFuture, Runtime,
 };
+use simple_im_core::driver::Keepalive;
 
 /// smol's local executor as a [`Runtime`].
 #[derive(Clone)]
@@ -162,9 +163,9 @@ impl AsyncTimer for SmolTimer {
 /// returns, every connection is closed.
 pub fn serve(
     listener: std::net::TcpListener,
-    users: crate::users::Users,
-    config: crate::server::ServerConfig,
-    driver: crate::driver::DriverConfig,
+    users: simple_im_core::users::Users,
+    config: simple_im_core::server::ServerConfig,
+    driver: simple_im_core::driver::DriverConfig,
     shutdown: impl Future<Output = ()> + 'static,
 ) -> io::Result<()> {
     let listener = Async::new(listener)?;
@@ -184,13 +185,14 @@ pub fn serve(
 /// Joins the cluster at `cluster.url`, then serves clients on `listener` as one of its nodes
 /// on this thread until `shutdown` completes. `joined` is told the node's id before the first
 /// client is served (im-server prints its `listening on` line then).
+#[cfg(feature = "cluster")]
 pub fn serve_cluster(
     listener: std::net::TcpListener,
-    users: crate::users::Users,
-    config: crate::server::ServerConfig,
-    driver: crate::driver::DriverConfig,
+    users: simple_im_core::users::Users,
+    config: simple_im_core::server::ServerConfig,
+    driver: simple_im_core::driver::DriverConfig,
     cluster: crate::cluster::ClusterConfig,
-    joined: impl FnOnce(crate::server::NodeId) + 'static,
+    joined: impl FnOnce(simple_im_core::server::NodeId) + 'static,
     shutdown: impl Future<Output = ()> + 'static,
 ) -> Result<(), String> {
     let listener = Async::new(listener).map_err(|error| error.to_string())?;
@@ -201,12 +203,26 @@ pub fn serve_cluster(
                 .map_err(|error| error.to_string())?;
             let node = membership.node();
             joined(node);
-            let server = crate::server::Server::clustered(users, config, node);
-            let server = crate::driver::ServerDriver::with_server(server, &driver);
+            let server = simple_im_core::server::Server::clustered(users, config, node);
+            let server = simple_im_core::driver::ServerDriver::with_server(server, &driver);
             let engine = move |questions, answers| membership.run(questions, answers);
             crate::driver::serve_cluster(runtime, listener, server, &driver, engine, shutdown)
                 .await;
             Ok(())
         })
     })
+}
+
+/// Says that this build has no cluster engine (the `cluster` feature).
+#[cfg(not(feature = "cluster"))]
+pub fn serve_cluster(
+    _listener: std::net::TcpListener,
+    _users: simple_im_core::users::Users,
+    _config: simple_im_core::server::ServerConfig,
+    _driver: simple_im_core::driver::DriverConfig,
+    _cluster: crate::cluster::ClusterConfig,
+    _joined: impl FnOnce(simple_im_core::server::NodeId),
+    _shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    Err("this build has no cluster engine (the `cluster` feature)".to_owned())
 }

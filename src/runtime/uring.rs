@@ -30,9 +30,8 @@ use std::time::Instant;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::local::{self, Local, LocalTimer, Signal};
-use crate::driver::{
-    set_keepalive, AsyncListener, AsyncStream, Keepalive, LocalBoxFuture, Runtime,
-};
+use crate::driver::{set_keepalive, AsyncListener, AsyncStream, LocalBoxFuture, Runtime};
+use simple_im_core::driver::Keepalive;
 
 /// Submission queue entries (the completion queue is twice as long).
 const ENTRIES: u32 = 4096;
@@ -727,9 +726,9 @@ impl Uring {
 /// `ready` runs once the ring is set up. `Err` names why io_uring could not be used.
 pub fn serve(
     listener: TcpListener,
-    users: crate::users::Users,
-    config: crate::server::ServerConfig,
-    driver: crate::driver::DriverConfig,
+    users: simple_im_core::users::Users,
+    config: simple_im_core::server::ServerConfig,
+    driver: simple_im_core::driver::DriverConfig,
     ready: impl FnOnce() + 'static,
     shutdown: impl Future<Output = ()> + 'static,
 ) -> Result<(), String> {

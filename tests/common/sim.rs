@@ -21,8 +21,8 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use simple_im::server::{ConnId, Input, Output, Server, ServerConfig};
-use simple_im::users::Users;
+use simple_im_core::server::{ConnId, Input, Output, Server, ServerConfig};
+use simple_im_core::users::Users;
 
 /// `302 Message receipt successful\n`, the only acknowledgement a client sends on Lb.
 pub const RECEIPT: &[u8] = b"302 Message receipt successful\n";

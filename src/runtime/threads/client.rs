@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{read_some, recv_until, spawn};
-use crate::client::{ClientInput, Connection};
-use crate::driver::client::{
-    ClientDriver, ClientFrontend, IoAction, ServerAddrs, CLIENT_EVENT_QUEUE, CLIENT_READ_CHUNK,
-};
+use simple_im_core::client::{ClientInput, Connection};
+use simple_im_core::driver::{ClientDriver, IoAction};
+
+use crate::driver::client::{CLIENT_EVENT_QUEUE, CLIENT_READ_CHUNK};
+use crate::driver::ServerAddrs;
 use crate::terminal::{cannot_connect, print_error, Terminal, UserInput};
 
 /// Something that happened around the driver, sent to its loop.
@@ -63,7 +64,7 @@ pub fn run(server: ServerAddrs) -> i32 {
                 }
                 IoAction::ListenLb => {
                     let ip = la.local_addr().map(|addr| addr.ip());
-                    let bound = ip.and_then(|ip| listen_lb(&mut terminal, ip, &events_tx));
+                    let bound = ip.and_then(|ip| listen_lb(ip, &events_tx));
                     driver.lb_listening(now, bound);
                 }
                 IoAction::Exit(code) => break 'run code,
@@ -101,8 +102,9 @@ pub fn run(server: ServerAddrs) -> i32 {
 
 /// Binds the Lb listener on La's local address, and starts the thread that accepts
 /// connections and offers each to the driver until it takes one; the listener closes then.
-fn listen_lb(terminal: &mut Terminal, ip: IpAddr, events: &SyncSender<Event>) -> io::Result<u16> {
-    let listener = terminal.bind_lb(ip, TcpListener::bind)?;
+fn listen_lb(ip: IpAddr, events: &SyncSender<Event>) -> io::Result<u16> {
+    // On a port the system picks, as docs/protocol.md §4 step 3 says.
+    let listener = TcpListener::bind(SocketAddr::new(ip, 0))?;
     let port = listener.local_addr()?.port();
     let events = events.clone();
     let accept = move || loop {

@@ -1,8 +1,8 @@
 //! The std-thread runtime: the same sans-IO core on blocking `std::net` sockets and
 //! `std::thread`, the assignment's own model of a thread per connection.
 //!
-//! One thread owns the driver ([`ServerDriver`](crate::driver::ServerDriver) or
-//! [`ClientDriver`](crate::driver::ClientDriver)) and is the only one that touches it. Every
+//! One thread owns the driver ([`ServerDriver`](simple_im_core::driver::ServerDriver) or
+//! [`ClientDriver`](simple_im_core::driver::ClientDriver)) and is the only one that touches it. Every
 //! other thread blocks on one socket (or standard input) and hands what happened to it as an
 //! event over a [`std::sync::mpsc`] channel; the owner waits on that channel with
 //! `recv_timeout` until the driver's `poll_timeout`, so timers need no thread of their own.

@@ -20,11 +20,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{read_some, recv_until, spawn};
-use crate::driver::{
-    set_keepalive, DriverAction, DriverConfig, Keepalive, ServerDriver, Side, SocketId,
-};
-use crate::server::{ConnId, ServerConfig};
-use crate::users::Users;
+use crate::driver::set_keepalive;
+use simple_im_core::driver::{DriverAction, DriverConfig, Keepalive, ServerDriver, Side, SocketId};
+use simple_im_core::server::{ConnId, ServerConfig};
+use simple_im_core::users::Users;
 
 /// Serves clients accepted on `listener` on this thread until `shutdown` returns (it runs on
 /// a thread of its own: a blocking wait for a signal, say). When it returns every client socket

@@ -1,0 +1,80 @@
+//! docs/protocol.md §4, steps 1–3: connecting, the prompts, `/login`, and `/port` with its Lb.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use simple_im_core::client::{PASSWORD_PROMPT, USER_PROMPT};
+use simple_im_core::protocol::Response;
+
+use super::process::ClientProcess;
+use super::{Check, Ctx, EXIT_WITHIN, OTHER_PASSWORD, OTHER_USER, PASSWORD, USER};
+use crate::outcome::Outcome;
+use crate::wire::closed_port;
+
+pub(super) const CHECKS: &[Check] = &[
+    Check::new("no-server", "a server that cannot be reached: an error on stderr, exit code 1", no_server),
+    Check::new("prompts", "the two prompts, user name first, each before its line is read", prompts),
+    Check::new("login-line", "the login is sent as exactly /login <user> <password>", login_line),
+    Check::new("login-retry-on-102", "on 102 the client prints it, asks both again and sends the new login", login_retry_on_102),
+    Check::new("port-and-lb", "after 101 the client sends /port <n>, accepts our connection on 127.0.0.1:n and prints 201", port_and_lb),
+    Check::new("lb-failed-202-exits", "on 202 the client prints it and exits with code 1", lb_failed_202_exits),
+];
+
+fn no_server(ctx: &Ctx) -> Outcome {
+    let port = closed_port(Ipv4Addr::LOCALHOST.into())?;
+    let mut client = ClientProcess::spawn(
+        &ctx.config.command,
+        ctx.config.dir.as_deref(),
+        port,
+        &ctx.transcript,
+    )?;
+    let after = format!("started with 127.0.0.1 {port}, where nothing listens");
+    // A second for the client, and one more for its interpreter to start.
+    client.expect_error_exit(Some(1), EXIT_WITHIN + Duration::from_secs(1), &after)?;
+    Ok(())
+}
+
+fn prompts(ctx: &Ctx) -> Outcome {
+    let mut rig = ctx.start()?;
+    rig.accept_la()?;
+    let deadline = ctx.deadline;
+    rig.client
+        .expect_prompt(USER_PROMPT, "user name", deadline)?;
+    rig.client.type_line(USER)?;
+    rig.client
+        .expect_prompt(PASSWORD_PROMPT, "password", deadline)?;
+    rig.client.type_line(PASSWORD)?;
+    Ok(())
+}
+
+fn login_line(ctx: &Ctx) -> Outcome {
+    ctx.start_login()?;
+    Ok(())
+}
+
+fn login_retry_on_102(ctx: &Ctx) -> Outcome {
+    let mut rig = ctx.start_login()?;
+    rig.answer_shown(&Response::AuthFailed)?;
+    rig.login_as(OTHER_USER, OTHER_PASSWORD)?;
+    rig.answer(&Response::AuthOk)?;
+    rig.expect_port()?;
+    Ok(())
+}
+
+fn port_and_lb(ctx: &Ctx) -> Outcome {
+    let mut rig = ctx.start_login()?;
+    rig.answer(&Response::AuthOk)?;
+    let port = rig.expect_port()?;
+    rig.connect_lb(port)?;
+    rig.answer_shown(&Response::LbOk)?;
+    Ok(())
+}
+
+fn lb_failed_202_exits(ctx: &Ctx) -> Outcome {
+    let mut rig = ctx.start_login()?;
+    rig.answer(&Response::AuthOk)?;
+    rig.expect_port()?;
+    rig.answer_shown(&Response::LbFailed)?;
+    rig.client.expect_exit(Some(1), EXIT_WITHIN, "after 202")?;
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! docs/protocol.md §3, Delivery over Lb: one message at a time per recipient, and every way a
+//! delivery fails.
+
+use std::thread;
+use std::time::Instant;
+
+use simple_im_core::protocol::{line_bytes, Response, RECEIPT};
+
+use super::{told_timeout, Check, Ctx, HELLO, MEETING, QUIET};
+use crate::outcome::{show_duration, Failure, Outcome};
+
+pub(super) const CHECKS: &[Check] = &[
+    Check::new(
+        "serialised-per-recipient",
+        "two senders to one recipient: the second /from only after the first 302",
+        serialised_per_recipient,
+    ),
+    Check::new(
+        "queued-deliveries-fail",
+        "a recipient that drops Lb with a message queued: 304 to both senders",
+        queued_deliveries_fail,
+    ),
+    Check::new(
+        "recipient-drops-lb-304",
+        "a recipient that drops Lb mid-delivery: 304, and it is gone from /list",
+        recipient_drops_lb_304,
+    ),
+    Check::new(
+        "bad-ack-304",
+        "a recipient that answers on Lb with another line than 302: 304, and it is gone",
+        bad_ack_304,
+    ),
+    Check::new(
+        "ack-timeout-304",
+        "a recipient that never answers: 304 after --ack-timeout, and it is gone",
+        ack_timeout_304,
+    )
+    .with_extra_time(|config| config.ack_timeout.unwrap_or_default()),
+];
+
+fn serialised_per_recipient(ctx: &Ctx) -> Outcome {
+    let [mut sa, mut sb, mut sc] = ctx.ready_all(&ctx.accounts()?)?;
+    let first: &[u8] = b"first, from the first sender";
+    let second: &[u8] = b"second, from the second sender";
+    let first_to = sa.send_to(&sc.user, first)?;
+    sc.expect_from(&sa.user, first)?;
+    let second_to = sb.send_to(&sc.user, second)?;
+    sc.expect_lb_quiet("while the first /from is not yet acknowledged")?;
+    sc.ack()?;
+    sa.expect_reply(&first_to, &Response::Delivered)?;
+    sc.expect_from(&sb.user, second)?;
+    sc.ack()?;
+    sb.expect_reply(&second_to, &Response::Delivered)?;
+    Ok(())
+}
+
+fn queued_deliveries_fail(ctx: &Ctx) -> Outcome {
+    let accounts = ctx.accounts()?;
+    let [mut sa, mut sb, mut sc] = ctx.ready_all(&accounts)?;
+    let first = sa.send_to(&sc.user, HELLO)?;
+    sc.expect_from(&sa.user, HELLO)?;
+    let second = sb.send_to(&sc.user, MEETING)?;
+    // Give the second request time to reach the server and wait in c's queue.
+    thread::sleep(QUIET);
+    sc.lb()?.close();
+    sa.expect_reply(&first, &Response::DeliveryFailed)?;
+    sb.expect_reply(&second, &Response::DeliveryFailed)?;
+    sa.expect_list(&[&accounts[0], &accounts[1]])?;
+    Ok(())
+}
+
+fn recipient_drops_lb_304(ctx: &Ctx) -> Outcome {
+    let ([a, _], [mut sa, mut sb], to) = ctx.to_in_flight(HELLO)?;
+    sb.lb()?.close();
+    sa.expect_reply(&to, &Response::DeliveryFailed)?;
+    sa.expect_list(&[&a])?;
+    sb.expect_la_closed("after its delivery failed (its session ends)")?;
+    Ok(())
+}
+
+fn bad_ack_304(ctx: &Ctx) -> Outcome {
+    let ([a, _], [mut sa, mut sb], to) = ctx.to_in_flight(HELLO)?;
+    // Not the receipt: its text without the last word's ending.
+    let wrong = line_bytes(&RECEIPT[..RECEIPT.len() - 2]);
+    let deadline = ctx.deadline;
+    sb.lb()?.send(&wrong, deadline)?;
+    sa.expect_reply(&to, &Response::DeliveryFailed)?;
+    sa.expect_list(&[&a])?;
+    Ok(())
+}
+
+fn ack_timeout_304(ctx: &Ctx) -> Outcome {
+    let timeout = told_timeout(ctx.config.ack_timeout, "ack", "ack-timeout")?;
+    let accounts = ctx.accounts()?;
+    let [mut sa, mut sb] = ctx.ready_all(&accounts)?;
+    let sent = Instant::now();
+    let to = sa.send_to(&sb.user, HELLO)?;
+    sb.expect_from(&sa.user, HELLO)?;
+    // b never answers.
+    sa.expect_reply(&to, &Response::DeliveryFailed)?;
+    let took = sent.elapsed();
+    if took < timeout.mul_f64(0.9) {
+        return Err(Failure::new(format!(
+            "304 came {} after the /to, before the ack timeout of {}",
+            show_duration(took),
+            show_duration(timeout)
+        ))
+        .into());
+    }
+    sa.expect_list(&[&accounts[0]])?;
+    Ok(())
+}
