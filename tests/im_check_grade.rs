@@ -437,14 +437,16 @@ fn spawn_starts_a_fresh_server_per_check_and_names_the_one_that_stopped_answerin
         assert!(!alive(pid), "helper {pid} outlived its check");
     }
 
-    // One server for all: the deadlock then fails every later check, and is still named.
+    // One server for all: the deadlock is named, and the later checks are not run.
     fs::remove_file(&starts).unwrap();
     args.extend(["--one-server".into(), "--timeout".into(), "2s".into()]);
     let run = im_check(root.path(), &args);
     assert_eq!(run.code, Some(1));
     let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(report["passed"], 2, "{}", run.stdout);
-    assert_eq!(report["failed"], 2, "{}", run.stdout);
+    assert_eq!(report["failed"], 0, "{}", run.stdout);
+    assert_eq!(report["not_run"], 2, "{}", run.stdout);
+    assert_eq!(report["checks"][2]["status"], "not-run", "{}", run.stdout);
     assert_eq!(
         report["stopped_answering_after"],
         serde_json::json!(["login-already-online"])

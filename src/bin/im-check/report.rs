@@ -60,6 +60,9 @@ pub enum Status {
     Fail,
     /// The check could not be run here.
     Skip,
+    /// Not run: the server had stopped answering after an earlier check.
+    #[serde(rename = "not-run")]
+    NotRun,
 }
 
 /// The result of one check, as printed and as written in JSON.
@@ -110,6 +113,8 @@ pub struct Summary {
     pub failed: usize,
     /// How many were skipped.
     pub skipped: usize,
+    /// How many were not run, the server having stopped answering before them.
+    pub not_run: usize,
     /// The checks after which the peer stopped answering, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stopped_answering_after: Vec<&'static str>,
@@ -122,6 +127,9 @@ impl Summary {
             "{} passed, {} failed, {} skipped",
             self.passed, self.failed, self.skipped
         );
+        if self.not_run > 0 {
+            line.push_str(&format!(", {} not run", self.not_run));
+        }
         if !self.stopped_answering_after.is_empty() {
             line.push_str(&format!(
                 "; the server stopped answering after {}",
@@ -183,6 +191,7 @@ pub fn run<C: Send + Sync + 'static>(
         passed: count(Status::Pass),
         failed: count(Status::Fail),
         skipped: count(Status::Skip),
+        not_run: count(Status::NotRun),
         stopped_answering_after: reports
             .iter()
             .filter(|c| c.stopped_answering.is_some())
@@ -233,6 +242,10 @@ fn run_one<C: Send + Sync + 'static>(
         Ok(()) => {}
         Err(Problem::Skip(reason)) => {
             report.status = Status::Skip;
+            report.reason = Some(reason);
+        }
+        Err(Problem::NotRun(reason)) => {
+            report.status = Status::NotRun;
             report.reason = Some(reason);
         }
         Err(Problem::Fail(failure)) => {
@@ -307,6 +320,7 @@ fn print_line(report: &CheckReport, width: usize, verbose: bool) {
         Status::Pass => "PASS",
         Status::Fail => "FAIL",
         Status::Skip => "SKIP",
+        Status::NotRun => "----",
     };
     let mut out = std::io::stdout().lock();
     let _ = match &report.reason {

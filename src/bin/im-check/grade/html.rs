@@ -16,7 +16,7 @@ use crate::report::{CheckReport, Status};
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:75em}\
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left;\
-vertical-align:top}.pass{background:#e6f4e6}.fail{background:#fbe3e3}.skip{background:#eee}\
+vertical-align:top}.pass{background:#e6f4e6}.fail{background:#fbe3e3}.skip{background:#eee}.not-run{background:#eee}\
 .stopped{background:#fff0c0;padding:.5em}pre{background:#f6f6f6;padding:.5em;overflow-x:auto;\
 white-space:pre-wrap}section{border-top:1px solid #ccc;margin-top:1.5em}";
 

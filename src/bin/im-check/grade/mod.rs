@@ -472,11 +472,12 @@ fn write_gradebook(path: &Path, settings: &Settings, graded: &[Graded]) -> Resul
     writer.flush().map_err(|error| error.to_string())
 }
 
-/// `pass`, `fail` or `skip`.
+/// `pass`, `fail`, `skip` or `not-run`.
 pub fn status_word(status: Status) -> &'static str {
     match status {
         Status::Pass => "pass",
         Status::Fail => "fail",
         Status::Skip => "skip",
+        Status::NotRun => "not-run",
     }
 }

@@ -40,6 +40,15 @@ impl ServerConfig {
         self.addrs[place.unwrap_or(0) % self.addrs.len()]
     }
 
+    /// The account the probe logs in as between checks: the fourth of the users file (no
+    /// check uses it), else the last.
+    pub fn probe_account(&self) -> Option<Account> {
+        self.accounts
+            .get(MOST_USERS)
+            .or(self.accounts.last())
+            .cloned()
+    }
+
     /// A user name that is not in the users file.
     pub fn unknown_user(&self) -> Vec<u8> {
         let taken = |name: &[u8]| self.accounts.iter().any(|a| a.name == name);
@@ -72,6 +81,9 @@ pub struct ServerConfig {
     /// Its `--max-line`.
     pub max_line: usize,
 }
+
+/// The most users one check logs in.
+const MOST_USERS: usize = 3;
 
 /// One server check.
 type Check = registry::Check<ServerConfig>;
