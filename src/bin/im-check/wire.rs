@@ -195,6 +195,32 @@ impl Conn {
         }
     }
 
+    /// Closes the connection abruptly: `SO_LINGER` 0 makes the close send a reset (RST), the
+    /// way a killed process or a pulled cable looks to the peer, and drops anything unsent.
+    pub fn reset(&mut self) {
+        note(
+            &self.transcript,
+            format!("{} reset by im-check (SO_LINGER 0)", self.label),
+        );
+        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+        // Closing the descriptor sends the reset; a socket never connected takes its place.
+        if let Ok(spare) = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        {
+            drop(std::mem::replace(&mut self.stream, TcpStream::from(spare)));
+        }
+        self.closed = true;
+    }
+
+    /// Closes our sending side only (a half-close): the peer reads end of file, and may
+    /// still write to us.
+    pub fn half_close(&mut self) {
+        note(
+            &self.transcript,
+            format!("{} half-closed by im-check (no more from us)", self.label),
+        );
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
     /// Closes both directions now, the way a crashed or departing peer would.
     pub fn close(&mut self) {
         note(

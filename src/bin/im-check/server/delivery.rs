@@ -36,6 +36,11 @@ pub(super) const CHECKS: &[Check] = &[
         ack_timeout_304,
     )
     .with_extra_time(|config| config.ack_timeout.unwrap_or_default()),
+    Check::new(
+        "unasked-lb-line-ends-session",
+        "a line on Lb while no delivery is outstanding ends that session: both closed, offline",
+        unasked_lb_line_ends_session,
+    ),
 ];
 
 fn serialised_per_recipient(ctx: &Ctx) -> Outcome {
@@ -108,5 +113,17 @@ fn ack_timeout_304(ctx: &Ctx) -> Outcome {
         .into());
     }
     sa.expect_list(&[&accounts[0]])?;
+    Ok(())
+}
+
+fn unasked_lb_line_ends_session(ctx: &Ctx) -> Outcome {
+    let accounts = ctx.accounts()?;
+    let [mut sa, mut sb] = ctx.ready_all(&accounts)?;
+    let deadline = ctx.deadline;
+    sb.lb()?.send(&line_bytes(RECEIPT), deadline)?;
+    let why = "after it sent a 302 on Lb that nothing asked for (the session ends)";
+    sb.expect_la_closed(why)?;
+    sb.expect_lb_closed(why)?;
+    ctx.wait_for_list(&mut sa, &[&accounts[0]])?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! dropped, whether the check passed or stopped at its first failure, so the next check starts
 //! with nobody online.
 
+mod abrupt;
 mod delivery;
 mod ends;
 mod lines;
@@ -106,6 +107,7 @@ pub const CHECKS: Registry<ServerConfig> = &[
     delivery::CHECKS,
     // §3 Ends of a session.
     ends::CHECKS,
+    abrupt::CHECKS,
     // Last, once all of the above has been seen to work: what a Ready connection must refuse.
     ready::REFUSED,
 ];
