@@ -154,6 +154,9 @@ pub struct Style {
     pub verbose: bool,
     /// Print nothing at all (`im-check grade` writes its own reports).
     pub quiet: bool,
+    /// Stop at the first check that fails (or after which the peer stopped answering): the
+    /// rest are reported as not run.
+    pub fail_fast: bool,
 }
 
 /// Runs `checks` one after another against `peer`, each within `timeout` plus its extra
@@ -177,8 +180,19 @@ pub fn run<C: Send + Sync + 'static>(
         ));
     }
     let mut reports = Vec::with_capacity(checks.len());
+    let mut stopped_at: Option<&str> = None;
     for check in checks {
-        let report = run_one(check, timeout, peer);
+        let report = match stopped_at {
+            Some(failed) => not_run(
+                check,
+                format!("not run: --fail-fast stopped the run at {failed}"),
+            ),
+            None => run_one(check, timeout, peer),
+        };
+        let problem = report.status == Status::Fail || report.stopped_answering.is_some();
+        if style.fail_fast && problem && stopped_at.is_none() {
+            stopped_at = Some(check.name);
+        }
         if text {
             print_line(&report, width, style.verbose);
         }
@@ -208,6 +222,22 @@ pub fn run<C: Send + Sync + 'static>(
         say(&summary.counts_line());
     }
     summary
+}
+
+/// The report of a check that was not run, and why.
+fn not_run<C>(check: &'static Check<C>, reason: String) -> CheckReport {
+    CheckReport {
+        name: check.name,
+        description: check.description,
+        status: Status::NotRun,
+        reason: Some(reason),
+        expected: None,
+        actual: None,
+        millis: 0,
+        transcript: Vec::new(),
+        stopped_answering: None,
+        peer_output: None,
+    }
 }
 
 fn run_one<C: Send + Sync + 'static>(

@@ -331,6 +331,7 @@ fn run_side<C: Send + Sync + 'static>(
         json: false,
         verbose: false,
         quiet: true,
+        fail_fast: false,
     };
     report::run(
         mode,

@@ -76,10 +76,17 @@ pub fn probe(config: &ServerConfig) -> Result<(), String> {
         format!("a new connection's /login {user} got no answer{why}")
     })?;
     if answer.starts_with(b"101 ") {
-        // Logged in: log out again, so the next check finds the spare user offline.
+        // Logged in: log out again, so the next check finds the spare user offline. The
+        // `310` is enough; whether La then closes is exit-ready's business.
         let until = Instant::now() + PROBE_WAIT;
         if stream.write_all(b"/exit\n").is_ok() {
-            while read_some(&mut stream, until).is_ok() {}
+            let mut after = Vec::new();
+            while let Ok(more) = read_some(&mut stream, until) {
+                after.extend_from_slice(&more);
+                if after.windows(4).any(|w| w == b"310 ") {
+                    break;
+                }
+            }
         }
     }
     Ok(())
