@@ -279,6 +279,15 @@ fn a_class_is_graded_end_to_end() {
         .map(|link| link.value().attr("href").unwrap().to_string())
         .collect();
     assert_eq!(pages, ["alice.html", "bob.html", "carol.html", "dave.html"]);
+    // Per submission, the first failed check in each part of the protocol.
+    let bob_row = text_of(&index, "#grades tr:nth-child(3)");
+    assert!(
+        bob_row.contains(
+            "server §3 unauthenticated: login-wrong-password; \
+             client §4.4-5 commands and deliveries: ack-from"
+        ),
+        "{bob_row}"
+    );
     let mut parsed = BTreeMap::new();
     for page in &pages {
         let html = parse(&out.join(page));
@@ -698,6 +707,7 @@ fn a_linked_folder_is_a_submission_and_the_reports_folder_is_not() {
         assert_eq!(run.code, Some(0), "{}", run.stderr);
         let gradebook = fs::read_to_string(class.join("grades/grades.csv")).unwrap();
         let rows: Vec<&str> = gradebook.lines().skip(1).collect();
-        assert_eq!(rows, ["linked,1,1,1,0,0,,pass", "solo,1,1,1,0,0,,pass"]);
+        // The empty column: no check of the client's first part of §4 failed.
+        assert_eq!(rows, ["linked,1,1,1,0,0,,,pass", "solo,1,1,1,0,0,,,pass"]);
     }
 }

@@ -13,7 +13,7 @@ use crate::wire::closed_port;
 
 pub(super) const CHECKS: &[Check] = &[
     Check::new("no-server", "a server that cannot be reached: an error on stderr, exit code 1", no_server),
-    Check::new("prompts", "the two prompts, user name first, each before its line is read", prompts),
+    Check::new("prompts", "the two prompts, user name first, each a whole line of its own before its line is read", prompts),
     Check::new("login-line", "the login is sent as exactly /login <user> <password>", login_line),
     Check::new("login-retry-on-102", "on 102 the client prints it, asks both again and sends the new login", login_retry_on_102),
     Check::new("port-and-lb", "after 101 the client sends /port <n>, accepts our connection on 127.0.0.1:n and prints 201", port_and_lb),

@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::outcome::Problem;
-use crate::registry::{self, Registry};
+use crate::registry::{self, Registry, Section};
 
 /// One account of the users file.
 #[derive(Clone, Debug)]
@@ -94,23 +94,21 @@ type Ctx = registry::Ctx<ServerConfig>;
 
 /// Every server check, a file per section of docs/protocol.md, in its order.
 pub const CHECKS: Registry<ServerConfig> = &[
-    // §1 Wire basics.
-    wire_basics::CHECKS,
-    // §3 Unauthenticated.
-    login::CHECKS,
-    // §3 Authenticated: /port and Lb.
-    port::CHECKS,
-    // §3 Ready: /list, /to, /toall.
-    ready::CHECKS,
-    toall::CHECKS,
-    // §3 Delivery over Lb.
-    delivery::CHECKS,
-    // §3 Ends of a session.
-    ends::CHECKS,
-    abrupt::CHECKS,
+    section("§1 wire basics", wire_basics::CHECKS),
+    section("§3 unauthenticated", login::CHECKS),
+    section("§3 authenticated", port::CHECKS),
+    section("§3 ready", ready::CHECKS),
+    section("§3 ready", toall::CHECKS),
+    section("§3 delivery over Lb", delivery::CHECKS),
+    section("§3 ends of a session", ends::CHECKS),
+    section("§3 ends of a session", abrupt::CHECKS),
     // Last, once all of the above has been seen to work: what a Ready connection must refuse.
-    ready::REFUSED,
+    section("§3 ready", ready::REFUSED),
 ];
+
+const fn section(title: &'static str, checks: &'static [Check]) -> Section<ServerConfig> {
+    Section { title, checks }
+}
 
 /// How long "nothing arrives" is watched for: long enough for a server on a loaded machine to
 /// have sent what it wrongly sends, short enough to keep the run quick.
