@@ -569,7 +569,12 @@ fn stops(run: &Run) -> Vec<(String, String, bool)> {
 
 #[test]
 fn a_lock_left_held_when_a_refused_login_closes_is_named_with_fresh_servers_and_one() {
-    let checks = ["login-ok", "login-already-online", "list-order", "exit-ready"];
+    let checks = [
+        "login-ok",
+        "login-already-online",
+        "list-order",
+        "exit-ready",
+    ];
     let bug = "duplicate-close-deadlock";
     // A fresh server per check: each check passes, and the probe, run before the server is
     // killed, sees the hang that the refused connection's end left behind.

@@ -51,8 +51,7 @@ fn generate(dir: &Path) -> Vec<Mutant> {
         .expect("python3 runs");
     assert!(status.success(), "mutate.py failed: {status}");
     let listed: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("mutants.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("mutants.json")).unwrap()).unwrap();
     listed
         .as_array()
         .unwrap()

@@ -432,6 +432,24 @@ mod tests {
     }
 
     #[test]
+    fn a_reset_is_seen_as_one_and_a_half_close_as_end_of_file() {
+        let (mut conn, mut peer) = pair();
+        conn.reset();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut byte = [0u8; 1];
+        let error = peer.read(&mut byte).expect_err("a reset");
+        assert_eq!(error.kind(), ErrorKind::ConnectionReset);
+
+        let (mut conn, mut peer) = pair();
+        conn.half_close();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(peer.read(&mut byte).unwrap(), 0);
+        // The other way still works.
+        peer.write_all(b"still here\n").unwrap();
+        assert_eq!(conn.read_line(soon()).unwrap(), b"still here\n");
+    }
+
+    #[test]
     fn nothing_at_all_is_a_silence() {
         let (mut conn, _peer) = pair();
         assert!(matches!(conn.read_line(soon()), Err(Got::Nothing(_))));

@@ -293,7 +293,9 @@ impl ClientProcess {
             return Ok(());
         }
         Err(Failure::mismatch(
-            format!("the client's {what} prompt line (a prompt is a line of its own, \\n included)"),
+            format!(
+                "the client's {what} prompt line (a prompt is a line of its own, \\n included)"
+            ),
             &expected,
             Got::Bytes(line),
         ))

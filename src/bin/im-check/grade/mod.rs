@@ -111,20 +111,19 @@ impl Graded {
 
     /// The first check of `mode` in the part of the protocol `title` that failed.
     pub fn first_failed(&self, mode: &str, title: &str) -> Option<&'static str> {
-        let (summary, registry_titles): (&Summary, fn(&str) -> Option<&'static str>) =
-            if mode == "server" {
-                (&self.server, |name| {
-                    registry::section_of(server::CHECKS, name)
-                })
-            } else {
-                (&self.client, |name| {
-                    registry::section_of(client::CHECKS, name)
-                })
-            };
+        let section_of = |name| match mode {
+            "server" => registry::section_of(server::CHECKS, name),
+            _ => registry::section_of(client::CHECKS, name),
+        };
+        let summary = if mode == "server" {
+            &self.server
+        } else {
+            &self.client
+        };
         summary
             .checks
             .iter()
-            .find(|check| check.status == Status::Fail && registry_titles(check.name) == Some(title))
+            .find(|check| check.status == Status::Fail && section_of(check.name) == Some(title))
             .map(|check| check.name)
     }
 }
@@ -483,11 +482,11 @@ fn write_gradebook(path: &Path, settings: &Settings, graded: &[Graded]) -> Resul
             one.count(Status::Skip).to_string(),
             one.stopped_after().join(" "),
         ];
-        row.extend(
-            parts
-                .iter()
-                .map(|(mode, title)| one.first_failed(mode, title).unwrap_or_default().to_string()),
-        );
+        row.extend(parts.iter().map(|(mode, title)| {
+            one.first_failed(mode, title)
+                .unwrap_or_default()
+                .to_string()
+        }));
         for summary in one.summaries() {
             row.extend(
                 summary

@@ -60,12 +60,7 @@ fn vanish(session: &mut Session) {
 impl Ctx {
     /// What must be left after `gone` vanished: `observer`'s `/list` soon shows just
     /// `staying`, and `gone` can log in and open Lb again.
-    fn expect_left(
-        &self,
-        observer: &mut Session,
-        staying: &[&Account],
-        gone: &Account,
-    ) -> Outcome {
+    fn expect_left(&self, observer: &mut Session, staying: &[&Account], gone: &Account) -> Outcome {
         self.wait_for_list(observer, staying)?;
         let _again = self.ready(gone)?;
         Ok(())

@@ -72,9 +72,8 @@ pub fn probe(config: &ServerConfig) -> Result<(), String> {
     stream
         .write_all(&login)
         .map_err(|error| format!("a new connection could not send /login: {error}"))?;
-    let answer = read_some(&mut stream, Instant::now() + PROBE_WAIT).map_err(|why| {
-        format!("a new connection's /login {user} got no answer{why}")
-    })?;
+    let answer = read_some(&mut stream, Instant::now() + PROBE_WAIT)
+        .map_err(|why| format!("a new connection's /login {user} got no answer{why}"))?;
     if answer.starts_with(b"101 ") {
         // Logged in: log out again, so the next check finds the spare user offline. The
         // `310` is enough; whether La then closes is exit-ready's business.
