@@ -528,7 +528,10 @@ fn a_client_acking_with_the_wrong_words_fails_the_ack_checks() {
         "--bug".into(),
         "ack-word".into(),
     ]);
-    assert_fails_exactly(&run, &["ack-broadcastfrom", "ack-from"]);
+    assert_fails_exactly(
+        &run,
+        &["ack-broadcastfrom", "ack-from", "other-lb-line-acked"],
+    );
     assert_eq!(
         run.reason("ack-from"),
         r#"the client's answer on Lb to "/from bob Jacky, nice to meet you too!\n": expected "302 Message receipt successful\n", got "302 Message receipt success\n""#

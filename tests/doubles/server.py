@@ -158,11 +158,11 @@ class Session:
             self.end()
             return False
 
-    def enqueue(self, line, outcome):
+    def enqueue(self, line, outcome, sender):
         with self.lock:
             if self.ended or self.lb is None or self.outbox.qsize() >= self.server.args.max_queue:
                 return False
-            self.outbox.put((line, outcome))
+            self.outbox.put((line, outcome, sender))
             return True
 
     def end(self):
@@ -193,7 +193,10 @@ class Session:
                         return
                     if rest is not None:
                         rest[1].settle(False)
-            line, outcome = item
+            line, outcome, sender = item
+            if sender.ended:
+                outcome.settle(False)  # withdrawn: its sender is gone
+                continue
             self.awaiting_ack = True
             try:
                 self.lb.sendall(line)
@@ -285,7 +288,7 @@ class Session:
             target, content = to.groups()
             outcome = Outcome(1)
             recipient = self.server.find(target)
-            if recipient is None or not recipient.enqueue(b"/from " + self.name + b" " + content + b"\n", outcome):
+            if recipient is None or not recipient.enqueue(b"/from " + self.name + b" " + content + b"\n", outcome, self):
                 outcome.settle(False)
             self.send(DELIVERED if outcome.wait() else DELIVERY_FAILED)
         elif toall:
@@ -294,7 +297,7 @@ class Session:
             recipients = [s for s in self.server.online_sessions() if s is not self]
             outcome = Outcome(len(recipients))
             for recipient in recipients:
-                if not recipient.enqueue(message, outcome):
+                if not recipient.enqueue(message, outcome, self):
                     outcome.settle(False)
             ok = outcome.wait()
             if self.server.bug != "toall-silent":

@@ -276,7 +276,7 @@ impl Session {
     }
 
     /// A listener on the address the server sees La coming from (it connects only there).
-    fn lb_listener(&self) -> Result<TcpListener, Failure> {
+    pub(super) fn lb_listener(&self) -> Result<TcpListener, Failure> {
         let ip = self.local_ip()?;
         TcpListener::bind((ip, 0))
             .map_err(|error| Failure::new(format!("cannot listen for Lb on {ip}: {error}")))
