@@ -92,6 +92,11 @@ struct Common {
     /// Under each failed check, print what went over the wire.
     #[arg(short, long)]
     verbose: bool,
+
+    /// Stop at the first failed check (the rest are reported as not run): enough to tell a
+    /// broken program from a good one, quickly.
+    #[arg(long)]
+    fail_fast: bool,
 }
 
 #[derive(Debug, Args)]
@@ -469,6 +474,7 @@ fn style(common: &Common) -> Style {
         json: common.json,
         verbose: common.verbose,
         quiet: false,
+        fail_fast: common.fail_fast,
     }
 }
 

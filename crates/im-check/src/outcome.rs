@@ -142,6 +142,9 @@ pub enum Problem {
     Fail(Failure),
     /// The check cannot be run here; the text says why (never counted as a pass).
     Skip(String),
+    /// The check was not run because the peer had stopped answering before it; the text
+    /// says since when.
+    NotRun(String),
 }
 
 impl From<Failure> for Problem {

@@ -54,12 +54,40 @@ fn no_extra_time<C>(_: &C) -> Duration {
     Duration::ZERO
 }
 
+/// Checks of one part of docs/protocol.md.
+pub struct Section<C: 'static> {
+    /// The part of the protocol they check, as the gradebook names it (`§1 wire basics`);
+    /// several sections may share one.
+    pub title: &'static str,
+    /// The checks, in the report's order.
+    pub checks: &'static [Check<C>],
+}
+
 /// Every check of one mode, section by section in docs/protocol.md's order (the report's order).
-pub type Registry<C> = &'static [&'static [Check<C>]];
+pub type Registry<C> = &'static [Section<C>];
 
 /// The checks of `registry`, in order.
 pub fn all<C>(registry: Registry<C>) -> impl Iterator<Item = &'static Check<C>> {
-    registry.iter().flat_map(|section| section.iter())
+    registry.iter().flat_map(|section| section.checks.iter())
+}
+
+/// The part of the protocol the check `name` of `registry` checks.
+pub fn section_of<C>(registry: Registry<C>, name: &str) -> Option<&'static str> {
+    registry
+        .iter()
+        .find(|section| section.checks.iter().any(|check| check.name == name))
+        .map(|section| section.title)
+}
+
+/// The titles of `registry`'s sections, each once, in order.
+pub fn titles<C>(registry: Registry<C>) -> Vec<&'static str> {
+    let mut titles: Vec<&'static str> = Vec::new();
+    for section in registry {
+        if !titles.contains(&section.title) {
+            titles.push(section.title);
+        }
+    }
+    titles
 }
 
 /// The checks to run: all of them, or those `--only` names (each must exist), in the

@@ -60,6 +60,9 @@ pub enum Status {
     Fail,
     /// The check could not be run here.
     Skip,
+    /// Not run: the server had stopped answering after an earlier check.
+    #[serde(rename = "not-run")]
+    NotRun,
 }
 
 /// The result of one check, as printed and as written in JSON.
@@ -110,6 +113,8 @@ pub struct Summary {
     pub failed: usize,
     /// How many were skipped.
     pub skipped: usize,
+    /// How many were not run, the server having stopped answering before them.
+    pub not_run: usize,
     /// The checks after which the peer stopped answering, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stopped_answering_after: Vec<&'static str>,
@@ -122,6 +127,9 @@ impl Summary {
             "{} passed, {} failed, {} skipped",
             self.passed, self.failed, self.skipped
         );
+        if self.not_run > 0 {
+            line.push_str(&format!(", {} not run", self.not_run));
+        }
         if !self.stopped_answering_after.is_empty() {
             line.push_str(&format!(
                 "; the server stopped answering after {}",
@@ -146,6 +154,9 @@ pub struct Style {
     pub verbose: bool,
     /// Print nothing at all (`im-check grade` writes its own reports).
     pub quiet: bool,
+    /// Stop at the first check that fails (or after which the peer stopped answering): the
+    /// rest are reported as not run.
+    pub fail_fast: bool,
 }
 
 /// Runs `checks` one after another against `peer`, each within `timeout` plus its extra
@@ -169,8 +180,19 @@ pub fn run<C: Send + Sync + 'static>(
         ));
     }
     let mut reports = Vec::with_capacity(checks.len());
+    let mut stopped_at: Option<&str> = None;
     for check in checks {
-        let report = run_one(check, timeout, peer);
+        let report = match stopped_at {
+            Some(failed) => not_run(
+                check,
+                format!("not run: --fail-fast stopped the run at {failed}"),
+            ),
+            None => run_one(check, timeout, peer),
+        };
+        let problem = report.status == Status::Fail || report.stopped_answering.is_some();
+        if style.fail_fast && problem && stopped_at.is_none() {
+            stopped_at = Some(check.name);
+        }
         if text {
             print_line(&report, width, style.verbose);
         }
@@ -183,6 +205,7 @@ pub fn run<C: Send + Sync + 'static>(
         passed: count(Status::Pass),
         failed: count(Status::Fail),
         skipped: count(Status::Skip),
+        not_run: count(Status::NotRun),
         stopped_answering_after: reports
             .iter()
             .filter(|c| c.stopped_answering.is_some())
@@ -199,6 +222,22 @@ pub fn run<C: Send + Sync + 'static>(
         say(&summary.counts_line());
     }
     summary
+}
+
+/// The report of a check that was not run, and why.
+fn not_run<C>(check: &'static Check<C>, reason: String) -> CheckReport {
+    CheckReport {
+        name: check.name,
+        description: check.description,
+        status: Status::NotRun,
+        reason: Some(reason),
+        expected: None,
+        actual: None,
+        millis: 0,
+        transcript: Vec::new(),
+        stopped_answering: None,
+        peer_output: None,
+    }
 }
 
 fn run_one<C: Send + Sync + 'static>(
@@ -233,6 +272,10 @@ fn run_one<C: Send + Sync + 'static>(
         Ok(()) => {}
         Err(Problem::Skip(reason)) => {
             report.status = Status::Skip;
+            report.reason = Some(reason);
+        }
+        Err(Problem::NotRun(reason)) => {
+            report.status = Status::NotRun;
             report.reason = Some(reason);
         }
         Err(Problem::Fail(failure)) => {
@@ -307,6 +350,7 @@ fn print_line(report: &CheckReport, width: usize, verbose: bool) {
         Status::Pass => "PASS",
         Status::Fail => "FAIL",
         Status::Skip => "SKIP",
+        Status::NotRun => "----",
     };
     let mut out = std::io::stdout().lock();
     let _ = match &report.reason {

@@ -195,6 +195,32 @@ impl Conn {
         }
     }
 
+    /// Closes the connection abruptly: `SO_LINGER` 0 makes the close send a reset (RST), the
+    /// way a killed process or a pulled cable looks to the peer, and drops anything unsent.
+    pub fn reset(&mut self) {
+        note(
+            &self.transcript,
+            format!("{} reset by im-check (SO_LINGER 0)", self.label),
+        );
+        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+        // Closing the descriptor sends the reset; a socket never connected takes its place.
+        if let Ok(spare) = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        {
+            drop(std::mem::replace(&mut self.stream, TcpStream::from(spare)));
+        }
+        self.closed = true;
+    }
+
+    /// Closes our sending side only (a half-close): the peer reads end of file, and may
+    /// still write to us.
+    pub fn half_close(&mut self) {
+        note(
+            &self.transcript,
+            format!("{} half-closed by im-check (no more from us)", self.label),
+        );
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
     /// Closes both directions now, the way a crashed or departing peer would.
     pub fn close(&mut self) {
         note(
@@ -403,6 +429,24 @@ mod tests {
         drop(peer);
         assert!(matches!(conn.read_line(soon()), Ok(l) if l == b"303 y\n"));
         assert!(matches!(conn.read_line(soon()), Err(Got::Closed(b)) if b == b"31"));
+    }
+
+    #[test]
+    fn a_reset_is_seen_as_one_and_a_half_close_as_end_of_file() {
+        let (mut conn, mut peer) = pair();
+        conn.reset();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut byte = [0u8; 1];
+        let error = peer.read(&mut byte).expect_err("a reset");
+        assert_eq!(error.kind(), ErrorKind::ConnectionReset);
+
+        let (mut conn, mut peer) = pair();
+        conn.half_close();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(peer.read(&mut byte).unwrap(), 0);
+        // The other way still works.
+        peer.write_all(b"still here\n").unwrap();
+        assert_eq!(conn.read_line(soon()).unwrap(), b"still here\n");
     }
 
     #[test]

@@ -367,7 +367,7 @@ fn a_toall_never_answered_times_out_in_each_toall_check_and_the_rest_pass() {
 }
 
 #[test]
-fn a_server_that_hangs_up_fails_with_a_reason_and_the_run_goes_on() {
+fn a_server_that_hangs_up_fails_with_a_reason_and_the_later_checks_are_not_run() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     // Accepts every connection and closes it at once.
@@ -390,7 +390,9 @@ fn a_server_that_hangs_up_fails_with_a_reason_and_the_run_goes_on() {
         "--json".into(),
     ]);
     assert_eq!(run.code, Some(1));
-    assert_eq!(run.with_status("fail"), ["login-ok", "to-delivered"]);
+    // It never answers anything: named after the first check, and the rest are not run.
+    assert_eq!(run.with_status("fail"), ["login-ok"]);
+    assert_eq!(run.with_status("not-run"), ["to-delivered"]);
     let reason = run.reason("login-ok");
     assert!(
         reason.starts_with(
@@ -524,9 +526,97 @@ fn a_client_acking_with_the_wrong_words_fails_the_ack_checks() {
         "--bug".into(),
         "ack-word".into(),
     ]);
-    assert_fails_exactly(&run, &["ack-broadcastfrom", "ack-from"]);
+    assert_fails_exactly(
+        &run,
+        &["ack-broadcastfrom", "ack-from", "other-lb-line-acked"],
+    );
     assert_eq!(
         run.reason("ack-from"),
         r#"the client's answer on Lb to "/from bob Jacky, nice to meet you too!\n": expected "302 Message receipt successful\n", got "302 Message receipt success\n""#
+    );
+}
+
+/// `im-check server --spawn` for the Python double with `bug`, on `checks` only, as JSON.
+fn spawn_double(bug: &str, checks: &[&str], extra: &[&str]) -> Run {
+    let spawn = format!(
+        "python3 {} {{port}} {{users}} --bind 127.0.0.1 --bug {bug}",
+        doubles().join("server.py").display()
+    );
+    let mut args: Vec<String> = vec!["server".into(), "--spawn".into(), spawn, "--json".into()];
+    for check in checks {
+        args.extend(["--only".into(), check.to_string()]);
+    }
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    im_check(args)
+}
+
+/// The JSON report's checks as (name, status, whether the server stopped answering after it).
+fn stops(run: &Run) -> Vec<(String, String, bool)> {
+    let report: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|error| panic!("not JSON ({error}):\n{}", run.stdout));
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|check| {
+            (
+                check["name"].as_str().unwrap().to_string(),
+                check["status"].as_str().unwrap().to_string(),
+                check.get("stopped_answering").is_some(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_lock_left_held_when_a_refused_login_closes_is_named_with_fresh_servers_and_one() {
+    let checks = [
+        "login-ok",
+        "login-already-online",
+        "list-order",
+        "exit-ready",
+    ];
+    let bug = "duplicate-close-deadlock";
+    // A fresh server per check: each check passes, and the probe, run before the server is
+    // killed, sees the hang that the refused connection's end left behind.
+    let run = spawn_double(bug, &checks, &[]);
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    let owned = |list: [(&str, &str, bool); 4]| {
+        list.map(|(name, status, stopped)| (name.to_string(), status.to_string(), stopped))
+            .to_vec()
+    };
+    assert_eq!(
+        stops(&run),
+        owned([
+            ("login-ok", "pass", false),
+            ("login-already-online", "pass", true),
+            ("list-order", "pass", false),
+            ("exit-ready", "pass", false),
+        ])
+    );
+    // One server for all: named once, and the checks after it are not run (not failed).
+    let run = spawn_double(bug, &checks, &["--one-server"]);
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        stops(&run),
+        owned([
+            ("login-ok", "pass", false),
+            ("login-already-online", "pass", true),
+            ("list-order", "not-run", false),
+            ("exit-ready", "not-run", false),
+        ])
+    );
+    assert_eq!(
+        run.reason("list-order"),
+        "not run: the server stopped answering after login-already-online"
+    );
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        report["stopped_answering_after"],
+        serde_json::json!(["login-already-online"])
+    );
+    assert_eq!(
+        (report["failed"].as_u64(), report["not_run"].as_u64()),
+        (Some(0), Some(2))
     );
 }

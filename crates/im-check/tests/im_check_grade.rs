@@ -278,6 +278,15 @@ fn a_class_is_graded_end_to_end() {
         .map(|link| link.value().attr("href").unwrap().to_string())
         .collect();
     assert_eq!(pages, ["alice.html", "bob.html", "carol.html", "dave.html"]);
+    // Per submission, the first failed check in each part of the protocol.
+    let bob_row = text_of(&index, "#grades tr:nth-child(3)");
+    assert!(
+        bob_row.contains(
+            "server §3 unauthenticated: login-wrong-password; \
+             client §4.4-5 commands and deliveries: ack-from"
+        ),
+        "{bob_row}"
+    );
     let mut parsed = BTreeMap::new();
     for page in &pages {
         let html = parse(&out.join(page));
@@ -436,14 +445,16 @@ fn spawn_starts_a_fresh_server_per_check_and_names_the_one_that_stopped_answerin
         assert!(!alive(pid), "helper {pid} outlived its check");
     }
 
-    // One server for all: the deadlock then fails every later check, and is still named.
+    // One server for all: the deadlock is named, and the later checks are not run.
     fs::remove_file(&starts).unwrap();
     args.extend(["--one-server".into(), "--timeout".into(), "2s".into()]);
     let run = im_check(root.path(), &args);
     assert_eq!(run.code, Some(1));
     let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(report["passed"], 2, "{}", run.stdout);
-    assert_eq!(report["failed"], 2, "{}", run.stdout);
+    assert_eq!(report["failed"], 0, "{}", run.stdout);
+    assert_eq!(report["not_run"], 2, "{}", run.stdout);
+    assert_eq!(report["checks"][2]["status"], "not-run", "{}", run.stdout);
     assert_eq!(
         report["stopped_answering_after"],
         serde_json::json!(["login-already-online"])
@@ -696,6 +707,7 @@ fn a_linked_folder_is_a_submission_and_the_reports_folder_is_not() {
         assert_eq!(run.code, Some(0), "{}", run.stderr);
         let gradebook = fs::read_to_string(class.join("grades/grades.csv")).unwrap();
         let rows: Vec<&str> = gradebook.lines().skip(1).collect();
-        assert_eq!(rows, ["linked,1,1,1,0,0,,pass", "solo,1,1,1,0,0,,pass"]);
+        // The empty column: no check of the client's first part of §4 failed.
+        assert_eq!(rows, ["linked,1,1,1,0,0,,,pass", "solo,1,1,1,0,0,,,pass"]);
     }
 }

@@ -1,9 +1,9 @@
 //! docs/protocol.md §4, steps 4–5: commands on La, and messages on Lb acknowledged and printed.
 
-use simple_im_core::protocol::{write_list, Delivery, Request, Response};
+use simple_im_core::protocol::{receipt_bytes, write_list, Delivery, Request, Response};
 
 use super::{without_newline, Check, Ctx, OTHER_USER, USER};
-use crate::outcome::Outcome;
+use crate::outcome::{escape, Outcome};
 
 pub(super) const CHECKS: &[Check] = &[
     Check::new(
@@ -20,6 +20,11 @@ pub(super) const CHECKS: &[Check] = &[
         "ack-broadcastfrom",
         "a /broadcastfrom on Lb is answered exactly 302 Message receipt successful",
         ack_broadcastfrom,
+    ),
+    Check::new(
+        "other-lb-line-acked",
+        "a line on Lb that is no message is printed, answered 302 all the same, with a warning on stderr",
+        other_lb_line_acked,
     ),
     Check::new(
         "prints-deliveries",
@@ -88,5 +93,19 @@ fn prints_deliveries(ctx: &Ctx) -> Outcome {
         // Whatever it answers (ack-from checks that), read it so Lb stays in step.
         let _ = rig.lb()?.read_line(deadline);
     }
+    Ok(())
+}
+
+fn other_lb_line_acked(ctx: &Ctx) -> Outcome {
+    let mut rig = ctx.start_ready()?;
+    let line: &[u8] = b"hello from a server that deviates\n";
+    let deadline = ctx.deadline;
+    let lb = rig.lb()?;
+    lb.send(line, deadline)?;
+    let context = format!("the client's answer on Lb to {}", escape(line));
+    lb.expect_line(&receipt_bytes(), deadline, &context)?;
+    rig.client.expect_output(&without_newline(line), deadline)?;
+    rig.client
+        .expect_error_message("after a line on Lb that is neither /from nor /broadcastfrom")?;
     Ok(())
 }

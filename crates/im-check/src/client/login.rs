@@ -13,10 +13,13 @@ use crate::wire::closed_port;
 
 pub(super) const CHECKS: &[Check] = &[
     Check::new("no-server", "a server that cannot be reached: an error on stderr, exit code 1", no_server),
-    Check::new("prompts", "the two prompts, user name first, each before its line is read", prompts),
+    Check::new("prompts", "the two prompts, user name first, each a whole line of its own before its line is read", prompts),
     Check::new("login-line", "the login is sent as exactly /login <user> <password>", login_line),
     Check::new("login-retry-on-102", "on 102 the client prints it, asks both again and sends the new login", login_retry_on_102),
+    Check::new("login-retry-on-401", "on 401 to its /login the client prints it, asks both again and sends the new login", login_retry_on_401),
+    Check::new("bad-login-not-sent", "a password with a space is not sent: the client asks both again", bad_login_not_sent),
     Check::new("port-and-lb", "after 101 the client sends /port <n>, accepts our connection on 127.0.0.1:n and prints 201", port_and_lb),
+    Check::new("lb-only-from-server", "a connection to the client's /port from another address is closed unread; the server's is taken", lb_only_from_server),
     Check::new("lb-failed-202-exits", "on 202 the client prints it and exits with code 1", lb_failed_202_exits),
 ];
 
@@ -58,6 +61,40 @@ fn login_retry_on_102(ctx: &Ctx) -> Outcome {
     rig.login_as(OTHER_USER, OTHER_PASSWORD)?;
     rig.answer(&Response::AuthOk)?;
     rig.expect_port()?;
+    Ok(())
+}
+
+fn login_retry_on_401(ctx: &Ctx) -> Outcome {
+    let mut rig = ctx.start_login()?;
+    rig.answer_shown(&Response::Unrecognized)?;
+    rig.login_as(OTHER_USER, OTHER_PASSWORD)?;
+    rig.answer(&Response::AuthOk)?;
+    rig.expect_port()?;
+    Ok(())
+}
+
+fn bad_login_not_sent(ctx: &Ctx) -> Outcome {
+    let mut rig = ctx.start()?;
+    rig.accept_la()?;
+    rig.answer_prompt(USER_PROMPT, USER)?;
+    rig.answer_prompt(PASSWORD_PROMPT, b"two words")?;
+    // Asked again (after a hint), the good pair is the first thing that goes out.
+    rig.login_as(USER, PASSWORD)?;
+    Ok(())
+}
+
+fn lb_only_from_server(ctx: &Ctx) -> Outcome {
+    let mut rig = ctx.start_login()?;
+    rig.answer(&Response::AuthOk)?;
+    let port = rig.expect_port()?;
+    // The stranger comes first: a client that takes Lb after 201 finds it first in line.
+    let mut stranger = rig.connect_stranger(port)?;
+    rig.connect_lb(port)?;
+    rig.answer_shown(&Response::LbOk)?;
+    stranger.expect_closed(
+        ctx.deadline,
+        "a connection to the client's Lb port from 127.0.0.2 (not the server's address)",
+    )?;
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::registry::{self, Registry};
+use crate::registry::{self, Registry, Section};
 
 /// What im-check knows about the client under test.
 #[derive(Clone, Debug)]
@@ -33,7 +33,20 @@ type Check = registry::Check<ClientConfig>;
 type Ctx = registry::Ctx<ClientConfig>;
 
 /// Every client check, in the order of docs/protocol.md §4.
-pub const CHECKS: Registry<ClientConfig> = &[login::CHECKS, commands::CHECKS, exit::CHECKS];
+pub const CHECKS: Registry<ClientConfig> = &[
+    Section {
+        title: "§4.1-3 login and Lb",
+        checks: login::CHECKS,
+    },
+    Section {
+        title: "§4.4-5 commands and deliveries",
+        checks: commands::CHECKS,
+    },
+    Section {
+        title: "§4.6-7 leaving",
+        checks: exit::CHECKS,
+    },
+];
 
 /// "Within a second or two" (docs/protocol.md §4.7 says a second; this leaves room for a slow start).
 const EXIT_WITHIN: Duration = Duration::from_secs(2);

@@ -239,7 +239,7 @@ impl ClientProcess {
         // not taken for the prompt: the exact one gets a while longer to come.
         let shown = self.expect_prompt_after_quiet(prompt, EXACT_PROMPT_SETTLE, deadline)?;
         if shown == prompt {
-            return Ok(());
+            return self.expect_prompt_line(prompt, what, deadline);
         }
         let differs_at = shown
             .iter()
@@ -250,6 +250,54 @@ impl ClientProcess {
             format!("the client's {what} prompt (first difference at byte {differs_at})"),
             prompt,
             Got::Bytes(shown),
+        ))
+    }
+
+    /// The prompt just found (ending at `seen`) must be a whole line of its own: nothing
+    /// before it on its line, and `\n` right after it (docs/protocol.md §4.2).
+    fn expect_prompt_line(
+        &mut self,
+        prompt: &[u8],
+        what: &str,
+        deadline: Instant,
+    ) -> Result<(), Failure> {
+        let start = self.seen - prompt.len();
+        let line_start = self.printed[..start]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |at| at + 1);
+        // The `\n` comes in the same write as a rule; a client that prints none waits for
+        // input, so a short quiet ends the wait.
+        let until = (Instant::now() + EXACT_PROMPT_SETTLE).min(deadline);
+        let line_end = loop {
+            if let Some(at) = self.printed[self.seen..].iter().position(|&b| b == b'\n') {
+                break Some(self.seen + at + 1);
+            }
+            if self.stdout_ended {
+                break None;
+            }
+            match self.stdout.recv_timeout(remaining(until)) {
+                Ok(chunk) => {
+                    note(&self.transcript, format!("printed {}", escape(&chunk)));
+                    self.printed.extend_from_slice(&chunk);
+                }
+                Err(RecvTimeoutError::Disconnected) => self.stdout_ended = true,
+                Err(RecvTimeoutError::Timeout) => break None,
+            }
+        };
+        let line = self.printed[line_start..line_end.unwrap_or(self.printed.len())].to_vec();
+        self.seen = line_end.unwrap_or(self.printed.len());
+        let mut expected = prompt.to_vec();
+        expected.push(b'\n');
+        if line == expected {
+            return Ok(());
+        }
+        Err(Failure::mismatch(
+            format!(
+                "the client's {what} prompt line (a prompt is a line of its own, \\n included)"
+            ),
+            &expected,
+            Got::Bytes(line),
         ))
     }
 

@@ -1,7 +1,9 @@
 //! The scripted fake server a client check plays: La accepted, Lb connected, each line
 //! compared byte for byte.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+
+use socket2::{Domain, Socket, Type};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,7 +13,7 @@ use simple_im_core::protocol::{receipt_bytes, Delivery, Request, Response};
 use super::process::ClientProcess;
 use super::{without_newline, Ctx, PASSWORD, USER};
 use crate::outcome::{escape, Failure, Got, Problem, Transcript};
-use crate::wire::{accept, Conn};
+use crate::wire::{accept, remaining, Conn};
 
 /// What the client checks do around the client.
 impl Ctx {
@@ -167,6 +169,31 @@ impl Rig {
         })?;
         self.lb = Some(lb);
         Ok(())
+    }
+
+    /// A connection to the client's Lb `port` from another address than the server's
+    /// (127.0.0.1), that has sent a message the client must neither show nor acknowledge.
+    pub(super) fn connect_stranger(&mut self, port: u16) -> Result<Conn, Failure> {
+        let stranger = Ipv4Addr::new(127, 0, 0, 2);
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None)
+            .and_then(|socket| {
+                socket.bind(&SocketAddr::from((stranger, 0)).into())?;
+                let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+                socket.connect_timeout(&target.into(), remaining(self.deadline))?;
+                Ok(socket)
+            })
+            .map_err(|error| {
+                Failure::new(format!(
+                    "cannot connect to the client's port {port} from {stranger}: {error}"
+                ))
+            })?;
+        let mut conn = Conn::new(
+            TcpStream::from(socket),
+            format!("a stranger's Lb from {stranger}"),
+            Arc::clone(&self.transcript),
+        );
+        conn.send(b"/from mallory trust me\n", self.deadline)?;
+        Ok(conn)
     }
 
     /// La accepted, logged in, Lb connected, `201` sent: the client is ready for commands.

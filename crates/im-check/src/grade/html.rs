@@ -16,7 +16,7 @@ use crate::report::{CheckReport, Status};
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:75em}\
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left;\
-vertical-align:top}.pass{background:#e6f4e6}.fail{background:#fbe3e3}.skip{background:#eee}\
+vertical-align:top}.pass{background:#e6f4e6}.fail{background:#fbe3e3}.skip{background:#eee}.not-run{background:#eee}\
 .stopped{background:#fff0c0;padding:.5em}pre{background:#f6f6f6;padding:.5em;overflow-x:auto;\
 white-space:pre-wrap}section{border-top:1px solid #ccc;margin-top:1.5em}";
 
@@ -58,18 +58,33 @@ fn anchors(column: &str) -> (String, String) {
     (format!("check-{id}"), format!("details-{id}"))
 }
 
+/// `server §1 wire basics: overlong-line; …` for every part of the protocol where a check of
+/// `one` failed.
+fn first_failures(parts: &[(&str, &str)], one: &Graded) -> String {
+    parts
+        .iter()
+        .filter_map(|(mode, title)| {
+            one.first_failed(mode, title)
+                .map(|check| format!("{mode} {title}: {check}"))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn index(settings: &Settings, graded: &[Graded]) -> String {
+    let parts = super::parts(settings);
     let mut html = head("im-check: grades");
     html.push_str(
         "<h1>Grades</h1>\n<table id=\"grades\">\n<tr><th>submission</th><th>score</th>\
                    <th>max</th><th>passed</th><th>failed</th><th>skipped</th>\
-                   <th>server stopped answering after</th></tr>\n",
+                   <th>server stopped answering after</th><th>first failed check in each \
+                   part of the protocol</th></tr>\n",
     );
     for one in graded {
         let _ = writeln!(
             html,
             "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td></tr>",
             attr(&one.page),
             text(&one.name),
             show_points(one.score),
@@ -77,7 +92,8 @@ fn index(settings: &Settings, graded: &[Graded]) -> String {
             one.count(Status::Pass),
             one.count(Status::Fail),
             one.count(Status::Skip),
-            text(&one.stopped_after().join(", "))
+            text(&one.stopped_after().join(", ")),
+            text(&first_failures(&parts, one))
         );
     }
     html.push_str(

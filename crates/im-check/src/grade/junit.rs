@@ -18,7 +18,7 @@ pub fn write(path: &Path, graded: &[Graded]) -> Result<(), String> {
             for check in &summary.checks {
                 let status = match check.status {
                     Status::Pass => TestCaseStatus::success(),
-                    Status::Skip => {
+                    Status::Skip | Status::NotRun => {
                         let mut status = TestCaseStatus::skipped();
                         if let Some(reason) = &check.reason {
                             status.set_message(reason.as_str());

@@ -20,13 +20,13 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::client::ClientConfig;
+use crate::client::{self, ClientConfig};
 use crate::outcome::{Failure, Problem};
 use crate::process::Template;
-use crate::registry::Check;
+use crate::registry::{self, Check, Registry};
 use crate::report::{self, Aftermath, Fixed, Peer, Status, Style, Summary};
 use crate::server::peer::{Launch, Spawned};
-use crate::server::ServerConfig;
+use crate::server::{self, ServerConfig};
 use rubric::{show_points, Rubric};
 
 /// How deep a submission's folders may nest before the copy stops (a bound on odd trees).
@@ -107,6 +107,24 @@ impl Graded {
     /// The server checks after which the server stopped answering.
     pub fn stopped_after(&self) -> &[&'static str] {
         &self.server.stopped_answering_after
+    }
+
+    /// The first check of `mode` in the part of the protocol `title` that failed.
+    pub fn first_failed(&self, mode: &str, title: &str) -> Option<&'static str> {
+        let section_of = |name| match mode {
+            "server" => registry::section_of(server::CHECKS, name),
+            _ => registry::section_of(client::CHECKS, name),
+        };
+        let summary = if mode == "server" {
+            &self.server
+        } else {
+            &self.client
+        };
+        summary
+            .checks
+            .iter()
+            .find(|check| check.status == Status::Fail && section_of(check.name) == Some(title))
+            .map(|check| check.name)
     }
 }
 
@@ -331,6 +349,7 @@ fn run_side<C: Send + Sync + 'static>(
         json: false,
         verbose: false,
         quiet: true,
+        fail_fast: false,
     };
     report::run(
         mode,
@@ -432,6 +451,12 @@ fn write_gradebook(path: &Path, settings: &Settings, graded: &[Graded]) -> Resul
     ]
     .map(String::from)
     .to_vec();
+    let parts = parts(settings);
+    header.extend(
+        parts
+            .iter()
+            .map(|(mode, title)| format!("first_failed/{mode}/{title}")),
+    );
     header.extend(
         settings
             .server_checks
@@ -457,6 +482,11 @@ fn write_gradebook(path: &Path, settings: &Settings, graded: &[Graded]) -> Resul
             one.count(Status::Skip).to_string(),
             one.stopped_after().join(" "),
         ];
+        row.extend(parts.iter().map(|(mode, title)| {
+            one.first_failed(mode, title)
+                .unwrap_or_default()
+                .to_string()
+        }));
         for summary in one.summaries() {
             row.extend(
                 summary
@@ -472,11 +502,35 @@ fn write_gradebook(path: &Path, settings: &Settings, graded: &[Graded]) -> Resul
     writer.flush().map_err(|error| error.to_string())
 }
 
-/// `pass`, `fail` or `skip`.
+/// The parts of the protocol the chosen checks cover, as (mode, section title), in order.
+pub fn parts(settings: &Settings) -> Vec<(&'static str, &'static str)> {
+    let server = covered(server::CHECKS, &settings.server_checks);
+    let client = covered(client::CHECKS, &settings.client_checks);
+    server
+        .into_iter()
+        .map(|title| ("server", title))
+        .chain(client.into_iter().map(|title| ("client", title)))
+        .collect()
+}
+
+/// The titles of the sections of `registry` that hold any of `chosen`.
+fn covered<C>(registry: Registry<C>, chosen: &[&'static Check<C>]) -> Vec<&'static str> {
+    registry::titles(registry)
+        .into_iter()
+        .filter(|title| {
+            chosen
+                .iter()
+                .any(|check| registry::section_of(registry, check.name) == Some(*title))
+        })
+        .collect()
+}
+
+/// `pass`, `fail`, `skip` or `not-run`.
 pub fn status_word(status: Status) -> &'static str {
     match status {
         Status::Pass => "pass",
         Status::Fail => "fail",
         Status::Skip => "skip",
+        Status::NotRun => "not-run",
     }
 }

@@ -21,6 +21,11 @@ pub(super) const CHECKS: &[Check] = &[
         queued_deliveries_fail,
     ),
     Check::new(
+        "queued-from-gone-sender-withdrawn",
+        "a sender that vanishes with its /to queued behind another: that /from is never sent",
+        queued_from_gone_sender_withdrawn,
+    ),
+    Check::new(
         "recipient-drops-lb-304",
         "a recipient that drops Lb mid-delivery: 304, and it is gone from /list",
         recipient_drops_lb_304,
@@ -36,6 +41,11 @@ pub(super) const CHECKS: &[Check] = &[
         ack_timeout_304,
     )
     .with_extra_time(|config| config.ack_timeout.unwrap_or_default()),
+    Check::new(
+        "unasked-lb-line-ends-session",
+        "a line on Lb while no delivery is outstanding ends that session: both closed, offline",
+        unasked_lb_line_ends_session,
+    ),
 ];
 
 fn serialised_per_recipient(ctx: &Ctx) -> Outcome {
@@ -66,6 +76,30 @@ fn queued_deliveries_fail(ctx: &Ctx) -> Outcome {
     sa.expect_reply(&first, &Response::DeliveryFailed)?;
     sb.expect_reply(&second, &Response::DeliveryFailed)?;
     sa.expect_list(&[&accounts[0], &accounts[1]])?;
+    Ok(())
+}
+
+fn queued_from_gone_sender_withdrawn(ctx: &Ctx) -> Outcome {
+    let accounts = ctx.accounts()?;
+    let [a, _, c] = &accounts;
+    let [mut sa, mut sb, mut sc] = ctx.ready_all(&accounts)?;
+    let first = sa.send_to(&sc.user, HELLO)?;
+    sc.expect_from(&sa.user, HELLO)?;
+    sb.send_to(&sc.user, MEETING)?;
+    // Time for b's /to to reach c's queue, and then for b's end to be noticed; both well
+    // within the ack timeout that a's message is under meanwhile.
+    let pause = ctx
+        .config
+        .ack_timeout
+        .map_or(QUIET, |t| (t / 10).min(QUIET));
+    thread::sleep(pause);
+    sb.la.reset();
+    sb.lb()?.reset();
+    thread::sleep(pause);
+    sc.ack()?;
+    sa.expect_reply(&first, &Response::Delivered)?;
+    sc.expect_lb_quiet("after its 302, the only message queued for it being from a sender gone")?;
+    sc.expect_list(&[c, a])?;
     Ok(())
 }
 
@@ -108,5 +142,17 @@ fn ack_timeout_304(ctx: &Ctx) -> Outcome {
         .into());
     }
     sa.expect_list(&[&accounts[0]])?;
+    Ok(())
+}
+
+fn unasked_lb_line_ends_session(ctx: &Ctx) -> Outcome {
+    let accounts = ctx.accounts()?;
+    let [mut sa, mut sb] = ctx.ready_all(&accounts)?;
+    let deadline = ctx.deadline;
+    sb.lb()?.send(&line_bytes(RECEIPT), deadline)?;
+    let why = "after it sent a 302 on Lb that nothing asked for (the session ends)";
+    sb.expect_la_closed(why)?;
+    sb.expect_lb_closed(why)?;
+    ctx.wait_for_list(&mut sa, &[&accounts[0]])?;
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use simple_im_core::protocol::{Request, Response};
 
 use super::lines::{double_space, first_words, login_request, shouted, text, with_suffix};
-use super::{told_timeout, Account, Check, Ctx, HELLO};
+use super::{told_timeout, Account, Check, Ctx, HELLO, NOTICE};
 use crate::outcome::{show_duration, Failure, Outcome};
 
 pub(super) const CHECKS: &[Check] = &[
@@ -100,6 +100,7 @@ fn login_already_online(ctx: &Ctx) -> Outcome {
 
 fn login_max_failures(ctx: &Ctx) -> Outcome {
     let [a] = ctx.accounts()?;
+    let connected = Instant::now();
     let mut s = ctx.connect(&a)?;
     let wrong = wrong_password(&a);
     let bad = login_request(&wrong);
@@ -107,10 +108,15 @@ fn login_max_failures(ctx: &Ctx) -> Outcome {
         s.call(&bad, &Response::AuthFailed)?;
     }
     let why = format!(
-        "after {} failed logins in a row",
-        ctx.config.max_login_failures
+        "{}'s La after {} failed logins in a row",
+        s.name, ctx.config.max_login_failures
     );
-    s.expect_la_closed(&why)?;
+    // Closed at once, not by the login timeout a moment later.
+    let mut until = ctx.within(NOTICE);
+    if let Some(timeout) = ctx.config.login_timeout {
+        until = until.min(connected + timeout.mul_f64(0.8));
+    }
+    s.la.expect_closed(until, &why)?;
     Ok(())
 }
 

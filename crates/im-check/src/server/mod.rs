@@ -7,6 +7,7 @@
 //! dropped, whether the check passed or stopped at its first failure, so the next check starts
 //! with nobody online.
 
+mod abrupt;
 mod delivery;
 mod ends;
 mod lines;
@@ -22,7 +23,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::outcome::Problem;
-use crate::registry::{self, Registry};
+use crate::registry::{self, Registry, Section};
 
 /// One account of the users file.
 #[derive(Clone, Debug)]
@@ -38,6 +39,15 @@ impl ServerConfig {
     pub fn addr_for(&self, account: &Account) -> SocketAddr {
         let place = self.accounts.iter().position(|a| a.name == account.name);
         self.addrs[place.unwrap_or(0) % self.addrs.len()]
+    }
+
+    /// The account the probe logs in as between checks: the fourth of the users file (no
+    /// check uses it), else the last.
+    pub fn probe_account(&self) -> Option<Account> {
+        self.accounts
+            .get(MOST_USERS)
+            .or(self.accounts.last())
+            .cloned()
     }
 
     /// A user name that is not in the users file.
@@ -73,6 +83,9 @@ pub struct ServerConfig {
     pub max_line: usize,
 }
 
+/// The most users one check logs in.
+const MOST_USERS: usize = 3;
+
 /// One server check.
 type Check = registry::Check<ServerConfig>;
 
@@ -81,22 +94,21 @@ type Ctx = registry::Ctx<ServerConfig>;
 
 /// Every server check, a file per section of docs/protocol.md, in its order.
 pub const CHECKS: Registry<ServerConfig> = &[
-    // §1 Wire basics.
-    wire_basics::CHECKS,
-    // §3 Unauthenticated.
-    login::CHECKS,
-    // §3 Authenticated: /port and Lb.
-    port::CHECKS,
-    // §3 Ready: /list, /to, /toall.
-    ready::CHECKS,
-    toall::CHECKS,
-    // §3 Delivery over Lb.
-    delivery::CHECKS,
-    // §3 Ends of a session.
-    ends::CHECKS,
+    section("§1 wire basics", wire_basics::CHECKS),
+    section("§3 unauthenticated", login::CHECKS),
+    section("§3 authenticated", port::CHECKS),
+    section("§3 ready", ready::CHECKS),
+    section("§3 ready", toall::CHECKS),
+    section("§3 delivery over Lb", delivery::CHECKS),
+    section("§3 ends of a session", ends::CHECKS),
+    section("§3 ends of a session", abrupt::CHECKS),
     // Last, once all of the above has been seen to work: what a Ready connection must refuse.
-    ready::REFUSED,
+    section("§3 ready", ready::REFUSED),
 ];
+
+const fn section(title: &'static str, checks: &'static [Check]) -> Section<ServerConfig> {
+    Section { title, checks }
+}
 
 /// How long "nothing arrives" is watched for: long enough for a server on a loaded machine to
 /// have sent what it wrongly sends, short enough to keep the run quick.

@@ -16,18 +16,22 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::ServerConfig;
+use super::{Account, ServerConfig};
 use crate::outcome::{show_duration, Failure, Problem};
 use crate::process::{group_command, kill_group, spawn_group, Captured, Template};
 use crate::report::{Aftermath, Peer};
 
 /// The users im-check gives a server it starts itself: the appendix's three, the fewest that
-/// every check needs.
-pub const DEFAULT_USERS: &str = "jacky 12345\nbob bob123\nmichael michael123\n";
+/// every check needs, and a spare one that only the probe logs in as.
+pub const DEFAULT_USERS: &str = "jacky 12345\nbob bob123\nmichael michael123\nspare spare123\n";
 
 /// How long the probe waits for a new connection and for any reply to its `/login`: far more
 /// than a working server needs, even on a loaded machine.
 const PROBE_WAIT: Duration = Duration::from_secs(2);
+
+/// How long the probe waits after a check, whose connections are closed by then: time for the
+/// server to notice those ends and clean up, which is where a lock left held shows.
+const SETTLE: Duration = Duration::from_millis(100);
 
 /// How long a killed server's last output may take to reach us.
 const OUTPUT_SETTLE: Duration = Duration::from_millis(500);
@@ -36,9 +40,19 @@ const OUTPUT_SETTLE: Duration = Duration::from_millis(500);
 /// later checks fail at once instead of each waiting out `--start-timeout`.
 const GIVE_UP_AFTER: u32 = 2;
 
-/// Whether the server at `addr` still answers: a new connection's `/login` (as a user that is
-/// not in the users file) must get any reply at all within [`PROBE_WAIT`]; why not otherwise.
-pub fn probe(addr: SocketAddr, unknown_user: &[u8]) -> Result<(), String> {
+/// Whether the server `config` describes still answers: a new connection's `/login` must get
+/// any reply at all within [`PROBE_WAIT`]; why not otherwise.
+///
+/// It logs in as a real account (the spare one, else the last), not as an unknown user: a
+/// server often looks a name up before it takes the lock that a broken one left held, so
+/// only a real login goes the whole way. A `101` is followed by `/exit`.
+pub fn probe(config: &ServerConfig) -> Result<(), String> {
+    thread::sleep(SETTLE);
+    let account = config.probe_account().unwrap_or_else(|| Account {
+        name: config.unknown_user(),
+        password: b"nosuchpassword".to_vec(),
+    });
+    let addr = config.addr_for(&account);
     let wait = show_duration(PROBE_WAIT);
     let mut stream = TcpStream::connect_timeout(&addr, PROBE_WAIT).map_err(|error| {
         if matches!(error.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) {
@@ -49,39 +63,69 @@ pub fn probe(addr: SocketAddr, unknown_user: &[u8]) -> Result<(), String> {
     })?;
     let _ = stream.set_nodelay(true);
     let mut login = b"/login ".to_vec();
-    login.extend_from_slice(unknown_user);
-    login.extend_from_slice(b" nosuchpassword\n");
+    login.extend_from_slice(&account.name);
+    login.push(b' ');
+    login.extend_from_slice(&account.password);
+    login.push(b'\n');
+    let user = String::from_utf8_lossy(&account.name);
     let _ = stream.set_write_timeout(Some(PROBE_WAIT));
     stream
         .write_all(&login)
         .map_err(|error| format!("a new connection could not send /login: {error}"))?;
-    let until = Instant::now() + PROBE_WAIT;
-    let mut byte = [0u8; 1];
+    let answer = read_some(&mut stream, Instant::now() + PROBE_WAIT)
+        .map_err(|why| format!("a new connection's /login {user} got no answer{why}"))?;
+    if answer.starts_with(b"101 ") {
+        // Logged in: log out again, so the next check finds the spare user offline. The
+        // `310` is enough; whether La then closes is exit-ready's business.
+        let until = Instant::now() + PROBE_WAIT;
+        if stream.write_all(b"/exit\n").is_ok() {
+            let mut after = Vec::new();
+            while let Ok(more) = read_some(&mut stream, until) {
+                after.extend_from_slice(&more);
+                if after.windows(4).any(|w| w == b"310 ") {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What arrives on `stream` before `until`: at least a byte, or why nothing did.
+fn read_some(stream: &mut TcpStream, until: Instant) -> Result<Vec<u8>, String> {
+    let mut chunk = [0u8; 512];
     loop {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(format!(
-                "a new connection's /login got no answer within {wait}"
-            ));
+            return Err(format!(" within {}", show_duration(PROBE_WAIT)));
         }
         let _ = stream.set_read_timeout(Some(left));
-        match stream.read(&mut byte) {
-            Ok(1..) => return Ok(()),
-            Ok(0) => {
-                return Err("a new connection's /login got no answer: the server closed it".into())
-            }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(": the server closed the connection".into()),
+            Ok(n) => return Ok(chunk[..n].to_vec()),
             Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(error) if error.kind() == ErrorKind::Interrupted => {}
-            Err(error) => return Err(format!("a new connection's /login got no answer: {error}")),
+            Err(error) => return Err(format!(": {error}")),
         }
     }
 }
 
-/// A server someone else started: the same for every check, probed after each one until it
-/// is first found not answering (reported once; later checks show the rest).
+/// Whether a server found not answering after `check` is gone for good: the reason each later
+/// check is not run.
+fn not_run(stopped_after: Option<&str>) -> Result<(), Problem> {
+    match stopped_after {
+        Some(check) => Err(Problem::NotRun(format!(
+            "not run: the server stopped answering after {check}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A server someone else started: the same for every check, probed after each one. Once it
+/// is found not answering, that is reported once and the later checks are not run.
 pub struct Watched {
     config: Arc<ServerConfig>,
-    answering: bool,
+    stopped_after: Option<String>,
 }
 
 impl Watched {
@@ -89,21 +133,22 @@ impl Watched {
     pub fn new(config: ServerConfig) -> Self {
         Watched {
             config: Arc::new(config),
-            answering: true,
+            stopped_after: None,
         }
     }
 }
 
 impl Peer<ServerConfig> for Watched {
     fn before(&mut self, _check: &str) -> Result<Arc<ServerConfig>, Problem> {
+        not_run(self.stopped_after.as_deref())?;
         Ok(Arc::clone(&self.config))
     }
 
-    fn after(&mut self, _check: &str) -> Aftermath {
+    fn after(&mut self, check: &str) -> Aftermath {
         let mut aftermath = Aftermath::default();
-        if self.answering {
-            if let Err(why) = probe(self.config.addrs[0], &self.config.unknown_user()) {
-                self.answering = false;
+        if self.stopped_after.is_none() {
+            if let Err(why) = probe(&self.config) {
+                self.stopped_after = Some(check.to_string());
                 aftermath.stopped_answering = Some(why);
             }
         }
@@ -138,7 +183,8 @@ pub struct Spawned {
     last_failure: String,
     /// What a server that failed to start printed, for the check it was started for.
     start_output: Option<String>,
-    answering: bool,
+    /// With one server for all checks: the check after which it stopped answering.
+    stopped_after: Option<String>,
     /// A users file im-check wrote for these servers, removed when they are done.
     _users_file: Option<tempfile::TempPath>,
 }
@@ -172,7 +218,7 @@ impl Spawned {
             failed_starts: 0,
             last_failure: String::new(),
             start_output: None,
-            answering: true,
+            stopped_after: None,
             _users_file: None,
         }
     }
@@ -286,13 +332,13 @@ impl Spawned {
         if let Ok(Some(status)) = running.child.try_wait() {
             return Err(format!("the server exited ({status})"));
         }
-        let config = &running.config;
-        probe(config.addrs[0], &config.unknown_user())
+        probe(&running.config)
     }
 }
 
 impl Peer<ServerConfig> for Spawned {
     fn before(&mut self, _check: &str) -> Result<Arc<ServerConfig>, Problem> {
+        not_run(self.stopped_after.as_deref())?;
         if let Some(running) = &self.running {
             return Ok(Arc::clone(&running.config));
         }
@@ -319,7 +365,11 @@ impl Peer<ServerConfig> for Spawned {
         }
     }
 
-    fn after(&mut self, _check: &str) -> Aftermath {
+    fn after(&mut self, check: &str) -> Aftermath {
+        if self.stopped_after.is_some() {
+            // This check was not run; the server was reported already.
+            return Aftermath::default();
+        }
         let Some(running) = self.running.as_mut() else {
             return Aftermath {
                 stopped_answering: None,
@@ -327,11 +377,13 @@ impl Peer<ServerConfig> for Spawned {
             };
         };
         let mut aftermath = Aftermath::default();
-        if self.fresh || self.answering {
-            if let Err(why) = Self::still_answering(running) {
-                self.answering = false;
-                aftermath.stopped_answering = Some(why);
+        // A fresh server is probed too, before it is killed: a hang in the teardown of the
+        // check's connections shows only then.
+        if let Err(why) = Self::still_answering(running) {
+            if !self.fresh {
+                self.stopped_after = Some(check.to_string());
             }
+            aftermath.stopped_answering = Some(why);
         }
         if self.fresh {
             if let Some(mut running) = self.running.take() {
@@ -534,13 +586,22 @@ mod tests {
             thread::sleep(PROBE_WAIT + Duration::from_millis(500));
             drop(silent);
         });
-        assert_eq!(probe(addr, b"nosuchuser"), Ok(()));
-        let why = probe(addr, b"nosuchuser").expect_err("a silent server");
+        let config = |addr| ServerConfig {
+            addrs: vec![addr],
+            accounts: Vec::new(),
+            hashed_accounts: 0,
+            ack_timeout: None,
+            login_timeout: None,
+            max_login_failures: 5,
+            max_line: 65536,
+        };
+        assert_eq!(probe(&config(addr)), Ok(()));
+        let why = probe(&config(addr)).expect_err("a silent server");
         assert!(why.contains("no answer within 2s"), "{why}");
         answering.join().expect("the fake server");
         let closed = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a port");
         let closed_addr = closed.local_addr().expect("its address");
         drop(closed);
-        assert!(probe(closed_addr, b"nosuchuser").is_err());
+        assert!(probe(&config(closed_addr)).is_err());
     }
 }

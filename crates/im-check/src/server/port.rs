@@ -5,14 +5,19 @@ use simple_im_core::protocol::{Request, Response};
 
 use super::lines::{double_space, first_words, login_request, text, verb_with, with_suffix};
 use super::{Check, Ctx, HELLO};
-use crate::outcome::Outcome;
-use crate::wire::closed_port;
+use crate::outcome::{Failure, Outcome};
+use crate::wire::{accept, closed_port};
 
 pub(super) const CHECKS: &[Check] = &[
     Check::new(
         "port-ok",
         "/port: the server connects to that port at our address, then 201",
         port_ok,
+    ),
+    Check::new(
+        "port-then-list",
+        "/port and /list in one write: the /list waits for Lb, and is answered 301 after the 201",
+        port_then_list,
     ),
     Check::new(
         "port-refused-202",
@@ -35,6 +40,30 @@ fn port_ok(ctx: &Ctx) -> Outcome {
     let [a] = ctx.accounts()?;
     let mut s = ctx.login(&a)?;
     s.open_lb()?;
+    Ok(())
+}
+
+fn port_then_list(ctx: &Ctx) -> Outcome {
+    let [a] = ctx.accounts()?;
+    let mut s = ctx.login(&a)?;
+    let listener = s.lb_listener()?;
+    let port = listener
+        .local_addr()
+        .map_err(|error| Failure::new(format!("cannot listen for Lb: {error}")))?
+        .port();
+    let port_line = Request::Port(port).to_bytes();
+    let list = Request::List.to_bytes();
+    s.la.send(&[port_line.as_slice(), &list].concat(), ctx.deadline)?;
+    s.expect_reply(&port_line, &Response::LbOk)?;
+    let _lb = accept(&listener, ctx.deadline).map_err(|got| {
+        Failure::unexpected(
+            "after 201",
+            format!("the server's connection to port {port}").as_str(),
+            got,
+        )
+    })?;
+    // Taken in the state Ready, once 201 was sent: not 401, as it would be before.
+    s.expect_list_answer(&list, &[&a])?;
     Ok(())
 }
 

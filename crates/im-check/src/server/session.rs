@@ -286,7 +286,7 @@ impl Session {
     }
 
     /// A listener on the address the server sees La coming from (it connects only there).
-    fn lb_listener(&self) -> Result<TcpListener, Failure> {
+    pub(super) fn lb_listener(&self) -> Result<TcpListener, Failure> {
         let ip = self.local_ip()?;
         TcpListener::bind((ip, 0))
             .map_err(|error| Failure::new(format!("cannot listen for Lb on {ip}: {error}")))
@@ -370,7 +370,16 @@ impl Drop for Session {
             // list before it closes the connection, not always before it sends `310`.
             let until = Instant::now() + LOGOUT_WAIT;
             if self.la.send(&Request::Exit.to_bytes(), until).is_ok() {
-                while self.la.read_line(until).is_ok() {}
+                let bye = Response::Bye.to_bytes();
+                while let Ok(line) = self.la.read_line(until) {
+                    if line == bye {
+                        // The end of La follows at once from a working server; one that
+                        // keeps La open (exit-ready's business) costs a moment only.
+                        let soon = (Instant::now() + QUIET).min(until);
+                        while self.la.read_line(soon).is_ok() {}
+                        break;
+                    }
+                }
             }
         }
         self.la.close();

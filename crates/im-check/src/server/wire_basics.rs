@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use simple_im_core::protocol::{Request, Response};
 
+use super::session::Session;
+
 use super::lines::{login_request, text, with_suffix};
 use super::{Check, Ctx, HELLO};
 use crate::outcome::Outcome;
@@ -29,6 +31,22 @@ pub(super) const CHECKS: &[Check] = &[
         "overlong-line",
         "a line longer than --max-line gets one 401, and the connection stays usable",
         overlong_line,
+    ),
+    Check::new(
+        "long-line-delivered",
+        "a /to of 2 KB, and one exactly --max-line bytes long, is delivered byte for byte",
+        long_line_delivered,
+    ),
+    Check::new(
+        "overlong-to-not-delivered",
+        "a /to one byte longer than --max-line: one 401, nothing delivered, the connection usable",
+        overlong_to_not_delivered,
+    ),
+    Check::new(
+        "overlong-401-before-newline",
+        "a /to that passes --max-line is answered 401 before its \\n comes, and the rest of \
+         it up to the \\n is discarded",
+        overlong_401_before_newline,
     ),
 ];
 
@@ -86,5 +104,85 @@ fn overlong_line(ctx: &Ctx) -> Outcome {
     s.send_line(&long)?;
     s.expect_answer(&long, &Response::Unrecognized.to_bytes())?;
     s.expect_list(&[&a])?;
+    Ok(())
+}
+
+/// The length of a short valid line that is still far longer than any answer: one a server
+/// with a line bound "big enough for chat" (1 KB) already refuses.
+const LONG_VALID: usize = 2048;
+
+/// `/to <target> <content>\n`, exactly `len` bytes long (at least the shortest such line),
+/// and its content: printable bytes counting up, so a cut or a shuffle shows in the report.
+fn to_line_of(target: &[u8], len: usize) -> (Vec<u8>, Vec<u8>) {
+    let head = Request::To {
+        target,
+        content: b"x",
+    }
+    .to_bytes()
+    .len()
+        - 2;
+    let content: Vec<u8> = (0..len.saturating_sub(head + 1).max(1))
+        .map(|i| b"0123456789abcdefghijklmnopqrstuvwxyz"[i % 36])
+        .collect();
+    let line = Request::To {
+        target,
+        content: &content,
+    }
+    .to_bytes();
+    (line, content)
+}
+
+fn long_line_delivered(ctx: &Ctx) -> Outcome {
+    let accounts = ctx.accounts()?;
+    let [mut sa, mut sb] = ctx.ready_all(&accounts)?;
+    let max = ctx.config.max_line;
+    let mut lengths = vec![LONG_VALID.min(max), max];
+    lengths.dedup();
+    for len in lengths {
+        let (line, content) = to_line_of(&sb.user, len);
+        sa.la.send(&line, ctx.deadline)?;
+        sb.expect_from(&sa.user, &content)?;
+        sb.ack()?;
+        sa.expect_reply(&line, &Response::Delivered)?;
+    }
+    Ok(())
+}
+
+fn overlong_to_not_delivered(ctx: &Ctx) -> Outcome {
+    let accounts = ctx.accounts()?;
+    let [mut sa, mut sb] = ctx.ready_all(&accounts)?;
+    let (line, _) = to_line_of(&sb.user, ctx.config.max_line + 1);
+    sa.la.send(&line, ctx.deadline)?;
+    // Looked at first: a server without a bound delivers it and then waits for the 302.
+    sb.expect_lb_quiet("after a /to one byte longer than --max-line (it must not be delivered)")?;
+    sa.expect_answer(&line, &Response::Unrecognized.to_bytes())?;
+    expect_still_usable(&mut sa, &accounts)
+}
+
+fn overlong_401_before_newline(ctx: &Ctx) -> Outcome {
+    let accounts = ctx.accounts()?;
+    let [mut sa, mut sb] = ctx.ready_all(&accounts)?;
+    let (mut line, _) = to_line_of(&sb.user, ctx.config.max_line + 2);
+    // One byte past the bound, and no \n yet.
+    line.pop();
+    sa.la.send(&line, ctx.deadline)?;
+    let context = format!(
+        "answer to {}'s /to of {} bytes without its \\n yet (past --max-line {})",
+        sa.name,
+        line.len(),
+        ctx.config.max_line
+    );
+    sa.la
+        .expect_line(&Response::Unrecognized.to_bytes(), ctx.deadline, &context)?;
+    sa.la.send(b" and the rest of it\n", ctx.deadline)?;
+    sb.expect_lb_quiet("after a /to longer than --max-line (it must not be delivered)")?;
+    sa.expect_la_quiet("after the over-long line's \\n (its rest is discarded, unanswered)")?;
+    expect_still_usable(&mut sa, &accounts)
+}
+
+/// `/list` on `session` still gets exactly its answer: nothing else was queued before it.
+fn expect_still_usable(session: &mut Session, accounts: &[super::Account; 2]) -> Outcome {
+    let [a, b] = accounts;
+    session.expect_list(&[a, b])?;
     Ok(())
 }

@@ -85,6 +85,10 @@ def read_la(la, answers):
 
 def read_lb(lb, ack):
     for line in lines_of(lb):
+        if not line.startswith((b"/from ", b"/broadcastfrom ")):
+            with output_lock:
+                sys.stderr.write("warning: the server sent a line that is no message on Lb\n")
+                sys.stderr.flush()
         say(line)
         try:
             lb.sendall(ack)
@@ -144,6 +148,9 @@ def main():
         password = None if user is None else prompt(PASSWORD_PROMPT)
         if password is None:
             leave(la, answers)
+        if not user or not password or b" " in user or b" " in password:
+            say(b"user names and passwords are one word (no spaces), not empty")
+            continue
         send(la, b"/login " + user + b" " + password + b"\n")
         reply = answer(answers)
         say(reply)
@@ -158,7 +165,11 @@ def main():
     say(reply)
     if reply != LB_OK:
         os._exit(1)
-    lb, _ = listener.accept()
+    while True:
+        lb, (peer_ip, _) = listener.accept()
+        if peer_ip == la.getpeername()[0]:
+            break
+        lb.close()  # only the server may open Lb
     listener.close()
     threading.Thread(target=read_lb, args=(lb, ack), daemon=True).start()
 

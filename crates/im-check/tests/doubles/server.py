@@ -13,6 +13,10 @@ purpose so that im-check's own tests can see the right checks fail:
                     answers a login as a user already online with 102, then keeps the
                     server's lock forever: every later login, /list and logout hangs (what a
                     real submission does)
+    duplicate-close-deadlock
+                    answers a login as a user already online with 102 as it should, but when
+                    that refused connection closes, its cleanup takes the server's lock and
+                    never gives it back: every later login hangs (another real submission)
 
 One thread per La connection reads and answers that client's requests in order. Messages to a
 user go through that user's queue, and one delivery thread per user sends them on its Lb one at
@@ -144,6 +148,7 @@ class Session:
         self.outbox = queue.Queue()  # (line, Outcome) waiting for this user's Lb
         self.lb_lines = queue.Queue()  # lines read from Lb; None once Lb is gone
         self.awaiting_ack = False
+        self.refused_duplicate = False
 
     def send(self, data):
         try:
@@ -153,11 +158,11 @@ class Session:
             self.end()
             return False
 
-    def enqueue(self, line, outcome):
+    def enqueue(self, line, outcome, sender):
         with self.lock:
             if self.ended or self.lb is None or self.outbox.qsize() >= self.server.args.max_queue:
                 return False
-            self.outbox.put((line, outcome))
+            self.outbox.put((line, outcome, sender))
             return True
 
     def end(self):
@@ -166,6 +171,8 @@ class Session:
             if self.ended:
                 return
             self.ended = True
+        if self.server.bug == "duplicate-close-deadlock" and self.refused_duplicate:
+            self.server.lock.acquire()  # never released
         self.server.go_offline(self)
         self.outbox.put(None)
         self.lb_lines.put(None)
@@ -186,7 +193,10 @@ class Session:
                         return
                     if rest is not None:
                         rest[1].settle(False)
-            line, outcome = item
+            line, outcome, sender = item
+            if sender.ended:
+                outcome.settle(False)  # withdrawn: its sender is gone
+                continue
             self.awaiting_ack = True
             try:
                 self.lb.sendall(line)
@@ -232,7 +242,9 @@ class Session:
                         failures += 1
                         failed = b"102 Authentication Failed\n" if self.server.bug == "auth-case" else AUTH_FAILED
                         self.send(failed)
-                        if self.server.bug == "duplicate-deadlock" and self.server.find(login.group(1)):
+                        duplicate = self.server.find(login.group(1)) is not None
+                        self.refused_duplicate = self.refused_duplicate or duplicate
+                        if self.server.bug == "duplicate-deadlock" and duplicate:
                             self.server.lock.acquire()  # never released
                         if failures >= self.server.args.max_login_failures:
                             break
@@ -276,7 +288,7 @@ class Session:
             target, content = to.groups()
             outcome = Outcome(1)
             recipient = self.server.find(target)
-            if recipient is None or not recipient.enqueue(b"/from " + self.name + b" " + content + b"\n", outcome):
+            if recipient is None or not recipient.enqueue(b"/from " + self.name + b" " + content + b"\n", outcome, self):
                 outcome.settle(False)
             self.send(DELIVERED if outcome.wait() else DELIVERY_FAILED)
         elif toall:
@@ -285,7 +297,7 @@ class Session:
             recipients = [s for s in self.server.online_sessions() if s is not self]
             outcome = Outcome(len(recipients))
             for recipient in recipients:
-                if not recipient.enqueue(message, outcome):
+                if not recipient.enqueue(message, outcome, self):
                     outcome.settle(False)
             ok = outcome.wait()
             if self.server.bug != "toall-silent":
@@ -303,8 +315,11 @@ class Server:
         self.online = {}  # name -> Session, in login order
 
     def log_in(self, session, user, password):
+        # The users never change: a wrong password is refused without the lock.
+        if self.users.get(user) != password:
+            return False
         with self.lock:
-            if self.users.get(user) != password or user in self.online:
+            if user in self.online:
                 return False
             self.online[user] = session
             session.name = user
@@ -353,7 +368,7 @@ def main():
     parser.add_argument("--max-login-failures", type=int, default=5)
     parser.add_argument("--max-line", type=int, default=65536)
     parser.add_argument("--max-queue", type=int, default=1024)
-    parser.add_argument("--bug", choices=["auth-case", "broadcast-word", "toall-silent", "duplicate-deadlock"])
+    parser.add_argument("--bug", choices=["auth-case", "broadcast-word", "toall-silent", "duplicate-deadlock", "duplicate-close-deadlock"])
     args = parser.parse_args()
     try:
         users = load_users(args.users_file)
