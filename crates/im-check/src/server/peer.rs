@@ -576,14 +576,16 @@ mod tests {
     fn the_probe_tells_a_silent_server_from_one_that_answers() {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a port");
         let addr = listener.local_addr().expect("its address");
+        let (probed, done) = std::sync::mpsc::channel::<()>();
         let answering = thread::spawn(move || {
             let (mut stream, _) = listener.accept().expect("the probe");
             stream
                 .write_all(b"102 Authentication failed\n")
                 .expect("a reply");
-            // Accepts the second probe and says nothing.
+            // Accepts the second probe and says nothing, until the probe has given up: a close
+            // before that (a loaded machine may run the probe late) would be a reset instead.
             let (silent, _) = listener.accept().expect("the second probe");
-            thread::sleep(PROBE_WAIT + Duration::from_millis(500));
+            let _ = done.recv_timeout(PROBE_WAIT * 10);
             drop(silent);
         });
         let config = |addr| ServerConfig {
@@ -597,6 +599,7 @@ mod tests {
         };
         assert_eq!(probe(&config(addr)), Ok(()));
         let why = probe(&config(addr)).expect_err("a silent server");
+        let _ = probed.send(());
         assert!(why.contains("no answer within 2s"), "{why}");
         answering.join().expect("the fake server");
         let closed = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a port");
