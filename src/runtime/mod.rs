@@ -45,7 +45,7 @@ pub mod epoll {
         _users: Users,
         _config: ServerConfig,
         _driver: DriverConfig,
-        _shutdown: impl Future<Output = ()>,
+        _commands: async_channel::Receiver<crate::driver::ServerCommand>,
     ) -> io::Result<()> {
         Err(io::Error::other(
             "this build has no epoll runtime (the `epoll` feature)",
@@ -68,7 +68,7 @@ pub mod uring {
         _config: ServerConfig,
         _driver: DriverConfig,
         _ready: impl FnOnce(),
-        _shutdown: impl Future<Output = ()>,
+        _commands: async_channel::Receiver<crate::driver::ServerCommand>,
     ) -> Result<(), String> {
         Err("this build has no io_uring runtime (the `uring` feature)".to_owned())
     }
