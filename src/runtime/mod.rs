@@ -33,7 +33,6 @@ use simple_im_core::driver::DriverConfig;
 /// `--runtime epoll` in a build without the `epoll` feature.
 #[cfg(all(target_os = "linux", not(feature = "epoll")))]
 pub mod epoll {
-    use std::future::Future;
     use std::io;
     use std::net::TcpListener;
 
@@ -56,7 +55,6 @@ pub mod epoll {
 /// `--runtime uring` in a build without the `uring` feature.
 #[cfg(all(target_os = "linux", not(feature = "uring")))]
 pub mod uring {
-    use std::future::Future;
     use std::net::TcpListener;
 
     use simple_im_core::{driver::DriverConfig, server::ServerConfig, users::Users};
