@@ -69,9 +69,8 @@ pub fn server_commands(users_file: PathBuf) -> Receiver<ServerCommand> {
     let signals = match async_signal::Signals::new([Signal::Hup, Signal::Term, Signal::Int]) {
         Ok(signals) => signals,
         Err(error) => {
+            // The channel closes with `commands`: a server whose commands end serves on.
             log::warn!("cannot handle SIGHUP/SIGTERM/SIGINT: {error}");
-            // Kept open, so that the server waits rather than sees the end of its commands.
-            std::mem::forget(commands);
             return received;
         }
     };
@@ -99,11 +98,15 @@ async fn forward(
             },
             Ok(signal) if !stopping => {
                 stopping = true;
-                log::info!("{signal:?}: stopping once the requests in flight are answered (a second signal stops at once)");
+                log::info!(
+                    "{}: stopping once the requests in flight are answered \
+                     (a second signal stops at once)",
+                    name(signal)
+                );
                 ServerCommand::Stop
             }
             Ok(signal) => {
-                log::info!("{signal:?} again: stopping at once");
+                log::info!("{} again: stopping at once", name(signal));
                 ServerCommand::StopNow
             }
             Err(error) => {
@@ -114,6 +117,16 @@ async fn forward(
         if commands.send(command).await.is_err() {
             return;
         }
+    }
+}
+
+/// A signal's name as the log shows it.
+fn name(signal: async_signal::Signal) -> &'static str {
+    match signal {
+        async_signal::Signal::Hup => "SIGHUP",
+        async_signal::Signal::Term => "SIGTERM",
+        async_signal::Signal::Int => "SIGINT",
+        _ => "a signal",
     }
 }
 
