@@ -147,7 +147,8 @@ fn run(args: Vec<String>) -> Result<(), String> {
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         println!("listening on {local}");
         let (config, driver) = (ServerConfig::default(), DriverConfig::default());
-        let forever = std::future::pending::<()>();
+        // No signals here: a channel nobody sends on serves forever.
+        let (_, forever) = async_channel::bounded(1);
         simple_im::driver::serve(Tokio, listener, users, config, driver, forever).await;
         Ok(())
     })

@@ -326,3 +326,61 @@ fn nodes_share_one_port_with_reuse_port() {
     .collect();
     assert_eq!(jacky.request("/list"), "301 jacky bob michael alice\n");
 }
+
+#[test]
+#[ignore = "needs redis-server"]
+fn sighup_reloads_one_nodes_file_and_a_removed_user_leaves_the_cluster() {
+    let cluster = Cluster::start(2, &[]);
+    let mut jacky = cluster.node(0).ready("jacky", "12345");
+    let mut bob = cluster.node(1).ready("bob", "bob123");
+    jacky.send(b"/to bob hi\n");
+    assert_eq!(bob.recv_lb(), "/from jacky hi\n");
+
+    // Node 1 is given a file without bob and with dave; node 0 keeps its own.
+    let node = cluster.node(1);
+    node.rewrite_users(&format!(
+        "{}dave dave123\n",
+        USERS.replace("bob bob123\n", "")
+    ));
+    node.signal("HUP");
+    node.expect_log("users reloaded");
+    // Bob's delivery fails across nodes, and he leaves the one list.
+    assert_eq!(jacky.recv(), FAILED);
+    bob.expect_la_closed();
+    eventually(STEP, "bob gone from /list", || {
+        jacky.request("/list") == "301 jacky\n"
+    });
+    let _dave = node.ready("dave", "dave123");
+    let mut elsewhere = cluster.node(0).connect();
+    assert_eq!(elsewhere.request("/login dave dave123"), AUTH_FAILED);
+}
+
+#[test]
+#[ignore = "needs redis-server"]
+fn sigterm_on_one_node_answers_its_delivery_in_flight_and_the_others_serve_on() {
+    let mut cluster = Cluster::start(2, &[]);
+    let mut jacky = cluster.node(0).ready("jacky", "12345");
+    let mut bob = cluster.node(1).ready("bob", "bob123");
+    let mut alice = cluster.node(0).ready("alice", "alice123");
+    jacky.send(b"/to bob hi\n");
+    assert_eq!(bob.recv_lb(), "/from jacky hi\n");
+
+    // Node 1 stops with bob's delivery unacknowledged; bob's ack still counts.
+    cluster.node(1).signal("TERM");
+    cluster.node(1).expect_log("requests in flight");
+    bob.ack();
+    assert_eq!(jacky.recv(), OK);
+    bob.expect_la_closed();
+    drop(bob);
+    let exit = cluster.nodes[1]
+        .wait_exit(STEP)
+        .expect("node 1 still running");
+    assert!(exit.success(), "{exit:?}");
+    eventually(NOTICED, "bob gone from /list", || {
+        alice.request("/list") == "301 alice jacky\n"
+    });
+    jacky.send(b"/to alice still here\n");
+    assert_eq!(alice.recv_lb(), "/from jacky still here\n");
+    alice.ack();
+    assert_eq!(jacky.recv(), OK);
+}

@@ -1121,6 +1121,41 @@ fn accept_refuses_over_the_caps_and_the_core_never_hears_of_it() {
     assert!(net.accept(peer(4, 0)).is_err());
 }
 
+/// A graceful stop: no new connection, no new request read, the delivery in flight answered,
+/// then every socket written, shut, lingered and released, and only then `is_stopped`.
+#[test]
+fn stop_answers_the_request_in_flight_then_releases_every_socket() {
+    let mut net = net(&["alice", "bob", "carol"], driver_config());
+    let alice = net.ready(1, "alice");
+    let bob = net.ready(2, "bob");
+    let carol = net.ready(3, "carol");
+    net.line(alice, "/to bob hi");
+    assert_eq!(net.lines(SocketId::lb(bob)), ["/from alice hi"]);
+    let now = net.now;
+    net.driver.stop(now);
+    net.pump();
+    assert!(net.driver.is_stopping() && !net.driver.is_stopped());
+    assert!(
+        !net.session_alive(carol),
+        "nothing in flight: closed at once"
+    );
+    assert_eq!(net.accept(peer(4, 0)), Err(Refusal::Stopping));
+    net.line(bob, "/list");
+    assert_eq!(
+        net.lines(SocketId::la(bob)),
+        Vec::<String>::new(),
+        "no new request is read"
+    );
+
+    net.write(SocketId::lb(bob), b"302 Message receipt successful\n");
+    assert_eq!(net.lines(SocketId::la(alice)), [text(DELIVERED)]);
+    assert!(!net.session_alive(alice) && !net.session_alive(bob));
+    assert!(!net.driver.is_stopped(), "the sockets still linger");
+    net.advance(2 * SECOND);
+    assert!(net.driver.is_stopped());
+    assert_eq!(net.driver.connection_count(), 0);
+}
+
 /// An argon2 password: the check runs in the runtime (here, inline) and its verdict comes back.
 #[test]
 fn a_hashed_password_is_checked_by_the_runtime() {

@@ -217,6 +217,26 @@ enum Op {
         who: usize,
         input: usize,
     },
+    /// The users file is read again (SIGHUP): `u<i>` is in it if `present[i]`, with the
+    /// password `new<i>` if `changed[i]` and `pw<i>` otherwise.
+    Reload {
+        present: Vec<bool>,
+        changed: Vec<bool>,
+    },
+}
+
+/// The accounts of an [`Op::Reload`].
+fn reload_accounts(present: &[bool], changed: &[bool]) -> Vec<(String, String)> {
+    (0..USERS)
+        .filter(|&i| present.get(i).copied().unwrap_or(true))
+        .map(|i| {
+            let password = match changed.get(i).copied().unwrap_or(false) {
+                true => format!("new{i}"),
+                false => format!("pw{i}"),
+            };
+            (user_name(i), password)
+        })
+        .collect()
 }
 
 /// What [`Op::AfterClose`] may feed.
@@ -302,6 +322,11 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(who, line, cuts, crlf)| Op::SplitSend { who, line, cuts, crlf }),
         3 => advance_ms().prop_map(|ms| Op::AdvanceTime { ms }),
         1 => (0..CLIENTS, 0..6usize).prop_map(|(who, input)| Op::AfterClose { who, input }),
+        1 => (
+            prop::collection::vec(prop::bool::weighted(0.8), USERS),
+            prop::collection::vec(prop::bool::weighted(0.3), USERS),
+        )
+            .prop_map(|(present, changed)| Op::Reload { present, changed }),
     ]
 }
 
@@ -608,6 +633,7 @@ impl Model {
                 }
             },
             Record::Timeout => self.timeout(),
+            Record::Reload { accounts } => self.reload(accounts),
             Record::Output { .. } => unreachable!("outputs are compared, not applied"),
         }
     }
@@ -910,6 +936,29 @@ impl Model {
     }
 
     /// docs/protocol.md §3, "Ends of a session".
+    /// The users file is read again: logins check the new passwords, and the sessions of
+    /// users no longer there end (in connection order) as if their client had left.
+    fn reload(&mut self, accounts: &[(String, String)]) {
+        self.count("reload");
+        self.passwords = accounts
+            .iter()
+            .map(|(name, password)| (name.clone().into_bytes(), password.clone().into_bytes()))
+            .collect();
+        let removed: Vec<ConnId> = self
+            .conns
+            .keys()
+            .copied()
+            .filter(|&conn| {
+                self.user_of(conn)
+                    .is_some_and(|user| !self.passwords.contains_key(user))
+            })
+            .collect();
+        for conn in removed {
+            self.count("removed by a reload");
+            self.end_session(conn, None);
+        }
+    }
+
     fn end_session(&mut self, conn: ConnId, last: Option<&str>) {
         if self.is_closed(conn) {
             return;
@@ -1039,7 +1088,12 @@ impl Sim {
                 right_password,
             } => {
                 let password = if *right_password {
-                    format!("pw{user}")
+                    // After a reload, the password the file has now.
+                    let name = user_name(*user).into_bytes();
+                    match self.model.passwords.get(&name) {
+                        Some(password) => String::from_utf8_lossy(password).into_owned(),
+                        None => format!("pw{user}"),
+                    }
                 } else {
                     "wrong".to_owned()
                 };
@@ -1202,6 +1256,17 @@ impl Sim {
                     .collect();
                 let client = *closed.get(who % closed.len().max(1))?;
                 self.net.feed_after_close(client, after_close_input(input));
+            }
+            Op::Reload {
+                ref present,
+                ref changed,
+            } => {
+                let accounts = reload_accounts(present, changed);
+                let accounts: Vec<(&str, &str)> = accounts
+                    .iter()
+                    .map(|(name, password)| (name.as_str(), password.as_str()))
+                    .collect();
+                self.net.reload_users(&accounts);
             }
         }
         Some(())
@@ -1436,6 +1501,8 @@ fn random_interaction() {
             "Lb dropped",
             "sender gone before its answer",
             "event after close",
+            "reload",
+            "removed by a reload",
         ] {
             assert!(
                 stats.get(what).copied().unwrap_or(0) > 0,
@@ -2038,4 +2105,134 @@ fn hashed_logins_are_checked_off_the_loop() {
     // A stray result changes nothing.
     server.handle_input(now, Input::PasswordChecked(bob, false));
     assert_eq!(drain(&mut server), []);
+}
+
+// --- Reloading the users file (SIGHUP) and stopping gracefully (SIGTERM) ---
+
+/// The appendix's accounts, as a reload would read them, changed by `edit`.
+fn appendix_accounts(
+    edit: impl FnOnce(&mut Vec<(&'static str, &'static str)>),
+) -> Vec<(&'static str, &'static str)> {
+    let mut accounts = vec![
+        ("jacky", "12345"),
+        ("bob", "bob123"),
+        ("michael", "michael123"),
+        ("alice", "alice123"),
+        ("carol", "carol123"),
+    ];
+    edit(&mut accounts);
+    accounts
+}
+
+#[test]
+fn reload_lets_a_new_user_in_and_leaves_the_others_alone() {
+    let mut net = Net::appendix();
+    let jacky = net.connect_ready("jacky", "12345");
+    let bob = net.connect_ready("bob", "bob123");
+    net.send_la(jacky, b"/to bob hi\n");
+    assert_eq!(net.take_lb_lines(bob), ["/from jacky hi"]);
+
+    // A delivery is outstanding while the file is read again: it is not touched.
+    net.reload_users(&appendix_accounts(|a| a.push(("dave", "dave123"))));
+    assert!(!net.is_closed(jacky) && !net.is_closed(bob));
+    assert_eq!(net.take_la_lines(jacky), Vec::<String>::new());
+    net.ack(bob);
+    assert_eq!(net.take_la_lines(jacky), [DELIVERED]);
+
+    let dave = net.connect_ready("dave", "dave123");
+    net.send_la(dave, b"/list\n");
+    assert_eq!(net.take_la_lines(dave), ["301 dave jacky bob"]);
+}
+
+#[test]
+fn reload_changes_a_password_from_the_next_login() {
+    let mut net = Net::appendix();
+    let bob = net.connect_ready("bob", "bob123");
+    net.reload_users(&appendix_accounts(|a| a[0].1 = "changed"));
+    let old = net.connect("jacky");
+    net.send_la(old, b"/login jacky 12345\n");
+    assert_eq!(net.take_la_lines(old), [AUTH_FAILED]);
+    net.send_la(old, b"/login jacky changed\n");
+    assert_eq!(net.take_la_lines(old), [AUTH_OK]);
+    // Bob's own password did not change, and his session goes on.
+    net.send_la(bob, b"/list\n");
+    assert_eq!(net.take_la_lines(bob), ["301 bob jacky"]);
+}
+
+#[test]
+fn reload_ends_a_removed_users_session_and_fails_its_deliveries() {
+    let mut net = Net::appendix();
+    let jacky = net.connect_ready("jacky", "12345");
+    let bob = net.connect_ready("bob", "bob123");
+    let alice = net.connect_ready("alice", "alice123");
+    // Bob has one delivery outstanding, unacknowledged, when he is removed.
+    net.send_la(jacky, b"/to bob hi\n");
+    assert_eq!(net.take_lb_lines(bob), ["/from jacky hi"]);
+    net.reload_users(&appendix_accounts(|a| a.retain(|(name, _)| *name != "bob")));
+    assert!(net.is_closed(bob));
+    assert_eq!(net.take_la_lines(jacky), [DELIVERY_FAILED]);
+    assert!(!net.is_closed(jacky) && !net.is_closed(alice));
+    net.send_la(alice, b"/list\n");
+    assert_eq!(net.take_la_lines(alice), ["301 alice jacky"]);
+    // And he cannot come back.
+    let again = net.connect("bob");
+    net.send_la(again, b"/login bob bob123\n");
+    assert_eq!(net.take_la_lines(again), [AUTH_FAILED]);
+}
+
+#[test]
+fn stop_answers_the_requests_in_flight_then_closes_everyone() {
+    let mut net = Net::appendix();
+    let jacky = net.connect_ready("jacky", "12345");
+    let bob = net.connect_ready("bob", "bob123");
+    let idle = net.connect_ready("alice", "alice123");
+    let unauthenticated = net.connect("mallory");
+    net.send_la(jacky, b"/to bob hi\n");
+    assert_eq!(net.take_lb_lines(bob), ["/from jacky hi"]);
+
+    net.stop();
+    // Those with nothing in flight are closed at once; the conversation goes on.
+    assert!(net.is_closed(idle) && net.is_closed(unauthenticated));
+    assert!(!net.is_closed(jacky) && !net.is_closed(bob));
+    assert!(!net.server.is_stopped());
+    // No new request is read meanwhile.
+    net.send_la(bob, b"/list\n");
+    assert_eq!(net.take_la_lines(bob), Vec::<String>::new());
+
+    net.ack(bob);
+    assert_eq!(net.take_la_lines(jacky), [DELIVERED]);
+    assert!(net.is_closed(jacky) && net.is_closed(bob));
+    assert!(net.server.is_stopped());
+    assert_eq!(
+        net.server.poll_timeout(),
+        None,
+        "nothing is left to wait for"
+    );
+}
+
+#[test]
+fn stop_fails_what_is_still_in_flight_at_the_ack_timeout() {
+    let mut net = Net::appendix();
+    let jacky = net.connect_ready("jacky", "12345");
+    let bob = net.connect_ready("bob", "bob123");
+    let alice = net.connect_ready("alice", "alice123");
+    // Bob has jacky's message outstanding and alice's queued behind it.
+    net.send_la(jacky, b"/to bob hi\n");
+    net.send_la(alice, b"/to bob yo\n");
+    net.stop();
+    net.advance(Duration::from_secs(5));
+    net.ack(bob);
+    assert_eq!(net.take_la_lines(jacky), [DELIVERED]);
+    assert!(
+        net.is_closed(jacky),
+        "a session with nothing in flight ends"
+    );
+    assert_eq!(net.take_lb_lines(bob), ["/from jacky hi", "/from alice yo"]);
+    // Alice's message would have until 15 s; the stop gives it until 10 s.
+    net.advance(Duration::from_millis(4_999));
+    assert!(!net.is_closed(alice), "the stop waits one ack timeout");
+    net.advance(Duration::from_millis(1));
+    assert_eq!(net.take_la_lines(alice), [DELIVERY_FAILED]);
+    assert!(net.is_closed(bob) && net.is_closed(alice));
+    assert!(net.server.is_stopped());
 }

@@ -14,7 +14,6 @@ use clap::Parser;
 use simple_im::cli::{BudgetOrOff, Span, SpanOrOff};
 use simple_im::cluster::ClusterConfig;
 use simple_im::runtime::Kind;
-use simple_im::signals::Signals;
 use simple_im_core::driver::{DriverConfig, Keepalive, DEFAULT_KEEPALIVE_IDLE, DEFAULT_MAX_PER_IP};
 use simple_im_core::server::{ServerConfig, ThrottleConfig};
 use simple_im_core::users::Users;
@@ -332,7 +331,8 @@ fn main() -> ExitCode {
     };
 
     // Before the `listening on` line, so that a signal sent as soon as it is seen is handled.
-    let signals = Signals::install();
+    // SIGHUP reads the users file again, SIGTERM/SIGINT stop gracefully, a second one at once.
+    let commands = simple_im::signals::server_commands(users_file.clone());
     let announce = move || {
         let mut stdout = std::io::stdout().lock();
         if let Err(error) = writeln!(stdout, "listening on {local}").and_then(|()| stdout.flush()) {
@@ -366,17 +366,13 @@ fn main() -> ExitCode {
                 heartbeat: lease / 3,
                 ..ClusterConfig::default()
             };
-            let shutdown = async move {
-                signals.recv().await;
-                log::info!("shutting down");
-            };
             // Only a node that has joined says it listens: clients reaching it find one chat.
             let joined = move |node: simple_im_core::server::NodeId| {
                 log::info!("joined the cluster at {url} as node {}", node.0);
                 announce();
             };
             let served = simple_im::runtime::smol::serve_cluster(
-                listener, users, config, driver, cluster, joined, shutdown,
+                listener, users, config, driver, cluster, joined, commands,
             );
             if let Err(error) = served {
                 eprintln!("im-server: {error}");
@@ -385,28 +381,20 @@ fn main() -> ExitCode {
         }
         (Kind::Smol, None) => {
             announce();
-            let shutdown = async move {
-                signals.recv().await;
-                log::info!("shutting down");
-            };
-            let served = simple_im::runtime::smol::serve(listener, users, config, driver, shutdown);
+            let served = simple_im::runtime::smol::serve(listener, users, config, driver, commands);
             if let Err(error) = served {
                 eprintln!("im-server: cannot listen on {local}: {error}");
                 return ExitCode::FAILURE;
             }
         }
         (Kind::Uring, _) => {
-            let shutdown = async move {
-                signals.recv().await;
-                log::info!("shutting down");
-            };
             #[cfg(target_os = "linux")]
             let served = simple_im::runtime::uring::serve(
-                listener, users, config, driver, announce, shutdown,
+                listener, users, config, driver, announce, commands,
             );
             #[cfg(not(target_os = "linux"))]
             let served: Result<(), String> = {
-                let _ = (listener, users, config, driver, announce, shutdown);
+                let _ = (listener, users, config, driver, announce, commands);
                 Err("--runtime uring needs Linux".to_owned())
             };
             if let Err(error) = served {
@@ -416,17 +404,13 @@ fn main() -> ExitCode {
         }
         (Kind::Epoll, _) => {
             announce();
-            let shutdown = async move {
-                signals.recv().await;
-                log::info!("shutting down");
-            };
             #[cfg(target_os = "linux")]
             let served =
-                simple_im::runtime::epoll::serve(listener, users, config, driver, shutdown)
+                simple_im::runtime::epoll::serve(listener, users, config, driver, commands)
                     .map_err(|error| format!("cannot poll with epoll: {error}"));
             #[cfg(not(target_os = "linux"))]
             let served: Result<(), String> = {
-                let _ = (listener, users, config, driver, shutdown);
+                let _ = (listener, users, config, driver, commands);
                 Err("--runtime epoll needs Linux".to_owned())
             };
             if let Err(error) = served {
@@ -436,11 +420,7 @@ fn main() -> ExitCode {
         }
         (Kind::Threads, _) => {
             announce();
-            let shutdown = move || {
-                signals.wait();
-                log::info!("shutting down");
-            };
-            simple_im::runtime::threads::server::serve(listener, users, config, driver, shutdown);
+            simple_im::runtime::threads::server::serve(listener, users, config, driver, commands);
         }
     }
     ExitCode::SUCCESS

@@ -31,6 +31,19 @@ pub use addrs::{connect_first, ServerAddrs};
 pub use client::AsyncClient;
 pub use serve::{serve, serve_cluster, serve_node, ClusterLink};
 
+/// What the process asks of a running server, in the order asked (im-server reads them from
+/// its signals: [`crate::signals::server_commands`]). A server whose commands end (every
+/// sender dropped) serves on.
+pub enum ServerCommand {
+    /// The users file was read again: these accounts from now on (SIGHUP).
+    Reload(simple_im_core::users::Users),
+    /// Stop gracefully (SIGTERM, SIGINT): accept no one, answer the requests in flight (one
+    /// ack timeout at most), close every connection, return.
+    Stop,
+    /// Stop at once (a second SIGTERM): every connection is dropped as it is.
+    StopNow,
+}
+
 /// A future that runs on the driver's one thread (it shares the driver through `Rc`).
 pub type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 

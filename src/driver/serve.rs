@@ -26,9 +26,13 @@ use simple_im_core::driver::{DriverAction, DriverConfig, Keepalive, ServerDriver
 use simple_im_core::server::{ClusterInput, ClusterOutput, ConnId, ServerConfig};
 use simple_im_core::users::Users;
 
-use super::{accept, AsyncStream, AsyncTimer, Runtime};
+use super::{accept, AsyncStream, AsyncTimer, Runtime, ServerCommand};
 
-/// Serves clients accepted on `listener` with a single server until `shutdown` completes.
+/// What the server's commands come through.
+type Commands = async_channel::Receiver<ServerCommand>;
+
+/// Serves clients accepted on `listener` with a single server, doing what `commands` asks
+/// (reload, stop), until a stop has closed every connection.
 ///
 /// Every task runs on `runtime`'s thread; when this returns the tasks still hold the sockets,
 /// and they are closed when the runtime drops its tasks.
@@ -38,10 +42,10 @@ pub async fn serve<R: Runtime>(
     users: Users,
     config: ServerConfig,
     driver: DriverConfig,
-    shutdown: impl Future<Output = ()>,
+    commands: Commands,
 ) {
     let server = ServerDriver::new(users, config, &driver);
-    serve_node(runtime, listener, server, &driver, None, shutdown).await
+    serve_node(runtime, listener, server, &driver, None, commands).await
 }
 
 /// The channels between a cluster node's driver and its cluster engine.
@@ -52,7 +56,7 @@ pub struct ClusterLink {
     pub inputs: async_channel::Receiver<ClusterInput>,
 }
 
-/// Serves clients accepted on `listener` as one node of a cluster until `shutdown` completes:
+/// Serves clients accepted on `listener` as one node of a cluster until a stop is done:
 /// `engine` gets the two ends of the node's [`ClusterLink`] (the hub's questions in, the
 /// answers out) and runs beside the server for as long as it does.
 pub async fn serve_cluster<R: Runtime, E: Future<Output = ()> + 'static>(
@@ -64,24 +68,26 @@ pub async fn serve_cluster<R: Runtime, E: Future<Output = ()> + 'static>(
         async_channel::Receiver<ClusterOutput>,
         async_channel::Sender<ClusterInput>,
     ) -> E,
-    shutdown: impl Future<Output = ()>,
+    commands: Commands,
 ) {
     let (outputs, questions) = async_channel::unbounded();
     let (answers, inputs) = async_channel::unbounded();
     runtime.spawn(Box::pin(engine(questions, answers)));
     let link = ClusterLink { outputs, inputs };
-    serve_node(runtime, listener, server, driver, Some(link), shutdown).await
+    serve_node(runtime, listener, server, driver, Some(link), commands).await
 }
 
 /// Serves clients accepted on `listener` with `server` (a cluster node when `cluster` links
-/// it to its engine) until `shutdown` completes.
+/// it to its engine), doing what `commands` asks, until a stop is done: after
+/// [`ServerCommand::Stop`] once the driver says every connection is closed, after
+/// [`ServerCommand::StopNow`] at once.
 pub async fn serve_node<R: Runtime>(
     runtime: R,
     listener: R::Listener,
     server: ServerDriver,
     driver: &DriverConfig,
     cluster: Option<ClusterLink>,
-    shutdown: impl Future<Output = ()>,
+    commands: Commands,
 ) {
     let (outputs, inputs) = match cluster {
         Some(link) => (Some(link.outputs), Some(link.inputs)),
@@ -99,22 +105,87 @@ pub async fn serve_node<R: Runtime>(
             renamed: [false; 2],
             runtime: runtime.clone(),
             me: me.clone(),
+            stopped: None,
         })
     });
-    runtime.spawn(Box::pin(accept_connections(listener, Rc::downgrade(&hub))));
+    // Closed to stop accepting: the accept task ends and drops the listener.
+    let (stop_accepting, accepting) = async_channel::bounded(1);
+    runtime.spawn(Box::pin(accept_connections(
+        listener,
+        Rc::downgrade(&hub),
+        accepting,
+    )));
     runtime.spawn(Box::pin(fire_deadlines(Rc::downgrade(&hub))));
     if let Some(inputs) = inputs {
         runtime.spawn(Box::pin(feed_cluster(inputs, Rc::downgrade(&hub))));
     }
-    shutdown.await;
+    obey(&hub, &commands, &stop_accepting).await;
     // Dropping every socket closes it; the tasks find the hub gone and end.
     hub.borrow_mut().conns.clear();
 }
 
-/// Accepts clients for as long as the hub lives.
-async fn accept_connections<R: Runtime>(listener: R::Listener, hub: Weak<RefCell<Hub<R>>>) {
+/// What the command loop waits for.
+enum Next {
+    Command(ServerCommand),
+    /// A stop is done: every connection is closed.
+    Stopped,
+}
+
+/// Hands each command to the driver until a stop is done (or asked to be at once).
+async fn obey<R: Runtime>(
+    hub: &Rc<RefCell<Hub<R>>>,
+    commands: &Commands,
+    stop_accepting: &async_channel::Sender<()>,
+) {
     loop {
-        let accepted = accept(&listener).await;
+        let command = async {
+            match commands.recv().await {
+                Ok(command) => Next::Command(command),
+                // Nobody can ask anything any more: serve on.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let stopped = async {
+            poll_fn(|cx| hub.borrow_mut().poll_stopped(cx)).await;
+            Next::Stopped
+        };
+        let now = Instant::now();
+        match futures_lite::future::or(stopped, command).await {
+            Next::Stopped => return log::info!("stopped: every connection is closed"),
+            Next::Command(ServerCommand::StopNow) => {
+                let open = hub.borrow().conns.len();
+                return log::info!("stopping at once: {open} connections dropped");
+            }
+            Next::Command(ServerCommand::Reload(users)) => {
+                let mut hub = hub.borrow_mut();
+                hub.driver.reload_users(now, users);
+                hub.carry_out_actions();
+            }
+            Next::Command(ServerCommand::Stop) => {
+                stop_accepting.close();
+                let mut hub = hub.borrow_mut();
+                hub.driver.stop(now);
+                hub.carry_out_actions();
+            }
+        }
+    }
+}
+
+/// Accepts clients for as long as the hub lives and `accepting` is open.
+async fn accept_connections<R: Runtime>(
+    listener: R::Listener,
+    hub: Weak<RefCell<Hub<R>>>,
+    accepting: async_channel::Receiver<()>,
+) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(accept(&listener).await) }, async {
+            let _ = accepting.recv().await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else {
+            return log::info!("no longer accepting connections");
+        };
         let Some(hub) = hub.upgrade() else { return };
         match accepted {
             Ok((stream, peer)) => hub.borrow_mut().accept(stream, peer),
@@ -242,6 +313,8 @@ struct Hub<R: Runtime> {
     renamed: [bool; 2],
     runtime: R,
     me: Weak<RefCell<Hub<R>>>,
+    /// The command loop, waiting for a stop to be done; woken to look again while stopping.
+    stopped: Option<Waker>,
 }
 
 /// How to wake the deadline task, and the deadline it sleeps until.
@@ -600,9 +673,23 @@ impl<R: Runtime> Hub<R> {
         }
     }
 
+    /// Ready once a stop is done: the driver has closed every connection.
+    fn poll_stopped(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.driver.is_stopped() {
+            return Poll::Ready(());
+        }
+        remember(&mut self.stopped, cx.waker());
+        Poll::Pending
+    }
+
     /// Wakes the deadline task if the driver's next deadline comes before the one it sleeps
-    /// until.
+    /// until; while stopping, wakes the command loop to see whether the stop is done.
     fn notice_deadline(&mut self) {
+        if self.driver.is_stopping() {
+            if let Some(waker) = &self.stopped {
+                waker.wake_by_ref();
+            }
+        }
         let Some(next) = self.driver.poll_timeout() else {
             return;
         };

@@ -50,7 +50,7 @@ struct Series {
     connections_open: Gauge,
     connections_accepted: Counter,
     /// By [`RefusalReason`]: the total cap, the per-address one, no TLS session, the throttle.
-    connections_refused: [Counter; 4],
+    connections_refused: [Counter; 5],
     users_online: Gauge,
     logins: [Counter; 4],
     /// By [`Throttled`] reason.
@@ -60,7 +60,7 @@ struct Series {
     deliveries: [Counter; 9],
     queue_depth: Histogram,
     ack_latency: Histogram,
-    sessions_ended: [Counter; 10],
+    sessions_ended: [Counter; 12],
     /// TLS sessions that failed (a plain-text peer, a refused handshake), on La and on Lb.
     tls_failures: [Counter; 2],
 }

@@ -10,7 +10,6 @@
 //! any later arrival is a new edge. Everything lives on the loop's thread, so no lock is taken.
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::RawFd;
@@ -373,18 +372,18 @@ impl Epoll {
     }
 }
 
-/// Serves clients accepted on `listener` on this thread's poller until `shutdown` completes.
+/// Serves clients accepted on `listener` on this thread's poller until a stop that `commands` asks for is done.
 pub fn serve(
     listener: std::net::TcpListener,
     users: simple_im_core::users::Users,
     config: simple_im_core::server::ServerConfig,
     driver: simple_im_core::driver::DriverConfig,
-    shutdown: impl Future<Output = ()> + 'static,
+    commands: async_channel::Receiver<crate::driver::ServerCommand>,
 ) -> io::Result<()> {
     Epoll::block_on(move |runtime| {
         Box::pin(async move {
             let listener = runtime.listen(listener)?;
-            crate::driver::serve(runtime, listener, users, config, driver, shutdown).await;
+            crate::driver::serve(runtime, listener, users, config, driver, commands).await;
             Ok(())
         })
     })?

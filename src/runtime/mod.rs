@@ -33,7 +33,6 @@ use simple_im_core::driver::DriverConfig;
 /// `--runtime epoll` in a build without the `epoll` feature.
 #[cfg(all(target_os = "linux", not(feature = "epoll")))]
 pub mod epoll {
-    use std::future::Future;
     use std::io;
     use std::net::TcpListener;
 
@@ -45,7 +44,7 @@ pub mod epoll {
         _users: Users,
         _config: ServerConfig,
         _driver: DriverConfig,
-        _shutdown: impl Future<Output = ()>,
+        _commands: async_channel::Receiver<crate::driver::ServerCommand>,
     ) -> io::Result<()> {
         Err(io::Error::other(
             "this build has no epoll runtime (the `epoll` feature)",
@@ -56,7 +55,6 @@ pub mod epoll {
 /// `--runtime uring` in a build without the `uring` feature.
 #[cfg(all(target_os = "linux", not(feature = "uring")))]
 pub mod uring {
-    use std::future::Future;
     use std::net::TcpListener;
 
     use simple_im_core::{driver::DriverConfig, server::ServerConfig, users::Users};
@@ -68,7 +66,7 @@ pub mod uring {
         _config: ServerConfig,
         _driver: DriverConfig,
         _ready: impl FnOnce(),
-        _shutdown: impl Future<Output = ()>,
+        _commands: async_channel::Receiver<crate::driver::ServerCommand>,
     ) -> Result<(), String> {
         Err("this build has no io_uring runtime (the `uring` feature)".to_owned())
     }

@@ -159,14 +159,14 @@ impl AsyncTimer for SmolTimer {
     }
 }
 
-/// Serves clients accepted on `listener` on this thread until `shutdown` completes; when it
+/// Serves clients accepted on `listener` on this thread until a stop that `commands` asks for is done; when it
 /// returns, every connection is closed.
 pub fn serve(
     listener: std::net::TcpListener,
     users: simple_im_core::users::Users,
     config: simple_im_core::server::ServerConfig,
     driver: simple_im_core::driver::DriverConfig,
-    shutdown: impl Future<Output = ()> + 'static,
+    commands: async_channel::Receiver<crate::driver::ServerCommand>,
 ) -> io::Result<()> {
     let listener = Async::new(listener)?;
     Smol::block_on(move |runtime| {
@@ -176,14 +176,14 @@ pub fn serve(
             users,
             config,
             driver,
-            shutdown,
+            commands,
         ))
     });
     Ok(())
 }
 
 /// Joins the cluster at `cluster.url`, then serves clients on `listener` as one of its nodes
-/// on this thread until `shutdown` completes. `joined` is told the node's id before the first
+/// on this thread until a stop that `commands` asks for is done. `joined` is told the node's id before the first
 /// client is served (im-server prints its `listening on` line then).
 #[cfg(feature = "cluster")]
 pub fn serve_cluster(
@@ -193,7 +193,7 @@ pub fn serve_cluster(
     driver: simple_im_core::driver::DriverConfig,
     cluster: crate::cluster::ClusterConfig,
     joined: impl FnOnce(simple_im_core::server::NodeId) + 'static,
-    shutdown: impl Future<Output = ()> + 'static,
+    commands: async_channel::Receiver<crate::driver::ServerCommand>,
 ) -> Result<(), String> {
     let listener = Async::new(listener).map_err(|error| error.to_string())?;
     Smol::block_on(move |runtime| {
@@ -206,7 +206,7 @@ pub fn serve_cluster(
             let server = simple_im_core::server::Server::clustered(users, config, node);
             let server = simple_im_core::driver::ServerDriver::with_server(server, &driver);
             let engine = move |questions, answers| membership.run(questions, answers);
-            crate::driver::serve_cluster(runtime, listener, server, &driver, engine, shutdown)
+            crate::driver::serve_cluster(runtime, listener, server, &driver, engine, commands)
                 .await;
             Ok(())
         })
@@ -222,7 +222,7 @@ pub fn serve_cluster(
     _driver: simple_im_core::driver::DriverConfig,
     _cluster: crate::cluster::ClusterConfig,
     _joined: impl FnOnce(simple_im_core::server::NodeId),
-    _shutdown: impl Future<Output = ()>,
+    _commands: async_channel::Receiver<crate::driver::ServerCommand>,
 ) -> Result<(), String> {
     Err("this build has no cluster engine (the `cluster` feature)".to_owned())
 }

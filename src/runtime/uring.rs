@@ -18,7 +18,6 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -722,7 +721,7 @@ impl Uring {
     }
 }
 
-/// Serves clients accepted on `listener` on this thread's ring until `shutdown` completes;
+/// Serves clients accepted on `listener` on this thread's ring until a stop that `commands` asks for is done;
 /// `ready` runs once the ring is set up. `Err` names why io_uring could not be used.
 pub fn serve(
     listener: TcpListener,
@@ -730,13 +729,13 @@ pub fn serve(
     config: simple_im_core::server::ServerConfig,
     driver: simple_im_core::driver::DriverConfig,
     ready: impl FnOnce() + 'static,
-    shutdown: impl Future<Output = ()> + 'static,
+    commands: async_channel::Receiver<crate::driver::ServerCommand>,
 ) -> Result<(), String> {
     let served = Uring::block_on(move |runtime| {
         Box::pin(async move {
             let listener = runtime.listen(listener).map_err(|e| e.to_string())?;
             ready();
-            crate::driver::serve(runtime, listener, users, config, driver, shutdown).await;
+            crate::driver::serve(runtime, listener, users, config, driver, commands).await;
             Ok(())
         })
     });

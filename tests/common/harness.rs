@@ -284,6 +284,25 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// Sends the server a signal by name (`HUP`, `TERM`, `INT`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Writes new contents to the users file the server was started with (to reload it).
+    pub fn rewrite_users(&self, users: &str) {
+        std::fs::write(self._users.path(), users).unwrap();
+    }
+
+    /// How many times `needle` appears in standard error so far.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.stderr().matches(needle).count()
+    }
+
     /// What the server wrote on standard error so far.
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()

@@ -97,6 +97,11 @@ pub enum Record {
     },
     /// [`Server::handle_timeout`] was called.
     Timeout,
+    /// [`Server::reload_users`] was called with accounts for these names.
+    Reload {
+        /// Who has an account from now on, with their passwords.
+        accounts: Vec<(String, String)>,
+    },
     /// [`Server::poll_output`] returned this.
     Output {
         /// The client it was for.
@@ -452,6 +457,28 @@ impl Net {
         self.now = target;
     }
 
+    /// The users file is read again with these `(name, password)` accounts; what follows is
+    /// driven at once.
+    pub fn reload_users(&mut self, accounts: &[(&str, &str)]) {
+        let accounts: Vec<(String, String)> = accounts
+            .iter()
+            .map(|(name, password)| (name.to_string(), password.to_string()))
+            .collect();
+        let mut fresh = Users::default();
+        for (name, password) in &accounts {
+            fresh.insert(name.as_bytes(), password.as_bytes());
+        }
+        self.record(Record::Reload { accounts });
+        self.server.reload_users(self.now, fresh);
+        self.drive();
+    }
+
+    /// A graceful stop begins (SIGTERM); what follows is driven at once.
+    pub fn stop(&mut self) {
+        self.server.stop(self.now);
+        self.drive();
+    }
+
     /// Lets everything settle: routes every output, answers Lb connects, delivers La chunks
     /// on their grants and lets auto-acknowledging clients acknowledge, until nothing moves.
     ///
@@ -566,6 +593,11 @@ impl Net {
                 Fed::PasswordChecked(correct) => format!("password checked: {correct}"),
             },
             Record::Timeout => return Some(format!("{} (timeout)", clock(entry.now - self.start))),
+            Record::Reload { accounts } => {
+                let names: Vec<&str> = accounts.iter().map(|(name, _)| name.as_str()).collect();
+                let at = clock(entry.now - self.start);
+                return Some(format!("{at} (users reloaded: {})", names.join(" ")));
+            }
             Record::Output { output, .. } => match output {
                 Output::ReadLa(_) => return None,
                 Output::SendLa(_, bytes) => format!("La -> {}", escape(bytes)),
@@ -699,7 +731,7 @@ fn entry_client(record: &Record) -> Option<ClientId> {
         Record::Accepted { client, .. }
         | Record::Fed { client, .. }
         | Record::Output { client, .. } => Some(*client),
-        Record::Timeout => None,
+        Record::Timeout | Record::Reload { .. } => None,
     }
 }
 

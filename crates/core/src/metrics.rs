@@ -33,11 +33,15 @@ pub enum SessionEnd {
     WrongAck,
     /// A cluster node lost its lease and ended all its sessions.
     LeaseLost,
+    /// The users file was reloaded without this session's user.
+    Removed,
+    /// The server stopped (SIGTERM/SIGINT) once its requests in flight were answered.
+    Shutdown,
 }
 
 impl SessionEnd {
     /// Every reason, in label order.
-    pub const ALL: [SessionEnd; 10] = [
+    pub const ALL: [SessionEnd; 12] = [
         SessionEnd::Exit,
         SessionEnd::LaClosed,
         SessionEnd::LbClosed,
@@ -48,6 +52,8 @@ impl SessionEnd {
         SessionEnd::AckTimeout,
         SessionEnd::WrongAck,
         SessionEnd::LeaseLost,
+        SessionEnd::Removed,
+        SessionEnd::Shutdown,
     ];
 
     /// The label value, also used in the log.
@@ -63,6 +69,8 @@ impl SessionEnd {
             SessionEnd::AckTimeout => "ack_timeout",
             SessionEnd::WrongAck => "wrong_ack",
             SessionEnd::LeaseLost => "lease_lost",
+            SessionEnd::Removed => "removed",
+            SessionEnd::Shutdown => "shutdown",
         }
     }
 }
@@ -138,7 +146,9 @@ impl DeliveryOutcome {
             | SessionEnd::LoginTimeout
             | SessionEnd::TooManyLoginFailures
             | SessionEnd::LbConnectFailed
-            | SessionEnd::LeaseLost => DeliveryOutcome::Offline,
+            | SessionEnd::LeaseLost
+            | SessionEnd::Removed
+            | SessionEnd::Shutdown => DeliveryOutcome::Offline,
         }
     }
 }
@@ -207,15 +217,18 @@ pub enum RefusalReason {
     /// The peer's address keeps ending its connections without a login
     /// (`--throttle-reconnects`).
     Reconnects,
+    /// The server is stopping (SIGTERM/SIGINT).
+    Stopping,
 }
 
 impl RefusalReason {
     /// Every reason, in label order.
-    pub const ALL: [RefusalReason; 4] = [
+    pub const ALL: [RefusalReason; 5] = [
         RefusalReason::MaxConnections,
         RefusalReason::MaxPerIp,
         RefusalReason::TlsUnavailable,
         RefusalReason::Reconnects,
+        RefusalReason::Stopping,
     ];
 
     /// The label value.
@@ -225,6 +238,7 @@ impl RefusalReason {
             RefusalReason::MaxPerIp => "max_per_ip",
             RefusalReason::TlsUnavailable => "tls_unavailable",
             RefusalReason::Reconnects => "reconnects",
+            RefusalReason::Stopping => "stopping",
         }
     }
 }

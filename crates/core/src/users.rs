@@ -185,6 +185,11 @@ impl Users {
             .is_some_and(|secret| secret.verify(password))
     }
 
+    /// Whether `user` has an account.
+    pub fn contains(&self, user: &[u8]) -> bool {
+        self.passwords.contains_key(user)
+    }
+
     /// How many accounts there are.
     pub fn len(&self) -> usize {
         self.passwords.len()

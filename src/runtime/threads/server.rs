@@ -20,20 +20,20 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{read_some, recv_until, spawn};
-use crate::driver::set_keepalive;
+use crate::driver::{set_keepalive, ServerCommand};
 use simple_im_core::driver::{DriverAction, DriverConfig, Keepalive, ServerDriver, Side, SocketId};
 use simple_im_core::server::{ConnId, ServerConfig};
 use simple_im_core::users::Users;
 
-/// Serves clients accepted on `listener` on this thread until `shutdown` returns (it runs on
-/// a thread of its own: a blocking wait for a signal, say). When it returns every client socket
-/// is shut, which ends their threads; the accept thread ends with the process.
+/// Serves clients accepted on `listener` on this thread, doing what `commands` asks (reload,
+/// stop), until a stop is done. When it returns every client socket is shut, which ends their
+/// threads; the accept thread ends with the process.
 pub fn serve(
     listener: TcpListener,
     users: Users,
     config: ServerConfig,
     driver: DriverConfig,
-    shutdown: impl FnOnce() + Send + 'static,
+    commands: async_channel::Receiver<ServerCommand>,
 ) {
     let driver = DriverConfig {
         max_connections: within_map_limit(driver.max_connections),
@@ -51,10 +51,14 @@ pub fn serve(
         log::error!("cannot start the accept thread; not serving");
         return;
     }
-    let stop = events.clone();
-    spawn("shutdown".to_owned(), None, move || {
-        shutdown();
-        let _ = stop.send(Event::Shutdown);
+    let told = events.clone();
+    spawn("commands".to_owned(), None, move || {
+        // Ends when nobody can ask anything any more, or the loop is gone.
+        while let Ok(command) = commands.recv_blocking() {
+            if told.send(Event::Command(command)).is_err() {
+                return;
+            }
+        }
     });
     let mut event_loop = EventLoop {
         driver: ServerDriver::new(users, config, &driver),
@@ -102,7 +106,8 @@ enum Event {
     /// The end of an Lb connect attempt: the stream, or `None` if it failed or timed out.
     LbConnect(ConnId, Option<TcpStream>),
     PasswordChecked(ConnId, bool),
-    Shutdown,
+    /// What the process asks (its signals).
+    Command(ServerCommand),
 }
 
 /// What a socket's thread has finished.
@@ -155,11 +160,25 @@ impl EventLoop {
             };
             let now = Instant::now();
             match event {
-                Some(Event::Shutdown) => return,
+                Some(Event::Command(ServerCommand::StopNow)) => {
+                    let open = self.conns.len();
+                    return log::info!("stopping at once: {open} connections dropped");
+                }
+                Some(Event::Command(ServerCommand::Stop)) => {
+                    // The accept thread stays blocked in `accept`; the driver refuses what it
+                    // still hands over.
+                    self.driver.stop(now);
+                }
+                Some(Event::Command(ServerCommand::Reload(users))) => {
+                    self.driver.reload_users(now, users)
+                }
                 Some(event) => self.handle(now, event),
                 None => self.driver.handle_timeout(now),
             }
             self.carry_out_actions();
+            if self.driver.is_stopped() {
+                return log::info!("stopped: every connection is closed");
+            }
         }
     }
 
@@ -183,7 +202,7 @@ impl EventLoop {
             Event::PasswordChecked(conn, ok) => {
                 return self.driver.handle_password_checked(now, conn, ok)
             }
-            Event::Shutdown => return,
+            Event::Command(_) => return,
         };
         if let Some(s) = self.socket(socket) {
             match done {

@@ -123,6 +123,8 @@ pub enum Refusal {
     TlsUnavailable,
     /// This address's connections keep ending without a login (`--throttle-reconnects`).
     Throttled,
+    /// The server is stopping: it takes no new connection.
+    Stopping,
 }
 
 impl fmt::Display for Refusal {
@@ -135,6 +137,7 @@ impl fmt::Display for Refusal {
                 write!(f, "{max} connections from {ip} are open (--max-per-ip)")
             }
             Refusal::TlsUnavailable => f.write_str("no TLS session could be started"),
+            Refusal::Stopping => f.write_str("the server is stopping"),
             Refusal::Throttled => f.write_str(
                 "too many connections from this address ended without a login (--throttle-reconnects)",
             ),
@@ -149,6 +152,7 @@ impl From<&Refusal> for RefusalReason {
             Refusal::TooManyFromAddress { .. } => RefusalReason::MaxPerIp,
             Refusal::TlsUnavailable => RefusalReason::TlsUnavailable,
             Refusal::Throttled => RefusalReason::Reconnects,
+            Refusal::Stopping => RefusalReason::Stopping,
         }
     }
 }

@@ -232,6 +232,11 @@ impl ServerDriver {
     /// logged once a minute per address at most, so that a flood of connections is not a
     /// flood of log lines.
     pub fn accept(&mut self, now: Instant, peer: SocketAddr) -> Result<ConnId, Refusal> {
+        // The runtime stops its listener; one accepted meanwhile is simply closed.
+        if self.server.is_stopping() {
+            self.server.metrics().connection_refused(&Refusal::Stopping);
+            return Err(Refusal::Stopping);
+        }
         if self.server.admit(now, peer.ip()).is_err() {
             self.server
                 .metrics()
@@ -424,6 +429,29 @@ impl ServerDriver {
         self.server
             .handle_input(now, Input::PasswordChecked(conn, correct));
         self.finish(now);
+    }
+
+    /// The users file was read again: see [`Server::reload_users`].
+    pub fn reload_users(&mut self, now: Instant, users: Users) {
+        self.server.reload_users(now, users);
+        self.finish(now);
+    }
+
+    /// Begins a graceful stop ([`Server::stop`]): the runtime stops accepting, goes on
+    /// driving, and exits once [`ServerDriver::is_stopped`] says so.
+    pub fn stop(&mut self, now: Instant) {
+        self.server.stop(now);
+        self.finish(now);
+    }
+
+    /// Whether a stop has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.server.is_stopping()
+    }
+
+    /// Whether a stop is complete: every session ended and every socket written and closed.
+    pub fn is_stopped(&self) -> bool {
+        self.server.is_stopped() && self.conns.is_empty()
     }
 
     /// What the cluster's directory or another node said.

@@ -137,6 +137,19 @@ pub enum Output {
     Cluster(ClusterOutput),
 }
 
+/// Whether the server serves, or how far its stop has come ([`Server::stop`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lifecycle {
+    /// Reading and serving requests.
+    Running,
+    /// No new request is read; those in flight have until `deadline` to be answered, and a
+    /// session with nothing in flight is ended as soon as it has none.
+    Draining { deadline: Instant },
+    /// Every session has ended; last answers that wait for the cluster's release (`releasing`)
+    /// go out unreleased at `deadline`, so that a silent directory cannot hold the stop.
+    Closing { deadline: Instant },
+}
+
 /// A session and the bookkeeping the hub keeps beside it.
 #[derive(Debug)]
 struct Entry {
@@ -237,6 +250,7 @@ pub struct Server {
     metrics: ServerMetrics,
     throttle: LoginThrottle,
     checks: CheckQueue,
+    lifecycle: Lifecycle,
 }
 
 impl Server {
@@ -289,6 +303,7 @@ impl Server {
             metrics: ServerMetrics::default(),
             throttle,
             checks,
+            lifecycle: Lifecycle::Running,
         }
     }
 
@@ -417,6 +432,8 @@ impl Server {
                     if let Some(attempt) = attempt {
                         self.judged(now, attempt, correct);
                     }
+                    // A reload may have removed the user while its password was checked.
+                    let correct = correct && self.users.contains(&user);
                     self.finish_login(now, conn, &user, correct);
                     self.touch(conn);
                     self.read_la(now, conn);
@@ -424,6 +441,7 @@ impl Server {
             }
         }
         self.run_wakeups(now);
+        self.advance_stop(now);
         self.sync_touched();
     }
 
@@ -450,7 +468,9 @@ impl Server {
         }
         due.clear();
         self.due = due;
+        self.stop_deadline_passed(now);
         self.run_wakeups(now);
+        self.advance_stop(now);
         self.sync_touched();
     }
 
@@ -461,7 +481,151 @@ impl Server {
 
     /// When [`Server::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        let stop = match self.lifecycle {
+            Lifecycle::Running => None,
+            Lifecycle::Draining { deadline } => Some(deadline),
+            // Only a release still waited for needs the deadline.
+            Lifecycle::Closing { deadline } => {
+                Some(deadline).filter(|_| !self.releasing.is_empty())
+            }
+        };
+        self.timers.next().into_iter().chain(stop).min()
+    }
+
+    /// Replaces the accounts (the users file was read again): a new user may log in at once,
+    /// a changed password counts from the next login, and the session of a user who is no
+    /// longer there ends as if it had left (its deliveries fail, `304` to their senders).
+    /// Everyone else is untouched.
+    pub fn reload_users(&mut self, now: Instant, users: Users) {
+        let mut removed: Vec<ConnId> = self
+            .sessions
+            .iter()
+            .filter(|(_, entry)| {
+                entry
+                    .session
+                    .user()
+                    .is_some_and(|user| !users.contains(user))
+            })
+            .map(|(&conn, _)| conn)
+            .collect();
+        // In connection order, so that the same reload always ends them the same way.
+        removed.sort_unstable();
+        log::info!(
+            "users reloaded: {} accounts; {} sessions of removed users end",
+            users.len(),
+            removed.len()
+        );
+        self.users = users;
+        for conn in removed {
+            self.end_session(now, conn, SessionEnd::Removed, None);
+        }
+        self.run_wakeups(now);
+        self.advance_stop(now);
+        self.sync_touched();
+    }
+
+    /// Begins a graceful stop: no new request is read, the requests in flight have until
+    /// `now` + the ack timeout to be answered (`303`/`304`), and each session ends once it has
+    /// nothing in flight. [`Server::is_stopped`] says when all have ended. Calling it again
+    /// changes nothing.
+    pub fn stop(&mut self, now: Instant) {
+        if self.lifecycle != Lifecycle::Running {
+            return;
+        }
+        let deadline = now + self.config.ack_timeout;
+        log::info!(
+            "stopping: {} requests in flight have {:?} to be answered",
+            self.requests.len(),
+            self.config.ack_timeout
+        );
+        self.lifecycle = Lifecycle::Draining { deadline };
+        self.advance_stop(now);
+        self.sync_touched();
+    }
+
+    /// Whether a stop has begun ([`Server::stop`]).
+    pub fn is_stopping(&self) -> bool {
+        self.lifecycle != Lifecycle::Running
+    }
+
+    /// Whether a stop has ended every session and sent every last answer: what is left is
+    /// the driver's writing and closing.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.lifecycle, Lifecycle::Closing { .. })
+            && self.sessions.is_empty()
+            && self.releasing.is_empty()
+    }
+
+    /// While draining, ends every session with nothing in flight: no request of its own
+    /// waiting, no delivery waiting for its `302`.
+    fn advance_stop(&mut self, now: Instant) {
+        let Lifecycle::Draining { .. } = self.lifecycle else {
+            return;
+        };
+        let idle: Vec<ConnId> = self
+            .sessions
+            .iter()
+            .filter(|(_, entry)| !entry.session.is_busy())
+            .map(|(&conn, _)| conn)
+            .collect();
+        for conn in idle {
+            self.end_session(now, conn, SessionEnd::Shutdown, None);
+        }
+        if self.sessions.is_empty() {
+            self.closing(now);
+        }
+    }
+
+    /// Every session has ended: last answers waiting for a release get one ack timeout more.
+    fn closing(&mut self, now: Instant) {
+        self.lifecycle = Lifecycle::Closing {
+            deadline: now + self.config.ack_timeout,
+        };
+        log::info!("stopping: every session has ended");
+    }
+
+    /// Past the stop's deadline, whatever is still in flight fails: each recipient's
+    /// deliveries first and then every request still open, so that each sender gets its `304`
+    /// before its own session ends.
+    fn stop_deadline_passed(&mut self, now: Instant) {
+        match self.lifecycle {
+            Lifecycle::Draining { deadline } if deadline <= now => {
+                let conns: Vec<ConnId> = self.sessions.keys().copied().collect();
+                log::info!("stopping: {} sessions still busy are ended", conns.len());
+                for &conn in &conns {
+                    let Some(entry) = self.sessions.get_mut(&conn) else {
+                        continue;
+                    };
+                    for queued in entry.session.drain_deliveries() {
+                        self.metrics.delivery(DeliveryOutcome::AckTimeout);
+                        self.settle(queued.origin, queued.request, queued.slot, false);
+                    }
+                }
+                let open: Vec<(RequestId, usize)> = self
+                    .requests
+                    .iter()
+                    .map(|(&request, pending)| (request, pending.recipients.len()))
+                    .collect();
+                for (request, slots) in open {
+                    for slot in 0..slots {
+                        self.settle(self.node, request, slot, false);
+                    }
+                }
+                for conn in conns {
+                    self.end_session(now, conn, SessionEnd::Shutdown, None);
+                }
+                self.closing(now);
+            }
+            Lifecycle::Closing { deadline } if deadline <= now => {
+                let mut releasing: Vec<_> = self.releasing.drain().collect();
+                releasing.sort_unstable_by_key(|(conn, _)| *conn);
+                for (conn, last) in releasing {
+                    self.reply(conn, &last);
+                    self.outputs.push_back(Output::Close(conn));
+                }
+            }
+            _ => {}
+        }
     }
 
     /// The session of `conn`, if it is still open.
@@ -503,6 +667,16 @@ impl Server {
                     .get_mut(&conn)
                     .and_then(|entry| entry.session.finish_check());
                 match waiting {
+                    // Removed by a reload while the directory was asked: the claim goes back.
+                    Some(_) if claimed && !self.users.contains(&user) => {
+                        self.cluster(ClusterOutput::Release {
+                            conn,
+                            user: user.clone(),
+                        });
+                        self.claim_answered(now, conn, &user, LoginResult::BadCredentials);
+                        self.touch(conn);
+                        self.read_la(now, conn);
+                    }
                     Some(_) => {
                         let result = if claimed {
                             LoginResult::Ok
@@ -547,11 +721,16 @@ impl Server {
             }
         }
         self.run_wakeups(now);
+        self.advance_stop(now);
         self.sync_touched();
     }
 
     /// Reads La lines of `conn` for as long as it is not busy, then asks for more bytes.
     fn read_la(&mut self, now: Instant, conn: ConnId) {
+        // A stopping server reads no new request, not even one already received.
+        if self.lifecycle != Lifecycle::Running {
+            return;
+        }
         let Some(entry) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -1064,6 +1243,11 @@ impl Server {
                 conn,
                 line,
             } => {
+                // A stopping node takes no new work: the sender hears `304` at once.
+                if self.lifecycle != Lifecycle::Running {
+                    self.metrics.delivery(DeliveryOutcome::Offline);
+                    return self.settle(from, request, slot, false);
+                }
                 let last = self.last_delivered.get(&from);
                 if last.is_some_and(|&last| last >= (request, slot)) {
                     log::debug!("a repeated delivery from node {} dropped", from.0);

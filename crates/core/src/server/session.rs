@@ -373,6 +373,17 @@ impl ServerSession {
         }
     }
 
+    /// Whether something is in flight: its own request waiting for an answer, or a delivery
+    /// to it waiting to be sent or acknowledged. A stopping server waits for these.
+    pub fn is_busy(&self) -> bool {
+        match &self.state {
+            SessionState::Ready { awaiting, lb, .. } => {
+                awaiting.is_some() || lb.outstanding.is_some() || !lb.queue.is_empty()
+            }
+            _ => false,
+        }
+    }
+
     /// The client's request was answered; it may send its next line.
     pub(crate) fn finish_request(&mut self, request: RequestId) -> bool {
         match &mut self.state {
