@@ -12,8 +12,8 @@
 //! - `{p}:order`: the last login order handed out.
 //! - `{p}:online`: sorted set of the users online, scored by login order.
 //! - `{p}:node-users:{n}`: the users node `n` claimed (so a reaper finds them).
-//! - `{p}:inbox:{n}`: stream of node `n`'s messages from other nodes (fields `from`, `kind`,
-//!   `request`, `slot`, `conn`, `line`, `delivered`); `n` deletes what it read.
+//! - `{p}:inbox:{n}`: stream of node `n`'s messages from every node, itself included (fields
+//!   `from`, `kind`, `request`, `to`, `slot`, `line`, `delivered`); `n` trims what it read.
 //!
 //! Claims, releases, the online list and reaping are Lua scripts, so each is one atomic step.
 //!
