@@ -422,7 +422,7 @@ fn deliveries_keep_one_order_across_three_nodes() {
         *first = (*first).min(*at);
     }
     let mut checked = 0u64;
-    for recipient in 0..users.len() {
+    for (recipient, name) in names.iter().enumerate() {
         let lines: Vec<&str> = (got.iter())
             .filter(|(r, _, _)| *r == recipient)
             .map(|(_, content, _)| content.as_str())
@@ -433,9 +433,8 @@ fn deliveries_keep_one_order_across_three_nodes() {
                 checked += 1;
                 assert!(
                     first_got[earlier] >= sent[*later],
-                    "{} got {later} before {earlier}, but {earlier} was received {:?} before \
-                     {later} was sent",
-                    names[recipient],
+                    "{name} got {later} before {earlier}, but {earlier} was received {:?} \
+                     before {later} was sent",
                     sent[*later] - first_got[earlier],
                 );
             }
