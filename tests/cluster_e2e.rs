@@ -384,3 +384,121 @@ fn sigterm_on_one_node_answers_its_delivery_in_flight_and_the_others_serve_on() 
     alice.ack();
     assert_eq!(jacky.recv(), OK);
 }
+
+/// One server's order over three real nodes: five users chat at random (`/to`, `/toall`) for a
+/// few seconds, each acknowledging on a thread of its own. Times are taken in this process on
+/// one clock: a request is read after its `sent` time and a line written before its `got`
+/// time, so if one recipient got A before B was sent, everyone who got both must have got A
+/// first.
+#[test]
+#[ignore = "needs redis-server"]
+fn deliveries_keep_one_order_across_three_nodes() {
+    use std::collections::HashMap;
+    use std::io::{BufRead, Write};
+    use std::sync::{Arc, Mutex};
+
+    let cluster = Cluster::start(3, &[]);
+    let users = [
+        ("jacky", "12345"),
+        ("bob", "bob123"),
+        ("michael", "michael123"),
+        ("alice", "alice123"),
+        ("carol", "carol123"),
+    ];
+    let names: Vec<&str> = users.iter().map(|(user, _)| *user).collect();
+    let start = Instant::now();
+    // (content, sent), and (recipient, content, got), all on `start`'s clock.
+    let sent = Arc::new(Mutex::new(Vec::<(String, Instant)>::new()));
+    let got = Arc::new(Mutex::new(Vec::<(usize, String, Instant)>::new()));
+    let mut clients: Vec<_> = (users.iter().enumerate())
+        .map(|(i, (user, password))| cluster.node(i % 3).ready(user, password))
+        .collect();
+    let mut readers = Vec::new();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let mut lb = client.take_lb().expect("Lb is open");
+        lb.get_ref()
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("a timeout");
+        let got = got.clone();
+        readers.push(thread::spawn(move || loop {
+            let mut line = String::new();
+            match lb.read_line(&mut line) {
+                Ok(n) if n > 0 && line.ends_with('\n') => {
+                    let at = Instant::now();
+                    let content = line.rsplit(' ').next().unwrap_or("").trim_end().to_string();
+                    got.lock().expect("not poisoned").push((i, content, at));
+                    let ack = b"302 Message receipt successful\n";
+                    lb.get_mut().write_all(ack).expect("ack written");
+                }
+                // Quiet for two seconds: the chat is over.
+                _ => break,
+            }
+        }));
+    }
+    let chat = Duration::from_secs(3);
+    let senders: Vec<_> = (clients.into_iter().enumerate())
+        .map(|(i, mut client)| {
+            let (sent, names) = (sent.clone(), names.clone());
+            thread::spawn(move || {
+                let mut seq = 0u64;
+                let mut answers = Vec::new();
+                while start.elapsed() < chat {
+                    // A small deterministic mix per sender: mostly `/toall`, some `/to`.
+                    let content = format!("{i}.{seq}");
+                    let line = match seq % 3 {
+                        1 => format!("/to {} {content}\n", names[(i + 1 + seq as usize) % 5]),
+                        _ => format!("/toall {content}\n"),
+                    };
+                    let to_self = line.starts_with(&format!("/to {} ", names[i]));
+                    if !to_self {
+                        sent.lock()
+                            .expect("not poisoned")
+                            .push((content, Instant::now()));
+                        client.send(line.as_bytes());
+                        answers.push(client.recv());
+                    }
+                    seq += 1;
+                }
+                (client, answers)
+            })
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for sender in senders {
+        let (client, answers) = sender.join().expect("a sender thread");
+        assert!(answers.iter().all(|answer| answer == OK), "{answers:?}");
+        clients.push(client);
+    }
+    for reader in readers {
+        reader.join().expect("a reader thread");
+    }
+    let sent: HashMap<String, Instant> = sent.lock().expect("not poisoned").drain(..).collect();
+    let got = std::mem::take(&mut *got.lock().expect("not poisoned"));
+    let mut first_got: HashMap<&str, Instant> = HashMap::new();
+    for (_, content, at) in &got {
+        let first = first_got.entry(content).or_insert(*at);
+        *first = (*first).min(*at);
+    }
+    let mut checked = 0u64;
+    for (recipient, name) in names.iter().enumerate() {
+        let lines: Vec<&str> = (got.iter())
+            .filter(|(r, _, _)| *r == recipient)
+            .map(|(_, content, _)| content.as_str())
+            .collect();
+        for (i, later) in lines.iter().enumerate() {
+            for earlier in &lines[i + 1..] {
+                // `later` came first here; `earlier` must not have been seen before it was sent.
+                checked += 1;
+                assert!(
+                    first_got[earlier] >= sent[*later],
+                    "{name} got {later} before {earlier}, but {earlier} was received {:?} \
+                     before {later} was sent",
+                    sent[*later] - first_got[earlier],
+                );
+            }
+        }
+    }
+    assert!(got.len() > 100, "only {} deliveries", got.len());
+    eprintln!("{} deliveries, {checked} pairs checked", got.len());
+    drop(clients);
+}

@@ -279,8 +279,7 @@ fn messages_arrive_in_order_from_their_sender() {
         let mut messages = vec![
             NodeMessage::Deliver {
                 request: RequestId(1),
-                slot: 0,
-                conn: ConnId(3),
+                recipients: vec![(0, ConnId(3)), (2, ConnId(7))],
                 line: Bytes::from_static(b"/from amy hi \xff\x00\r\n"),
             },
             NodeMessage::Outcome {
@@ -299,8 +298,7 @@ fn messages_arrive_in_order_from_their_sender() {
         ];
         messages.extend((0..500).map(|i| NodeMessage::Deliver {
             request: RequestId(100 + i),
-            slot: i as usize,
-            conn: ConnId(3),
+            recipients: vec![(i as usize, ConnId(3))],
             line: Bytes::from(format!("/broadcastfrom amy {i}\n")),
         }));
         for message in &messages {
@@ -458,8 +456,7 @@ fn an_outage_fails_closed_then_the_node_rejoins() {
         // A message sent during the outage is not lost (or falsely answered).
         let message = NodeMessage::Deliver {
             request: RequestId(5),
-            slot: 0,
-            conn: ConnId(1),
+            recipients: vec![(0, ConnId(1))],
             line: Bytes::from_static(b"/from amy still there?\n"),
         };
         a.tell(ClusterOutput::Send {

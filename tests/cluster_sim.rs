@@ -2,11 +2,13 @@
 //!
 //! [`Cluster`] runs 1–4 nodes (`Server::clustered(.., NodeId(i))`), a linearizable in-memory
 //! [`Directory`] (what Redis will be: one holder per user, a global login-order counter, entries
-//! in that order), a FIFO channel per ordered pair of nodes, simulated clients attached to one
-//! node each (La and Lb bytes, acknowledgements, closes) and a manual clock. Directory requests
-//! and their answers queue per node, node messages queue per link; while the cluster is
-//! *stalled* they move only when a schedule op moves them, otherwise at once. Faults are ops
-//! too: a node crash (its clients see their connections end, its queues are dropped, and after
+//! in that order), node messages as Redis carries them (each node's outgoing queue, whose
+//! entries are appended atomically to the receiving nodes' inboxes, and an inbox per node read
+//! in order), simulated clients attached to one node each (La and Lb bytes, acknowledgements,
+//! closes) and a manual clock. Directory requests and their answers queue per node; while the
+//! cluster is *stalled* these queues move only when a schedule op moves them, otherwise at
+//! once. Faults are ops too: a node crash (its clients see their connections end, its queues
+//! and inbox are dropped, what it appended elsewhere stays, and after
 //! [`LEASE`] the reaper drops its users and tells every other node `NodeDown`), a directory
 //! outage (every claim fails, every query has no answer), `LeaseLost` for one node, and
 //! `Outcome` messages delivered twice.
@@ -16,8 +18,10 @@
 //! answers the client's oldest unanswered command with an answer of the right kind (so nothing
 //! is answered twice), at most one session per user cluster-wide, `/list` is the asker and then
 //! everyone online in global login order, every Lb line is exactly the `/from`/`/broadcastfrom`
-//! of one request, reaches only its recipients, at most once each, FIFO per sender, and a `303`
-//! comes only if every recipient got the line and acknowledged it. At the end of a schedule
+//! of one request, reaches only its recipients, at most once each, FIFO per sender, in one
+//! server's order across nodes (a request one recipient got before another was read comes first
+//! to everyone who gets both), and a `303` comes only if every recipient got the line and
+//! acknowledged it. At the end of a schedule
 //! every queue is drained and the clock moved past every deadline and lease: then every request
 //! must have been answered, unless its sender's session ended.
 //!
@@ -280,6 +284,8 @@ struct CheckedClient {
     last_from: HashMap<usize, usize>,
     /// Where in its node's arrivals the last line received stands.
     last_arrival: Option<u64>,
+    /// Of the lines received, the one whose request was accepted last: when, and its tag.
+    latest_accepted: Option<(u64, usize)>,
 }
 
 #[derive(Debug)]
@@ -294,6 +300,10 @@ struct Request {
     /// Who got the line, and whether they acknowledged it.
     got: BTreeMap<usize, bool>,
     answer: Option<bool>,
+    /// When the server read it (the checker's clock): it is accepted no earlier.
+    read_at: u64,
+    /// When its line first reached a recipient, and which.
+    first_got: Option<(u64, usize)>,
 }
 
 /// The reference: docs/protocol.md for the whole cluster, from what the clients see.
@@ -309,6 +319,8 @@ struct Checker {
     /// When each request reached each node (for one recipient there, if a `Deliver`
     /// brought it), by a counter.
     arrivals: HashMap<(usize, usize, Option<ConnId>), u64>,
+    /// Counts events: the order in which clients saw things happen.
+    clock: u64,
 }
 
 /// The request a delivery line belongs to: every content the sims send ends in `#<tag>`.
@@ -355,6 +367,7 @@ impl Checker {
     }
 
     fn on(&mut self, ev: &Ev) -> Result<(), String> {
+        self.clock += 1;
         match ev {
             Ev::Connected { client, node, conn } => {
                 assert_eq!(*client, self.clients.len());
@@ -367,6 +380,7 @@ impl Checker {
                     outstanding: None,
                     last_from: HashMap::new(),
                     last_arrival: None,
+                    latest_accepted: None,
                 });
             }
             Ev::FedLa {
@@ -476,6 +490,8 @@ impl Checker {
             ready_then,
             got: BTreeMap::new(),
             answer: None,
+            read_at: self.clock,
+            first_got: None,
         });
         Command::Send { tag: Some(tag) }
     }
@@ -710,9 +726,27 @@ impl Checker {
         if c.outstanding.is_some() {
             return Err(format!("client {client}: a second line outstanding"));
         }
+        // One server's order across nodes: a request one recipient got before another was
+        // read comes first to everyone who gets both.
+        let first_got = self.requests[tag].first_got;
+        if let (Some((got_at, first)), Some((read_at, later))) = (first_got, c.latest_accepted) {
+            if read_at > got_at {
+                return Err(format!(
+                    "client {client} got #{tag} after #{later}, but client {first} had got \
+                     #{tag} before #{later} was read"
+                ));
+            }
+        }
+        let read_at = self.requests[tag].read_at;
+        if c.latest_accepted.is_none_or(|(at, _)| at < read_at) {
+            c.latest_accepted = Some((read_at, tag));
+        }
         c.last_from.insert(sender, tag);
         c.outstanding = Some(Some(tag));
-        self.requests[tag].got.insert(client, false);
+        let clock = self.clock;
+        let request = &mut self.requests[tag];
+        request.first_got.get_or_insert((clock, client));
+        request.got.insert(client, false);
         Ok(())
     }
 
@@ -752,7 +786,10 @@ struct Cluster {
     directory: Directory,
     dir_requests: Vec<VecDeque<DirRequest>>,
     dir_answers: Vec<VecDeque<ClusterInput>>,
-    links: BTreeMap<(usize, usize), VecDeque<NodeMessage>>,
+    /// Per node, what its engine has yet to append: each entry atomically, to every inbox.
+    outboxes: Vec<VecDeque<Vec<(usize, NodeMessage)>>>,
+    /// Per node, its inbox: what other nodes (and itself) sent, and who sent it.
+    inboxes: Vec<VecDeque<(usize, NodeMessage)>>,
     clients: Vec<Client>,
     follow_ups: VecDeque<(usize, Fed)>,
     start: Instant,
@@ -791,7 +828,8 @@ impl Cluster {
             directory: Directory::default(),
             dir_requests: vec![VecDeque::new(); n],
             dir_answers: vec![VecDeque::new(); n],
-            links: BTreeMap::new(),
+            outboxes: vec![VecDeque::new(); n],
+            inboxes: vec![VecDeque::new(); n],
             clients: Vec::new(),
             follow_ups: VecDeque::new(),
             start,
@@ -1090,11 +1128,8 @@ impl Cluster {
                 return true;
             }
         }
-        let links: Vec<(usize, usize)> = self.links.keys().copied().collect();
         let dup = self.dup_outcomes;
-        links
-            .into_iter()
-            .any(|(from, to)| self.net_deliver_raw(from, to, dup))
+        (0..self.nodes.len()).any(|node| self.append_raw(node) || self.read_inbox_raw(node, dup))
     }
 
     /// The directory processes `node`'s oldest request; then what it caused moves.
@@ -1111,10 +1146,17 @@ impl Cluster {
         moved
     }
 
-    /// `to` gets the oldest message from `from` (an `Outcome` twice if `dup`); then what it
-    /// caused moves.
-    fn net_deliver(&mut self, from: usize, to: usize, dup: bool) -> bool {
-        let moved = self.net_deliver_raw(from, to, dup);
+    /// Redis appends `node`'s oldest outgoing entry to its inboxes; then what it caused moves.
+    fn append(&mut self, node: usize) -> bool {
+        let moved = self.append_raw(node);
+        self.drive();
+        moved
+    }
+
+    /// `node` reads the oldest message of its inbox (an `Outcome` twice if `dup`); then what
+    /// it caused moves.
+    fn read_inbox(&mut self, node: usize, dup: bool) -> bool {
+        let moved = self.read_inbox_raw(node, dup);
         self.drive();
         moved
     }
@@ -1176,12 +1218,23 @@ impl Cluster {
         true
     }
 
-    fn net_deliver_raw(&mut self, from: usize, to: usize, dup: bool) -> bool {
-        let Some(message) = self
-            .links
-            .get_mut(&(from, to))
-            .and_then(VecDeque::pop_front)
-        else {
+    fn append_raw(&mut self, from: usize) -> bool {
+        let Some(entry) = self.outboxes[from].pop_front() else {
+            return false;
+        };
+        for (to, message) in entry {
+            // A dead node's inbox is deleted by the reaper: what is appended to it is lost.
+            if self.nodes[to].alive {
+                self.inboxes[to].push_back((from, message));
+            } else {
+                self.stat("message to a dead node");
+            }
+        }
+        true
+    }
+
+    fn read_inbox_raw(&mut self, to: usize, dup: bool) -> bool {
+        let Some((from, message)) = self.inboxes[to].pop_front() else {
             return false;
         };
         let times = if dup && matches!(message, NodeMessage::Outcome { .. }) {
@@ -1190,14 +1243,19 @@ impl Cluster {
         } else {
             1
         };
-        if let NodeMessage::Deliver { line, conn, .. } = &message {
+        if let NodeMessage::Deliver {
+            line, recipients, ..
+        } = &message
+        {
             if let Some(tag) = tag_of(line.strip_suffix(b"\n").unwrap_or(line)) {
-                let conn = Some(*conn);
-                self.ev(Ev::Arrived {
-                    node: to,
-                    tag,
-                    conn,
-                });
+                for &(_, conn) in recipients {
+                    let conn = Some(conn);
+                    self.ev(Ev::Arrived {
+                        node: to,
+                        tag,
+                        conn,
+                    });
+                }
             }
         }
         for _ in 0..times {
@@ -1335,18 +1393,22 @@ impl Cluster {
                 }
                 self.dir_requests[node].push_back(DirRequest::Query { query, user })
             }
-            ClusterOutput::Send { to, message } => {
-                let to = node_index(to);
-                if to == node || to >= self.nodes.len() {
-                    self.fail(&format!("node {node} sends to node {to}"));
-                }
-                if self.nodes[to].alive {
-                    self.links.entry((node, to)).or_default().push_back(message);
-                } else {
-                    self.stat("message to a dead node");
-                }
-            }
+            ClusterOutput::Send { to, message } => self.send_all(node, vec![(to, message)]),
+            ClusterOutput::SendAll { messages } => self.send_all(node, messages),
         }
+    }
+
+    /// Queues one atomic append of `node`'s engine.
+    fn send_all(&mut self, node: usize, messages: Vec<(NodeId, NodeMessage)>) {
+        let mut entry = Vec::with_capacity(messages.len());
+        for (to, message) in messages {
+            let to = node_index(to);
+            if to >= self.nodes.len() {
+                self.fail(&format!("node {node} sends to node {to}"));
+            }
+            entry.push((to, message));
+        }
+        self.outboxes[node].push_back(entry);
     }
 
     // --- faults and time -------------------------------------------------------------------
@@ -1371,8 +1433,8 @@ impl Cluster {
         while n.server.poll_output().is_some() {}
         self.dir_requests[node].clear();
         self.dir_answers[node].clear();
-        self.links
-            .retain(|&(from, to), _| from != node && to != node);
+        self.outboxes[node].clear();
+        self.inboxes[node].clear();
         let ids: Vec<usize> = (0..self.clients.len())
             .filter(|&i| self.clients[i].node == node && !self.clients[i].closed)
             .collect();
@@ -1545,11 +1607,10 @@ fn show_message(message: &NodeMessage) -> String {
     match message {
         NodeMessage::Deliver {
             request,
-            slot,
-            conn,
+            recipients,
             line,
         } => format!(
-            "Deliver r{} slot {slot} to {conn}: {}",
+            "Deliver r{} to (slot, conn) {recipients:?}: {}",
             request.0,
             escape(line)
         ),
@@ -1566,6 +1627,12 @@ fn show_cluster(output: &ClusterOutput) -> String {
     match output {
         ClusterOutput::Send { to, message } => {
             format!("node {}: {}", node_index(*to), show_message(message))
+        }
+        ClusterOutput::SendAll { messages } => {
+            let shown: Vec<String> = (messages.iter())
+                .map(|(to, message)| format!("node {}: {}", node_index(*to), show_message(message)))
+                .collect();
+            format!("at once [{}]", shown.join("; "))
         }
         other => format!("{other:?}"),
     }
@@ -1688,13 +1755,25 @@ fn cross_node_to_is_answered_303_after_the_remote_302() {
     // Nothing moves until the directory and the link do.
     assert!(c.take_lb(b).is_empty());
     assert!(c.dir_step(0) && c.dir_deliver(0));
-    assert!(c.take_lb(b).is_empty(), "the Deliver waits in the link");
-    assert!(c.net_deliver(0, 1, false));
+    assert!(
+        c.take_lb(b).is_empty(),
+        "the Deliver waits in node 0's engine"
+    );
+    assert!(c.append(0));
+    assert!(
+        c.take_lb(b).is_empty(),
+        "the Deliver waits in node 1's inbox"
+    );
+    assert!(c.read_inbox(1, false));
     assert_eq!(c.take_lb(b), ["/from u0 hello #0"]);
     c.ack(b);
-    assert!(c.take_la(a).is_empty(), "the Outcome waits in the link");
+    assert!(
+        c.take_la(a).is_empty(),
+        "the Outcome waits in node 1's engine"
+    );
+    assert!(c.append(1));
     // Delivered twice: still one answer.
-    assert!(c.net_deliver(1, 0, true));
+    assert!(c.read_inbox(0, true));
     assert_eq!(c.take_la(a), [DELIVERED]);
     c.unstall();
     c.settle_all();
@@ -1833,10 +1912,11 @@ fn a_deliver_handed_over_twice_reaches_the_recipient_once() {
     c.stall();
     say(&mut c, a, "/to u1 once");
     assert!(c.dir_step(0) && c.dir_deliver(0));
-    let link = c.links.get_mut(&(0, 1)).unwrap();
-    let deliver = link.front().unwrap().clone();
-    assert!(matches!(deliver, NodeMessage::Deliver { .. }));
-    link.push_front(deliver);
+    assert!(c.append(0));
+    let inbox = &mut c.inboxes[1];
+    let deliver = inbox.front().unwrap().clone();
+    assert!(matches!(deliver.1, NodeMessage::Deliver { .. }));
+    inbox.push_front(deliver);
     c.unstall();
     assert_eq!(c.take_lb(b), ["/from u0 once #0"]);
     assert_eq!(c.take_la(a), [DELIVERED]);
@@ -1964,7 +2044,8 @@ enum Op {
     DirDeliver {
         node: usize,
     },
-    /// The `link`-th link with messages waiting delivers its oldest (an `Outcome` twice if
+    /// The `link`-th non-empty queue of node messages moves its oldest: an engine's outgoing
+    /// entry is appended to its inboxes, or a node reads its inbox (an `Outcome` twice if
     /// `dup`).
     NetDeliver {
         link: usize,
@@ -2191,14 +2272,16 @@ impl Sim {
                 c.dir_deliver(node);
             }
             Op::NetDeliver { link, dup } => {
-                let waiting: Vec<(usize, usize)> = c
-                    .links
-                    .iter()
-                    .filter(|(_, queue)| !queue.is_empty())
-                    .map(|(&link, _)| link)
+                let outboxes = (0..self.n).filter(|&i| !c.outboxes[i].is_empty());
+                let inboxes = (0..self.n).filter(|&i| !c.inboxes[i].is_empty());
+                let waiting: Vec<(bool, usize)> = (outboxes.map(|i| (false, i)))
+                    .chain(inboxes.map(|i| (true, i)))
                     .collect();
-                let (from, to) = *waiting.get(link % waiting.len().max(1))?;
-                c.net_deliver(from, to, dup);
+                let (inbox, node) = *waiting.get(link % waiting.len().max(1))?;
+                match inbox {
+                    false => c.append(node),
+                    true => c.read_inbox(node, dup),
+                };
             }
             Op::Crash { node } => {
                 let node = node % self.n;
@@ -2402,4 +2485,52 @@ fn equivalence() {
         Err(e) => panic!("{e}"),
     }
     eprintln!("equivalence reached: {:#?}", stats.into_inner());
+}
+
+/// Requests racing over three nodes with every queue moved by the schedule: whichever nodes
+/// the senders and the recipients are on, a request one recipient got before another was read
+/// comes first to everyone who gets both (the checker's one-server order), and every other
+/// rule holds.
+#[test]
+fn one_order_across_nodes() {
+    let order_op = || {
+        let who = || 0..CLIENTS;
+        prop_oneof![
+            4 => (who(), 0..CONTENTS.len()).prop_map(|(from, content)| Op::ToAll { from, content }),
+            4 => (who(), 0..CLIENTS, 0..CONTENTS.len())
+                .prop_map(|(from, to, content)| Op::To { from, to, content }),
+            4 => (0..3usize).prop_map(|node| Op::DirStep { node }),
+            4 => (0..3usize).prop_map(|node| Op::DirDeliver { node }),
+            10 => (0..6usize, Just(false)).prop_map(|(link, dup)| Op::NetDeliver { link, dup }),
+            2 => who().prop_map(|who| Op::Ack { who }),
+            1 => (who(), any::<bool>()).prop_map(|(who, on)| Op::AutoAck { who, on }),
+            1 => Just(Op::Stall),
+            1 => Just(Op::Unstall),
+        ]
+    };
+    let joins: Vec<Op> = (0..USERS)
+        .map(|user| Op::Join {
+            node: user % 3,
+            user,
+            acks: true,
+            refuse_lb: false,
+        })
+        .chain([Op::Stall])
+        .collect();
+    let strategy = prop::collection::vec(order_op(), 1..=max_ops().min(120));
+    let stats = RefCell::new(BTreeMap::new());
+    let result = runner().run(&strategy, |ops| {
+        let cluster = Cluster::new(3, &Cluster::default_config());
+        let schedule: Vec<Op> = joins.iter().cloned().chain(ops).collect();
+        run(cluster, 3, &schedule, &mut stats.borrow_mut());
+        Ok(())
+    });
+    match result {
+        Ok(()) => {}
+        Err(TestError::Fail(why, ops)) => {
+            panic!("{why}\nminimal schedule on 3 nodes after {joins:?}:\n{ops:#?}")
+        }
+        Err(e) => panic!("{e}"),
+    }
+    eprintln!("one order reached: {:#?}", stats.into_inner());
 }

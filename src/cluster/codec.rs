@@ -12,14 +12,12 @@ pub(crate) fn encode(from: NodeId, message: &NodeMessage) -> Vec<(&'static str, 
     match message {
         NodeMessage::Deliver {
             request,
-            slot,
-            conn,
+            recipients,
             line,
         } => fields.extend([
             ("kind", b"deliver".to_vec()),
             ("request", num(request.0)),
-            ("slot", num(*slot as u64)),
-            ("conn", num(conn.0)),
+            ("to", recipients_field(recipients)),
             ("line", line.to_vec()),
         ]),
         NodeMessage::Outcome {
@@ -39,6 +37,28 @@ pub(crate) fn encode(from: NodeId, message: &NodeMessage) -> Vec<(&'static str, 
     fields
 }
 
+/// `slot:conn,slot:conn…`.
+fn recipients_field(recipients: &[(usize, ConnId)]) -> Vec<u8> {
+    let mut field = String::new();
+    for (i, (slot, conn)) in recipients.iter().enumerate() {
+        let comma = if i == 0 { "" } else { "," };
+        field.push_str(&format!("{comma}{slot}:{}", conn.0));
+    }
+    field.into_bytes()
+}
+
+/// The recipients of a `to` field, or `None` if it is not one.
+fn parse_recipients(field: &[u8]) -> Option<Vec<(usize, ConnId)>> {
+    let field = std::str::from_utf8(field).ok()?;
+    field
+        .split(',')
+        .map(|pair| {
+            let (slot, conn) = pair.split_once(':')?;
+            Some((slot.parse().ok()?, ConnId(conn.parse().ok()?)))
+        })
+        .collect()
+}
+
 /// The sender and message of one entry's fields, or `None` if they are not one of ours.
 pub(crate) fn decode(fields: &[(Vec<u8>, Vec<u8>)]) -> Option<(NodeId, NodeMessage)> {
     let get = |name: &[u8]| {
@@ -53,8 +73,7 @@ pub(crate) fn decode(fields: &[(Vec<u8>, Vec<u8>)]) -> Option<(NodeId, NodeMessa
     let message = match get(b"kind")? {
         b"deliver" => NodeMessage::Deliver {
             request,
-            slot: usize::try_from(num(b"slot")?).ok()?,
-            conn: ConnId(num(b"conn")?),
+            recipients: parse_recipients(get(b"to")?)?,
             line: Bytes::copy_from_slice(get(b"line")?),
         },
         b"outcome" => NodeMessage::Outcome {
@@ -88,9 +107,13 @@ mod tests {
         let messages = [
             NodeMessage::Deliver {
                 request: RequestId(7),
-                slot: 3,
-                conn: ConnId(9),
+                recipients: vec![(3, ConnId(9))],
                 line: Bytes::from_static(b"/from a \xff\x00 \r\n"),
+            },
+            NodeMessage::Deliver {
+                request: RequestId(8),
+                recipients: vec![(0, ConnId(1)), (4, ConnId(u64::MAX))],
+                line: Bytes::from_static(b"/broadcastfrom a b,c:d\n"),
             },
             NodeMessage::Outcome {
                 request: RequestId(7),

@@ -12,8 +12,8 @@
 //! - `{p}:order`: the last login order handed out.
 //! - `{p}:online`: sorted set of the users online, scored by login order.
 //! - `{p}:node-users:{n}`: the users node `n` claimed (so a reaper finds them).
-//! - `{p}:inbox:{n}`: stream of node `n`'s messages from other nodes (fields `from`, `kind`,
-//!   `request`, `slot`, `conn`, `line`, `delivered`); `n` deletes what it read.
+//! - `{p}:inbox:{n}`: stream of node `n`'s messages from every node, itself included (fields
+//!   `from`, `kind`, `request`, `to`, `slot`, `line`, `delivered`); `n` trims what it read.
 //!
 //! Claims, releases, the online list and reaping are Lua scripts, so each is one atomic step.
 //!
@@ -225,6 +225,8 @@ struct State {
 
 /// How many messages go to Redis in one pipeline.
 const SEND_BATCH: usize = 256;
+/// How many inbox entries one read may take.
+const INBOX_COUNT: usize = 1000;
 /// How long an inbox read blocks in Redis.
 const INBOX_BLOCK: Duration = Duration::from_secs(1);
 
@@ -262,8 +264,9 @@ impl Membership {
                 while let Ok(output) = outputs.recv().await {
                     let _ = match output {
                         ClusterOutput::Send { to, message } => {
-                            send_tx.send((to, message)).await.is_ok()
+                            send_tx.send(vec![(to, message)]).await.is_ok()
                         }
+                        ClusterOutput::SendAll { messages } => send_tx.send(messages).await.is_ok(),
                         other => directory_tx.send(other).await.is_ok(),
                     };
                 }
@@ -429,7 +432,7 @@ impl Engine {
                         .ok();
                     self.tell(ClusterInput::Online { query, entries }).await;
                 }
-                ClusterOutput::Send { .. } => {} // dispatched to the sender
+                ClusterOutput::Send { .. } | ClusterOutput::SendAll { .. } => {} // the sender's
             }
         }
         link
@@ -474,22 +477,25 @@ impl Engine {
         format!("{}:{}", self.node.0, conn.0)
     }
 
-    /// Messages to other nodes, appended to their inboxes in order, in batches.
-    async fn sender(&self, messages: async_channel::Receiver<(NodeId, NodeMessage)>) {
+    /// Messages to the nodes (this one included), appended to their inboxes in order, each
+    /// `SendAll`'s atomically: a batch of them is one `MULTI`/`EXEC`, so no node reads a
+    /// request's delivery before all of its deliveries are in, and a retried batch lands whole
+    /// or not at all.
+    async fn sender(&self, messages: async_channel::Receiver<Vec<(NodeId, NodeMessage)>>) {
         let heartbeat = self.config.heartbeat;
         let mut link = Link::new(self.client.clone(), heartbeat);
         // Long enough that a live reader always gets there first; short enough that the inbox
         // of a dead node that was written to after its reaping does not stay forever.
         let ttl = millis(self.config.lease * 10);
-        while let Ok(first) = messages.recv().await {
-            let mut batch = vec![first];
+        while let Ok(mut batch) = messages.recv().await {
             while batch.len() < SEND_BATCH {
                 match messages.try_recv() {
-                    Ok(message) => batch.push(message),
+                    Ok(more) => batch.extend(more),
                     Err(_) => break,
                 }
             }
             let mut pipe = redis::pipe();
+            pipe.atomic();
             let mut targets = BTreeSet::new();
             for (to, message) in &batch {
                 pipe.cmd("XADD")
@@ -549,20 +555,27 @@ impl Engine {
     /// Answers each `Deliver` of `batch` as not delivered, as its recipient's node would.
     async fn fail_deliveries(&self, batch: &[(NodeId, NodeMessage)]) {
         for (to, message) in batch {
-            if let NodeMessage::Deliver { request, slot, .. } = message {
-                let message = NodeMessage::Outcome {
-                    request: *request,
-                    slot: *slot,
-                    delivered: false,
-                };
-                self.tell(ClusterInput::Received { from: *to, message })
-                    .await;
+            if let NodeMessage::Deliver {
+                request,
+                recipients,
+                ..
+            } = message
+            {
+                for &(slot, _) in recipients {
+                    let message = NodeMessage::Outcome {
+                        request: *request,
+                        slot,
+                        delivered: false,
+                    };
+                    self.tell(ClusterInput::Received { from: *to, message })
+                        .await;
+                }
             }
         }
     }
 
     /// This node's inbox, read in order from where it was created, each entry fed to the hub
-    /// once, then deleted.
+    /// once; what was read is trimmed away (`MINID`) in the same round trip as the next read.
     async fn inbox(&self) {
         let heartbeat = self.config.heartbeat;
         let mut link = Link::new(self.client.clone(), INBOX_BLOCK + heartbeat);
@@ -571,15 +584,25 @@ impl Engine {
         let mut last = "0-0".to_string();
         let mut failing = false;
         loop {
-            let mut read = redis::cmd("XREAD");
-            read.arg("COUNT")
-                .arg(1000)
+            let mut pipe = redis::pipe();
+            // Entries before the last one read are never read again: only space. `~` lets
+            // Redis free whole nodes of the stream only, which is what makes trimming cheap.
+            pipe.cmd("XTRIM")
+                .arg(&key)
+                .arg("MINID")
+                .arg("~")
+                .arg(&last)
+                .ignore();
+            pipe.cmd("XREAD")
+                .arg("COUNT")
+                .arg(INBOX_COUNT)
                 .arg("BLOCK")
                 .arg(millis(INBOX_BLOCK))
                 .arg("STREAMS")
                 .arg(&key)
                 .arg(&last);
-            let entries = match link.query::<Value>(&read).await {
+            let read = link.pipe::<(Value,)>(&pipe).await.map(|(reply,)| reply);
+            let entries = match read {
                 Ok(reply) => match stream_entries(reply) {
                     Some(entries) => entries,
                     None => {
@@ -602,8 +625,6 @@ impl Engine {
                 continue;
             };
             let newest = newest.clone();
-            let mut delete = redis::cmd("XDEL");
-            delete.arg(&key);
             for (id, fields) in entries {
                 match codec::decode(&fields) {
                     Some((from, message)) => {
@@ -611,13 +632,8 @@ impl Engine {
                     }
                     None => log::warn!("ignoring entry {id} of this node's inbox: not a message"),
                 }
-                delete.arg(id);
             }
             last = newest;
-            // What is left behind is only space: it is never read again.
-            if let Err(error) = link.query::<i64>(&delete).await {
-                log::debug!("cannot delete what was read from this node's inbox: {error}");
-            }
         }
     }
 

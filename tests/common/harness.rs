@@ -603,6 +603,11 @@ impl Client {
         read_line(self.lb.as_mut().expect("no Lb"), "Lb")
     }
 
+    /// Takes Lb away, to be read on another thread.
+    pub fn take_lb(&mut self) -> Option<BufReader<TcpStream>> {
+        self.lb.take()
+    }
+
     /// Writes raw bytes on Lb.
     pub fn send_lb(&mut self, bytes: &[u8]) {
         self.lb

@@ -57,12 +57,20 @@ pub enum ClusterOutput {
         /// One user only.
         user: Option<Vec<u8>>,
     },
-    /// Send `message` to node `to`, at least once and in order.
+    /// Send `message` to node `to` (this one included), at least once and in order.
     Send {
         /// The receiving node.
         to: NodeId,
         /// What to tell it.
         message: NodeMessage,
+    },
+    /// Send each message to its node (this one included) in one atomic step, at least once
+    /// and in order with [`ClusterOutput::Send`]: no node may read one of them before all are
+    /// in their inboxes. One request's deliveries go out so, and every node then sees
+    /// requests in one order (docs/cluster.md).
+    SendAll {
+        /// The receiving nodes and what to tell each, one message per node.
+        messages: Vec<(NodeId, NodeMessage)>,
     },
 }
 
@@ -114,15 +122,13 @@ pub enum ClusterInput {
 /// What one node tells another.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeMessage {
-    /// Queue `line` for the session `conn` of the receiving node; report the outcome with
-    /// [`NodeMessage::Outcome`] for `(request, slot)`.
+    /// Queue `line` for each recipient session of the receiving node, in order; report each
+    /// outcome with [`NodeMessage::Outcome`] for `(request, slot)`.
     Deliver {
         /// The sender's request, on the sending node.
         request: RequestId,
-        /// The recipient's slot in it.
-        slot: usize,
-        /// The recipient session on the receiving node.
-        conn: ConnId,
+        /// The recipients on the receiving node: each one's slot in the request, and session.
+        recipients: Vec<(usize, ConnId)>,
         /// The exact `/from …` or `/broadcastfrom …` line.
         line: Bytes,
     },

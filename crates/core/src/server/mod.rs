@@ -1069,7 +1069,7 @@ impl Server {
         now: Instant,
         sender: ConnId,
         kind: RequestKind,
-        mut line: Bytes,
+        line: Bytes,
         recipients: Recipients,
     ) {
         let request = RequestId(self.next_request);
@@ -1093,34 +1093,64 @@ impl Server {
                 recipients: Recipients::new(),
             },
         );
+        if matches!(self.directory, Directory::Cluster) {
+            self.post(request, line, &recipients);
+        } else {
+            self.deliver_here(now, request, line, &recipients);
+        }
+        // Kept (moved, not copied) for a withdrawal or a node going down, neither of which can
+        // come above; a request all of whose recipients settled there is gone.
+        if let Some(pending) = self.requests.get_mut(&request) {
+            pending.recipients = recipients;
+        }
+    }
+
+    /// A single server's deliveries: queued at once, in the order requests are read.
+    fn deliver_here(
+        &mut self,
+        now: Instant,
+        request: RequestId,
+        mut line: Bytes,
+        recipients: &Recipients,
+    ) {
         let last = recipients.len().saturating_sub(1);
-        for (slot, &(node, conn)) in recipients.iter().enumerate() {
+        for (slot, &(_, conn)) in recipients.iter().enumerate() {
             // The last recipient takes the line itself: a `/to` never clones it (a clone of
             // bytes made from a `Vec` allocates).
             let line = match slot == last {
                 true => std::mem::take(&mut line),
                 false => line.clone(),
             };
-            if node == self.node {
-                let origin = self.node;
-                self.deliver(now, origin, request, slot, conn, line);
-            } else if self.down.contains(&node) {
+            let origin = self.node;
+            self.deliver(now, origin, request, slot, conn, line);
+        }
+    }
+
+    /// A cluster node's deliveries, its own recipients' included: all through the recipients'
+    /// node inboxes in one atomic step, so that every node queues requests in the order they
+    /// were accepted (docs/cluster.md), whichever nodes their senders are on.
+    fn post(&mut self, request: RequestId, line: Bytes, recipients: &Recipients) {
+        let mut messages: Vec<(NodeId, NodeMessage)> = Vec::new();
+        for (slot, &(node, conn)) in recipients.iter().enumerate() {
+            if self.down.contains(&node) {
                 self.metrics.delivery(DeliveryOutcome::NodeDown);
                 self.settle(self.node, request, slot, false);
-            } else {
-                let message = NodeMessage::Deliver {
-                    request,
-                    slot,
-                    conn,
-                    line,
-                };
-                self.cluster(ClusterOutput::Send { to: node, message });
+                continue;
+            }
+            match messages.iter_mut().find(|(to, _)| *to == node) {
+                Some((_, NodeMessage::Deliver { recipients, .. })) => recipients.push((slot, conn)),
+                _ => {
+                    let message = NodeMessage::Deliver {
+                        request,
+                        recipients: vec![(slot, conn)],
+                        line: line.clone(),
+                    };
+                    messages.push((node, message));
+                }
             }
         }
-        // Kept (moved, not copied) for a withdrawal or a node going down, neither of which can
-        // come in the loop above; a request all of whose recipients settled in it is gone.
-        if let Some(pending) = self.requests.get_mut(&request) {
-            pending.recipients = recipients;
+        if !messages.is_empty() {
+            self.cluster(ClusterOutput::SendAll { messages });
         }
     }
 
@@ -1239,22 +1269,31 @@ impl Server {
         match message {
             NodeMessage::Deliver {
                 request,
-                slot,
-                conn,
+                recipients,
                 line,
             } => {
-                // A stopping node takes no new work: the sender hears `304` at once.
-                if self.lifecycle != Lifecycle::Running {
-                    self.metrics.delivery(DeliveryOutcome::Offline);
-                    return self.settle(from, request, slot, false);
-                }
-                let last = self.last_delivered.get(&from);
-                if last.is_some_and(|&last| last >= (request, slot)) {
-                    log::debug!("a repeated delivery from node {} dropped", from.0);
+                // Its sender's node is gone and its queued lines were withdrawn: these, read
+                // only now, go the same way.
+                if self.down.contains(&from) {
+                    let dropped = recipients.len();
+                    self.metrics.deliveries(DeliveryOutcome::Withdrawn, dropped);
                     return;
                 }
-                self.last_delivered.insert(from, (request, slot));
-                self.deliver(now, from, request, slot, conn, line)
+                for (slot, conn) in recipients {
+                    let last = self.last_delivered.get(&from);
+                    if last.is_some_and(|&last| last >= (request, slot)) {
+                        log::debug!("a repeated delivery from node {} dropped", from.0);
+                        continue;
+                    }
+                    self.last_delivered.insert(from, (request, slot));
+                    // A stopping node takes no new work: the sender hears `304` at once.
+                    if self.lifecycle != Lifecycle::Running {
+                        self.metrics.delivery(DeliveryOutcome::Offline);
+                        self.settle(from, request, slot, false);
+                        continue;
+                    }
+                    self.deliver(now, from, request, slot, conn, line.clone());
+                }
             }
             NodeMessage::Outcome {
                 request,
@@ -1377,9 +1416,12 @@ impl Server {
     /// Drops the not yet sent deliveries of `request`, whose sender has left, here and on
     /// every other node it reached.
     fn withdraw(&mut self, request: RequestId, recipients: &[(NodeId, ConnId)]) {
+        // A cluster node's own deliveries may still be in its inbox: its withdrawal goes
+        // there too, behind them.
+        let clustered = matches!(self.directory, Directory::Cluster);
         let mut nodes = Vec::new();
         for &(node, recipient) in recipients {
-            if node == self.node {
+            if !clustered {
                 if let Some(other) = self.sessions.get_mut(&recipient) {
                     let dropped = other.session.withdraw(node, request);
                     self.metrics.deliveries(DeliveryOutcome::Withdrawn, dropped);
