@@ -4,13 +4,14 @@
 //! the runtime picked with `--runtime`: [`simple_im::runtime::smol::serve`] (the default) or
 //! [`simple_im::runtime::threads::server::serve`] (std threads). Both run the same driver.
 
+use std::ffi::OsString;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::builder::RangedU64ValueParser;
-use clap::Parser;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use simple_im::cli::{BudgetOrOff, Span, SpanOrOff};
 use simple_im::cluster::ClusterConfig;
 use simple_im::runtime::Kind;
@@ -24,18 +25,29 @@ use simple_im_core::users::Users;
 #[command(name = "im-server", version)]
 struct Args {
     /// The TCP port to listen on; 0 picks a free one (the first line on standard output names it).
-    #[arg(required_unless_present = "hash_password")]
+    #[arg(required_unless_present_any = ["hash_password", "config"])]
     port: Option<u16>,
 
     /// The accounts: one `username password` a line; blank lines and lines starting with `#`
     /// are skipped. A password may be an argon2id hash made by `--hash-password`.
-    #[arg(required_unless_present = "hash_password")]
+    #[arg(required_unless_present_any = ["hash_password", "config"])]
     users_file: Option<PathBuf>,
 
     /// Read a password from standard input, print its argon2id hash (for the users file in
     /// place of the password), and exit.
     #[arg(long, exclusive = true)]
     hash_password: bool,
+
+    /// Read options from this TOML file: `key = value` a line, the keys the long options'
+    /// names (`ack-timeout = "10s"`, `reuse-port = true`), and `port` and `users-file`. Options
+    /// given on the command line win. The sample packaging/im-server.toml lists them all.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Check the options (the --config file's too) and the users file, print the effective
+    /// settings as a --config file, and exit.
+    #[arg(long)]
+    check_config: bool,
 
     /// The IP address to listen on.
     #[arg(long, value_name = "IP", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
@@ -242,19 +254,63 @@ fn hash_password() -> ExitCode {
     }
 }
 
-fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(args) => args,
-        Err(error) if error.use_stderr() => {
+/// The arguments that are actions or name the file itself, not settings: never in a --config
+/// file, nor in what --check-config prints.
+const NOT_IN_FILE: &[&str] = &["hash_password", "config", "check_config", "help", "version"];
+
+/// The command line, with the --config file's settings under it. `Err` is the exit code, the
+/// reason said already.
+fn parse_args() -> Result<(Args, ArgMatches), ExitCode> {
+    let usage = |error: clap::Error| {
+        if error.use_stderr() {
             eprintln!("im-server: {}", one_line(&error.to_string()));
-            return ExitCode::from(2);
+            ExitCode::from(2)
+        } else {
+            // --help and --version.
+            error.exit()
         }
-        // --help and --version.
-        Err(error) => error.exit(),
     };
-    let (Some(port), Some(users_file)) = (args.port, &args.users_file) else {
-        // Clap requires both unless `--hash-password`, which excludes every other argument.
+    let command = Args::command();
+    let mut matches = command
+        .clone()
+        .try_get_matches_from(std::env::args_os())
+        .map_err(usage)?;
+    if let Some(path) = matches.get_one::<PathBuf>("config") {
+        let file = simple_im::config_file::file_args(&command, &matches, path, NOT_IN_FILE)
+            .map_err(|reason| {
+                eprintln!("{reason}");
+                ExitCode::from(2)
+            })?;
+        // The file's options first, so that the command line's own come after and win.
+        let mut line = std::env::args_os();
+        let argv: Vec<OsString> = line
+            .next()
+            .into_iter()
+            .chain(file.options)
+            .chain(line)
+            .chain(file.positionals)
+            .collect();
+        matches = command.try_get_matches_from(argv).map_err(usage)?;
+    }
+    let args = Args::from_arg_matches(&matches).map_err(usage)?;
+    Ok((args, matches))
+}
+
+fn main() -> ExitCode {
+    let (args, matches) = match parse_args() {
+        Ok(parsed) => parsed,
+        Err(code) => return code,
+    };
+    if args.hash_password {
         return hash_password();
+    }
+    let (Some(port), Some(users_file)) = (args.port, &args.users_file) else {
+        // Clap requires both unless `--hash-password` or `--config`.
+        eprintln!(
+            "im-server: the port and the users file are missing: give them on the command line \
+             or as `port` and `users-file` in the --config file (try --help)"
+        );
+        return ExitCode::from(2);
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(args.log.as_str()))
         .init();
@@ -279,6 +335,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.check_config {
+        print!(
+            "{}",
+            simple_im::config_file::effective(&Args::command(), &matches, NOT_IN_FILE)
+        );
+        return ExitCode::SUCCESS;
+    }
     let config = ServerConfig {
         ack_timeout: args.ack_timeout.0,
         connect_timeout: args.connect_timeout.0,
