@@ -25,18 +25,28 @@ use simple_im_core::users::Users;
 #[command(name = "im-server", version)]
 struct Args {
     /// The TCP port to listen on; 0 picks a free one (the first line on standard output names it).
-    #[arg(required_unless_present_any = ["hash_password", "config"])]
+    #[arg(required_unless_present_any = ["hash_password", "config", "make_cert"])]
     port: Option<u16>,
 
     /// The accounts: one `username password` a line; blank lines and lines starting with `#`
     /// are skipped. A password may be an argon2id hash made by `--hash-password`.
-    #[arg(required_unless_present_any = ["hash_password", "config"])]
+    #[arg(required_unless_present_any = ["hash_password", "config", "make_cert"])]
     users_file: Option<PathBuf>,
 
     /// Read a password from standard input, print its argon2id hash (for the users file in
     /// place of the password), and exit.
     #[arg(long, exclusive = true)]
     hash_password: bool,
+
+    /// Make a self-signed server certificate for these names (DNS names or IP addresses, comma
+    /// separated; the first is the subject's), write DIR/cert.pem and DIR/key.pem (--out),
+    /// print the commands that use them, and exit. Clients trust it with --ca DIR/cert.pem.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',', requires = "out")]
+    make_cert: Vec<String>,
+
+    /// With --make-cert: the directory to write cert.pem and key.pem to (made if missing).
+    #[arg(long, value_name = "DIR", requires = "make_cert")]
+    out: Option<PathBuf>,
 
     /// Read options from this TOML file: `key = value` a line, the keys the long options'
     /// names (`ack-timeout = "10s"`, `reuse-port = true`), and `port` and `users-file`. Options
@@ -256,7 +266,15 @@ fn hash_password() -> ExitCode {
 
 /// The arguments that are actions or name the file itself, not settings: never in a --config
 /// file, nor in what --check-config prints.
-const NOT_IN_FILE: &[&str] = &["hash_password", "config", "check_config", "help", "version"];
+const NOT_IN_FILE: &[&str] = &[
+    "hash_password",
+    "make_cert",
+    "out",
+    "config",
+    "check_config",
+    "help",
+    "version",
+];
 
 /// The command line, with the --config file's settings under it. `Err` is the exit code, the
 /// reason said already.
@@ -296,6 +314,30 @@ fn parse_args() -> Result<(Args, ArgMatches), ExitCode> {
     Ok((args, matches))
 }
 
+/// `--make-cert NAMES --out DIR`: the certificate and key, and the commands that use them.
+fn make_cert(names: &[String], out: &std::path::Path) -> ExitCode {
+    let made = match simple_im::tls::make_cert(names, out) {
+        Ok(made) => made,
+        Err(error) => {
+            eprintln!("im-server: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let (cert, key) = (made.cert.display(), made.key.display());
+    let first = names.first().map_or("SERVER", String::as_str);
+    println!(
+        "wrote {cert} (for {}; valid until {}) and {key}",
+        names.join(", "),
+        made.until
+    );
+    println!("start the server with TLS:");
+    println!("  im-server PORT USERS-FILE --tls-cert {cert} --tls-key {key}");
+    println!("  (or tls-cert = \"{cert}\" and tls-key = \"{key}\" in its --config file)");
+    println!("give clients {cert}, and have them run:");
+    println!("  im-client {first} PORT --tls --ca {cert}");
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let (args, matches) = match parse_args() {
         Ok(parsed) => parsed,
@@ -303,6 +345,9 @@ fn main() -> ExitCode {
     };
     if args.hash_password {
         return hash_password();
+    }
+    if let Some(out) = &args.out {
+        return make_cert(&args.make_cert, out);
     }
     let (Some(port), Some(users_file)) = (args.port, &args.users_file) else {
         // Clap requires both unless `--hash-password` or `--config`.
