@@ -25,12 +25,12 @@ use simple_im_core::users::Users;
 #[command(name = "im-server", version)]
 struct Args {
     /// The TCP port to listen on; 0 picks a free one (the first line on standard output names it).
-    #[arg(required_unless_present_any = ["hash_password", "config", "make_cert"])]
+    #[arg(required_unless_present_any = ["hash_password", "config", "make_cert", "generate"])]
     port: Option<u16>,
 
     /// The accounts: one `username password` a line; blank lines and lines starting with `#`
     /// are skipped. A password may be an argon2id hash made by `--hash-password`.
-    #[arg(required_unless_present_any = ["hash_password", "config", "make_cert"])]
+    #[arg(required_unless_present_any = ["hash_password", "config", "make_cert", "generate"])]
     users_file: Option<PathBuf>,
 
     /// Read a password from standard input, print its argon2id hash (for the users file in
@@ -47,6 +47,10 @@ struct Args {
     /// With --make-cert: the directory to write cert.pem and key.pem to (made if missing).
     #[arg(long, value_name = "DIR", requires = "make_cert")]
     out: Option<PathBuf>,
+
+    /// Write the man page and the shell completions into DIR, and exit (for packaging).
+    #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
+    generate: Option<PathBuf>,
 
     /// Read options from this TOML file: `key = value` a line, the keys the long options'
     /// names (`ack-timeout = "10s"`, `reuse-port = true`), and `port` and `users-file`. Options
@@ -270,6 +274,7 @@ const NOT_IN_FILE: &[&str] = &[
     "hash_password",
     "make_cert",
     "out",
+    "generate",
     "config",
     "check_config",
     "help",
@@ -345,6 +350,15 @@ fn main() -> ExitCode {
     };
     if args.hash_password {
         return hash_password();
+    }
+    if let Some(dir) = &args.generate {
+        return match simple_im::cli::generate(Args::command(), dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("im-server: {error}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if let Some(out) = &args.out {
         return make_cert(&args.make_cert, out);
