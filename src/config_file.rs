@@ -26,7 +26,7 @@ pub struct FileArgs {
 
 /// Reads the file at `path` as options of `command`, skipping those the command line
 /// (`given`) already has and the ids in `not_in_file` (actions such as `--hash-password`, and
-/// `--config` itself). The error is one line: `FILE: line N: reason`.
+/// `--config` itself). The error is one line: `FILE: line N: reason` (or `FILE: reason`).
 pub fn file_args(
     command: &Command,
     given: &ArgMatches,

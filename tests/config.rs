@@ -178,14 +178,17 @@ fn a_bad_line_stops_the_server_with_its_number() {
         let shown = file.path().display().to_string();
         let (code, _, err) = run(&["--config", &shown, "0", "x"]);
         assert_eq!(code, 2, "{text:?}: {err}");
-        let expected = format!("{shown}: line {line}: ");
+        let expected = format!("im-server: {shown}: line {line}: ");
         assert!(err.starts_with(&expected), "{text:?}: {err}");
         assert!(err.contains(reason), "{text:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{err}");
     }
     let (code, _, err) = run(&["--config", "/nonexistent/im-server.toml"]);
     assert_eq!(code, 2);
-    assert!(err.starts_with("/nonexistent/im-server.toml: "), "{err}");
+    assert!(
+        err.starts_with("im-server: /nonexistent/im-server.toml: "),
+        "{err}"
+    );
 }
 
 /// A server started with the sample's settings (the port and users file on the command line)

@@ -301,7 +301,8 @@ fn parse_args() -> Result<(Args, ArgMatches), ExitCode> {
     if let Some(path) = matches.get_one::<PathBuf>("config") {
         let file = simple_im::config_file::file_args(&command, &matches, path, NOT_IN_FILE)
             .map_err(|reason| {
-                eprintln!("{reason}");
+                // As the users file's errors: `im-server: FILE: line N: reason`.
+                eprintln!("im-server: {reason}");
                 ExitCode::from(2)
             })?;
         // The file's options first, so that the command line's own come after and win.
