@@ -2,7 +2,7 @@
 //! and a client's TLS options.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -37,6 +37,28 @@ impl ClientTlsArgs {
         let name = self.server_name.as_deref().unwrap_or(host);
         crate::tls::client_tls(self.ca.as_deref(), name).map(Some)
     }
+}
+
+/// `--generate DIR` (hidden, for packaging): writes `command`'s man page (`NAME.1`) and its
+/// completions for bash (`NAME.bash`), zsh (`_NAME`) and fish (`NAME.fish`) into `dir`. The
+/// error is one line naming the file.
+pub fn generate(command: clap::Command, dir: &Path) -> Result<(), String> {
+    use clap_complete::Shell;
+
+    let at = |path: &Path, err: std::io::Error| format!("{}: {err}", path.display());
+    std::fs::create_dir_all(dir).map_err(|err| at(dir, err))?;
+    let name = command.get_name().to_owned();
+    let page = dir.join(format!("{name}.1"));
+    let mut roff = Vec::new();
+    clap_mangen::Man::new(command.clone())
+        .render(&mut roff)
+        .and_then(|()| std::fs::write(&page, roff))
+        .map_err(|err| at(&page, err))?;
+    let mut command = command;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut command, &name, dir).map_err(|err| at(dir, err))?;
+    }
+    Ok(())
 }
 
 /// A duration in [`humantime`]'s syntax: numbers with units, like `500ms`, `10s`, `2m` or

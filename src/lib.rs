@@ -30,6 +30,7 @@ pub mod cluster;
 #[cfg(not(feature = "cluster"))]
 #[path = "cluster_off.rs"]
 pub mod cluster;
+pub mod config_file;
 pub mod driver;
 mod line_editor;
 #[cfg(feature = "metrics")]

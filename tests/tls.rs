@@ -576,3 +576,107 @@ fn the_server_driver_speaks_tls_on_la_and_lb() {
     let _ = exchange(&mut driver, now, lb, &mut bob_lb);
     assert_eq!(bob_lb.reader().read(&mut rest).unwrap(), 0);
 }
+
+/// `im-server --make-cert` makes a certificate that works the first time: the server runs
+/// with the files it wrote and the commands it printed, and clients trust it with `--ca`.
+#[test]
+fn a_made_certificate_works_the_first_time() {
+    let dir = temp_path("made");
+    let out = run_to_end(&[
+        "--make-cert".as_ref(),
+        "chat.example,localhost,127.0.0.1".as_ref(),
+        "--out".as_ref(),
+        dir.as_os_str(),
+    ]);
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{out:?}");
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let (cert_s, key_s) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    assert!(
+        printed.contains(&format!("--tls-cert {cert_s} --tls-key {key_s}")),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("im-client chat.example PORT --tls --ca {cert_s}")),
+        "{printed}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the key is its owner's alone");
+    }
+    // Not over files that exist: one line, exit 2.
+    let again = run_to_end(&[
+        "--make-cert".as_ref(),
+        "localhost".as_ref(),
+        "--out".as_ref(),
+        dir.as_os_str(),
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+
+    let server = ServerProcess::start(
+        Runtime::Smol,
+        USERS,
+        &["--tls-cert", cert_s, "--tls-key", key_s],
+    );
+    let ca = ["--tls".to_owned(), "--ca".to_owned(), cert_s.to_owned()];
+    appendix_between_im_clients_with(Runtime::Smol, [server.addr; 3], &strs(&ca));
+    // By name too, as the printed command has it.
+    let mut by_name = ClientProcess::start_with(
+        Runtime::Smol,
+        server.addr,
+        &["--tls", "--ca", cert_s, "--server-name", "chat.example"],
+    );
+    by_name.log_in("jacky", "12345");
+    by_name.run("/list", "301 jacky");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What `openssl req -x509` makes by default: a self-signed certificate that says CA:TRUE.
+/// TLS refuses it as a server's own; the client says so in one line and how to make one that
+/// works.
+#[test]
+fn a_ca_certificate_as_the_servers_is_refused_with_advice() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+    let dir = temp_path("ca-true");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let (cert_s, key_s) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap());
+
+    let server = ServerProcess::start(
+        Runtime::Smol,
+        USERS,
+        &["--tls-cert", cert_s, "--tls-key", key_s],
+    );
+    let options = ["--tls".to_owned(), "--ca".to_owned(), cert_s.to_owned()];
+    let mut client = im_client(Runtime::Smol, server.addr, &options);
+    assert_eq!(
+        client.wait_exit_within(Duration::from_secs(20)),
+        Some(1),
+        "{:?}",
+        client.transcript
+    );
+    let stderr = client.stderr();
+    let expected = format!(
+        "error: TLS on La failed: {}",
+        simple_im_core::tls::CA_AS_SERVER
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("im-server --make-cert"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,13 +4,14 @@
 //! the runtime picked with `--runtime`: [`simple_im::runtime::smol::serve`] (the default) or
 //! [`simple_im::runtime::threads::server::serve`] (std threads). Both run the same driver.
 
+use std::ffi::OsString;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::builder::RangedU64ValueParser;
-use clap::Parser;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use simple_im::cli::{BudgetOrOff, Span, SpanOrOff};
 use simple_im::cluster::ClusterConfig;
 use simple_im::runtime::Kind;
@@ -23,18 +24,43 @@ use simple_im_core::users::Users;
 #[command(name = "im-server", version)]
 struct Args {
     /// The TCP port to listen on; 0 picks a free one (the first line on standard output names it).
-    #[arg(required_unless_present = "hash_password")]
+    #[arg(required_unless_present_any = ["hash_password", "config", "make_cert", "generate"])]
     port: Option<u16>,
 
     /// The accounts: one `username password` a line; blank lines and lines starting with `#`
     /// are skipped. A password may be an argon2id hash made by `--hash-password`.
-    #[arg(required_unless_present = "hash_password")]
+    #[arg(required_unless_present_any = ["hash_password", "config", "make_cert", "generate"])]
     users_file: Option<PathBuf>,
 
     /// Read a password from standard input, print its argon2id hash (for the users file in
     /// place of the password), and exit.
     #[arg(long, exclusive = true)]
     hash_password: bool,
+
+    /// Make a self-signed server certificate for these names (DNS names or IP addresses, comma
+    /// separated; the first is the subject's), write DIR/cert.pem and DIR/key.pem (--out),
+    /// print the commands that use them, and exit. Clients trust it with --ca DIR/cert.pem.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',', requires = "out")]
+    make_cert: Vec<String>,
+
+    /// With --make-cert: the directory to write cert.pem and key.pem to (made if missing).
+    #[arg(long, value_name = "DIR", requires = "make_cert")]
+    out: Option<PathBuf>,
+
+    /// Write the man page and the shell completions into DIR, and exit (for packaging).
+    #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
+    generate: Option<PathBuf>,
+
+    /// Read options from this TOML file: `key = value` a line, the keys the long options'
+    /// names (`ack-timeout = "10s"`, `reuse-port = true`), and `port` and `users-file`. Options
+    /// given on the command line win. The sample packaging/im-server.toml lists them all.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Check the options (the --config file's too) and the users file, print the effective
+    /// settings as a --config file, and exit.
+    #[arg(long)]
+    check_config: bool,
 
     /// The IP address to listen on.
     #[arg(long, value_name = "IP", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
@@ -241,19 +267,109 @@ fn hash_password() -> ExitCode {
     }
 }
 
-fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(args) => args,
-        Err(error) if error.use_stderr() => {
+/// The arguments that are actions or name the file itself, not settings: never in a --config
+/// file, nor in what --check-config prints.
+const NOT_IN_FILE: &[&str] = &[
+    "hash_password",
+    "make_cert",
+    "out",
+    "generate",
+    "config",
+    "check_config",
+    "help",
+    "version",
+];
+
+/// The command line, with the --config file's settings under it. `Err` is the exit code, the
+/// reason said already.
+fn parse_args() -> Result<(Args, ArgMatches), ExitCode> {
+    let usage = |error: clap::Error| {
+        if error.use_stderr() {
             eprintln!("im-server: {}", one_line(&error.to_string()));
+            ExitCode::from(2)
+        } else {
+            // --help and --version.
+            error.exit()
+        }
+    };
+    let command = Args::command();
+    let mut matches = command
+        .clone()
+        .try_get_matches_from(std::env::args_os())
+        .map_err(usage)?;
+    if let Some(path) = matches.get_one::<PathBuf>("config") {
+        let file = simple_im::config_file::file_args(&command, &matches, path, NOT_IN_FILE)
+            .map_err(|reason| {
+                // As the users file's errors: `im-server: FILE: line N: reason`.
+                eprintln!("im-server: {reason}");
+                ExitCode::from(2)
+            })?;
+        // The file's options first, so that the command line's own come after and win.
+        let mut line = std::env::args_os();
+        let argv: Vec<OsString> = line
+            .next()
+            .into_iter()
+            .chain(file.options)
+            .chain(line)
+            .chain(file.positionals)
+            .collect();
+        matches = command.try_get_matches_from(argv).map_err(usage)?;
+    }
+    let args = Args::from_arg_matches(&matches).map_err(usage)?;
+    Ok((args, matches))
+}
+
+/// `--make-cert NAMES --out DIR`: the certificate and key, and the commands that use them.
+fn make_cert(names: &[String], out: &std::path::Path) -> ExitCode {
+    let made = match simple_im::tls::make_cert(names, out) {
+        Ok(made) => made,
+        Err(error) => {
+            eprintln!("im-server: {error}");
             return ExitCode::from(2);
         }
-        // --help and --version.
-        Err(error) => error.exit(),
     };
-    let (Some(port), Some(users_file)) = (args.port, &args.users_file) else {
-        // Clap requires both unless `--hash-password`, which excludes every other argument.
+    let (cert, key) = (made.cert.display(), made.key.display());
+    let first = names.first().map_or("SERVER", String::as_str);
+    println!(
+        "wrote {cert} (for {}; valid until {}) and {key}",
+        names.join(", "),
+        made.until
+    );
+    println!("start the server with TLS:");
+    println!("  im-server PORT USERS-FILE --tls-cert {cert} --tls-key {key}");
+    println!("  (or tls-cert = \"{cert}\" and tls-key = \"{key}\" in its --config file)");
+    println!("give clients {cert}, and have them run:");
+    println!("  im-client {first} PORT --tls --ca {cert}");
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    let (args, matches) = match parse_args() {
+        Ok(parsed) => parsed,
+        Err(code) => return code,
+    };
+    if args.hash_password {
         return hash_password();
+    }
+    if let Some(dir) = &args.generate {
+        return match simple_im::cli::generate(Args::command(), dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("im-server: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(out) = &args.out {
+        return make_cert(&args.make_cert, out);
+    }
+    let (Some(port), Some(users_file)) = (args.port, &args.users_file) else {
+        // Clap requires both unless `--hash-password` or `--config`.
+        eprintln!(
+            "im-server: the port and the users file are missing: give them on the command line \
+             or as `port` and `users-file` in the --config file (try --help)"
+        );
+        return ExitCode::from(2);
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(args.log.as_str()))
         .init();
@@ -278,6 +394,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.check_config {
+        print!(
+            "{}",
+            simple_im::config_file::effective(&Args::command(), &matches, NOT_IN_FILE)
+        );
+        return ExitCode::SUCCESS;
+    }
     let config = ServerConfig {
         ack_timeout: args.ack_timeout.0,
         connect_timeout: args.connect_timeout.0,
@@ -432,7 +555,12 @@ fn main() -> ExitCode {
 /// ends: measured under a login flood, 348 MiB resident against 43 MiB with the threshold fixed,
 /// with the same two verifications at most at once. Other allocators return such blocks already.
 fn return_large_blocks_to_the_system() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // libc comes with the Linux runtimes' features; a build without them keeps the default.
+    #[cfg(all(
+        target_os = "linux",
+        target_env = "gnu",
+        any(feature = "uring", feature = "epoll")
+    ))]
     {
         // SAFETY: mallopt only sets a tunable; it is called before any other thread starts.
         let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };

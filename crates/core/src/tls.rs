@@ -210,6 +210,7 @@ impl fmt::Display for TlsError {
             TlsError::Tls(rustls::Error::InvalidMessage(_)) => {
                 f.write_str("the peer does not speak TLS")
             }
+            TlsError::Tls(err) if is_ca_used_as_server(err) => f.write_str(CA_AS_SERVER),
             TlsError::Tls(err) => err.fmt(f),
             TlsError::Io(err) => err.fmt(f),
         }
@@ -217,6 +218,23 @@ impl fmt::Display for TlsError {
 }
 
 impl std::error::Error for TlsError {}
+
+/// What a client says of a server certificate that is a CA's: what is wrong, and the fix.
+pub const CA_AS_SERVER: &str = "the server's certificate is a CA certificate (CA:TRUE, as \
+    `openssl req -x509` makes by default), which TLS refuses as a server's own; make one that \
+    works with `im-server --make-cert NAME,... --out DIR` and give clients DIR/cert.pem with --ca";
+
+/// Whether rustls refused the server's certificate for being a CA's (webpki's
+/// `CaUsedAsEndEntity`): a self-signed certificate made without `CA:FALSE`.
+fn is_ca_used_as_server(err: &rustls::Error) -> bool {
+    let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) = err else {
+        return false;
+    };
+    matches!(
+        other.0.downcast_ref::<webpki::Error>(),
+        Some(webpki::Error::CaUsedAsEndEntity)
+    )
+}
 
 /// Why a [`ServerTls`] or a [`ClientTls`] could not be made.
 #[derive(Debug)]
