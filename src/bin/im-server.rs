@@ -555,12 +555,7 @@ fn main() -> ExitCode {
 /// ends: measured under a login flood, 348 MiB resident against 43 MiB with the threshold fixed,
 /// with the same two verifications at most at once. Other allocators return such blocks already.
 fn return_large_blocks_to_the_system() {
-    // libc comes with the Linux runtimes' features; a build without them keeps the default.
-    #[cfg(all(
-        target_os = "linux",
-        target_env = "gnu",
-        any(feature = "uring", feature = "epoll")
-    ))]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: mallopt only sets a tunable; it is called before any other thread starts.
         let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
