@@ -395,10 +395,16 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        print!(
-            "{}",
-            simple_im::config_file::effective(&Args::command(), &matches, NOT_IN_FILE)
-        );
+        let settings = simple_im::config_file::effective(&Args::command(), &matches, NOT_IN_FILE);
+        // Written, not printed: a closed standard output is an error to report, not a panic.
+        let mut stdout = io::stdout().lock();
+        if let Err(error) = stdout
+            .write_all(settings.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
+            eprintln!("im-server: cannot write the settings: {error}");
+            return ExitCode::FAILURE;
+        }
         return ExitCode::SUCCESS;
     }
     let config = ServerConfig {
