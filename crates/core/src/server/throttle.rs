@@ -372,8 +372,13 @@ impl LoginThrottle {
 
     /// The password was wrong: the tokens stay spent, and the address is no longer trusted for
     /// the account.
-    pub fn failed(&mut self, _now: Instant, attempt: Attempt) {
+    pub fn failed(&mut self, now: Instant, attempt: Attempt) {
         self.trusted.remove(&(attempt.source, attempt.account));
+        // Trust spared this check the account's budget, not the failure: it is charged now, so
+        // that every failure a later success forgives (gives back) was taken from that budget.
+        if let (Some(accounts), true) = (&mut self.per_account, attempt.trusted) {
+            accounts.take(now, attempt.account);
+        }
     }
 
     /// No check was made after all: the tokens come back.
