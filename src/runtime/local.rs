@@ -344,7 +344,7 @@ impl AsyncTimer for LocalTimer {
     }
 }
 
-/// Unit tests of the executor and timers (test builds only: the file says so itself), kept out
-/// of the glue's line count.
+/// Unit tests of the executor and timers (test builds only: the file says so itself), in a
+/// file of their own.
 #[path = "local_tests.rs"]
 mod tests;

@@ -742,7 +742,7 @@ pub fn serve(
     served.map_err(|error| format!("cannot set up io_uring: {error}"))?
 }
 
-/// Unit tests of the reactor's private parts (test builds only: the file says so itself),
-/// kept out of the glue's line count.
+/// Unit tests of the reactor's private parts (test builds only: the file says so itself), in
+/// a file of their own.
 #[path = "uring_tests.rs"]
 mod tests;

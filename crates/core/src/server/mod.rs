@@ -369,15 +369,6 @@ impl Server {
         self.throttle.should_log(now, ip)
     }
 
-    /// Password checks running and waiting, and the entries the login throttle holds.
-    pub fn login_load(&self) -> (usize, usize, usize) {
-        (
-            self.checks.running(),
-            self.checks.queued(),
-            self.throttle.tracked(),
-        )
-    }
-
     /// Feeds one socket event in. Events for a connection already closed are ignored.
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         match input {
