@@ -101,7 +101,12 @@ fn real_login(server: SocketAddr, user: &str, password: &str) -> (Duration, bool
     let mut answer = String::new();
     let sent = writeln!(writer, "/login {user} {password}").is_ok();
     let read = sent && matches!(reader.read_line(&mut answer), Ok(1..));
-    (start.elapsed(), read && answer.starts_with("101"))
+    let took = start.elapsed();
+    // Log out and wait for the server's end of file, so that this session is gone before the
+    // same user's next login (else that login is answered "already logged in").
+    let _ = writer.shutdown(std::net::Shutdown::Write);
+    let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    (took, read && answer.starts_with("101"))
 }
 
 /// Peak resident memory of `pid`, in KiB.
