@@ -50,11 +50,14 @@ impl Cluster {
     }
 
     fn add_node(&mut self, options: &[&str]) -> &ServerProcess {
+        self.add_node_on(Runtime::Smol, options)
+    }
+
+    fn add_node_on(&mut self, runtime: Runtime, options: &[&str]) -> &ServerProcess {
         let url = self.redis.url();
         let mut all = vec!["--cluster", &url, "--cluster-lease", LEASE];
         all.extend_from_slice(options);
-        self.nodes
-            .push(ServerProcess::start(Runtime::Smol, USERS, &all));
+        self.nodes.push(ServerProcess::start(runtime, USERS, &all));
         self.nodes.last().expect("just added")
     }
 
@@ -170,6 +173,73 @@ fn one_recipient_gets_one_message_at_a_time_from_senders_on_two_nodes() {
     assert_eq!(got, ["/from alice two\n", "/from jacky one\n"]);
     assert_eq!(jacky.recv(), OK);
     assert_eq!(alice.recv(), OK);
+}
+
+#[test]
+#[ignore = "needs redis-server"]
+fn nodes_on_every_async_runtime_make_one_chat() {
+    let mut cluster = Cluster::start(0, &[]);
+    let runtimes = [
+        Runtime::Smol,
+        Runtime::Tokio,
+        Runtime::Epoll,
+        Runtime::Uring,
+    ];
+    for runtime in runtimes {
+        cluster.add_node_on(runtime, &[]);
+    }
+    let users = [
+        ("jacky", "12345"),
+        ("bob", "bob123"),
+        ("michael", "michael123"),
+        ("alice", "alice123"),
+    ];
+    let mut clients: Vec<_> = users
+        .iter()
+        .enumerate()
+        .map(|(i, (user, password))| cluster.node(i).ready(user, password))
+        .collect();
+    // The asker first, then the others in the cluster's login order.
+    assert_eq!(clients[3].request("/list"), "301 alice jacky bob michael\n");
+    // Every node's user sends to the next node's: each pair of runtimes once.
+    for from in 0..users.len() {
+        let to = (from + 1) % users.len();
+        let line = format!("/to {} from {}\n", users[to].0, runtimes[from]);
+        clients[from].send(line.as_bytes());
+        let expected = format!("/from {} from {}\n", users[from].0, runtimes[from]);
+        assert_eq!(clients[to].recv_lb(), expected);
+        clients[to].ack();
+        assert_eq!(
+            clients[from].recv(),
+            OK,
+            "{} to {}",
+            runtimes[from],
+            runtimes[to]
+        );
+    }
+    clients[1].send(b"/toall from tokio to all\n");
+    for (i, client) in clients.iter_mut().enumerate() {
+        if i != 1 {
+            assert_eq!(client.recv_lb(), "/broadcastfrom bob from tokio to all\n");
+            client.ack();
+        }
+    }
+    assert_eq!(clients[1].recv(), OK);
+}
+
+#[test]
+fn a_cluster_node_on_threads_is_refused_with_exit_code_2() {
+    let users = TempFile::new("users.txt", USERS.as_bytes());
+    let output = Command::new(env!("CARGO_BIN_EXE_im-server"))
+        .arg("0")
+        .arg(users.path())
+        .args(["--runtime", "threads", "--cluster", "redis://127.0.0.1:1"])
+        .output()
+        .expect("im-server runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("needs an async runtime"), "{stderr}");
 }
 
 #[test]

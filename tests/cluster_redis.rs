@@ -13,7 +13,7 @@ use bytes::Bytes;
 use smol::{LocalExecutor, Task, Timer};
 
 use common::redis_server::RedisServer;
-use simple_im::cluster::{join, ClusterConfig};
+use simple_im::cluster::{Clock, ClusterConfig, ClusterError, Membership};
 use simple_im_core::server::{
     ClusterInput, ClusterOutput, ConnId, NodeId, NodeMessage, OnlineEntry, QueryId, RequestId,
 };
@@ -31,6 +31,16 @@ fn run<F: Future<Output = ()>>(test: impl FnOnce(Rc<LocalExecutor<'static>>) -> 
         Timer::after(TEST).await;
         panic!("the test did not finish within {TEST:?}");
     })));
+}
+
+/// Joins on smol's timers, as a node on the smol runtime does.
+async fn join(config: &ClusterConfig) -> Result<Membership, ClusterError> {
+    let clock = Clock::new(|at| {
+        Box::pin(async move {
+            Timer::at(at).await;
+        })
+    });
+    simple_im::cluster::join(clock, config).await
 }
 
 /// Fast leases, so that faults show within a second.

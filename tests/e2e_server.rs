@@ -42,26 +42,6 @@ in_each_server_runtime!(
     a_hashed_password_logs_in_and_never_reaches_the_log,
 );
 
-/// The tokio example: the same driver behind a third runtime, in about a hundred lines.
-mod tokio_example {
-    use super::*;
-
-    #[test]
-    fn appendix_conversation() {
-        super::appendix_conversation(Runtime::TokioExample);
-    }
-
-    #[test]
-    fn appendix_with_three_im_clients() {
-        super::appendix_with_three_im_clients(Runtime::TokioExample);
-    }
-
-    #[test]
-    fn a_broadcast_reaches_300_sessions() {
-        super::a_broadcast_reaches_300_sessions(Runtime::TokioExample);
-    }
-}
-
 /// The conversation of the assignment's appendix, byte for byte, in the order of its clock.
 fn appendix_conversation(runtime: Runtime) {
     let server = ServerProcess::start(runtime, USERS, &[]);

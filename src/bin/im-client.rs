@@ -58,8 +58,10 @@ fn main() {
         Err(err) => usage_error(&err),
     }
     let code = match args.runtime {
-        // The uring and epoll runtimes are server-side: their client is smol's.
-        Kind::Smol | Kind::Uring | Kind::Epoll => simple_im::runtime::client::run(server),
+        // The tokio, uring and epoll runtimes are server-side: their client is smol's.
+        Kind::Smol | Kind::Tokio | Kind::Uring | Kind::Epoll => {
+            simple_im::runtime::client::run(server)
+        }
         Kind::Threads => simple_im::runtime::threads::client::run(server),
     };
     std::process::exit(code);

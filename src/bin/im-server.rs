@@ -14,7 +14,7 @@ use clap::builder::RangedU64ValueParser;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use simple_im::cli::{BudgetOrOff, Span, SpanOrOff};
 use simple_im::cluster::ClusterConfig;
-use simple_im::runtime::Kind;
+use simple_im::runtime::{Kind, Role, ServeError, Service};
 use simple_im_core::driver::{DriverConfig, Keepalive, DEFAULT_KEEPALIVE_IDLE, DEFAULT_MAX_PER_IP};
 use simple_im_core::server::{ServerConfig, ThrottleConfig};
 use simple_im_core::users::Users;
@@ -151,9 +151,9 @@ struct Args {
 
     /// The runtime that carries bytes between sockets and the server core: `smol` (async tasks
     /// on one thread), `threads` (blocking sockets, a thread per socket, each thread with a
-    /// 64 KiB stack), `uring` (Linux: the async loop over io_uring) or `epoll` (Linux: the
-    /// async loop over an edge-triggered epoll reactor of its own). All behave the same on the
-    /// wire.
+    /// 64 KiB stack), `tokio` (its current-thread runtime), `epoll` (Linux: the async loop over
+    /// an edge-triggered epoll reactor of its own) or `uring` (Linux: the async loop over
+    /// io_uring). All behave the same on the wire; `--cluster` needs one of the async ones.
     #[arg(long, value_name = "RUNTIME", default_value_t = Kind::Smol)]
     runtime: Kind,
 
@@ -439,8 +439,10 @@ fn main() -> ExitCode {
         _ => None,
     };
 
-    if args.cluster.is_some() && args.runtime != Kind::Smol {
-        eprintln!("im-server: --cluster needs --runtime smol (try --help)");
+    if args.cluster.is_some() && args.runtime == Kind::Threads {
+        eprintln!(
+            "im-server: --cluster needs an async runtime: smol, tokio, epoll or uring (try --help)"
+        );
         return ExitCode::from(2);
     }
     let metrics = match args.metrics.map(simple_im::metrics::serve).transpose() {
@@ -486,71 +488,40 @@ fn main() -> ExitCode {
         driver.max_connections,
         driver.max_per_ip
     );
-    match (args.runtime, args.cluster) {
-        (Kind::Smol, Some(url)) => {
+    let role = match args.cluster {
+        #[cfg(feature = "cluster")]
+        Some(url) => {
             let lease = args.cluster_lease.0;
-            let cluster = ClusterConfig {
-                url: url.clone(),
+            Role::Node(ClusterConfig {
+                url,
                 lease,
                 heartbeat: lease / 3,
                 ..ClusterConfig::default()
-            };
-            // Only a node that has joined says it listens: clients reaching it find one chat.
-            let joined = move |node: simple_im_core::server::NodeId| {
-                log::info!("joined the cluster at {url} as node {}", node.0);
-                announce();
-            };
-            let served = simple_im::runtime::smol::serve_cluster(
-                listener, users, config, driver, cluster, joined, commands,
-            );
-            if let Err(error) = served {
-                eprintln!("im-server: {error}");
-                return ExitCode::FAILURE;
-            }
+            })
         }
-        (Kind::Smol, None) => {
-            announce();
-            let served = simple_im::runtime::smol::serve(listener, users, config, driver, commands);
-            if let Err(error) = served {
-                eprintln!("im-server: cannot listen on {local}: {error}");
-                return ExitCode::FAILURE;
-            }
+        #[cfg(not(feature = "cluster"))]
+        Some(_) => {
+            eprintln!("im-server: this build has no cluster engine (the `cluster` feature)");
+            return ExitCode::from(2);
         }
-        (Kind::Uring, _) => {
-            #[cfg(target_os = "linux")]
-            let served = simple_im::runtime::uring::serve(
-                listener, users, config, driver, announce, commands,
-            );
-            #[cfg(not(target_os = "linux"))]
-            let served: Result<(), String> = {
-                let _ = (listener, users, config, driver, announce, commands);
-                Err("--runtime uring needs Linux".to_owned())
-            };
-            if let Err(error) = served {
-                eprintln!("im-server: {error}");
-                return ExitCode::from(2);
-            }
-        }
-        (Kind::Epoll, _) => {
-            announce();
-            #[cfg(target_os = "linux")]
-            let served =
-                simple_im::runtime::epoll::serve(listener, users, config, driver, commands)
-                    .map_err(|error| format!("cannot poll with epoll: {error}"));
-            #[cfg(not(target_os = "linux"))]
-            let served: Result<(), String> = {
-                let _ = (listener, users, config, driver, commands);
-                Err("--runtime epoll needs Linux".to_owned())
-            };
-            if let Err(error) = served {
-                eprintln!("im-server: {error}");
-                return ExitCode::from(2);
-            }
-        }
-        (Kind::Threads, _) => {
-            announce();
-            simple_im::runtime::threads::server::serve(listener, users, config, driver, commands);
-        }
+        None => Role::Alone,
+    };
+    // A node says it listens only once it has joined: clients reaching it find one chat.
+    let ready = move |_node| announce();
+    let service = Service {
+        users,
+        config,
+        driver,
+        role,
+        ready: Box::new(ready),
+        commands,
+    };
+    if let Err(error) = simple_im::runtime::serve(args.runtime, listener, service) {
+        eprintln!("im-server: {error}");
+        return match error {
+            ServeError::Unsupported(_) => ExitCode::from(2),
+            _ => ExitCode::FAILURE,
+        };
     }
     ExitCode::SUCCESS
 }

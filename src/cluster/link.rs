@@ -13,9 +13,12 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Cmd, ErrorKind, FromRedisValue, Pipeline};
 use redis::{RedisError, RedisResult, ScriptInvocation};
 
+use super::Clock;
+
 /// A lazily (re)connected multiplexed connection.
 pub(crate) struct Link {
     client: Client,
+    clock: Clock,
     config: AsyncConnectionConfig,
     timeout: Duration,
     conn: Option<MultiplexedConnection>,
@@ -23,12 +26,13 @@ pub(crate) struct Link {
 
 impl Link {
     /// Calls through this link take at most `timeout` each, dialing included.
-    pub(crate) fn new(client: Client, timeout: Duration) -> Self {
+    pub(crate) fn new(client: Client, clock: Clock, timeout: Duration) -> Self {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
         Link {
             client,
+            clock,
             config,
             timeout,
             conn: None,
@@ -66,7 +70,7 @@ impl Link {
         F: Future<Output = RedisResult<T>>,
     {
         let timeout = self.timeout;
-        let result = bounded(timeout, async {
+        let result = bounded(&self.clock.clone(), timeout, async {
             let reused = self.conn.is_some();
             let first = f(self.connection().await?).await;
             match first {
@@ -100,12 +104,13 @@ impl Link {
 }
 
 /// `future`, or a timeout error after `timeout`.
-pub(crate) async fn bounded<T>(
+async fn bounded<T>(
+    clock: &Clock,
     timeout: Duration,
     future: impl Future<Output = RedisResult<T>>,
 ) -> RedisResult<T> {
     futures_lite::future::or(future, async {
-        smol::Timer::after(timeout).await;
+        clock.after(timeout).await;
         Err(RedisError::from(io::Error::new(
             io::ErrorKind::TimedOut,
             format!("no answer from Redis within {timeout:?}"),

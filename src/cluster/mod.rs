@@ -48,6 +48,7 @@
 //! before the old ones registered again may get an id still in use. Run Redis with persistence
 //! if nodes join while others run.
 
+mod clock;
 mod codec;
 mod config;
 mod link;
@@ -60,10 +61,9 @@ use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::StreamExt;
 use redis::{Client, ErrorKind, Value};
-use smol::Timer;
 
+pub use clock::Clock;
 pub use config::ClusterConfig;
 use link::Link;
 use simple_im_core::server::{
@@ -144,14 +144,16 @@ pub struct Membership {
     client: Client,
     node: NodeId,
     keys: Keys,
+    clock: Clock,
     directory: Link,
     /// When the registration that took the lease was sent: the lease runs from there.
     registered: Instant,
 }
 
 /// Registers a new node in the cluster at `config.url`, under a fresh id (`INCR
-/// {p}:node-seq`), with its lease taken.
-pub async fn join(config: &ClusterConfig) -> Result<Membership, ClusterError> {
+/// {p}:node-seq`), with its lease taken. Its timers are `clock`'s, those of the runtime it runs
+/// on ([`Clock::of`]).
+pub async fn join(clock: Clock, config: &ClusterConfig) -> Result<Membership, ClusterError> {
     // The client takes `redis://`, `unix://` and `redis+unix://` as they are.
     let client = Client::open(config.url.as_str()).map_err(|error| ClusterError::InvalidUrl {
         url: config.url.clone(),
@@ -164,7 +166,7 @@ pub async fn join(config: &ClusterConfig) -> Result<Membership, ClusterError> {
     let keys = Keys {
         prefix: config.prefix.clone(),
     };
-    let mut directory = Link::new(client.clone(), config.heartbeat);
+    let mut directory = Link::new(client.clone(), clock.clone(), config.heartbeat);
     let id: u64 = directory
         .query(redis::cmd("INCR").arg(keys.seq()))
         .await
@@ -180,6 +182,7 @@ pub async fn join(config: &ClusterConfig) -> Result<Membership, ClusterError> {
         client,
         node,
         keys,
+        clock,
         directory,
         registered,
     })
@@ -252,6 +255,7 @@ impl Membership {
             client,
             node,
             keys,
+            clock,
             directory,
             registered,
         } = self;
@@ -278,6 +282,7 @@ impl Membership {
             client,
             node,
             keys,
+            clock,
             state,
             inputs,
         };
@@ -309,6 +314,7 @@ struct Engine {
     client: Client,
     node: NodeId,
     keys: Keys,
+    clock: Clock,
     state: Rc<State>,
     inputs: async_channel::Sender<ClusterInput>,
 }
@@ -483,7 +489,7 @@ impl Engine {
     /// or not at all.
     async fn sender(&self, messages: async_channel::Receiver<Vec<(NodeId, NodeMessage)>>) {
         let heartbeat = self.config.heartbeat;
-        let mut link = Link::new(self.client.clone(), heartbeat);
+        let mut link = Link::new(self.client.clone(), self.clock.clone(), heartbeat);
         // Long enough that a live reader always gets there first; short enough that the inbox
         // of a dead node that was written to after its reaping does not stay forever.
         let ttl = millis(self.config.lease * 10);
@@ -544,7 +550,7 @@ impl Engine {
                             log::warn!("cannot send to other nodes, retrying: {error}");
                             failing = true;
                         }
-                        Timer::after(backoff).await;
+                        self.clock.after(backoff).await;
                         backoff = (backoff * 2).min(heartbeat);
                     }
                 }
@@ -578,7 +584,11 @@ impl Engine {
     /// once; what was read is trimmed away (`MINID`) in the same round trip as the next read.
     async fn inbox(&self) {
         let heartbeat = self.config.heartbeat;
-        let mut link = Link::new(self.client.clone(), INBOX_BLOCK + heartbeat);
+        let mut link = Link::new(
+            self.client.clone(),
+            self.clock.clone(),
+            INBOX_BLOCK + heartbeat,
+        );
         let key = self.keys.inbox(self.node);
         // The id is fresh, so is the stream; an id is never reread, even across reconnections.
         let mut last = "0-0".to_string();
@@ -607,7 +617,7 @@ impl Engine {
                     Some(entries) => entries,
                     None => {
                         log::warn!("cannot make sense of this node's inbox");
-                        Timer::after(heartbeat).await;
+                        self.clock.after(heartbeat).await;
                         continue;
                     }
                 },
@@ -616,7 +626,7 @@ impl Engine {
                         log::warn!("cannot read this node's inbox, retrying: {error}");
                         failing = true;
                     }
-                    Timer::after(heartbeat / 4).await;
+                    self.clock.after(heartbeat / 4).await;
                     continue;
                 }
             };
@@ -643,12 +653,14 @@ impl Engine {
         let heartbeat = self.config.heartbeat;
         let lease = self.config.lease;
         // Half a heartbeat each, so that renewing and reaping fit in one tick.
-        let mut link = Link::new(self.client.clone(), heartbeat / 2);
+        let mut link = Link::new(self.client.clone(), self.clock.clone(), heartbeat / 2);
         let mut renewed = registered;
         let mut reaper = Reaper::default();
-        let mut ticks = Timer::interval(heartbeat);
+        let mut tick = Instant::now();
         loop {
-            ticks.next().await;
+            // Every heartbeat, at the same phase; a late turn does not pile ticks up.
+            tick = (tick + heartbeat).max(Instant::now());
+            self.clock.until(tick).await;
             if self.state.lost.get() {
                 let sent = Instant::now();
                 match register(&mut link, &self.keys, self.node, lease).await {

@@ -4,7 +4,7 @@
 //! - [`serve`] is the async server loop around the core's
 //!   [`ServerDriver`](simple_im_core::driver::ServerDriver), written once against [`Runtime`]:
 //!   a runtime supplies spawning, timers and non-blocking sockets, nothing else.
-//!   `runtime::smol` is one such runtime, and `examples/tokio_server.rs` another.
+//!   `runtime::smol` and `runtime::tokio` are two such runtimes.
 //! - [`client`]: [`AsyncClient`], the sockets of the core's
 //!   [`ClientDriver`](simple_im_core::driver::ClientDriver) on any [`Runtime`].
 //! - [`ServerAddrs`]: the server as the user named it, and [`connect_first`] over its addresses.

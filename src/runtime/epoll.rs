@@ -22,6 +22,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
 
 use super::local::{self, Local, LocalTimer, Signal};
+use super::service::{serve_on, ServeError, Service};
 use crate::driver::{set_keepalive, AsyncListener, AsyncStream, LocalBoxFuture, Runtime};
 use simple_im_core::driver::Keepalive;
 
@@ -372,19 +373,13 @@ impl Epoll {
     }
 }
 
-/// Serves clients accepted on `listener` on this thread's poller until a stop that `commands` asks for is done.
-pub fn serve(
-    listener: std::net::TcpListener,
-    users: simple_im_core::users::Users,
-    config: simple_im_core::server::ServerConfig,
-    driver: simple_im_core::driver::DriverConfig,
-    commands: async_channel::Receiver<crate::driver::ServerCommand>,
-) -> io::Result<()> {
+/// Runs `service` on clients accepted on `listener`, on this thread's poller, until a stop it
+/// is asked for is done.
+pub fn serve(listener: std::net::TcpListener, service: Service) -> Result<(), ServeError> {
     Epoll::block_on(move |runtime| {
         Box::pin(async move {
             let listener = runtime.listen(listener)?;
-            crate::driver::serve(runtime, listener, users, config, driver, commands).await;
-            Ok(())
+            serve_on(runtime, listener, service).await
         })
     })?
 }

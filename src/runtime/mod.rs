@@ -5,12 +5,14 @@
 //!   the default.
 //! - [`threads`]: blocking `std::net` sockets, a thread per socket, driving the same
 //!   [`ServerDriver`](simple_im_core::driver::ServerDriver) directly.
-//! - `epoll` (Linux): the same async loop over an edge-triggered epoll reactor of its own,
-//!   which registers each socket once, on an executor of its own (shared with `uring`).
-//! - `uring` (Linux): io_uring under the same async loop, reads and writes submitted to one
-//!   ring in batches.
-//! - [`Kind`] names them on the command line. A build without the `epoll` or `uring` feature
-//!   still names that runtime, and says that it lacks it when it is asked for.
+//! - `tokio` (feature `tokio`): tokio's current-thread runtime and its reactor.
+//! - `epoll` (Linux, feature `epoll`): the same async loop over an edge-triggered epoll reactor
+//!   of its own, which registers each socket once, on an executor of its own (shared with
+//!   `uring`).
+//! - `uring` (Linux, feature `uring`): io_uring under the same async loop, reads and writes
+//!   submitted to one ring in batches.
+//! - [`Kind`] names them on the command line and [`serve`] runs a [`Service`] on one. A build
+//!   without a runtime's feature still names it, and says that it lacks it when asked for it.
 //!
 //! The client is driven by [`crate::driver::client`] on smol and on threads; its terminal is
 //! [`crate::terminal`].
@@ -20,55 +22,63 @@ pub mod client;
 pub mod epoll;
 #[cfg(all(target_os = "linux", any(feature = "epoll", feature = "uring")))]
 mod local;
+mod service;
 pub mod smol;
 pub mod threads;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 #[cfg(all(target_os = "linux", feature = "uring"))]
 pub mod uring;
 
 use std::fmt;
+use std::net::TcpListener;
 use std::str::FromStr;
 
 use simple_im_core::driver::DriverConfig;
 
-/// `--runtime epoll` in a build without the `epoll` feature.
-#[cfg(all(target_os = "linux", not(feature = "epoll")))]
-pub mod epoll {
-    use std::io;
-    use std::net::TcpListener;
+pub use service::{serve_on, Role, ServeError, Service};
 
-    use simple_im_core::{driver::DriverConfig, server::ServerConfig, users::Users};
-
-    /// Says that this build has no epoll runtime.
-    pub fn serve(
-        _listener: TcpListener,
-        _users: Users,
-        _config: ServerConfig,
-        _driver: DriverConfig,
-        _commands: async_channel::Receiver<crate::driver::ServerCommand>,
-    ) -> io::Result<()> {
-        Err(io::Error::other(
-            "this build has no epoll runtime (the `epoll` feature)",
-        ))
-    }
-}
-
-/// `--runtime uring` in a build without the `uring` feature.
-#[cfg(all(target_os = "linux", not(feature = "uring")))]
-pub mod uring {
-    use std::net::TcpListener;
-
-    use simple_im_core::{driver::DriverConfig, server::ServerConfig, users::Users};
-
-    /// Says that this build has no io_uring runtime.
-    pub fn serve(
-        _listener: TcpListener,
-        _users: Users,
-        _config: ServerConfig,
-        _driver: DriverConfig,
-        _ready: impl FnOnce(),
-        _commands: async_channel::Receiver<crate::driver::ServerCommand>,
-    ) -> Result<(), String> {
-        Err("this build has no io_uring runtime (the `uring` feature)".to_owned())
+/// Runs `service` on `kind`'s runtime, on this thread, until a stop it is asked for is done;
+/// when it returns, every connection is closed.
+pub fn serve(kind: Kind, listener: TcpListener, service: Service) -> Result<(), ServeError> {
+    match kind {
+        Kind::Smol => smol::serve(listener, service),
+        Kind::Threads => match service.role {
+            Role::Alone => {
+                (service.ready)(None);
+                let Service {
+                    users,
+                    config,
+                    driver,
+                    commands,
+                    ..
+                } = service;
+                threads::server::serve(listener, users, config, driver, commands);
+                Ok(())
+            }
+            #[cfg(feature = "cluster")]
+            Role::Node(_) => Err(ServeError::Unsupported(
+                "--cluster needs an async runtime (smol, tokio, epoll or uring), not threads",
+            )),
+        },
+        #[cfg(feature = "tokio")]
+        Kind::Tokio => tokio::serve(listener, service),
+        #[cfg(not(feature = "tokio"))]
+        Kind::Tokio => Err(ServeError::Unsupported(
+            "this build has no tokio runtime (the `tokio` feature)",
+        )),
+        #[cfg(all(target_os = "linux", feature = "epoll"))]
+        Kind::Epoll => epoll::serve(listener, service),
+        #[cfg(not(all(target_os = "linux", feature = "epoll")))]
+        Kind::Epoll => Err(ServeError::Unsupported(
+            "this build has no epoll runtime (the `epoll` feature, on Linux)",
+        )),
+        #[cfg(all(target_os = "linux", feature = "uring"))]
+        Kind::Uring => uring::serve(listener, service),
+        #[cfg(not(all(target_os = "linux", feature = "uring")))]
+        Kind::Uring => Err(ServeError::Unsupported(
+            "this build has no io_uring runtime (the `uring` feature, on Linux)",
+        )),
     }
 }
 
@@ -86,11 +96,19 @@ pub enum Kind {
     /// Edge-triggered epoll (Linux only): the async loop over a reactor that registers each
     /// socket once; the client side runs on smol.
     Epoll,
+    /// tokio's current-thread runtime; the client side runs on smol.
+    Tokio,
 }
 
 impl Kind {
     /// Every kind, in the order `--help` lists them.
-    pub const ALL: [Kind; 4] = [Kind::Smol, Kind::Threads, Kind::Uring, Kind::Epoll];
+    pub const ALL: [Kind; 5] = [
+        Kind::Smol,
+        Kind::Threads,
+        Kind::Tokio,
+        Kind::Epoll,
+        Kind::Uring,
+    ];
 
     /// The name on the command line.
     pub fn name(self) -> &'static str {
@@ -99,6 +117,7 @@ impl Kind {
             Kind::Threads => "threads",
             Kind::Uring => "uring",
             Kind::Epoll => "epoll",
+            Kind::Tokio => "tokio",
         }
     }
 
@@ -106,7 +125,7 @@ impl Kind {
     /// threads on each, so it is held lower.
     pub fn default_max_connections(self) -> usize {
         match self {
-            Kind::Smol | Kind::Uring | Kind::Epoll => {
+            Kind::Smol | Kind::Tokio | Kind::Uring | Kind::Epoll => {
                 simple_im_core::driver::DEFAULT_MAX_CONNECTIONS
             }
             Kind::Threads => 2_000,
@@ -135,7 +154,7 @@ impl FromStr for Kind {
         Kind::ALL
             .into_iter()
             .find(|kind| kind.name() == text)
-            .ok_or_else(|| format!("{text:?}: expected smol, threads, uring or epoll"))
+            .ok_or_else(|| format!("{text:?}: expected smol, threads, tokio, epoll or uring"))
     }
 }
 
@@ -160,6 +179,6 @@ mod tests {
         for kind in Kind::ALL {
             assert_eq!(kind.name().parse::<Kind>(), Ok(kind));
         }
-        assert!("tokio".parse::<Kind>().is_err());
+        assert!("glommio".parse::<Kind>().is_err());
     }
 }

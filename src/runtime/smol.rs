@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use smol::{Async, LocalExecutor, Timer};
 
+use super::service::{serve_on, ServeError, Service};
 use crate::driver::{
     set_keepalive, AsyncListener, AsyncStream, AsyncTimer, LocalBoxFuture, Runtime,
 };
@@ -159,70 +160,9 @@ impl AsyncTimer for SmolTimer {
     }
 }
 
-/// Serves clients accepted on `listener` on this thread until a stop that `commands` asks for is done; when it
-/// returns, every connection is closed.
-pub fn serve(
-    listener: std::net::TcpListener,
-    users: simple_im_core::users::Users,
-    config: simple_im_core::server::ServerConfig,
-    driver: simple_im_core::driver::DriverConfig,
-    commands: async_channel::Receiver<crate::driver::ServerCommand>,
-) -> io::Result<()> {
+/// Runs `service` on clients accepted on `listener`, on this thread, until a stop it is asked
+/// for is done; when it returns, every connection is closed.
+pub fn serve(listener: std::net::TcpListener, service: Service) -> Result<(), ServeError> {
     let listener = Async::new(listener)?;
-    Smol::block_on(move |runtime| {
-        Box::pin(crate::driver::serve(
-            runtime.clone(),
-            listener,
-            users,
-            config,
-            driver,
-            commands,
-        ))
-    });
-    Ok(())
-}
-
-/// Joins the cluster at `cluster.url`, then serves clients on `listener` as one of its nodes
-/// on this thread until a stop that `commands` asks for is done. `joined` is told the node's id before the first
-/// client is served (im-server prints its `listening on` line then).
-#[cfg(feature = "cluster")]
-pub fn serve_cluster(
-    listener: std::net::TcpListener,
-    users: simple_im_core::users::Users,
-    config: simple_im_core::server::ServerConfig,
-    driver: simple_im_core::driver::DriverConfig,
-    cluster: crate::cluster::ClusterConfig,
-    joined: impl FnOnce(simple_im_core::server::NodeId) + 'static,
-    commands: async_channel::Receiver<crate::driver::ServerCommand>,
-) -> Result<(), String> {
-    let listener = Async::new(listener).map_err(|error| error.to_string())?;
-    Smol::block_on(move |runtime| {
-        Box::pin(async move {
-            let membership = crate::cluster::join(&cluster)
-                .await
-                .map_err(|error| error.to_string())?;
-            let node = membership.node();
-            joined(node);
-            let server = simple_im_core::server::Server::clustered(users, config, node);
-            let server = simple_im_core::driver::ServerDriver::with_server(server, &driver);
-            let engine = move |questions, answers| membership.run(questions, answers);
-            crate::driver::serve_cluster(runtime, listener, server, &driver, engine, commands)
-                .await;
-            Ok(())
-        })
-    })
-}
-
-/// Says that this build has no cluster engine (the `cluster` feature).
-#[cfg(not(feature = "cluster"))]
-pub fn serve_cluster(
-    _listener: std::net::TcpListener,
-    _users: simple_im_core::users::Users,
-    _config: simple_im_core::server::ServerConfig,
-    _driver: simple_im_core::driver::DriverConfig,
-    _cluster: crate::cluster::ClusterConfig,
-    _joined: impl FnOnce(simple_im_core::server::NodeId),
-    _commands: async_channel::Receiver<crate::driver::ServerCommand>,
-) -> Result<(), String> {
-    Err("this build has no cluster engine (the `cluster` feature)".to_owned())
+    Smol::block_on(move |runtime| Box::pin(serve_on(runtime, listener, service)))
 }

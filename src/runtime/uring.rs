@@ -29,6 +29,7 @@ use std::time::Instant;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::local::{self, Local, LocalTimer, Signal};
+use super::service::{serve_on, ServeError, Service};
 use crate::driver::{set_keepalive, AsyncListener, AsyncStream, LocalBoxFuture, Runtime};
 use simple_im_core::driver::Keepalive;
 
@@ -721,25 +722,15 @@ impl Uring {
     }
 }
 
-/// Serves clients accepted on `listener` on this thread's ring until a stop that `commands` asks for is done;
-/// `ready` runs once the ring is set up. `Err` names why io_uring could not be used.
-pub fn serve(
-    listener: TcpListener,
-    users: simple_im_core::users::Users,
-    config: simple_im_core::server::ServerConfig,
-    driver: simple_im_core::driver::DriverConfig,
-    ready: impl FnOnce() + 'static,
-    commands: async_channel::Receiver<crate::driver::ServerCommand>,
-) -> Result<(), String> {
-    let served = Uring::block_on(move |runtime| {
+/// Runs `service` on clients accepted on `listener`, on this thread's ring, until a stop it is
+/// asked for is done. `Err` names why io_uring could not be used.
+pub fn serve(listener: TcpListener, service: Service) -> Result<(), ServeError> {
+    Uring::block_on(move |runtime| {
         Box::pin(async move {
-            let listener = runtime.listen(listener).map_err(|e| e.to_string())?;
-            ready();
-            crate::driver::serve(runtime, listener, users, config, driver, commands).await;
-            Ok(())
+            let listener = runtime.listen(listener)?;
+            serve_on(runtime, listener, service).await
         })
-    });
-    served.map_err(|error| format!("cannot set up io_uring: {error}"))?
+    })?
 }
 
 /// Unit tests of the reactor's private parts (test builds only: the file says so itself), in

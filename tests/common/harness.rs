@@ -32,6 +32,9 @@ macro_rules! in_each_server_runtime {
         mod epoll {
             $($(#[$attr])* #[test] fn $scenario() { super::$scenario(super::Runtime::Epoll) })*
         }
+        mod tokio {
+            $($(#[$attr])* #[test] fn $scenario() { super::$scenario(super::Runtime::Tokio) })*
+        }
     };
 }
 
@@ -55,16 +58,15 @@ pub const USERS: &str = "# test accounts\n\
     alice alice123\n\
     carol carol123\n";
 
-/// Which server a scenario runs against: `im-server` in one of its runtimes, or the tokio
-/// example (`examples/tokio_server.rs`), a third runtime on the same driver.
+/// Which runtime a scenario's `im-server` runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Runtime {
     /// `im-server --runtime smol`.
     Smol,
     /// `im-server --runtime threads`.
     Threads,
-    /// `target/…/examples/tokio_server`, with the driver's defaults.
-    TokioExample,
+    /// `im-server --runtime tokio` (its clients use smol).
+    Tokio,
     /// `im-server --runtime uring` (its clients use smol).
     Uring,
     /// `im-server --runtime epoll` (its clients use smol).
@@ -72,10 +74,11 @@ pub enum Runtime {
 }
 
 impl Runtime {
-    /// The `--runtime` of `im-server` and `im-client` (the tokio example's clients use smol).
+    /// The `--runtime` of `im-server` and `im-client`.
     pub fn name(self) -> &'static str {
         match self {
-            Runtime::Smol | Runtime::TokioExample => "smol",
+            Runtime::Smol => "smol",
+            Runtime::Tokio => "tokio",
             Runtime::Threads => "threads",
             Runtime::Uring => "uring",
             Runtime::Epoll => "epoll",
@@ -85,10 +88,7 @@ impl Runtime {
 
 impl std::fmt::Display for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Runtime::TokioExample => f.write_str("tokio example"),
-            other => f.write_str(other.name()),
-        }
+        f.write_str(self.name())
     }
 }
 
@@ -98,11 +98,6 @@ fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test's own path");
     let deps = exe.parent().expect("target/<profile>/deps");
     deps.parent().expect("target/<profile>").to_path_buf()
-}
-
-/// The tokio example, which `cargo test` builds beside the test binaries.
-fn tokio_example() -> PathBuf {
-    profile_dir().join("examples").join("tokio_server")
 }
 
 /// The `im-check` conformance checker, another package of the workspace: `cargo test` at the
@@ -207,32 +202,20 @@ impl ServerProcess {
         } else {
             &["--bind", "127.0.0.1"]
         };
-        let mut command = match runtime {
-            Runtime::TokioExample => {
-                assert!(options.is_empty(), "the tokio example takes no options");
-                let mut command = Command::new(tokio_example());
-                let port = port.to_string();
-                command.arg(port).arg(users.path()).env("RUST_LOG", "debug");
-                command
-            }
-            _ => {
-                let mut command = match prefix {
-                    [] => Command::new(BIN),
-                    [program, args @ ..] => {
-                        let mut command = Command::new(program);
-                        command.args(args).arg(BIN);
-                        command
-                    }
-                };
-                command
-                    .arg(port.to_string())
-                    .arg(users.path())
-                    .args(bind)
-                    .args(["--log", "debug", "--runtime", runtime.name()])
-                    .args(options);
+        let mut command = match prefix {
+            [] => Command::new(BIN),
+            [program, args @ ..] => {
+                let mut command = Command::new(program);
+                command.args(args).arg(BIN);
                 command
             }
         };
+        command
+            .arg(port.to_string())
+            .arg(users.path())
+            .args(bind)
+            .args(["--log", "debug", "--runtime", runtime.name()])
+            .args(options);
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -374,6 +357,8 @@ pub struct ClientProcess {
     /// Every line read so far, for failure messages.
     pub transcript: Vec<String>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// The thread that reads standard error into `stderr`, until the pipe's end.
+    stderr_reader: Option<thread::JoinHandle<()>>,
 }
 
 impl ClientProcess {
@@ -417,15 +402,15 @@ impl ClientProcess {
             .spawn()
             .unwrap();
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        if let Some(mut pipe) = child.stderr.take() {
+        let stderr_reader = child.stderr.take().map(|mut pipe| {
             let sink = Arc::clone(&stderr);
             thread::spawn(move || {
                 let mut chunk = [0; 4096];
                 while let Ok(n @ 1..) = pipe.read(&mut chunk) {
                     sink.lock().unwrap().extend_from_slice(&chunk[..n]);
                 }
-            });
-        }
+            })
+        });
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().unwrap();
         let (line, lines) = mpsc::channel();
@@ -443,6 +428,7 @@ impl ClientProcess {
             lines,
             transcript: Vec::new(),
             stderr,
+            stderr_reader,
         }
     }
 
@@ -522,6 +508,10 @@ impl ClientProcess {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                // Its standard error is complete once the reader has seen the pipe's end.
+                if let Some(reader) = self.stderr_reader.take() {
+                    let _ = reader.join();
+                }
                 return status.code();
             }
             assert!(Instant::now() < deadline, "im-client did not exit");
