@@ -4,13 +4,22 @@
 //!
 //! The loop is the drivers'; this file only says how tokio spawns a task, sets a timer, and
 //! asks its reactor about a socket.
+//!
+//! Sockets are std's in an [`AsyncFd`] rather than `tokio::net`'s: a `TcpStream`'s `try_read`
+//! forgets readiness only when a read would block, so every read that empties the socket is
+//! followed by one more that finds it empty (one `recvfrom` more per delivery, measured). Here
+//! a short read or write forgets it as well, as tokio's own `AsyncRead` does: on a TCP socket
+//! it means the same, and any later arrival is a new edge.
 
 use std::future::Future;
-use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
 
 use super::service::{serve_on, ServeError, Service};
 use crate::driver::{
@@ -35,10 +44,10 @@ impl Tokio {
 }
 
 /// A TCP socket in tokio's reactor.
-pub struct TokioStream(tokio::net::TcpStream);
+pub struct TokioStream(AsyncFd<TcpStream>);
 
 /// A listening socket in tokio's reactor.
-pub struct TokioListener(tokio::net::TcpListener);
+pub struct TokioListener(AsyncFd<TcpListener>);
 
 /// A tokio `Sleep` and the deadline it is set to (`None`: never).
 pub struct TokioTimer(Pin<Box<tokio::time::Sleep>>, Option<Instant>);
@@ -61,11 +70,14 @@ impl Runtime for Tokio {
     }
 
     fn connect(&self, addr: SocketAddr) -> LocalBoxFuture<io::Result<TokioStream>> {
-        Box::pin(async move { tokio::net::TcpStream::connect(addr).await.map(TokioStream) })
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?.into_std()?;
+            register(stream).map(TokioStream)
+        })
     }
 
     fn bind(&self, addr: SocketAddr) -> io::Result<TokioListener> {
-        listen(std::net::TcpListener::bind(addr)?)
+        listen(TcpListener::bind(addr)?)
     }
 
     fn unblock<T: Send + 'static>(
@@ -84,50 +96,102 @@ impl Runtime for Tokio {
 }
 
 /// `listener` in this thread's tokio reactor.
-fn listen(listener: std::net::TcpListener) -> io::Result<TokioListener> {
+fn listen(listener: TcpListener) -> io::Result<TokioListener> {
     listener.set_nonblocking(true)?;
-    tokio::net::TcpListener::from_std(listener).map(TokioListener)
+    register(listener).map(TokioListener)
+}
+
+/// `socket` in this thread's tokio reactor, for reading and writing.
+fn register<T: AsRawFd>(socket: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: `T` is a std socket that owns its descriptor: it stays open, and the same, until
+    // the `AsyncFd` that now owns the socket drops it.
+    let registered = unsafe { AsyncFd::register(socket) };
+    registered.map_err(io::Error::from)
+}
+
+/// Whether a call that moved `done` of `asked` bytes (or failed) leaves the socket drained in
+/// that direction: it would block, or it took less than was asked (not an end of file: that
+/// stays ready, so that the next read sees it again).
+fn drained(result: &io::Result<usize>, asked: usize) -> bool {
+    match result {
+        Ok(done) => *done > 0 && *done < asked,
+        Err(error) => error.kind() == io::ErrorKind::WouldBlock,
+    }
+}
+
+/// A context whose waker does nothing: to reach the readiness the reactor holds without
+/// waiting on it. Only used where the task's own waker is registered again before it waits.
+fn peek() -> Context<'static> {
+    Context::from_waker(Waker::noop())
 }
 
 impl AsyncStream for TokioStream {
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.0.poll_read_ready(cx)
+        // Dropping the guard keeps the readiness until a call finds the socket drained.
+        self.0.poll_read_ready(cx).map_ok(drop)
     }
     fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.0.poll_write_ready(cx)
+        self.0.poll_write_ready(cx).map_ok(drop)
     }
     fn try_read(&self, buffer: &mut [u8]) -> io::Result<usize> {
-        self.0.try_read(buffer)
+        let result = self.0.get_ref().read(buffer);
+        if drained(&result, buffer.len()) {
+            if let Poll::Ready(Ok(mut ready)) = self.0.poll_read_ready(&mut peek()) {
+                ready.clear_ready();
+            }
+        }
+        result
     }
     fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
-        self.0.try_write(bytes)
+        let result = self.0.get_ref().write(bytes);
+        if drained(&result, bytes.len()) {
+            if let Poll::Ready(Ok(mut ready)) = self.0.poll_write_ready(&mut peek()) {
+                ready.clear_ready();
+            }
+        }
+        result
     }
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        // tokio's own is write-only and async: the socket underneath does both.
-        socket2::SockRef::from(&self.0).shutdown(how)
+        self.0.get_ref().shutdown(how)
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.0.get_ref().local_addr()
     }
     fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.0.peer_addr()
+        self.0.get_ref().peer_addr()
     }
     fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        self.0.set_nodelay(nodelay)
+        self.0.get_ref().set_nodelay(nodelay)
     }
     fn set_keepalive(&self, keepalive: Option<Keepalive>) -> io::Result<()> {
-        set_keepalive((&self.0).into(), keepalive)
+        set_keepalive(self.0.get_ref().into(), keepalive)
     }
 }
 
 impl AsyncListener for TokioListener {
     type Stream = TokioStream;
     fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TokioStream, SocketAddr)>> {
-        let accepted = self.0.poll_accept(cx);
-        accepted.map_ok(|(stream, peer)| (TokioStream(stream), peer))
+        loop {
+            let mut ready = match self.0.poll_read_ready(cx) {
+                Poll::Ready(Ok(ready)) => ready,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Pending,
+            };
+            match ready.try_io(|listener| listener.get_ref().accept()) {
+                Ok(Ok((stream, peer))) => {
+                    let accepted = stream
+                        .set_nonblocking(true)
+                        .and_then(|()| register(stream));
+                    return Poll::Ready(accepted.map(|stream| (TokioStream(stream), peer)));
+                }
+                Ok(Err(error)) => return Poll::Ready(Err(error)),
+                // Would block: readiness cleared, so the next poll registers the task.
+                Err(_would_block) => {}
+            }
+        }
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.0.get_ref().local_addr()
     }
 }
 
