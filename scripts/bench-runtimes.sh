@@ -5,10 +5,10 @@
 #   scripts/bench-runtimes.sh [ROUNDS] [SECONDS]     # default 3 rounds of 6 s per scenario
 #   KINDS="relay uring" scripts/bench-runtimes.sh 1 4   # only some of them (the relay always first)
 #   BASE=/tmp/old/im-server KINDS="relay smol base-smol" scripts/bench-runtimes.sh   # before/after
-#   KINDS="relay epoll epoll+tls" scripts/bench-runtimes.sh   # a kind+tls: TLS on La and Lb
+#   KINDS="relay tokio tokio+tls" scripts/bench-runtimes.sh   # a kind+tls: TLS on La and Lb
 #   PIN=1 scripts/bench-runtimes.sh   # the server on CPU 0, im-bench on CPU 1 (taskset): less noise
 # Each round runs `to` (100 pairs) then `toall` (1,000 recipients) against a fresh server of each
-# kind in turn (relay, smol, threads, uring), with --server-pid. Counting system calls with perf
+# kind in turn (relay, smol, threads, tokio, uring), with --server-pid. Counting system calls with perf
 # makes each of them dearer (the tracepoints), so the calls come from one more round of their
 # own, with --perf-syscalls, where perf may trace the server; the other figures from the rounds
 # without. It prints one line per run and then the medians, and the median of the per-round
@@ -20,10 +20,11 @@ if [ "${PIN:-0}" = 1 ]; then
     server_cpu=(taskset -c 0) bench_cpu=(taskset -c 1)
 fi
 rounds=${1:-3}
-kinds=${KINDS:-relay smol threads uring}
+kinds=${KINDS:-relay smol threads tokio uring}
 export KINDS="$kinds"
 seconds=${2:-6}
-cargo build --release --quiet --bin im-server --bin im-bench --example mio_relay \
+# The uring runtime is opt-in: this build has it, for the kind `uring`.
+cargo build --release --quiet --features simple-im/uring --bin im-server --bin im-bench --example mio_relay \
     --example uring_relay
 bin=target/release
 work=$(mktemp -d)

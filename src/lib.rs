@@ -8,8 +8,8 @@
 //! - [`driver`]: written once for every async runtime: the [`Runtime`](driver::Runtime) trait,
 //!   the server loop ([`serve`](driver::serve)) around the core's `ServerDriver`, and
 //!   [`AsyncClient`](driver::AsyncClient) around its `ClientDriver`.
-//! - [`runtime`]: the glue of each runtime: smol behind the trait, epoll and io_uring reactors
-//!   of their own, and std threads driving the sans-IO drivers directly on blocking sockets
+//! - [`runtime`]: the glue of each runtime: smol and tokio behind the trait, an io_uring reactor
+//!   of its own (opt-in), and std threads driving the sans-IO drivers directly on blocking sockets
 //!   (`docs/runtimes.md`).
 //! - [`terminal`]: the client's front-end on standard input and output.
 //! - [`cluster`]: the cluster engine on Redis: a node's directory, its lease, its messages to

@@ -1,7 +1,7 @@
 //! End-to-end tests of `im-server` as a service: SIGHUP reads the users file again, SIGTERM
 //! stops gracefully (the requests in flight are answered first), a second SIGTERM stops at
 //! once. Every scenario runs once per server runtime: `smol::<name>`, `threads::<name>`,
-//! `uring::<name>`, `epoll::<name>`.
+//! `tokio::<name>`, `uring::<name>` (with the `uring` feature).
 
 #[macro_use]
 mod common;

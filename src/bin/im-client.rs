@@ -58,10 +58,8 @@ fn main() {
         Err(err) => usage_error(&err),
     }
     let code = match args.runtime {
-        // The tokio, uring and epoll runtimes are server-side: their client is smol's.
-        Kind::Smol | Kind::Tokio | Kind::Uring | Kind::Epoll => {
-            simple_im::runtime::client::run(server)
-        }
+        // The tokio and uring runtimes are server-side: their client is smol's.
+        Kind::Smol | Kind::Tokio | Kind::Uring => simple_im::runtime::client::run(server),
         Kind::Threads => simple_im::runtime::threads::client::run(server),
     };
     std::process::exit(code);

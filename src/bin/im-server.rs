@@ -151,9 +151,9 @@ struct Args {
 
     /// The runtime that carries bytes between sockets and the server core: `smol` (async tasks
     /// on one thread), `threads` (blocking sockets, a thread per socket, each thread with a
-    /// 64 KiB stack), `tokio` (its current-thread runtime), `epoll` (Linux: the async loop over
-    /// an edge-triggered epoll reactor of its own) or `uring` (Linux: the async loop over
-    /// io_uring). All behave the same on the wire; `--cluster` needs one of the async ones.
+    /// 64 KiB stack), `tokio` (its current-thread runtime) or `uring` (Linux, in a build with
+    /// the `uring` feature: the async loop over io_uring). All behave the same on the wire;
+    /// `--cluster` needs one of the async ones.
     #[arg(long, value_name = "RUNTIME", default_value_t = Kind::Smol)]
     runtime: Kind,
 
@@ -440,9 +440,7 @@ fn main() -> ExitCode {
     };
 
     if args.cluster.is_some() && args.runtime == Kind::Threads {
-        eprintln!(
-            "im-server: --cluster needs an async runtime: smol, tokio, epoll or uring (try --help)"
-        );
+        eprintln!("im-server: --cluster needs an async runtime: smol, tokio or uring (try --help)");
         return ExitCode::from(2);
     }
     let metrics = match args.metrics.map(simple_im::metrics::serve).transpose() {

@@ -1,6 +1,8 @@
-//! What the runtimes with a reactor of their own (`epoll`, `uring`) share: a local executor
-//! driven by hand on this thread, the deadlines of their timers, and the signal that wakes the
-//! loop from its own thread (a flag) or another (an eventfd the reactor watches).
+//! The io_uring runtime's executor, apart from its reactor: a local executor driven by hand on
+//! this thread, the deadlines of its timers, and the signal that wakes the loop from its own
+//! thread (a flag) or another (an eventfd the reactor watches). No maintained executor lets a
+//! loop wait in `io_uring_enter` between its turns, which is why this one exists, and only in
+//! the opt-in `uring` feature.
 //!
 //! A reactor only says how to wait: [`Reactor::turn`] waits for I/O at most as long as
 //! [`Signal::sleep`] allows, handles what happened, and reports whether the eventfd fired.

@@ -1,4 +1,4 @@
-//! The shared executor and timers, run on the epoll reactor.
+//! The executor and timers of `local.rs`, run on the io_uring reactor.
 #![cfg(test)]
 
 use std::cell::{Cell, RefCell};
@@ -9,7 +9,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::driver::{AsyncTimer, Runtime};
-use crate::runtime::epoll::Epoll;
+use crate::runtime::uring::Uring;
 
 /// Runs `test` on a thread of its own and fails, rather than hangs, if it takes over 20 s.
 fn within_time<T: Send + 'static>(test: impl FnOnce() -> T + Send + 'static) -> T {
@@ -40,7 +40,7 @@ fn tasks_still_waiting_when_main_ends_are_dropped() {
         let guard = Dropped(dropped.clone());
         let kept = Rc::new(RefCell::new(None::<Waker>));
         let keeper = kept.clone();
-        Epoll::block_on(move |runtime| {
+        Uring::block_on(move |runtime| {
             Box::pin(async move {
                 runtime.spawn(Box::pin(async move {
                     let _guard = guard;
@@ -65,7 +65,7 @@ fn tasks_still_waiting_when_main_ends_are_dropped() {
 #[test]
 fn a_wake_from_another_thread_reaches_the_sleeping_loop() {
     let answer = within_time(|| {
-        Epoll::block_on(|runtime| {
+        Uring::block_on(|runtime| {
             Box::pin(async move {
                 runtime
                     .unblock(|| {
@@ -86,7 +86,7 @@ fn a_wake_from_another_thread_reaches_the_sleeping_loop() {
 fn tasks_past_one_pass_all_run() {
     const TASKS: usize = 1_000;
     let finished = within_time(|| {
-        Epoll::block_on(|runtime| {
+        Uring::block_on(|runtime| {
             Box::pin(async move {
                 let finished = Rc::new(Cell::new(0));
                 for _ in 0..TASKS {
@@ -112,7 +112,7 @@ fn tasks_past_one_pass_all_run() {
 #[test]
 fn a_timer_fires_at_its_deadline_not_before() {
     let (asked, fired) = within_time(|| {
-        Epoll::block_on(|runtime| {
+        Uring::block_on(|runtime| {
             Box::pin(async move {
                 let asked = Instant::now() + Duration::from_millis(30);
                 let mut timer = runtime.timer(Some(asked));
@@ -130,7 +130,7 @@ fn a_timer_fires_at_its_deadline_not_before() {
 #[test]
 fn the_loop_clock_is_read_once_per_turn() {
     let (first, again, before, asked, after) = within_time(|| {
-        Epoll::block_on(|runtime| {
+        Uring::block_on(|runtime| {
             Box::pin(async move {
                 let first = runtime.now();
                 std::thread::sleep(Duration::from_millis(5));

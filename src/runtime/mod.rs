@@ -5,12 +5,10 @@
 //!   the default.
 //! - [`threads`]: blocking `std::net` sockets, a thread per socket, driving the same
 //!   [`ServerDriver`](simple_im_core::driver::ServerDriver) directly.
-//! - `tokio` (feature `tokio`): tokio's current-thread runtime and its reactor.
-//! - `epoll` (Linux, feature `epoll`): the same async loop over an edge-triggered epoll reactor
-//!   of its own, which registers each socket once, on an executor of its own (shared with
-//!   `uring`).
-//! - `uring` (Linux, feature `uring`): io_uring under the same async loop, reads and writes
-//!   submitted to one ring in batches.
+//! - `tokio` (feature `tokio`, default): tokio's current-thread runtime and its reactor, which
+//!   registers each socket once.
+//! - `uring` (Linux, opt-in feature `uring`): io_uring under the same async loop, reads and
+//!   writes submitted to one ring in batches, on an executor of its own (`local.rs`).
 //! - [`Kind`] names them on the command line and [`serve`] runs a [`Service`] on one. A build
 //!   without a runtime's feature still names it, and says that it lacks it when asked for it.
 //!
@@ -18,9 +16,7 @@
 //! [`crate::terminal`].
 
 pub mod client;
-#[cfg(all(target_os = "linux", feature = "epoll"))]
-pub mod epoll;
-#[cfg(all(target_os = "linux", any(feature = "epoll", feature = "uring")))]
+#[cfg(all(target_os = "linux", feature = "uring"))]
 mod local;
 mod service;
 pub mod smol;
@@ -58,7 +54,7 @@ pub fn serve(kind: Kind, listener: TcpListener, service: Service) -> Result<(), 
             }
             #[cfg(feature = "cluster")]
             Role::Node(_) => Err(ServeError::Unsupported(
-                "--cluster needs an async runtime (smol, tokio, epoll or uring), not threads",
+                "--cluster needs an async runtime (smol, tokio or uring), not threads",
             )),
         },
         #[cfg(feature = "tokio")]
@@ -66,12 +62,6 @@ pub fn serve(kind: Kind, listener: TcpListener, service: Service) -> Result<(), 
         #[cfg(not(feature = "tokio"))]
         Kind::Tokio => Err(ServeError::Unsupported(
             "this build has no tokio runtime (the `tokio` feature)",
-        )),
-        #[cfg(all(target_os = "linux", feature = "epoll"))]
-        Kind::Epoll => epoll::serve(listener, service),
-        #[cfg(not(all(target_os = "linux", feature = "epoll")))]
-        Kind::Epoll => Err(ServeError::Unsupported(
-            "this build has no epoll runtime (the `epoll` feature, on Linux)",
         )),
         #[cfg(all(target_os = "linux", feature = "uring"))]
         Kind::Uring => uring::serve(listener, service),
@@ -93,22 +83,13 @@ pub enum Kind {
     Threads,
     /// io_uring (Linux only): the async loop over one ring; the client side runs on smol.
     Uring,
-    /// Edge-triggered epoll (Linux only): the async loop over a reactor that registers each
-    /// socket once; the client side runs on smol.
-    Epoll,
     /// tokio's current-thread runtime; the client side runs on smol.
     Tokio,
 }
 
 impl Kind {
     /// Every kind, in the order `--help` lists them.
-    pub const ALL: [Kind; 5] = [
-        Kind::Smol,
-        Kind::Threads,
-        Kind::Tokio,
-        Kind::Epoll,
-        Kind::Uring,
-    ];
+    pub const ALL: [Kind; 4] = [Kind::Smol, Kind::Threads, Kind::Tokio, Kind::Uring];
 
     /// The name on the command line.
     pub fn name(self) -> &'static str {
@@ -116,7 +97,6 @@ impl Kind {
             Kind::Smol => "smol",
             Kind::Threads => "threads",
             Kind::Uring => "uring",
-            Kind::Epoll => "epoll",
             Kind::Tokio => "tokio",
         }
     }
@@ -125,7 +105,7 @@ impl Kind {
     /// threads on each, so it is held lower.
     pub fn default_max_connections(self) -> usize {
         match self {
-            Kind::Smol | Kind::Tokio | Kind::Uring | Kind::Epoll => {
+            Kind::Smol | Kind::Tokio | Kind::Uring => {
                 simple_im_core::driver::DEFAULT_MAX_CONNECTIONS
             }
             Kind::Threads => 2_000,
@@ -154,7 +134,7 @@ impl FromStr for Kind {
         Kind::ALL
             .into_iter()
             .find(|kind| kind.name() == text)
-            .ok_or_else(|| format!("{text:?}: expected smol, threads, tokio, epoll or uring"))
+            .ok_or_else(|| format!("{text:?}: expected smol, threads, tokio or uring"))
     }
 }
 

@@ -179,9 +179,7 @@ impl AsyncListener for TokioListener {
             };
             match ready.try_io(|listener| listener.get_ref().accept()) {
                 Ok(Ok((stream, peer))) => {
-                    let accepted = stream
-                        .set_nonblocking(true)
-                        .and_then(|()| register(stream));
+                    let accepted = stream.set_nonblocking(true).and_then(|()| register(stream));
                     return Poll::Ready(accepted.map(|stream| (TokioStream(stream), peer)));
                 }
                 Ok(Err(error)) => return Poll::Ready(Err(error)),

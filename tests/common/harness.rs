@@ -18,19 +18,15 @@ macro_rules! in_each_runtime {
     };
 }
 
-/// As `in_each_runtime!`, and `uring::name` and `epoll::name` on Linux: for server scenarios
+/// As `in_each_runtime!`, and `tokio::name`, and `uring::name` in a build with `uring`: for server scenarios
 /// (those runtimes' client is smol's, tested already).
 #[allow(unused_macros)]
 macro_rules! in_each_server_runtime {
     ($($(#[$attr:meta])* $scenario:ident),* $(,)?) => {
         in_each_runtime!($($(#[$attr])* $scenario),*);
-        #[cfg(target_os = "linux")]
+        #[cfg(all(target_os = "linux", feature = "uring"))]
         mod uring {
             $($(#[$attr])* #[test] fn $scenario() { super::$scenario(super::Runtime::Uring) })*
-        }
-        #[cfg(target_os = "linux")]
-        mod epoll {
-            $($(#[$attr])* #[test] fn $scenario() { super::$scenario(super::Runtime::Epoll) })*
         }
         mod tokio {
             $($(#[$attr])* #[test] fn $scenario() { super::$scenario(super::Runtime::Tokio) })*
@@ -69,8 +65,6 @@ pub enum Runtime {
     Tokio,
     /// `im-server --runtime uring` (its clients use smol).
     Uring,
-    /// `im-server --runtime epoll` (its clients use smol).
-    Epoll,
 }
 
 impl Runtime {
@@ -81,7 +75,6 @@ impl Runtime {
             Runtime::Tokio => "tokio",
             Runtime::Threads => "threads",
             Runtime::Uring => "uring",
-            Runtime::Epoll => "epoll",
         }
     }
 }

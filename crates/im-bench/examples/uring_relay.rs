@@ -21,6 +21,11 @@ use std::process::ExitCode;
 #[path = "relay/core.rs"]
 mod core;
 
+/// The uring runtime's receive buffers: the same source file as `--runtime uring`'s.
+#[cfg(target_os = "linux")]
+#[path = "../../../src/runtime/uring_buffers.rs"]
+mod buffers;
+
 fn main() -> ExitCode {
     #[cfg(target_os = "linux")]
     return core::main("uring_relay", linux::run);
@@ -39,8 +44,8 @@ mod linux {
     use std::time::Duration;
 
     use io_uring::{cqueue, opcode, squeue, types, IoUring};
-    use simple_im::runtime::uring::BufferPool;
 
+    use crate::buffers::BufferPool;
     use crate::core::{Effect, Token};
 
     /// Receive buffers, as many as the uring runtime's, of its size.
