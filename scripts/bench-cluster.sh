@@ -7,8 +7,10 @@
 # `shared` (two nodes on one port with --reuse-port: the kernel spreads users). Each round runs
 # `to` (100 pairs) then `toall` (200 recipients) on fresh servers and a fresh redis-server (Unix
 # socket, no persistence); CPU per delivery counts every node and redis-server (--server-pid).
-# It prints one line per run, then per setup the median CPU per delivery and its median ratio
-# to `single` in the same round.
+# A setup with `+tokio` (`cross+tokio`) runs its nodes on `--runtime tokio`, where a node's Redis
+# connections run on its own thread; without it on smol, where they run on smol's global
+# executor's threads. It prints one line per run, then per setup the median CPU per delivery
+# and its median ratio to the first setup in the same round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -51,7 +53,11 @@ for round in $(seq "$rounds"); do
             pids=()
             watch=() ports=()
             cluster=()
-            if [ "$setup" != single ]; then
+            base=${setup%+tokio}
+            if [ "$base" != "$setup" ]; then
+                cluster=(--runtime tokio)
+            fi
+            if [ "$base" != single ]; then
                 rm -f "$work/redis.sock"
                 redis-server --port 0 --unixsocket "$work/redis.sock" --save '' \
                     --appendonly no > /dev/null &
@@ -59,9 +65,9 @@ for round in $(seq "$rounds"); do
                 pids+=("$redis")
                 watch+=(--server-pid "$redis")
                 for _ in $(seq 100); do [ -S "$work/redis.sock" ] && break; sleep 0.05; done
-                cluster=(--cluster "unix://$work/redis.sock")
+                cluster+=(--cluster "unix://$work/redis.sock")
             fi
-            case $setup in
+            case $base in
                 single | redis)
                     node 0 "${cluster[@]}"; watch+=(--server-pid "$server"); ports+=(--port "$port") ;;
                 cross)
