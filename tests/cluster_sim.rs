@@ -34,10 +34,12 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use proptest::test_runner::{TestError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestError, TestRunner};
 use simple_im_core::server::{
     ClusterInput, ClusterOutput, ConnId, Input, NodeId, NodeMessage, OnlineEntry, Output, Server,
     ServerConfig,
@@ -171,7 +173,8 @@ enum LbState {
 
 #[derive(Debug)]
 struct Client {
-    label: String,
+    /// Shared, as routing copies it for every output.
+    label: Rc<str>,
     node: usize,
     conn: ConnId,
     peer: SocketAddr,
@@ -327,6 +330,16 @@ struct Checker {
 fn tag_of(content: &[u8]) -> Option<usize> {
     let at = content.iter().rposition(|&b| b == b'#')?;
     std::str::from_utf8(&content[at + 1..]).ok()?.parse().ok()
+}
+
+/// Bytes escaped when shown, and only then: the checker names a line in each of its errors,
+/// which are rare, and escaped every line up front.
+struct Escaped<'a>(&'a [u8]);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&escape(self.0))
+    }
 }
 
 fn split_once(bytes: &[u8], at: u8) -> Option<(&[u8], &[u8])> {
@@ -503,7 +516,7 @@ impl Checker {
         directory: Option<&[Vec<u8>]>,
     ) -> Result<(), String> {
         let line = bytes.strip_suffix(b"\n").unwrap_or(bytes).to_vec();
-        let text = escape(&line);
+        let text = Escaped(&line);
         let c = &mut self.clients[client];
         if c.closed {
             return Err(format!("client {client}: La line after close: {text}"));
@@ -646,7 +659,7 @@ impl Checker {
     }
 
     fn lb(&mut self, client: usize, bytes: &[u8]) -> Result<(), String> {
-        let text = escape(bytes);
+        let text = Escaped(bytes);
         if self.clients[client].closed {
             return Err(format!("client {client}: Lb line after close: {text}"));
         }
@@ -808,7 +821,19 @@ struct Cluster {
     tied: bool,
     outage_until: Option<Instant>,
     checker: Checker,
-    history: Vec<String>,
+    /// What happened, for a failure's message; `None` while random schedules run and shrink
+    /// (formatting it was a large share of their time): a failing one is replayed with it.
+    history: Option<Vec<String>>,
+}
+
+/// Adds a line to `$cluster`'s history, formatted only while the history is kept.
+macro_rules! note {
+    ($cluster:expr, $($format:tt)+) => {
+        if $cluster.history.is_some() {
+            let what = format!($($format)+);
+            $cluster.note(what);
+        }
+    };
 }
 
 impl Cluster {
@@ -842,7 +867,7 @@ impl Cluster {
             asked_for: HashMap::new(),
             outage_until: None,
             checker: Checker::default(),
-            history: Vec::new(),
+            history: Some(Vec::new()),
         }
     }
 
@@ -872,9 +897,13 @@ impl Cluster {
         self.outage_until.is_some_and(|until| self.now < until)
     }
 
+    /// Adds to the history, if it is kept: see [`note!`].
     fn note(&mut self, what: String) {
         let t = self.now - self.start;
-        self.history.push(format!(
+        let Some(history) = &mut self.history else {
+            return;
+        };
+        history.push(format!(
             "{:>3}.{:03} {what}",
             t.as_secs(),
             t.subsec_millis()
@@ -882,11 +911,11 @@ impl Cluster {
     }
 
     fn fail(&self, why: &str) -> ! {
-        let from = self.history.len().saturating_sub(60);
-        panic!(
-            "{why}\nrecent history:\n{}",
-            self.history[from..].join("\n")
-        );
+        let Some(history) = &self.history else {
+            panic!("{why}\n(no history kept)");
+        };
+        let from = history.len().saturating_sub(60);
+        panic!("{why}\nrecent history:\n{}", history[from..].join("\n"));
     }
 
     fn ev(&mut self, ev: Ev) {
@@ -921,7 +950,7 @@ impl Cluster {
             "accept reused {conn}"
         );
         self.clients.push(Client {
-            label: label.to_owned(),
+            label: label.into(),
             node,
             conn,
             peer,
@@ -935,7 +964,7 @@ impl Cluster {
             lb_unacked: false,
             closed: false,
         });
-        self.note(format!("{label} connects to node {node} as {conn}"));
+        note!(self, "{label} connects to node {node} as {conn}");
         self.ev(Ev::Connected {
             client: id,
             node,
@@ -1024,9 +1053,9 @@ impl Cluster {
         let (node, conn) = (c.node, c.conn);
         let label = c.label.clone();
         match &input {
-            Fed::LaData(bytes) => self.note(format!("{label} La <- {}", escape(bytes))),
-            Fed::LbData(bytes) => self.note(format!("{label} Lb <- {}", escape(bytes))),
-            other => self.note(format!("{label} {other:?}")),
+            Fed::LaData(bytes) => note!(self, "{label} La <- {}", escape(bytes)),
+            Fed::LbData(bytes) => note!(self, "{label} Lb <- {}", escape(bytes)),
+            other => note!(self, "{label} {other:?}"),
         }
         let now = self.now;
         let server = &mut self.nodes[node].server;
@@ -1192,7 +1221,7 @@ impl Cluster {
         let Some(answer) = self.dir_answers[node].pop_front() else {
             return false;
         };
-        self.note(format!("node {node} <- directory: {answer:?}"));
+        note!(self, "node {node} <- directory: {answer:?}");
         if let ClusterInput::Online { query, .. } = &answer {
             if let Some(tag) = self.asked_for.remove(&(node, *query)) {
                 self.ev(Ev::Arrived {
@@ -1259,10 +1288,7 @@ impl Cluster {
             }
         }
         for _ in 0..times {
-            self.note(format!(
-                "node {to} <- node {from}: {}",
-                show_message(&message)
-            ));
+            note!(self, "node {to} <- node {from}: {}", show_message(&message));
             let input = ClusterInput::Received {
                 from: node_id(from),
                 message: message.clone(),
@@ -1282,7 +1308,12 @@ impl Cluster {
 
     fn route(&mut self, node: usize, output: Output) {
         let conn = match &output {
-            Output::Cluster(cluster) => return self.route_cluster(node, cluster.clone()),
+            Output::Cluster(_) => {
+                let Output::Cluster(cluster) = output else {
+                    unreachable!()
+                };
+                return self.route_cluster(node, cluster);
+            }
             Output::ReadLa(conn)
             | Output::SendLa(conn, _)
             | Output::ConnectLb(conn, _)
@@ -1303,7 +1334,7 @@ impl Cluster {
                 self.clients[id].granted = true;
             }
             Output::SendLa(_, bytes) => {
-                self.note(format!("{label} La -> {}", escape(&bytes)));
+                note!(self, "{label} La -> {}", escape(&bytes));
                 whole_line(&bytes).unwrap_or_else(|why| self.fail(&format!("{label} La: {why}")));
                 self.clients[id].la.extend_from_slice(&bytes);
                 let directory = bytes.starts_with(b"301 ").then(|| self.online_users());
@@ -1327,7 +1358,7 @@ impl Cluster {
                 }
             }
             Output::SendLb(_, bytes) => {
-                self.note(format!("{label} Lb -> {}", escape(&bytes)));
+                note!(self, "{label} Lb -> {}", escape(&bytes));
                 if self.clients[id].lb_state != LbState::Up {
                     self.fail(&format!("Lb bytes for {label} without Lb"));
                 }
@@ -1344,7 +1375,7 @@ impl Cluster {
                 });
             }
             Output::Close(_) => {
-                self.note(format!("{label} closed by node {node}"));
+                note!(self, "{label} closed by node {node}");
                 self.close_client(id);
             }
             Output::CheckPassword(_, check) => {
@@ -1379,7 +1410,7 @@ impl Cluster {
     }
 
     fn route_cluster(&mut self, node: usize, output: ClusterOutput) {
-        self.note(format!("node {node} -> {}", show_cluster(&output)));
+        note!(self, "node {node} -> {}", show_cluster(&output));
         match output {
             ClusterOutput::Claim { conn, user } => {
                 self.dir_requests[node].push_back(DirRequest::Claim { conn, user })
@@ -1425,7 +1456,7 @@ impl Cluster {
     /// Node `node` stops: its clients' connections end and everything queued for or by it is
     /// lost; the reaper comes after [`LEASE`].
     fn crash(&mut self, node: usize) {
-        self.note(format!("node {node} crashes"));
+        note!(self, "node {node} crashes");
         self.stat("crash");
         let n = &mut self.nodes[node];
         n.alive = false;
@@ -1446,7 +1477,7 @@ impl Cluster {
 
     /// The reaper: the crashed node's users go offline and every other node hears it is down.
     fn reap(&mut self, node: usize) {
-        self.note(format!("node {node} reaped"));
+        note!(self, "node {node} reaped");
         self.stat("reap");
         self.ev(Ev::Reaped { node });
         self.nodes[node].crashed = Some((self.now, true));
@@ -1463,7 +1494,7 @@ impl Cluster {
 
     /// `node` lost its lease: the directory has let its users go, and it ends its sessions.
     fn lease_lost(&mut self, node: usize) {
-        self.note(format!("node {node} loses its lease"));
+        note!(self, "node {node} loses its lease");
         self.stat("lease lost");
         self.directory.drop_node(node_id(node));
         self.nodes[node]
@@ -1474,7 +1505,7 @@ impl Cluster {
     }
 
     fn start_outage(&mut self, length: Duration) {
-        self.note(format!("directory out for {length:?}"));
+        note!(self, "directory out for {length:?}");
         self.stat("outage");
         self.outage_until = Some(self.now + length);
     }
@@ -1511,7 +1542,7 @@ impl Cluster {
             for node in 0..self.nodes.len() {
                 let n = &self.nodes[node];
                 if n.alive && n.server.poll_timeout().is_some_and(|t| t <= self.now) {
-                    self.note(format!("node {node} timeout"));
+                    note!(self, "node {node} timeout");
                     self.nodes[node].server.handle_timeout(self.now);
                     self.check_timer(node);
                     self.drive();
@@ -1540,10 +1571,11 @@ impl Cluster {
     /// directory, and, when nothing is stalled, the directory holding exactly the online users
     /// (and those of crashed nodes not reaped yet).
     fn check_idle(&self) {
-        let mut seen: BTreeMap<Vec<u8>, (usize, ConnId)> = BTreeMap::new();
+        // Borrowed, not copied: this runs after every op.
+        let mut seen: BTreeMap<&[u8], (usize, ConnId)> = BTreeMap::new();
         for (i, node) in self.nodes.iter().enumerate().filter(|(_, n)| n.alive) {
             for (conn, user) in node.server.online_in_login_order() {
-                if let Some(other) = seen.insert(user.to_vec(), (i, conn)) {
+                if let Some(other) = seen.insert(user, (i, conn)) {
                     self.fail(&format!(
                         "{} online twice: node {i} {conn} and {other:?}",
                         escape(user)
@@ -1562,7 +1594,7 @@ impl Cluster {
             for (user, &(_, node, conn)) in &self.directory.holders {
                 let at = node_index(node);
                 let ghost = self.nodes[at].crashed.is_some_and(|(_, reaped)| !reaped);
-                if !ghost && seen.get(user) != Some(&(at, conn)) {
+                if !ghost && seen.get(&user[..]) != Some(&(at, conn)) {
                     self.fail(&format!(
                         "the directory has {} on node {at} {conn}, who is not online",
                         escape(user)
@@ -1570,12 +1602,12 @@ impl Cluster {
                 }
             }
             // And what the checker saw logged in matches.
-            let mut logged_in: Vec<Vec<u8>> = (0..self.clients.len())
+            let mut logged_in: Vec<&[u8]> = (0..self.clients.len())
                 .filter(|&c| !self.checker.clients[c].closed)
-                .filter_map(|c| self.checker.user(c).map(<[u8]>::to_vec))
+                .filter_map(|c| self.checker.user(c))
                 .collect();
             logged_in.sort();
-            let online: Vec<Vec<u8>> = seen.keys().cloned().collect();
+            let online: Vec<&[u8]> = seen.keys().copied().collect();
             if logged_in != online {
                 self.fail(&format!(
                     "clients logged in: {:?}, nodes online: {:?}",
@@ -2310,7 +2342,7 @@ fn run(cluster: Cluster, n: usize, ops: &[Op], stats: &mut BTreeMap<&'static str
     for op in ops {
         // Each op at its own instant, so simultaneous deadlines come only from one event.
         sim.cluster.advance(Duration::from_millis(1));
-        sim.cluster.note(format!("op {op:?}"));
+        note!(sim.cluster, "op {op:?}");
         let applied = sim.apply(op).is_some();
         *stats
             .entry(if applied {
@@ -2339,8 +2371,41 @@ fn max_ops() -> usize {
         .unwrap_or(400)
 }
 
+/// The failure of a minimal schedule, replayed with a history kept (schedules run and shrink
+/// without one): its message with the history, or `why` if it passes this time.
+fn replayed(why: &str, schedule: impl FnOnce() -> Result<(), TestCaseError>) -> String {
+    match panic::catch_unwind(AssertUnwindSafe(schedule)) {
+        Ok(Ok(())) => format!("{why}\n(it passed when replayed with a history)"),
+        Ok(Err(e)) => e.to_string(),
+        Err(payload) => match payload.downcast::<String>() {
+            Ok(message) => *message,
+            Err(payload) => {
+                (payload.downcast_ref::<&str>()).map_or_else(|| why.to_owned(), |m| m.to_string())
+            }
+        },
+    }
+}
+
 fn runner() -> TestRunner {
     TestRunner::new(schedules::config("cluster_sim", 512))
+}
+
+/// Runs a schedule of clients and faults on `n` nodes (every `Outcome` read twice if
+/// `dup_outcomes`), keeping a history for a failure's message if `history`.
+fn faulty(
+    n: usize,
+    config: &ServerConfig,
+    dup_outcomes: bool,
+    ops: &[Op],
+    history: bool,
+    stats: &mut BTreeMap<&'static str, usize>,
+) {
+    let mut cluster = Cluster::new(n, config);
+    cluster.dup_outcomes = dup_outcomes;
+    if !history {
+        cluster.history = None;
+    }
+    run(cluster, n, ops, stats);
 }
 
 /// Random schedules of clients and faults on 2–4 nodes, checked against [`Checker`].
@@ -2354,17 +2419,22 @@ fn random_cluster_schedules() {
         prop::collection::vec(any_op(), 1..=max_ops()),
     );
     let result = runner().run(&strategy, |(n, config, dup_outcomes, ops)| {
-        let mut cluster = Cluster::new(n, &config);
-        cluster.dup_outcomes = dup_outcomes;
-        run(cluster, n, &ops, &mut stats.borrow_mut());
+        let stats = &mut stats.borrow_mut();
+        faulty(n, &config, dup_outcomes, &ops, false, stats);
         Ok(())
     });
     match result {
         Ok(()) => {}
-        Err(TestError::Fail(why, (n, config, dup_outcomes, ops))) => panic!(
-            "{why}\nminimal schedule on {n} nodes (every Outcome twice: {dup_outcomes}): \
-             {config:#?}\n{ops:#?}"
-        ),
+        Err(TestError::Fail(why, (n, config, dup_outcomes, ops))) => {
+            let why = replayed(why.message(), || {
+                faulty(n, &config, dup_outcomes, &ops, true, &mut BTreeMap::new());
+                Ok(())
+            });
+            panic!(
+                "{why}\nminimal schedule on {n} nodes (every Outcome twice: {dup_outcomes}): \
+                 {config:#?}\n{ops:#?}"
+            )
+        }
         Err(e) => panic!("{e}"),
     }
     let stats = stats.into_inner();
@@ -2436,6 +2506,87 @@ fn show_bytes(&(la, lb, closed): &(&[u8], &[u8], bool)) -> String {
     format!("La {:?}, Lb {:?}, closed: {closed}", escape(la), escape(lb))
 }
 
+/// Runs a fault-free schedule on `n` nodes whose queues move at once and on one
+/// `Server::new`, comparing every client's bytes after each op (up to a tie of deadlines),
+/// keeping a history for a failure's message if `history`.
+fn equivalent(
+    n: usize,
+    config: &ServerConfig,
+    ops: &[Op],
+    history: bool,
+    stats: &mut BTreeMap<&'static str, usize>,
+) -> Result<(), TestCaseError> {
+    let mut single = Sim {
+        cluster: Cluster::single(config),
+        n: 1,
+    };
+    let mut cluster = Sim {
+        cluster: Cluster::new(n, config),
+        n,
+    };
+    if !history {
+        single.cluster.history = None;
+        cluster.cluster.history = None;
+    }
+    let mut compare = true;
+    // Per client, how much of La and Lb is known equal: bytes are only ever added.
+    let mut equal = Vec::new();
+    for op in ops {
+        assert!(!op.is_fault());
+        for sim in [&mut single, &mut cluster] {
+            sim.cluster.advance(Duration::from_millis(1));
+            note!(sim.cluster, "op {op:?}");
+        }
+        let a = single.apply(op).is_some();
+        let b = cluster.apply(op).is_some();
+        prop_assert_eq!(a, b, "the op applied to one and not the other: {:?}", op);
+        cluster.cluster.check_idle();
+        if compare && cluster.cluster.tied {
+            compare = false;
+            *stats.entry("tie: bytes compared up to it").or_default() += 1;
+        }
+        if compare && !same_bytes(&single.cluster, &cluster.cluster, &mut equal) {
+            let (x, y) = (
+                client_bytes(&single.cluster),
+                client_bytes(&cluster.cluster),
+            );
+            let mut diff = String::new();
+            for (i, (x, y)) in x.iter().zip(&y).enumerate() {
+                if x != y {
+                    let (x, y) = (show_bytes(x), show_bytes(y));
+                    let _ = write!(diff, "\nclient {i}:\n single: {x}\n {n} nodes: {y}");
+                }
+            }
+            cluster
+                .cluster
+                .fail(&format!("after {op:?} the bytes differ:{diff}"));
+        }
+    }
+    for sim in [&mut single, &mut cluster] {
+        sim.cluster.settle_all();
+    }
+    if compare && !cluster.cluster.tied {
+        let (x, y) = (
+            client_bytes(&single.cluster),
+            client_bytes(&cluster.cluster),
+        );
+        prop_assert!(
+            x == y,
+            "the bytes differ at the end:\n single: {:?}\n {n} nodes: {:?}",
+            x.iter().map(show_bytes).collect::<Vec<_>>(),
+            y.iter().map(show_bytes).collect::<Vec<_>>()
+        );
+        *stats.entry("schedules compared to the end").or_default() += 1;
+    }
+    if let Err(why) = cluster.cluster.checker.finish() {
+        cluster.cluster.fail(&why);
+    }
+    for (what, count) in &cluster.cluster.checker.stats {
+        *stats.entry(what).or_default() += count;
+    }
+    Ok(())
+}
+
 /// Fault-free schedules: a cluster whose directory and links answer at once gives every client
 /// the same bytes as `Server::new`. On one node that is the brief's check that the cluster path
 /// changed nothing; on several it says that, without faults, the cluster is one server.
@@ -2448,76 +2599,14 @@ fn equivalence() {
     );
     let stats = RefCell::new(BTreeMap::<&'static str, usize>::new());
     let result = runner().run(&strategy, |(n, config, ops)| {
-        let mut single = Sim {
-            cluster: Cluster::single(&config),
-            n: 1,
-        };
-        let mut cluster = Sim {
-            cluster: Cluster::new(n, &config),
-            n,
-        };
-        let stats = &mut stats.borrow_mut();
-        let mut compare = true;
-        // Per client, how much of La and Lb is known equal: bytes are only ever added.
-        let mut equal = Vec::new();
-        for op in &ops {
-            assert!(!op.is_fault());
-            for sim in [&mut single, &mut cluster] {
-                sim.cluster.advance(Duration::from_millis(1));
-                sim.cluster.note(format!("op {op:?}"));
-            }
-            let a = single.apply(op).is_some();
-            let b = cluster.apply(op).is_some();
-            prop_assert_eq!(a, b, "the op applied to one and not the other: {:?}", op);
-            cluster.cluster.check_idle();
-            if compare && cluster.cluster.tied {
-                compare = false;
-                *stats.entry("tie: bytes compared up to it").or_default() += 1;
-            }
-            if compare && !same_bytes(&single.cluster, &cluster.cluster, &mut equal) {
-                let (x, y) = (
-                    client_bytes(&single.cluster),
-                    client_bytes(&cluster.cluster),
-                );
-                let mut diff = String::new();
-                for (i, (x, y)) in x.iter().zip(&y).enumerate() {
-                    if x != y {
-                        let (x, y) = (show_bytes(x), show_bytes(y));
-                        let _ = write!(diff, "\nclient {i}:\n single: {x}\n {n} nodes: {y}");
-                    }
-                }
-                cluster
-                    .cluster
-                    .fail(&format!("after {op:?} the bytes differ:{diff}"));
-            }
-        }
-        for sim in [&mut single, &mut cluster] {
-            sim.cluster.settle_all();
-        }
-        if compare && !cluster.cluster.tied {
-            let (x, y) = (
-                client_bytes(&single.cluster),
-                client_bytes(&cluster.cluster),
-            );
-            prop_assert!(
-                x == y,
-                "the bytes differ at the end:\n single: {:?}\n {n} nodes: {:?}",
-                x.iter().map(show_bytes).collect::<Vec<_>>(),
-                y.iter().map(show_bytes).collect::<Vec<_>>()
-            );
-            *stats.entry("schedules compared to the end").or_default() += 1;
-        }
-        if let Err(why) = cluster.cluster.checker.finish() {
-            cluster.cluster.fail(&why);
-        }
-        for (what, count) in &cluster.cluster.checker.stats {
-            *stats.entry(what).or_default() += count;
-        }
-        Ok(())
+        equivalent(n, &config, &ops, false, &mut stats.borrow_mut())
     });
     match result {
         Ok(()) => {}
         Err(TestError::Fail(why, (n, config, ops))) => {
+            let why = replayed(why.message(), || {
+                equivalent(n, &config, &ops, true, &mut BTreeMap::new())
+            });
             panic!("{why}\nminimal schedule on {n} nodes: {config:#?}\n{ops:#?}")
         }
         Err(e) => panic!("{e}"),
@@ -2557,15 +2646,20 @@ fn one_order_across_nodes() {
         .collect();
     let strategy = prop::collection::vec(order_op(), 1..=max_ops().min(120));
     let stats = RefCell::new(BTreeMap::new());
-    let result = runner().run(&strategy, |ops| {
-        let cluster = Cluster::new(3, &Cluster::default_config());
-        let schedule: Vec<Op> = joins.iter().cloned().chain(ops).collect();
+    let schedule = |ops: &[Op], history: bool| {
+        let mut cluster = Cluster::new(3, &Cluster::default_config());
+        if !history {
+            cluster.history = None;
+        }
+        let schedule: Vec<Op> = joins.iter().chain(ops).cloned().collect();
         run(cluster, 3, &schedule, &mut stats.borrow_mut());
         Ok(())
-    });
+    };
+    let result = runner().run(&strategy, |ops| schedule(&ops, false));
     match result {
         Ok(()) => {}
         Err(TestError::Fail(why, ops)) => {
+            let why = replayed(why.message(), || schedule(&ops, true));
             panic!("{why}\nminimal schedule on 3 nodes after {joins:?}:\n{ops:#?}")
         }
         Err(e) => panic!("{e}"),
