@@ -34,10 +34,12 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use proptest::test_runner::{TestError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestError, TestRunner};
 use simple_im_core::server::{
     ClusterInput, ClusterOutput, ConnId, Input, NodeId, NodeMessage, OnlineEntry, Output, Server,
     ServerConfig,
@@ -171,7 +173,8 @@ enum LbState {
 
 #[derive(Debug)]
 struct Client {
-    label: String,
+    /// Shared, as routing copies it for every output.
+    label: Rc<str>,
     node: usize,
     conn: ConnId,
     peer: SocketAddr,
@@ -327,6 +330,16 @@ struct Checker {
 fn tag_of(content: &[u8]) -> Option<usize> {
     let at = content.iter().rposition(|&b| b == b'#')?;
     std::str::from_utf8(&content[at + 1..]).ok()?.parse().ok()
+}
+
+/// Bytes escaped when shown, and only then: the checker names a line in each of its errors,
+/// which are rare, and escaped every line up front.
+struct Escaped<'a>(&'a [u8]);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&escape(self.0))
+    }
 }
 
 fn split_once(bytes: &[u8], at: u8) -> Option<(&[u8], &[u8])> {
@@ -503,7 +516,7 @@ impl Checker {
         directory: Option<&[Vec<u8>]>,
     ) -> Result<(), String> {
         let line = bytes.strip_suffix(b"\n").unwrap_or(bytes).to_vec();
-        let text = escape(&line);
+        let text = Escaped(&line);
         let c = &mut self.clients[client];
         if c.closed {
             return Err(format!("client {client}: La line after close: {text}"));
@@ -646,7 +659,7 @@ impl Checker {
     }
 
     fn lb(&mut self, client: usize, bytes: &[u8]) -> Result<(), String> {
-        let text = escape(bytes);
+        let text = Escaped(bytes);
         if self.clients[client].closed {
             return Err(format!("client {client}: Lb line after close: {text}"));
         }
@@ -808,7 +821,19 @@ struct Cluster {
     tied: bool,
     outage_until: Option<Instant>,
     checker: Checker,
-    history: Vec<String>,
+    /// What happened, for a failure's message; `None` while random schedules run and shrink
+    /// (formatting it was a large share of their time): a failing one is replayed with it.
+    history: Option<Vec<String>>,
+}
+
+/// Adds a line to `$cluster`'s history, formatted only while the history is kept.
+macro_rules! note {
+    ($cluster:expr, $($format:tt)+) => {
+        if $cluster.history.is_some() {
+            let what = format!($($format)+);
+            $cluster.note(what);
+        }
+    };
 }
 
 impl Cluster {
@@ -842,7 +867,7 @@ impl Cluster {
             asked_for: HashMap::new(),
             outage_until: None,
             checker: Checker::default(),
-            history: Vec::new(),
+            history: Some(Vec::new()),
         }
     }
 
@@ -872,9 +897,13 @@ impl Cluster {
         self.outage_until.is_some_and(|until| self.now < until)
     }
 
+    /// Adds to the history, if it is kept: see [`note!`].
     fn note(&mut self, what: String) {
         let t = self.now - self.start;
-        self.history.push(format!(
+        let Some(history) = &mut self.history else {
+            return;
+        };
+        history.push(format!(
             "{:>3}.{:03} {what}",
             t.as_secs(),
             t.subsec_millis()
@@ -882,11 +911,11 @@ impl Cluster {
     }
 
     fn fail(&self, why: &str) -> ! {
-        let from = self.history.len().saturating_sub(60);
-        panic!(
-            "{why}\nrecent history:\n{}",
-            self.history[from..].join("\n")
-        );
+        let Some(history) = &self.history else {
+            panic!("{why}\n(no history kept)");
+        };
+        let from = history.len().saturating_sub(60);
+        panic!("{why}\nrecent history:\n{}", history[from..].join("\n"));
     }
 
     fn ev(&mut self, ev: Ev) {
@@ -921,7 +950,7 @@ impl Cluster {
             "accept reused {conn}"
         );
         self.clients.push(Client {
-            label: label.to_owned(),
+            label: label.into(),
             node,
             conn,
             peer,
@@ -935,7 +964,7 @@ impl Cluster {
             lb_unacked: false,
             closed: false,
         });
-        self.note(format!("{label} connects to node {node} as {conn}"));
+        note!(self, "{label} connects to node {node} as {conn}");
         self.ev(Ev::Connected {
             client: id,
             node,
@@ -1024,9 +1053,9 @@ impl Cluster {
         let (node, conn) = (c.node, c.conn);
         let label = c.label.clone();
         match &input {
-            Fed::LaData(bytes) => self.note(format!("{label} La <- {}", escape(bytes))),
-            Fed::LbData(bytes) => self.note(format!("{label} Lb <- {}", escape(bytes))),
-            other => self.note(format!("{label} {other:?}")),
+            Fed::LaData(bytes) => note!(self, "{label} La <- {}", escape(bytes)),
+            Fed::LbData(bytes) => note!(self, "{label} Lb <- {}", escape(bytes)),
+            other => note!(self, "{label} {other:?}"),
         }
         let now = self.now;
         let server = &mut self.nodes[node].server;
@@ -1192,7 +1221,7 @@ impl Cluster {
         let Some(answer) = self.dir_answers[node].pop_front() else {
             return false;
         };
-        self.note(format!("node {node} <- directory: {answer:?}"));
+        note!(self, "node {node} <- directory: {answer:?}");
         if let ClusterInput::Online { query, .. } = &answer {
             if let Some(tag) = self.asked_for.remove(&(node, *query)) {
                 self.ev(Ev::Arrived {
@@ -1259,10 +1288,7 @@ impl Cluster {
             }
         }
         for _ in 0..times {
-            self.note(format!(
-                "node {to} <- node {from}: {}",
-                show_message(&message)
-            ));
+            note!(self, "node {to} <- node {from}: {}", show_message(&message));
             let input = ClusterInput::Received {
                 from: node_id(from),
                 message: message.clone(),
@@ -1282,7 +1308,12 @@ impl Cluster {
 
     fn route(&mut self, node: usize, output: Output) {
         let conn = match &output {
-            Output::Cluster(cluster) => return self.route_cluster(node, cluster.clone()),
+            Output::Cluster(_) => {
+                let Output::Cluster(cluster) = output else {
+                    unreachable!()
+                };
+                return self.route_cluster(node, cluster);
+            }
             Output::ReadLa(conn)
             | Output::SendLa(conn, _)
             | Output::ConnectLb(conn, _)
@@ -1303,7 +1334,7 @@ impl Cluster {
                 self.clients[id].granted = true;
             }
             Output::SendLa(_, bytes) => {
-                self.note(format!("{label} La -> {}", escape(&bytes)));
+                note!(self, "{label} La -> {}", escape(&bytes));
                 whole_line(&bytes).unwrap_or_else(|why| self.fail(&format!("{label} La: {why}")));
                 self.clients[id].la.extend_from_slice(&bytes);
                 let directory = bytes.starts_with(b"301 ").then(|| self.online_users());
@@ -1327,7 +1358,7 @@ impl Cluster {
                 }
             }
             Output::SendLb(_, bytes) => {
-                self.note(format!("{label} Lb -> {}", escape(&bytes)));
+                note!(self, "{label} Lb -> {}", escape(&bytes));
                 if self.clients[id].lb_state != LbState::Up {
                     self.fail(&format!("Lb bytes for {label} without Lb"));
                 }
@@ -1344,7 +1375,7 @@ impl Cluster {
                 });
             }
             Output::Close(_) => {
-                self.note(format!("{label} closed by node {node}"));
+                note!(self, "{label} closed by node {node}");
                 self.close_client(id);
             }
             Output::CheckPassword(_, check) => {
@@ -1379,7 +1410,7 @@ impl Cluster {
     }
 
     fn route_cluster(&mut self, node: usize, output: ClusterOutput) {
-        self.note(format!("node {node} -> {}", show_cluster(&output)));
+        note!(self, "node {node} -> {}", show_cluster(&output));
         match output {
             ClusterOutput::Claim { conn, user } => {
                 self.dir_requests[node].push_back(DirRequest::Claim { conn, user })
@@ -1425,7 +1456,7 @@ impl Cluster {
     /// Node `node` stops: its clients' connections end and everything queued for or by it is
     /// lost; the reaper comes after [`LEASE`].
     fn crash(&mut self, node: usize) {
-        self.note(format!("node {node} crashes"));
+        note!(self, "node {node} crashes");
         self.stat("crash");
         let n = &mut self.nodes[node];
         n.alive = false;
@@ -1446,7 +1477,7 @@ impl Cluster {
 
     /// The reaper: the crashed node's users go offline and every other node hears it is down.
     fn reap(&mut self, node: usize) {
-        self.note(format!("node {node} reaped"));
+        note!(self, "node {node} reaped");
         self.stat("reap");
         self.ev(Ev::Reaped { node });
         self.nodes[node].crashed = Some((self.now, true));
@@ -1463,7 +1494,7 @@ impl Cluster {
 
     /// `node` lost its lease: the directory has let its users go, and it ends its sessions.
     fn lease_lost(&mut self, node: usize) {
-        self.note(format!("node {node} loses its lease"));
+        note!(self, "node {node} loses its lease");
         self.stat("lease lost");
         self.directory.drop_node(node_id(node));
         self.nodes[node]
@@ -1474,7 +1505,7 @@ impl Cluster {
     }
 
     fn start_outage(&mut self, length: Duration) {
-        self.note(format!("directory out for {length:?}"));
+        note!(self, "directory out for {length:?}");
         self.stat("outage");
         self.outage_until = Some(self.now + length);
     }
@@ -1511,7 +1542,7 @@ impl Cluster {
             for node in 0..self.nodes.len() {
                 let n = &self.nodes[node];
                 if n.alive && n.server.poll_timeout().is_some_and(|t| t <= self.now) {
-                    self.note(format!("node {node} timeout"));
+                    note!(self, "node {node} timeout");
                     self.nodes[node].server.handle_timeout(self.now);
                     self.check_timer(node);
                     self.drive();
@@ -1540,10 +1571,11 @@ impl Cluster {
     /// directory, and, when nothing is stalled, the directory holding exactly the online users
     /// (and those of crashed nodes not reaped yet).
     fn check_idle(&self) {
-        let mut seen: BTreeMap<Vec<u8>, (usize, ConnId)> = BTreeMap::new();
+        // Borrowed, not copied: this runs after every op.
+        let mut seen: BTreeMap<&[u8], (usize, ConnId)> = BTreeMap::new();
         for (i, node) in self.nodes.iter().enumerate().filter(|(_, n)| n.alive) {
             for (conn, user) in node.server.online_in_login_order() {
-                if let Some(other) = seen.insert(user.to_vec(), (i, conn)) {
+                if let Some(other) = seen.insert(user, (i, conn)) {
                     self.fail(&format!(
                         "{} online twice: node {i} {conn} and {other:?}",
                         escape(user)
@@ -1562,7 +1594,7 @@ impl Cluster {
             for (user, &(_, node, conn)) in &self.directory.holders {
                 let at = node_index(node);
                 let ghost = self.nodes[at].crashed.is_some_and(|(_, reaped)| !reaped);
-                if !ghost && seen.get(user) != Some(&(at, conn)) {
+                if !ghost && seen.get(&user[..]) != Some(&(at, conn)) {
                     self.fail(&format!(
                         "the directory has {} on node {at} {conn}, who is not online",
                         escape(user)
@@ -1570,12 +1602,12 @@ impl Cluster {
                 }
             }
             // And what the checker saw logged in matches.
-            let mut logged_in: Vec<Vec<u8>> = (0..self.clients.len())
+            let mut logged_in: Vec<&[u8]> = (0..self.clients.len())
                 .filter(|&c| !self.checker.clients[c].closed)
-                .filter_map(|c| self.checker.user(c).map(<[u8]>::to_vec))
+                .filter_map(|c| self.checker.user(c))
                 .collect();
             logged_in.sort();
-            let online: Vec<Vec<u8>> = seen.keys().cloned().collect();
+            let online: Vec<&[u8]> = seen.keys().copied().collect();
             if logged_in != online {
                 self.fail(&format!(
                     "clients logged in: {:?}, nodes online: {:?}",
@@ -1985,6 +2017,13 @@ const CONTENTS: &[&str] = &[
     "\u{e9}t\u{e9}",
 ];
 
+/// `prop_oneof!`, as [`schedules::one_of`]: faster on long schedules.
+macro_rules! one_of {
+    ($($weight:expr => $strategy:expr),+ $(,)?) => {
+        schedules::one_of(vec![$(($weight, $strategy.boxed())),+])
+    };
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     /// A new client joins a node (`/login` and `/port` in one chunk).
@@ -2080,13 +2119,13 @@ impl Op {
 
 fn client_op() -> BoxedStrategy<Op> {
     let who = || 0..CLIENTS;
-    prop_oneof![
+    one_of![
         6 => (0..4usize, 0..USERS, prop::bool::weighted(0.7), prop::bool::weighted(0.1))
             .prop_map(|(node, user, acks, refuse_lb)| Op::Join { node, user, acks, refuse_lb }),
         1 => (0..4usize, 0..=USERS, prop::bool::weighted(0.8))
             .prop_map(|(node, user, right)| Op::Login { node, user, right }),
         3 => who().prop_map(|who| Op::List { who }),
-        8 => (who(), prop_oneof![3 => 0..CLIENTS, 1 => 100..=100 + USERS], 0..CONTENTS.len())
+        8 => (who(), one_of![3 => 0..CLIENTS, 1 => 100..=100 + USERS], 0..CONTENTS.len())
             .prop_map(|(from, to, content)| Op::To { from, to, content }),
         4 => (who(), 0..CONTENTS.len()).prop_map(|(from, content)| Op::ToAll { from, content }),
         1 => who().prop_map(|who| Op::Exit { who }),
@@ -2094,15 +2133,14 @@ fn client_op() -> BoxedStrategy<Op> {
         2 => (who(), any::<bool>()).prop_map(|(who, on)| Op::AutoAck { who, on }),
         1 => who().prop_map(|who| Op::DropLa { who }),
         1 => who().prop_map(|who| Op::DropLb { who }),
-        3 => prop_oneof![3 => 1..2_000u64, 1 => 2_500..3_500u64, 2 => 9_000..11_000u64]
+        3 => one_of![3 => 1..2_000u64, 1 => 2_500..3_500u64, 2 => 9_000..11_000u64]
             .prop_map(|ms| Op::Advance { ms }),
     ]
-    .boxed()
 }
 
 fn fault_op() -> BoxedStrategy<Op> {
     let node = || 0..4usize;
-    prop_oneof![
+    one_of![
         6 => Just(Op::Stall),
         2 => Just(Op::Unstall),
         8 => node().prop_map(|node| Op::DirStep { node }),
@@ -2113,11 +2151,10 @@ fn fault_op() -> BoxedStrategy<Op> {
         1 => (100..4_000u64).prop_map(|ms| Op::Outage { ms }),
         1 => node().prop_map(|node| Op::LeaseLost { node }),
     ]
-    .boxed()
 }
 
 fn any_op() -> BoxedStrategy<Op> {
-    prop_oneof![3 => client_op(), 2 => fault_op()].boxed()
+    one_of![3 => client_op(), 2 => fault_op()]
 }
 
 fn sim_config() -> impl Strategy<Value = ServerConfig> {
@@ -2310,7 +2347,7 @@ fn run(cluster: Cluster, n: usize, ops: &[Op], stats: &mut BTreeMap<&'static str
     for op in ops {
         // Each op at its own instant, so simultaneous deadlines come only from one event.
         sim.cluster.advance(Duration::from_millis(1));
-        sim.cluster.note(format!("op {op:?}"));
+        note!(sim.cluster, "op {op:?}");
         let applied = sim.apply(op).is_some();
         *stats
             .entry(if applied {
@@ -2339,8 +2376,41 @@ fn max_ops() -> usize {
         .unwrap_or(400)
 }
 
+/// The failure of a minimal schedule, replayed with a history kept (schedules run and shrink
+/// without one): its message with the history, or `why` if it passes this time.
+fn replayed(why: &str, schedule: impl FnOnce() -> Result<(), TestCaseError>) -> String {
+    match panic::catch_unwind(AssertUnwindSafe(schedule)) {
+        Ok(Ok(())) => format!("{why}\n(it passed when replayed with a history)"),
+        Ok(Err(e)) => e.to_string(),
+        Err(payload) => match payload.downcast::<String>() {
+            Ok(message) => *message,
+            Err(payload) => {
+                (payload.downcast_ref::<&str>()).map_or_else(|| why.to_owned(), |m| m.to_string())
+            }
+        },
+    }
+}
+
 fn runner() -> TestRunner {
     TestRunner::new(schedules::config("cluster_sim", 512))
+}
+
+/// Runs a schedule of clients and faults on `n` nodes (every `Outcome` read twice if
+/// `dup_outcomes`), keeping a history for a failure's message if `history`.
+fn faulty(
+    n: usize,
+    config: &ServerConfig,
+    dup_outcomes: bool,
+    ops: &[Op],
+    history: bool,
+    stats: &mut BTreeMap<&'static str, usize>,
+) {
+    let mut cluster = Cluster::new(n, config);
+    cluster.dup_outcomes = dup_outcomes;
+    if !history {
+        cluster.history = None;
+    }
+    run(cluster, n, ops, stats);
 }
 
 /// Random schedules of clients and faults on 2–4 nodes, checked against [`Checker`].
@@ -2354,17 +2424,22 @@ fn random_cluster_schedules() {
         prop::collection::vec(any_op(), 1..=max_ops()),
     );
     let result = runner().run(&strategy, |(n, config, dup_outcomes, ops)| {
-        let mut cluster = Cluster::new(n, &config);
-        cluster.dup_outcomes = dup_outcomes;
-        run(cluster, n, &ops, &mut stats.borrow_mut());
+        let stats = &mut stats.borrow_mut();
+        faulty(n, &config, dup_outcomes, &ops, false, stats);
         Ok(())
     });
     match result {
         Ok(()) => {}
-        Err(TestError::Fail(why, (n, config, dup_outcomes, ops))) => panic!(
-            "{why}\nminimal schedule on {n} nodes (every Outcome twice: {dup_outcomes}): \
-             {config:#?}\n{ops:#?}"
-        ),
+        Err(TestError::Fail(why, (n, config, dup_outcomes, ops))) => {
+            let why = replayed(why.message(), || {
+                faulty(n, &config, dup_outcomes, &ops, true, &mut BTreeMap::new());
+                Ok(())
+            });
+            panic!(
+                "{why}\nminimal schedule on {n} nodes (every Outcome twice: {dup_outcomes}): \
+                 {config:#?}\n{ops:#?}"
+            )
+        }
         Err(e) => panic!("{e}"),
     }
     let stats = stats.into_inner();
@@ -2399,12 +2474,122 @@ fn random_cluster_schedules() {
 }
 
 /// Every client's bytes on La and Lb, and whether it was closed.
-fn client_bytes(cluster: &Cluster) -> Vec<(String, String, bool)> {
-    cluster
-        .clients
-        .iter()
-        .map(|c| (escape(&c.la), escape(&c.lb), c.closed))
+fn client_bytes(cluster: &Cluster) -> Vec<(&[u8], &[u8], bool)> {
+    (cluster.clients.iter())
+        .map(|c| (&c.la[..], &c.lb[..], c.closed))
         .collect()
+}
+
+/// Whether both clusters' clients have the same [`client_bytes`]; `equal` holds, per client,
+/// how many bytes of La and Lb are known equal already. Each byte is compared once: escaping
+/// and comparing every client's whole history after every op was quadratic in a schedule's
+/// length, and most of the test's time.
+fn same_bytes(a: &Cluster, b: &Cluster, equal: &mut Vec<(usize, usize)>) -> bool {
+    if a.clients.len() != b.clients.len() {
+        return false;
+    }
+    equal.resize(a.clients.len(), (0, 0));
+    for ((x, y), (la, lb)) in a.clients.iter().zip(&b.clients).zip(equal) {
+        let lengths = |c: &Client| (c.closed, c.la.len(), c.lb.len());
+        if lengths(x) != lengths(y) {
+            return false;
+        }
+        // Most clients got nothing since the last op; most of those are closed for good.
+        if x.la.len() > *la && x.la[*la..] != y.la[*la..] {
+            return false;
+        }
+        if x.lb.len() > *lb && x.lb[*lb..] != y.lb[*lb..] {
+            return false;
+        }
+        (*la, *lb) = (x.la.len(), x.lb.len());
+    }
+    true
+}
+
+/// A client's [`client_bytes`], escaped to be shown.
+fn show_bytes(&(la, lb, closed): &(&[u8], &[u8], bool)) -> String {
+    format!("La {:?}, Lb {:?}, closed: {closed}", escape(la), escape(lb))
+}
+
+/// Runs a fault-free schedule on `n` nodes whose queues move at once and on one
+/// `Server::new`, comparing every client's bytes after each op (up to a tie of deadlines),
+/// keeping a history for a failure's message if `history`.
+fn equivalent(
+    n: usize,
+    config: &ServerConfig,
+    ops: &[Op],
+    history: bool,
+    stats: &mut BTreeMap<&'static str, usize>,
+) -> Result<(), TestCaseError> {
+    let mut single = Sim {
+        cluster: Cluster::single(config),
+        n: 1,
+    };
+    let mut cluster = Sim {
+        cluster: Cluster::new(n, config),
+        n,
+    };
+    if !history {
+        single.cluster.history = None;
+        cluster.cluster.history = None;
+    }
+    let mut compare = true;
+    // Per client, how much of La and Lb is known equal: bytes are only ever added.
+    let mut equal = Vec::new();
+    for op in ops {
+        assert!(!op.is_fault());
+        for sim in [&mut single, &mut cluster] {
+            sim.cluster.advance(Duration::from_millis(1));
+            note!(sim.cluster, "op {op:?}");
+        }
+        let a = single.apply(op).is_some();
+        let b = cluster.apply(op).is_some();
+        prop_assert_eq!(a, b, "the op applied to one and not the other: {:?}", op);
+        cluster.cluster.check_idle();
+        if compare && cluster.cluster.tied {
+            compare = false;
+            *stats.entry("tie: bytes compared up to it").or_default() += 1;
+        }
+        if compare && !same_bytes(&single.cluster, &cluster.cluster, &mut equal) {
+            let (x, y) = (
+                client_bytes(&single.cluster),
+                client_bytes(&cluster.cluster),
+            );
+            let mut diff = String::new();
+            for (i, (x, y)) in x.iter().zip(&y).enumerate() {
+                if x != y {
+                    let (x, y) = (show_bytes(x), show_bytes(y));
+                    let _ = write!(diff, "\nclient {i}:\n single: {x}\n {n} nodes: {y}");
+                }
+            }
+            cluster
+                .cluster
+                .fail(&format!("after {op:?} the bytes differ:{diff}"));
+        }
+    }
+    for sim in [&mut single, &mut cluster] {
+        sim.cluster.settle_all();
+    }
+    if compare && !cluster.cluster.tied {
+        let (x, y) = (
+            client_bytes(&single.cluster),
+            client_bytes(&cluster.cluster),
+        );
+        prop_assert!(
+            x == y,
+            "the bytes differ at the end:\n single: {:?}\n {n} nodes: {:?}",
+            x.iter().map(show_bytes).collect::<Vec<_>>(),
+            y.iter().map(show_bytes).collect::<Vec<_>>()
+        );
+        *stats.entry("schedules compared to the end").or_default() += 1;
+    }
+    if let Err(why) = cluster.cluster.checker.finish() {
+        cluster.cluster.fail(&why);
+    }
+    for (what, count) in &cluster.cluster.checker.stats {
+        *stats.entry(what).or_default() += count;
+    }
+    Ok(())
 }
 
 /// Fault-free schedules: a cluster whose directory and links answer at once gives every client
@@ -2419,72 +2604,47 @@ fn equivalence() {
     );
     let stats = RefCell::new(BTreeMap::<&'static str, usize>::new());
     let result = runner().run(&strategy, |(n, config, ops)| {
-        let mut single = Sim {
-            cluster: Cluster::single(&config),
-            n: 1,
-        };
-        let mut cluster = Sim {
-            cluster: Cluster::new(n, &config),
-            n,
-        };
-        let stats = &mut stats.borrow_mut();
-        let mut compare = true;
-        for op in &ops {
-            assert!(!op.is_fault());
-            for sim in [&mut single, &mut cluster] {
-                sim.cluster.advance(Duration::from_millis(1));
-                sim.cluster.note(format!("op {op:?}"));
-            }
-            let a = single.apply(op).is_some();
-            let b = cluster.apply(op).is_some();
-            prop_assert_eq!(a, b, "the op applied to one and not the other: {:?}", op);
-            cluster.cluster.check_idle();
-            if compare && cluster.cluster.tied {
-                compare = false;
-                *stats.entry("tie: bytes compared up to it").or_default() += 1;
-            }
-            let (x, y) = (
-                client_bytes(&single.cluster),
-                client_bytes(&cluster.cluster),
-            );
-            if compare && x != y {
-                let mut diff = String::new();
-                for (i, (x, y)) in x.iter().zip(&y).enumerate() {
-                    if x != y {
-                        let _ = write!(diff, "\nclient {i}:\n single: {x:?}\n {n} nodes: {y:?}");
-                    }
-                }
-                cluster
-                    .cluster
-                    .fail(&format!("after {op:?} the bytes differ:{diff}"));
-            }
-        }
-        for sim in [&mut single, &mut cluster] {
-            sim.cluster.settle_all();
-        }
-        if compare && !cluster.cluster.tied {
-            prop_assert_eq!(
-                client_bytes(&single.cluster),
-                client_bytes(&cluster.cluster)
-            );
-            *stats.entry("schedules compared to the end").or_default() += 1;
-        }
-        if let Err(why) = cluster.cluster.checker.finish() {
-            cluster.cluster.fail(&why);
-        }
-        for (what, count) in &cluster.cluster.checker.stats {
-            *stats.entry(what).or_default() += count;
-        }
-        Ok(())
+        equivalent(n, &config, &ops, false, &mut stats.borrow_mut())
     });
     match result {
         Ok(()) => {}
         Err(TestError::Fail(why, (n, config, ops))) => {
+            let why = replayed(why.message(), || {
+                equivalent(n, &config, &ops, true, &mut BTreeMap::new())
+            });
             panic!("{why}\nminimal schedule on {n} nodes: {config:#?}\n{ops:#?}")
         }
         Err(e) => panic!("{e}"),
     }
     eprintln!("equivalence reached: {:#?}", stats.into_inner());
+}
+
+/// How [`one_order_across_nodes`] starts: every user joins, on nodes in turn, and the
+/// cluster stalls.
+fn racing_joins() -> Vec<Op> {
+    (0..USERS)
+        .map(|user| Op::Join {
+            node: user % 3,
+            user,
+            acks: true,
+            refuse_lb: false,
+        })
+        .chain([Op::Stall])
+        .collect()
+}
+
+/// Runs [`racing_joins`] and then `ops` on three nodes, keeping a history for a failure's
+/// message if `history`.
+fn racing(ops: &[Op], history: bool, stats: &mut BTreeMap<&'static str, usize>) {
+    let mut cluster = Cluster::new(3, &Cluster::default_config());
+    if !history {
+        cluster.history = None;
+    }
+    let schedule: Vec<Op> = racing_joins()
+        .into_iter()
+        .chain(ops.iter().cloned())
+        .collect();
+    run(cluster, 3, &schedule, stats);
 }
 
 /// Requests racing over three nodes with every queue moved by the schedule: whichever nodes
@@ -2495,7 +2655,7 @@ fn equivalence() {
 fn one_order_across_nodes() {
     let order_op = || {
         let who = || 0..CLIENTS;
-        prop_oneof![
+        one_of![
             4 => (who(), 0..CONTENTS.len()).prop_map(|(from, content)| Op::ToAll { from, content }),
             4 => (who(), 0..CLIENTS, 0..CONTENTS.len())
                 .prop_map(|(from, to, content)| Op::To { from, to, content }),
@@ -2508,29 +2668,158 @@ fn one_order_across_nodes() {
             1 => Just(Op::Unstall),
         ]
     };
-    let joins: Vec<Op> = (0..USERS)
-        .map(|user| Op::Join {
-            node: user % 3,
-            user,
-            acks: true,
-            refuse_lb: false,
-        })
-        .chain([Op::Stall])
-        .collect();
     let strategy = prop::collection::vec(order_op(), 1..=max_ops().min(120));
     let stats = RefCell::new(BTreeMap::new());
     let result = runner().run(&strategy, |ops| {
-        let cluster = Cluster::new(3, &Cluster::default_config());
-        let schedule: Vec<Op> = joins.iter().cloned().chain(ops).collect();
-        run(cluster, 3, &schedule, &mut stats.borrow_mut());
+        racing(&ops, false, &mut stats.borrow_mut());
         Ok(())
     });
     match result {
         Ok(()) => {}
         Err(TestError::Fail(why, ops)) => {
+            let why = replayed(why.message(), || {
+                racing(&ops, true, &mut BTreeMap::new());
+                Ok(())
+            });
+            let joins = racing_joins();
             panic!("{why}\nminimal schedule on 3 nodes after {joins:?}:\n{ops:#?}")
         }
         Err(e) => panic!("{e}"),
     }
     eprintln!("one order reached: {:#?}", stats.into_inner());
+}
+
+/// Every failure proptest recorded, as it shrank it, run again with its suite's checks: the
+/// seeds in proptest-regressions/cluster_sim.txt, replayed first by every suite, stand for
+/// other schedules whenever the generator changes; the comment beside each keeps the schedule.
+#[test]
+fn recorded_failures() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/proptest-regressions/cluster_sim.txt"
+    );
+    let recorded = std::fs::read_to_string(path).unwrap();
+    let stats = &mut BTreeMap::new();
+    let mut count = 0;
+    for line in recorded.lines().filter(|l| l.starts_with("cc ")) {
+        let Some((_, value)) = line.split_once(" # shrinks to ") else {
+            panic!("no schedule recorded: {line}");
+        };
+        // `[ops]` for one_order_across_nodes; `(nodes, config, [ops])` for equivalence;
+        // `(nodes, config, every Outcome twice, [ops])` for random_cluster_schedules. Ops hold
+        // no lists, so their list is the last one.
+        let (head, ops) = match value.strip_prefix('[') {
+            Some(ops) => ("", ops),
+            None => value.rsplit_once(", [").expect("a list of ops"),
+        };
+        let ops_text = ops
+            .trim_end_matches(')')
+            .strip_suffix(']')
+            .expect("a list of ops");
+        let ops = parse_ops(ops_text);
+        assert_eq!(
+            format!("{ops:?}"),
+            format!("[{ops_text}]"),
+            "parsed as shown"
+        );
+        if head.is_empty() {
+            racing(&ops, true, stats);
+        } else {
+            let n = head[1..].split(", ").next().unwrap().parse().unwrap();
+            let config = recorded_config(head);
+            let dup_outcomes = head.rsplit_once(", ").unwrap().1.parse::<bool>();
+            match dup_outcomes {
+                Ok(dup_outcomes) => faulty(n, &config, dup_outcomes, &ops, true, stats),
+                Err(_) => equivalent(n, &config, &ops, true, stats).unwrap(),
+            }
+        }
+        count += 1;
+    }
+    eprintln!("{count} recorded failures replayed");
+}
+
+/// The config of [`sim_config`] that `text` shows (it may predate some fields).
+fn recorded_config(text: &str) -> ServerConfig {
+    let from = text.find("ServerConfig { ").expect("a config");
+    let to = text.rfind(" }").expect("a config");
+    let fields = &text[from + "ServerConfig { ".len()..to];
+    (1..=3)
+        .map(|max_queue| ServerConfig {
+            max_queue,
+            ..Cluster::default_config()
+        })
+        .find(|config| {
+            let shown = format!("{config:?}");
+            fields.split(", ").all(|field| shown.contains(field))
+        })
+        .unwrap_or_else(|| panic!("not a config of sim_config: {text}"))
+}
+
+/// Ops as their `Debug` shows them, separated by `, `.
+fn parse_ops(text: &str) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let name_end = rest.find([' ', ',']).unwrap_or(rest.len());
+        let name = &rest[..name_end];
+        rest = &rest[name_end..];
+        let mut fields = HashMap::new();
+        if let Some(body) = rest.strip_prefix(" { ") {
+            let end = body.find(" }").expect("a closing brace");
+            for field in body[..end].split(", ") {
+                let (key, value) = field.split_once(": ").expect("key: value");
+                fields.insert(key, value);
+            }
+            rest = &body[end + 2..];
+        }
+        rest = rest.trim_start_matches(", ");
+        let n = |key: &str| -> usize { fields[key].parse().unwrap() };
+        let ms = |key: &str| -> u64 { fields[key].parse().unwrap() };
+        let b = |key: &str| -> bool { fields[key].parse().unwrap() };
+        ops.push(match name {
+            "Join" => Op::Join {
+                node: n("node"),
+                user: n("user"),
+                acks: b("acks"),
+                refuse_lb: b("refuse_lb"),
+            },
+            "Login" => Op::Login {
+                node: n("node"),
+                user: n("user"),
+                right: b("right"),
+            },
+            "List" => Op::List { who: n("who") },
+            "To" => Op::To {
+                from: n("from"),
+                to: n("to"),
+                content: n("content"),
+            },
+            "ToAll" => Op::ToAll {
+                from: n("from"),
+                content: n("content"),
+            },
+            "Exit" => Op::Exit { who: n("who") },
+            "Ack" => Op::Ack { who: n("who") },
+            "AutoAck" => Op::AutoAck {
+                who: n("who"),
+                on: b("on"),
+            },
+            "DropLa" => Op::DropLa { who: n("who") },
+            "DropLb" => Op::DropLb { who: n("who") },
+            "Advance" => Op::Advance { ms: ms("ms") },
+            "Stall" => Op::Stall,
+            "Unstall" => Op::Unstall,
+            "DirStep" => Op::DirStep { node: n("node") },
+            "DirDeliver" => Op::DirDeliver { node: n("node") },
+            "NetDeliver" => Op::NetDeliver {
+                link: n("link"),
+                dup: b("dup"),
+            },
+            "Crash" => Op::Crash { node: n("node") },
+            "Outage" => Op::Outage { ms: ms("ms") },
+            "LeaseLost" => Op::LeaseLost { node: n("node") },
+            other => panic!("no op {other}"),
+        });
+    }
+    ops
 }
