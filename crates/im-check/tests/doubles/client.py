@@ -61,8 +61,8 @@ def die(message):
     os._exit(1)
 
 
-def lines_of(sock):
-    """Yields the lines of sock, or TOO_LONG for one past MAX_LINE, as soon as it is past."""
+def lines_of(sock, max_line=MAX_LINE):
+    """Yields the lines of sock, or TOO_LONG for one past max_line, as soon as it is past."""
     held = b""
     discarding = False
     while True:
@@ -82,12 +82,12 @@ def lines_of(sock):
                 held, discarding = held[newline + 1:], False
                 continue
             if newline < 0:
-                if len(held) >= MAX_LINE:
+                if len(held) >= max_line:
                     yield TOO_LONG
                     held, discarding = b"", True
                 break
             line, held = held[:newline], held[newline + 1:]
-            if newline + 1 > MAX_LINE:
+            if newline + 1 > max_line:
                 yield TOO_LONG
             else:
                 yield line[:-1] if line.endswith(b"\r") else line
