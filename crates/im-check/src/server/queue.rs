@@ -8,7 +8,7 @@ use simple_im_core::protocol::{Delivery, Response};
 
 use super::session::Session;
 use super::{Account, Check, Ctx, QUIET};
-use crate::outcome::{escape, Failure, Got, Outcome, Problem};
+use crate::outcome::{escape, show_duration, Failure, Got, Outcome, Problem};
 
 pub(super) const CHECKS: &[Check] = &[Check::new(
     "queue-full-304",
@@ -27,6 +27,10 @@ fn per_sender(senders: usize) -> Duration {
 
 /// How often the senders' connections are looked at while the refusal is awaited.
 const SWEEP: Duration = Duration::from_millis(5);
+
+/// The least time a server is given to read each message of the flood before its silence
+/// counts as a queue with no bound.
+const PER_MESSAGE: Duration = Duration::from_millis(1);
 
 /// Senders per source address: a server may cap the clients of one address (im-server's
 /// `--max-per-ip` is 1,000), which a queue of 1,024 would pass.
@@ -87,14 +91,21 @@ fn queue_full_304(ctx: &Ctx) -> Outcome {
     let outstanding: &[u8] = b"the outstanding one";
     let first_to = first.send_to(&r.user, outstanding)?;
     r.expect_from(&first.user, outstanding)?;
+    // Once that one times out, r's session ends and every waiting message fails: what is seen
+    // of the queue must be seen before (a little before: the 304s take a moment to come).
+    let cutoff = ctx
+        .config
+        .ack_timeout
+        .map(|timeout| Instant::now() + timeout.mul_f64(0.9));
     let mut sent = Vec::with_capacity(rest.len());
     for (n, sender) in rest.iter_mut().enumerate() {
         let content = format!("queued {}", n + 1).into_bytes();
         let to = sender.send_to(&r.user, &content)?;
         sent.push((to, content));
     }
+    let flood_end = Instant::now();
     // Which of them finds the queue full is the server's order of reading them; exactly one.
-    let refused = the_refused_one(ctx, rest, &sent, waiting)?;
+    let refused = the_refused_one(ctx, rest, &sent, waiting, cutoff.map(|c| (c, flood_end)))?;
     // Once the one in flight is acknowledged, a waiting one follows it out.
     r.ack()?;
     first.expect_reply(&first_to, &Response::Delivered)?;
@@ -140,13 +151,17 @@ fn queue_full_304(ctx: &Ctx) -> Outcome {
 }
 
 /// Waits for the one sender among `senders` whose `/to` (in `sent`) is refused with `304`
-/// because the recipient's queue of `waiting` was full, and makes sure no other got an answer.
+/// because the recipient's queue of `waiting` was full, and makes sure no other got an answer
+/// before `cutoff`, when the outstanding message's time-out may fail them all (with the moment
+/// the last of them was sent).
 fn the_refused_one(
     ctx: &Ctx,
     senders: &mut [Session],
     sent: &[(Vec<u8>, Vec<u8>)],
     waiting: usize,
-) -> Result<usize, Failure> {
+    cutoff: Option<(Instant, Instant)>,
+) -> Result<usize, Problem> {
+    let end = cutoff.map_or(ctx.deadline, |(cutoff, _)| cutoff.min(ctx.deadline));
     let refusal = Response::DeliveryFailed.to_bytes();
     let mut answered: Vec<(usize, Result<Vec<u8>, Got>)> = Vec::new();
     let mut quiet_until: Option<Instant> = None;
@@ -164,21 +179,37 @@ fn the_refused_one(
         let now = Instant::now();
         match quiet_until {
             // A refusal comes at once; anything else the server meant to send comes with it.
-            None if !answered.is_empty() => quiet_until = Some(now + QUIET),
+            None if !answered.is_empty() => quiet_until = Some((now + QUIET).min(end)),
             Some(until) if now >= until => break,
-            _ if now >= ctx.deadline => break,
+            _ if now >= end => break,
             _ => {}
         }
         thread::sleep(SWEEP);
     }
     let mut answered = answered.into_iter();
     let Some((refused, first)) = answered.next() else {
+        // A server gets a moment per message to read them all; a time-out too short for that
+        // tells nothing about the queue.
+        if let Some((cutoff, flood_end)) = cutoff {
+            let left = cutoff.saturating_duration_since(flood_end);
+            let needed = QUIET.max(PER_MESSAGE * u32::try_from(sent.len()).unwrap_or(u32::MAX));
+            if left < needed {
+                return Err(Problem::Skip(format!(
+                    "the outstanding message's ack timeout left {} to read {} messages after \
+                     the last was sent, too little to tell a full queue: give the server a \
+                     longer --ack-timeout (and im-check the same), or a shorter --max-queue",
+                    show_duration(left),
+                    sent.len()
+                )));
+            }
+        }
         return Err(Failure::new(format!(
             "none of the {} messages sent behind the outstanding one was refused: with \
              --max-queue {waiting}, the last one to reach the full queue must get 304 at once \
              (is the queue unbounded, or one too long?)",
             sent.len()
-        )));
+        ))
+        .into());
     };
     let context = |n: usize| {
         format!(
@@ -192,13 +223,9 @@ fn the_refused_one(
     match first {
         Ok(line) if line == refusal => {}
         Ok(line) => {
-            return Err(Failure::mismatch(
-                context(refused),
-                &refusal,
-                Got::Bytes(line),
-            ))
+            return Err(Failure::mismatch(context(refused), &refusal, Got::Bytes(line)).into())
         }
-        Err(got) => return Err(Failure::mismatch(context(refused), &refusal, got)),
+        Err(got) => return Err(Failure::mismatch(context(refused), &refusal, got).into()),
     }
     if let Some((other, got)) = answered.next() {
         let got = got.map_or_else(|got| got, Got::Bytes);
@@ -210,7 +237,8 @@ fn the_refused_one(
             ),
             "nothing yet: it waits in the queue",
             got,
-        ));
+        )
+        .into());
     }
     Ok(refused)
 }
