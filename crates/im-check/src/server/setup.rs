@@ -148,37 +148,11 @@ impl Started {
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
-        let pipes: [(Option<Box<dyn Read + Send>>, &Arc<Mutex<Vec<u8>>>); 2] = [
-            (
-                child
-                    .stdout
-                    .take()
-                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
-                &stdout,
-            ),
-            (
-                child
-                    .stderr
-                    .take()
-                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
-                &stderr,
-            ),
-        ];
-        for (pipe, sink) in pipes {
-            let (Some(mut pipe), sink) = (pipe, Arc::clone(sink)) else {
-                continue;
-            };
-            readers.push(thread::spawn(move || {
-                let mut chunk = [0u8; 4096];
-                while let Ok(n @ 1..) = pipe.read(&mut chunk) {
-                    if let Ok(mut kept) = sink.lock() {
-                        // A server that prints without end is cut off, not kept whole.
-                        if kept.len() < 1 << 20 {
-                            kept.extend_from_slice(&chunk[..n]);
-                        }
-                    }
-                }
-            }));
+        if let Some(pipe) = child.stdout.take() {
+            readers.push(drain(pipe, Arc::clone(&stdout)));
+        }
+        if let Some(pipe) = child.stderr.take() {
+            readers.push(drain(pipe, Arc::clone(&stderr)));
         }
         Ok(Started {
             child,
@@ -245,6 +219,24 @@ impl Started {
         }
         escape(&[self.stdout(), self.stderr()].concat())
     }
+}
+
+/// Reads `pipe` to its end into `sink`, on a thread of its own.
+fn drain(
+    mut pipe: impl Read + Send + 'static,
+    sink: Arc<Mutex<Vec<u8>>>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+            if let Ok(mut kept) = sink.lock() {
+                // A server that prints without end is cut off, not kept whole.
+                if kept.len() < 1 << 20 {
+                    kept.extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+    })
 }
 
 impl Drop for Started {
