@@ -36,7 +36,14 @@ struct Args {
 }
 
 fn main() {
-    let args = Args::parse();
+    let args = Args::try_parse().unwrap_or_else(|error| {
+        if error.use_stderr() {
+            usage_error(&one_line(&error.to_string()))
+        } else {
+            // --help and --version.
+            error.exit()
+        }
+    });
     let (Some(host), Some(port)) = (&args.server, args.server_port) else {
         // Clap requires both unless `--generate`, which excludes every other argument.
         let dir = args.generate.unwrap_or_default();
@@ -65,7 +72,16 @@ fn main() {
     std::process::exit(code);
 }
 
-/// A bad argument, as with clap's own: one line, exit code 2.
+/// A clap error message on one line (docs/protocol.md §6): its first paragraph, without the
+/// `error: ` prefix that [`usage_error`] puts back.
+fn one_line(message: &str) -> String {
+    let first = message.split("\n\n").next().unwrap_or(message);
+    let text = first.strip_prefix("error: ").unwrap_or(first);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    format!("{} (try --help)", words.join(" "))
+}
+
+/// A bad argument: one line, exit code 2.
 fn usage_error(message: &str) -> ! {
     print_error(&format!("error: {message}"));
     std::process::exit(2);

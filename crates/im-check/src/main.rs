@@ -39,7 +39,7 @@ use simple_im_core::users;
 
 use crate::registry::Registry;
 use crate::report::{Fixed, Peer, Style};
-use crate::server::peer::{Launch, Spawned, Watched, DEFAULT_USERS};
+use crate::server::peer::{default_users, Launch, Spawned, Watched};
 
 /// Checks an implementation of the instant-messaging protocol (docs/protocol.md) byte for byte.
 #[derive(Debug, Parser)]
@@ -152,6 +152,11 @@ struct ServerOptions {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..))]
     max_line: usize,
 
+    /// How many messages the server lets wait for one recipient (its `--max-queue`); the
+    /// queue-full check needs this many users and 3 more (with `--spawn`, im-check writes them).
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_QUEUE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    max_queue: usize,
+
     /// How long a server im-check starts may take to listen on its port.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_span)]
     start_timeout: Duration,
@@ -173,6 +178,8 @@ impl ServerOptions {
             login_timeout: self.login_timeout,
             max_login_failures: self.max_login_failures,
             max_line: self.max_line,
+            max_queue: self.max_queue,
+            launch: None,
         })
     }
 }
@@ -244,6 +251,7 @@ struct ClientArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    raise_open_files_limit();
     // The programs under test are in process groups of their own, out of reach of the
     // terminal's Ctrl-C: an interrupted im-check ends them itself.
     let interrupted = ctrlc::set_handler(|| {
@@ -306,7 +314,7 @@ fn spawned_server(
     let (users, written) = match &args.users {
         Some(path) => (path.clone(), None),
         None => {
-            let file = write_temp_users()?;
+            let file = write_temp_users(args.server.max_queue)?;
             (file.to_path_buf(), Some(file))
         }
     };
@@ -323,14 +331,15 @@ fn spawned_server(
     Ok((spawn.to_string(), Box::new(peer)))
 }
 
-/// A users file with [`DEFAULT_USERS`], removed when the returned path is dropped.
-fn write_temp_users() -> Result<tempfile::TempPath, String> {
+/// A users file with the [`default_users`] for a queue of `max_queue`, removed when the
+/// returned path is dropped.
+fn write_temp_users(max_queue: usize) -> Result<tempfile::TempPath, String> {
     let mut file = tempfile::Builder::new()
         .prefix("im-check-users-")
         .suffix(".txt")
         .tempfile()
         .map_err(|error| format!("cannot write a users file: {error}"))?;
-    file.write_all(DEFAULT_USERS.as_bytes())
+    file.write_all(default_users(max_queue).as_bytes())
         .map_err(|error| format!("cannot write a users file: {error}"))?;
     Ok(file.into_temp_path())
 }
@@ -409,7 +418,7 @@ fn run_grade(args: GradeArgs) -> Result<ExitCode, String> {
         .tempdir()
         .map_err(|error| format!("cannot make a temporary folder: {error}"))?;
     let users = scratch.path().join("users.txt");
-    std::fs::write(&users, DEFAULT_USERS)
+    std::fs::write(&users, default_users(args.server.max_queue))
         .map_err(|error| format!("{}: {error}", users.display()))?;
     let copies = scratch.path().join("submissions");
     std::fs::create_dir(&copies).map_err(|error| format!("{}: {error}", copies.display()))?;
@@ -502,6 +511,18 @@ fn read_accounts(path: &Path) -> Result<(Vec<server::Account>, usize), String> {
         })
         .collect();
     Ok((accounts, hashed))
+}
+
+/// Raises the soft limit on open files to the hard one: the queue-full check holds two
+/// connections per queued message, and the servers im-check starts inherit the limit.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            // Without it the check fails with its reason; nothing else needs the room.
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }
 
 /// A duration like `300ms` or `5s`, spelled as `im-server` takes them (humantime's syntax).

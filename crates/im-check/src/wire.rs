@@ -66,8 +66,32 @@ impl Conn {
         label: String,
         transcript: Transcript,
     ) -> Result<Self, Failure> {
+        Self::connect_from(addr, None, deadline, label, transcript)
+    }
+
+    /// Connects to `addr` from the local address `source` (any, if `None`) before `deadline`.
+    pub fn connect_from(
+        addr: SocketAddr,
+        source: Option<std::net::IpAddr>,
+        deadline: Instant,
+        label: String,
+        transcript: Transcript,
+    ) -> Result<Self, Failure> {
         let wait = remaining(deadline).max(Duration::from_millis(1));
-        match TcpStream::connect_timeout(&addr, wait) {
+        let connected = match source {
+            None => TcpStream::connect_timeout(&addr, wait),
+            Some(source) => socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                None,
+            )
+            .and_then(|socket| {
+                socket.bind(&SocketAddr::new(source, 0).into())?;
+                socket.connect_timeout(&addr.into(), wait)?;
+                Ok(TcpStream::from(socket))
+            }),
+        };
+        match connected {
             Ok(stream) => {
                 note(&transcript, format!("{label}: connected to {addr}"));
                 Ok(Conn::new(stream, label, transcript))
@@ -132,6 +156,42 @@ impl Conn {
                 Fill::Failed(error) => return Err(Got::Error(error)),
             }
         }
+    }
+
+    /// A whole line if one has arrived already, without waiting for one: `Ok(None)` while
+    /// none has. For watching many connections at once.
+    pub fn try_line(&mut self) -> Result<Option<Vec<u8>>, Got> {
+        if self.framed.is_empty() && !self.closed {
+            let _ = self.stream.set_nonblocking(true);
+            let mut chunk = [0u8; 8192];
+            let failed = loop {
+                match self.stream.read(&mut chunk) {
+                    Ok(0) => {
+                        note(
+                            &self.transcript,
+                            format!("{} got end of stream", self.label),
+                        );
+                        self.closed = true;
+                        break None;
+                    }
+                    Ok(n) => self.frame(&chunk[..n]),
+                    Err(error) if error.kind() == ErrorKind::WouldBlock => break None,
+                    Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                    Err(error) => {
+                        self.closed = true;
+                        break Some(error.to_string());
+                    }
+                }
+            };
+            let _ = self.stream.set_nonblocking(false);
+            if let Some(error) = failed {
+                return Err(Got::Error(error));
+            }
+        }
+        if self.framed.is_empty() && !self.closed {
+            return Ok(None);
+        }
+        self.read_line(Instant::now()).map(Some)
     }
 
     /// Reads one line and compares it with `expected` byte for byte.

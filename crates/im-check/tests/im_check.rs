@@ -20,8 +20,23 @@ use common::doubles;
 
 const IM_CHECK: &str = env!("CARGO_BIN_EXE_im-check");
 
-/// The appendix's three users, the least `im-check server` needs to run every check.
-const USERS: &str = "# im-check test accounts\njacky 12345\nbob bob123\nmichael michael123\n";
+/// The appendix's three users, the spare one the probe logs in as, and four more: with a
+/// queue of [`MAX_QUEUE`], the least `im-check server` needs to run every check.
+const USERS: &str = "# im-check test accounts\njacky 12345\nbob bob123\nmichael michael123\n\
+                     spare spare123\nuser1 pass1\nuser2 pass2\nuser3 pass3\nuser4 pass4\n";
+
+/// The servers' `--max-queue` here: a queue the queue-full check fills with few users.
+const MAX_QUEUE: &str = "4";
+
+/// The checks of how a server starts (§5–§6): skipped unless im-check starts the server.
+const SETUP_CHECKS: [&str; 6] = [
+    "bad-arguments-exit-2",
+    "help-lists-options",
+    "listening-line",
+    "passwords-not-logged",
+    "users-file-errors",
+    "users-file-format",
+];
 
 /// The longest any one im-check run may take here.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
@@ -156,7 +171,14 @@ impl Server {
         Server::start(
             &common::im_server(),
             &[],
-            &["--ack-timeout", "500ms", "--login-timeout", "1s"],
+            &[
+                "--ack-timeout",
+                "500ms",
+                "--login-timeout",
+                "1s",
+                "--max-queue",
+                MAX_QUEUE,
+            ],
             "im-server",
         )
     }
@@ -165,7 +187,14 @@ impl Server {
     fn python(bug: Option<&str>) -> Server {
         let script = doubles().join("server.py");
         let script = script.to_str().unwrap();
-        let mut options = vec!["--ack-timeout", "500ms", "--login-timeout", "1s"];
+        let mut options = vec![
+            "--ack-timeout",
+            "500ms",
+            "--login-timeout",
+            "1s",
+            "--max-queue",
+            MAX_QUEUE,
+        ];
         if let Some(bug) = bug {
             options.extend(["--bug", bug]);
         }
@@ -180,7 +209,17 @@ impl Server {
         args.push(self.port.to_string().into());
         args.push("--users".into());
         args.push(self.users.0.clone().into());
-        args.extend(["--ack-timeout", "500ms", "--login-timeout", "1s"].map(OsString::from));
+        args.extend(
+            [
+                "--ack-timeout",
+                "500ms",
+                "--login-timeout",
+                "1s",
+                "--max-queue",
+                MAX_QUEUE,
+            ]
+            .map(OsString::from),
+        );
         args
     }
 }
@@ -272,15 +311,11 @@ fn assert_all_pass(run: &Run) {
     assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
 }
 
-/// Exactly `expected` failed (the exit code says so), and every other check passed.
-fn assert_fails_exactly(run: &Run, expected: &[&str]) {
+/// Exactly `expected` failed (the exit code says so), exactly `skipped` were skipped, and
+/// every other check passed.
+fn assert_fails_exactly(run: &Run, expected: &[&str], skipped: &[&str]) {
     assert_eq!(run.with_status("fail"), expected, "{}", run.stdout);
-    assert_eq!(
-        run.with_status("skip"),
-        Vec::<String>::new(),
-        "{}",
-        run.stdout
-    );
+    assert_eq!(run.with_status("skip"), skipped, "{}", run.stdout);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
 }
 
@@ -291,12 +326,39 @@ fn check_server(server: &Server, extra: &[&str]) -> Run {
     im_check(args)
 }
 
+/// `im-check server --spawn … --one-server` for `server` (its program and arguments before
+/// `{port} {users}`), told the timeouts and the queue it is started with; its own users file.
+fn spawn_one_server(server: &str) -> Run {
+    let spawn = format!(
+        "{server} {{port}} {{users}} --bind 127.0.0.1 --ack-timeout 500ms --login-timeout 1s \
+         --max-queue {MAX_QUEUE}"
+    );
+    im_check([
+        "server",
+        "--spawn",
+        &spawn,
+        "--one-server",
+        "--ack-timeout",
+        "500ms",
+        "--login-timeout",
+        "1s",
+        "--max-queue",
+        MAX_QUEUE,
+        "--json",
+    ])
+}
+
 #[test]
 fn real_server_passes_every_check() {
     let server = Server::real();
     let run = check_server(&server, &[]);
     assert_all_pass(&run);
-    // Told both timeouts, im-check can run every check.
+    // Told both timeouts and its queue, im-check can run every check but those that start
+    // the server.
+    assert_eq!(run.with_status("skip"), SETUP_CHECKS);
+    // Started by im-check, every one.
+    let run = spawn_one_server(&common::im_server());
+    assert_all_pass(&run);
     assert_eq!(run.with_status("skip"), Vec::<String>::new());
 }
 
@@ -304,6 +366,10 @@ fn real_server_passes_every_check() {
 fn python_double_server_passes_every_check() {
     let server = Server::python(None);
     let run = check_server(&server, &[]);
+    assert_all_pass(&run);
+    assert_eq!(run.with_status("skip"), SETUP_CHECKS);
+    let script = doubles().join("server.py");
+    let run = spawn_one_server(&format!("python3 {}", script.display()));
     assert_all_pass(&run);
     assert_eq!(run.with_status("skip"), Vec::<String>::new());
 }
@@ -320,6 +386,7 @@ fn a_wrong_102_fails_exactly_the_checks_that_expect_102() {
             "login-unknown-user",
             "login-wrong-password",
         ],
+        &SETUP_CHECKS,
     );
     assert_eq!(
         run.reason("login-wrong-password"),
@@ -334,11 +401,13 @@ fn broadcast_instead_of_broadcastfrom_fails_exactly_the_toall_delivery_checks() 
     assert_fails_exactly(
         &run,
         &[
+            "deadlines-in-order",
             "toall-concurrent",
             "toall-delivered",
             "toall-no-lb-304",
             "toall-recipient-drops-304",
         ],
+        &SETUP_CHECKS,
     );
     assert_eq!(
         run.reason("toall-concurrent"),
@@ -359,6 +428,7 @@ fn a_toall_never_answered_times_out_in_each_toall_check_and_the_rest_pass() {
             "toall-no-lb-304",
             "toall-recipient-drops-304",
         ],
+        &SETUP_CHECKS,
     );
     assert_eq!(
         run.reason("toall-alone-303"),
@@ -528,7 +598,13 @@ fn a_client_acking_with_the_wrong_words_fails_the_ack_checks() {
     ]);
     assert_fails_exactly(
         &run,
-        &["ack-broadcastfrom", "ack-from", "other-lb-line-acked"],
+        &[
+            "ack-broadcastfrom",
+            "ack-from",
+            "other-lb-line-acked",
+            "overlong-lb-line-acked",
+        ],
+        &[],
     );
     assert_eq!(
         run.reason("ack-from"),

@@ -72,7 +72,7 @@ fn arguments(mutant: &Mutant, folder: &Path) -> Vec<String> {
     let mut args: Vec<String> = if mutant.file == "server.py" {
         let spawn = format!(
             "python3 {script} {{port}} {{users}} --bind 127.0.0.1 --ack-timeout 500ms \
-             --login-timeout 1s"
+             --login-timeout 1s --max-queue 4"
         );
         [
             "server",
@@ -83,6 +83,8 @@ fn arguments(mutant: &Mutant, folder: &Path) -> Vec<String> {
             "500ms",
             "--login-timeout",
             "1s",
+            "--max-queue",
+            "4",
             "--timeout",
             "3s",
         ]

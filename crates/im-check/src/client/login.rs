@@ -21,7 +21,13 @@ pub(super) const CHECKS: &[Check] = &[
     Check::new("port-and-lb", "after 101 the client sends /port <n>, accepts our connection on 127.0.0.1:n and prints 201", port_and_lb),
     Check::new("lb-only-from-server", "a connection to the client's /port from another address is closed unread; the server's is taken", lb_only_from_server),
     Check::new("lb-failed-202-exits", "on 202 the client prints it and exits with code 1", lb_failed_202_exits),
+    Check::new("host-name", "the server given as a host name (localhost) is resolved and connected to", host_name),
+    Check::new("unresolvable-host-exit-2", "a server name that does not resolve: a one-line error and exit code 2", unresolvable_host_exit_2),
+    Check::new("bad-arguments-exit-2", "a bad or missing port: a one-line error and exit code 2", bad_arguments_exit_2),
 ];
+
+/// A name that never resolves (RFC 6761 keeps `.invalid` for that).
+const UNRESOLVABLE: &str = "no-such-host.invalid";
 
 fn no_server(ctx: &Ctx) -> Outcome {
     let port = closed_port(Ipv4Addr::LOCALHOST.into())?;
@@ -113,5 +119,52 @@ fn lb_failed_202_exits(ctx: &Ctx) -> Outcome {
     rig.expect_port()?;
     rig.answer_shown(&Response::LbFailed)?;
     rig.client.expect_exit(Some(1), EXIT_WITHIN, "after 202")?;
+    Ok(())
+}
+
+fn host_name(ctx: &Ctx) -> Outcome {
+    let mut rig = ctx.start_at("localhost")?;
+    rig.accept_la()?;
+    rig.login_as(USER, PASSWORD)?;
+    Ok(())
+}
+
+/// How long a client with bad arguments may take to say so: a second, and one more for its
+/// interpreter to start.
+const REFUSE_WITHIN: Duration = Duration::from_secs(2);
+
+fn unresolvable_host_exit_2(ctx: &Ctx) -> Outcome {
+    let port = closed_port(Ipv4Addr::LOCALHOST.into())?.to_string();
+    let args = [UNRESOLVABLE.to_string(), port];
+    let mut client = ClientProcess::spawn_with(
+        &ctx.config.command,
+        ctx.config.dir.as_deref(),
+        &args,
+        &ctx.transcript,
+    )?;
+    let after = format!("started with {}", args.join(" "));
+    client.expect_usage_error(REFUSE_WITHIN + EXIT_WITHIN, &after)?;
+    Ok(())
+}
+
+fn bad_arguments_exit_2(ctx: &Ctx) -> Outcome {
+    let ip = Ipv4Addr::LOCALHOST.to_string();
+    let cases: [&[&str]; 4] = [
+        &[ip.as_str(), "x"],
+        &[ip.as_str(), "0"],
+        &[ip.as_str(), "65536"],
+        &[ip.as_str()],
+    ];
+    for case in cases {
+        let args: Vec<String> = case.iter().map(|arg| arg.to_string()).collect();
+        let mut client = ClientProcess::spawn_with(
+            &ctx.config.command,
+            ctx.config.dir.as_deref(),
+            &args,
+            &ctx.transcript,
+        )?;
+        let after = format!("started with {:?}", args.join(" "));
+        client.expect_usage_error(REFUSE_WITHIN + EXIT_WITHIN, &after)?;
+    }
     Ok(())
 }

@@ -51,6 +51,18 @@ impl ClientProcess {
         port: u16,
         transcript: &Transcript,
     ) -> Result<Self, Problem> {
+        let args = [Ipv4Addr::LOCALHOST.to_string(), port.to_string()];
+        Self::spawn_with(command, dir, &args, transcript)
+    }
+
+    /// Starts `command` with `args` appended (the server and its port, or bad ones), in `dir`
+    /// if given, in a process group of its own.
+    pub(super) fn spawn_with(
+        command: &[OsString],
+        dir: Option<&Path>,
+        args: &[String],
+        transcript: &Transcript,
+    ) -> Result<Self, Problem> {
         let Some(mut built) = group_command(command) else {
             return Err(Problem::Skip("no client command given".into()));
         };
@@ -58,8 +70,7 @@ impl ClientProcess {
             built.current_dir(dir);
         }
         built
-            .arg(Ipv4Addr::LOCALHOST.to_string())
-            .arg(port.to_string())
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -71,7 +82,7 @@ impl ClientProcess {
         })?;
         note(
             transcript,
-            format!("started the client with 127.0.0.1 {port}"),
+            format!("started the client with {}", args.join(" ")),
         );
         let (chunks, stdout) = mpsc::channel();
         if let Some(mut pipe) = child.stdout.take() {
@@ -354,6 +365,32 @@ impl ClientProcess {
                 "{after}: expected the client to exit with {wanted}, it ended with {status}"
             )))
         }
+    }
+
+    /// Everything the client printed on standard output that im-check has read.
+    pub(super) fn printed(&self) -> &[u8] {
+        &self.printed
+    }
+
+    /// The client must exit with code 2 within `within`, with a one-line error on standard
+    /// error (docs/protocol.md §6: a bad argument).
+    pub(super) fn expect_usage_error(
+        &mut self,
+        within: Duration,
+        after: &str,
+    ) -> Result<(), Failure> {
+        self.expect_exit(Some(2), within, after)?;
+        // The pipe's last bytes may still be on their way.
+        let _ = self.stderr_ended.recv_timeout(STDERR_SETTLE);
+        let said = self.stderr();
+        let line = said.strip_suffix(b"\n").unwrap_or(&said);
+        if line.is_empty() || line.contains(&b'\n') || line.iter().all(u8::is_ascii_whitespace) {
+            return Err(Failure::new(format!(
+                "{after}: expected a one-line error on standard error, it wrote {}",
+                escape(&said)
+            )));
+        }
+        Ok(())
     }
 
     /// What the client wrote on standard error so far.

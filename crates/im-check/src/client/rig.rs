@@ -35,16 +35,22 @@ impl Ctx {
 
     /// Starts the fake server and the client pointed at it.
     pub(super) fn start(&self) -> Result<Rig, Problem> {
+        self.start_at(&Ipv4Addr::LOCALHOST.to_string())
+    }
+
+    /// Starts the fake server on 127.0.0.1 and the client pointed at it as `host` (an address
+    /// or a name that resolves to it).
+    pub(super) fn start_at(&self, host: &str) -> Result<Rig, Problem> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .map_err(|error| Problem::Skip(format!("cannot listen on 127.0.0.1: {error}")))?;
         let port = listener
             .local_addr()
             .map_err(|error| Problem::Skip(format!("cannot listen on 127.0.0.1: {error}")))?
             .port();
-        let client = ClientProcess::spawn(
+        let client = ClientProcess::spawn_with(
             &self.config.command,
             self.config.dir.as_deref(),
-            port,
+            &[host.to_string(), port.to_string()],
             &self.transcript,
         )?;
         Ok(Rig {

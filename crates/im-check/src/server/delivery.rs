@@ -2,9 +2,9 @@
 //! delivery fails.
 
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use simple_im_core::protocol::{line_bytes, Response, RECEIPT};
+use simple_im_core::protocol::{line_bytes, Delivery, Response, RECEIPT};
 
 use super::{told_timeout, Check, Ctx, HELLO, MEETING, QUIET};
 use crate::outcome::{show_duration, Failure, Outcome};
@@ -41,6 +41,26 @@ pub(super) const CHECKS: &[Check] = &[
         ack_timeout_304,
     )
     .with_extra_time(|config| config.ack_timeout.unwrap_or_default()),
+    Check::new(
+        "overlong-ack-304",
+        "a recipient that answers on Lb with a line past --max-line: 304 as soon as the bound is \
+         passed, and it is gone",
+        overlong_ack_304,
+    ),
+    Check::new(
+        "ack-timeout-from-send",
+        "a message that waited in the queue gets the whole --ack-timeout from when it is sent on \
+         Lb, not from when it was queued",
+        ack_timeout_from_send,
+    )
+    .with_extra_time(|config| 2 * config.ack_timeout.unwrap_or_default()),
+    Check::new(
+        "deadlines-in-order",
+        "an earlier ack deadline is handled before two later ones due at the same moment, and \
+         both of those are handled",
+        deadlines_in_order,
+    )
+    .with_extra_time(|config| 2 * config.ack_timeout.unwrap_or_default()),
     Check::new(
         "unasked-lb-line-ends-session",
         "a line on Lb while no delivery is outstanding ends that session: both closed, offline",
@@ -154,5 +174,106 @@ fn unasked_lb_line_ends_session(ctx: &Ctx) -> Outcome {
     sb.expect_la_closed(why)?;
     sb.expect_lb_closed(why)?;
     ctx.wait_for_list(&mut sa, &[&accounts[0]])?;
+    Ok(())
+}
+
+fn overlong_ack_304(ctx: &Ctx) -> Outcome {
+    let ([a, _], [mut sa, mut sb], to) = ctx.to_in_flight(HELLO)?;
+    // The receipt's words, then on past the bound, and no `\n`: a server that compares only
+    // the start of a line, or waits for its end, is seen here.
+    let mut long = RECEIPT.to_vec();
+    long.resize(ctx.config.max_line + 1, b' ');
+    let sent = Instant::now();
+    let deadline = ctx.deadline;
+    sb.lb()?.send(&long, deadline)?;
+    sa.expect_reply(&to, &Response::DeliveryFailed)?;
+    let took = sent.elapsed();
+    if let Some(timeout) = ctx.config.ack_timeout {
+        if took >= timeout / 2 {
+            return Err(Failure::new(format!(
+                "304 came {} after a line past --max-line {} on Lb, as late as the ack timeout \
+                 of {}: the delivery fails as soon as the bound is passed",
+                show_duration(took),
+                ctx.config.max_line,
+                show_duration(timeout)
+            ))
+            .into());
+        }
+    }
+    sb.expect_la_closed("after its answer on Lb passed --max-line (its delivery failed)")?;
+    sa.expect_list(&[&a])?;
+    Ok(())
+}
+
+/// The earliest a timed-out delivery may be answered: a little under `timeout` after `since`,
+/// for the time the answer took to reach us.
+fn not_before(timeout: Duration, since: Instant, what: &str) -> Outcome {
+    let took = since.elapsed();
+    if took < timeout.mul_f64(0.9) {
+        return Err(Failure::new(format!(
+            "304 came {} after {what}, before the ack timeout of {}",
+            show_duration(took),
+            show_duration(timeout)
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+fn ack_timeout_from_send(ctx: &Ctx) -> Outcome {
+    let timeout = told_timeout(ctx.config.ack_timeout, "ack", "ack-timeout")?;
+    let [mut sa, mut sb, mut sc] = ctx.ready_all(&ctx.accounts()?)?;
+    let started = Instant::now();
+    let first = sa.send_to(&sc.user, HELLO)?;
+    sc.expect_from(&sa.user, HELLO)?;
+    let second = sb.send_to(&sc.user, MEETING)?;
+    // b's message waits behind a's for half the ack timeout.
+    thread::sleep((started + timeout / 2).saturating_duration_since(Instant::now()));
+    sc.ack()?;
+    sa.expect_reply(&first, &Response::Delivered)?;
+    sc.expect_from(&sb.user, MEETING)?;
+    let sent = Instant::now();
+    // c never acknowledges b's.
+    sb.expect_reply(&second, &Response::DeliveryFailed)?;
+    not_before(
+        timeout,
+        sent,
+        "its /from was sent on Lb (the ack timeout counts from then, not from when it was queued)",
+    )?;
+    sc.expect_la_closed("after its delivery timed out (its session ends)")?;
+    Ok(())
+}
+
+fn deadlines_in_order(ctx: &Ctx) -> Outcome {
+    let timeout = told_timeout(ctx.config.ack_timeout, "ack", "ack-timeout")?;
+    let accounts = ctx.accounts()?;
+    let [mut sa, mut sb, mut sc] = ctx.ready_all(&accounts)?;
+    // The first deadline: a never acknowledges c's message.
+    let started = Instant::now();
+    let to_a = sc.send_to(&sa.user, HELLO)?;
+    sa.expect_from(&sc.user, HELLO)?;
+    // Half an ack timeout later a's /toall: two deliveries, due at the same later moment.
+    thread::sleep((started + timeout / 2).saturating_duration_since(Instant::now()));
+    sa.send_toall(MEETING)?;
+    let broadcast = Delivery::BroadcastFrom {
+        sender: &sa.user,
+        content: MEETING,
+    };
+    sb.expect_delivery(&broadcast)?;
+    sc.expect_delivery(&broadcast)?;
+    // The earlier deadline first: c hears its 304 while its own session is still up.
+    sc.expect_reply(&to_a, &Response::DeliveryFailed)?;
+    not_before(timeout, started, "c's /to")?;
+    sa.expect_la_closed(
+        "after its delivery timed out (its session ends, and its /toall in flight gets no answer)",
+    )?;
+    // Then both later ones: the /toall sent before a left stays outstanding until it times out,
+    // and each ends its recipient's session.
+    let why = "after the /broadcastfrom it never acknowledged timed out (its session ends)";
+    sb.expect_la_closed(why)?;
+    sc.expect_la_closed(why)?;
+    let [_, b, _] = &accounts;
+    let mut again = ctx.ready(b)?;
+    ctx.wait_for_list(&mut again, &[b])?;
     Ok(())
 }

@@ -14,8 +14,10 @@ mod lines;
 mod login;
 pub mod peer;
 mod port;
+mod queue;
 mod ready;
 mod session;
+mod setup;
 mod toall;
 mod wire_basics;
 
@@ -81,7 +83,16 @@ pub struct ServerConfig {
     pub max_login_failures: u32,
     /// Its `--max-line`.
     pub max_line: usize,
+    /// Its `--max-queue`.
+    pub max_queue: usize,
+    /// How im-check starts it, when it does (`--spawn`, `grade`): the checks of how a server
+    /// starts (§5–§6) start more of their own.
+    pub launch: Option<peer::Launch>,
 }
+
+/// The messages that may wait for one recipient unless the server is told otherwise
+/// (docs/protocol.md §3).
+pub const DEFAULT_MAX_QUEUE: usize = 1024;
 
 /// The most users one check logs in.
 const MOST_USERS: usize = 3;
@@ -100,10 +111,13 @@ pub const CHECKS: Registry<ServerConfig> = &[
     section("§3 ready", ready::CHECKS),
     section("§3 ready", toall::CHECKS),
     section("§3 delivery over Lb", delivery::CHECKS),
+    section("§3 delivery over Lb", queue::CHECKS),
     section("§3 ends of a session", ends::CHECKS),
     section("§3 ends of a session", abrupt::CHECKS),
     // Last, once all of the above has been seen to work: what a Ready connection must refuse.
     section("§3 ready", ready::REFUSED),
+    // Only where im-check starts the server: the users file and the command line.
+    section("§5-6 users file and command line", setup::CHECKS),
 ];
 
 const fn section(title: &'static str, checks: &'static [Check]) -> Section<ServerConfig> {

@@ -22,8 +22,18 @@ use crate::process::{group_command, kill_group, spawn_group, Captured, Template}
 use crate::report::{Aftermath, Peer};
 
 /// The users im-check gives a server it starts itself: the appendix's three, the fewest that
-/// every check needs, and a spare one that only the probe logs in as.
+/// most checks need, and a spare one that only the probe logs in as.
 pub const DEFAULT_USERS: &str = "jacky 12345\nbob bob123\nmichael michael123\nspare spare123\n";
+
+/// [`DEFAULT_USERS`], then `max_queue` more (`user1 pass1`, …): with the appendix's three, the
+/// senders and the recipient that the queue-full check fills a queue of `max_queue` with.
+pub fn default_users(max_queue: usize) -> String {
+    let mut users = DEFAULT_USERS.to_string();
+    for n in 1..=max_queue {
+        users.push_str(&format!("user{n} pass{n}\n"));
+    }
+    users
+}
 
 /// How long the probe waits for a new connection and for any reply to its `/login`: far more
 /// than a working server needs, even on a loaded machine.
@@ -209,7 +219,8 @@ struct Running {
 impl Spawned {
     /// Starts servers with `launch`; `base` says everything else about them (its addresses
     /// are replaced by each server's own).
-    pub fn new(launch: Launch, base: ServerConfig, fresh: bool) -> Self {
+    pub fn new(launch: Launch, mut base: ServerConfig, fresh: bool) -> Self {
+        base.launch = Some(launch.clone());
         Spawned {
             launch,
             base,
@@ -409,7 +420,7 @@ impl Drop for Spawned {
 /// ephemeral range so that no outgoing connection takes it before the server binds it.
 /// Successive calls step through the range, so parallel submissions never share a port and
 /// none is reused while an earlier server's connections may still linger on it.
-fn free_port() -> Result<u16, String> {
+pub(super) fn free_port() -> Result<u16, String> {
     const FIRST: u32 = 20_000;
     const COUNT: u32 = 12_000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -431,7 +442,7 @@ fn free_port() -> Result<u16, String> {
 
 /// Who listens on a TCP port.
 #[derive(Debug, PartialEq, Eq)]
-enum Listener {
+pub(super) enum Listener {
     /// A process of the server's group.
     Ours,
     /// Some other program.
@@ -445,7 +456,7 @@ enum Listener {
 /// that closes at once (some would take it for a client), and a program that took the port
 /// first (another im-check) is never taken for the server. Where the tables cannot be read, a
 /// connection to 127.0.0.1 tells, and whoever accepts it counts as the server.
-fn listener_on(port: u16, group: i32) -> Listener {
+pub(super) fn listener_on(port: u16, group: i32) -> Listener {
     let mut readable = false;
     let mut sockets = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
@@ -563,6 +574,8 @@ mod tests {
             login_timeout: None,
             max_login_failures: 5,
             max_line: 65536,
+            max_queue: 1024,
+            launch: None,
         };
         let mut spawned = Spawned::new(launch, base, true);
         // Our listener is not the server's, so its failing bind is not the submission's fault.
@@ -596,6 +609,8 @@ mod tests {
             login_timeout: None,
             max_login_failures: 5,
             max_line: 65536,
+            max_queue: 1024,
+            launch: None,
         };
         assert_eq!(probe(&config(addr)), Ok(()));
         let why = probe(&config(addr)).expect_err("a silent server");

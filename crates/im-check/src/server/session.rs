@@ -45,9 +45,19 @@ impl Ctx {
 
     /// A new La connection for `account`, not logged in.
     pub(super) fn connect(&self, account: &Account) -> Result<Session, Failure> {
+        self.connect_from(account, None)
+    }
+
+    /// A new La connection for `account` from the local address `source` (any, if `None`).
+    pub(super) fn connect_from(
+        &self,
+        account: &Account,
+        source: Option<IpAddr>,
+    ) -> Result<Session, Failure> {
         let name = String::from_utf8_lossy(&account.name).into_owned();
-        let la = Conn::connect(
+        let la = Conn::connect_from(
             self.config.addr_for(account),
+            source,
             self.deadline,
             format!("{name} La"),
             Arc::clone(&self.transcript),
@@ -67,9 +77,18 @@ impl Ctx {
     /// A `102` is retried for a moment: a server may answer an earlier check's `/exit` a
     /// little before it takes the user off its list.
     pub(super) fn login(&self, account: &Account) -> Result<Session, Failure> {
+        self.login_from(account, None)
+    }
+
+    /// [`Self::login`] from the local address `source`.
+    pub(super) fn login_from(
+        &self,
+        account: &Account,
+        source: Option<IpAddr>,
+    ) -> Result<Session, Failure> {
         let retry_until = Instant::now() + NOTICE;
         loop {
-            let mut session = self.connect(account)?;
+            let mut session = self.connect_from(account, source)?;
             let login = login_request(account);
             session.send(&login)?;
             let context = format!("answer to {}'s {}", session.name, show(&login.to_bytes()));
@@ -103,7 +122,16 @@ impl Ctx {
 
     /// A session logged in as `account` with its Lb connected (state Ready).
     pub(super) fn ready(&self, account: &Account) -> Result<Session, Failure> {
-        let mut session = self.login(account)?;
+        self.ready_from(account, None)
+    }
+
+    /// [`Self::ready`] from the local address `source`: its Lb is then on that address too.
+    pub(super) fn ready_from(
+        &self,
+        account: &Account,
+        source: Option<IpAddr>,
+    ) -> Result<Session, Failure> {
+        let mut session = self.login_from(account, source)?;
         session.open_lb()?;
         Ok(session)
     }

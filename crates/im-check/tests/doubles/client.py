@@ -27,6 +27,8 @@ PASSWORD_PROMPT = b"Please input your password:"
 AUTH_OK = b"101 Authentication successful"
 LB_OK = b"201 Build connection successful"
 BYE = b"310 Bye bye"
+MAX_LINE = 65536  # the server's default line bound, \n included (§1)
+TOO_LONG = object()
 
 output_lock = threading.Lock()
 exiting = threading.Event()
@@ -59,8 +61,10 @@ def die(message):
     os._exit(1)
 
 
-def lines_of(sock):
+def lines_of(sock, max_line=MAX_LINE):
+    """Yields the lines of sock, or TOO_LONG for one past max_line, as soon as it is past."""
     held = b""
+    discarding = False
     while True:
         try:
             data = sock.recv(4096)
@@ -69,14 +73,31 @@ def lines_of(sock):
         if not data:
             return
         held += data
-        while b"\n" in held:
-            line, held = held.split(b"\n", 1)
-            yield line[:-1] if line.endswith(b"\r") else line
+        while True:
+            newline = held.find(b"\n")
+            if discarding:
+                if newline < 0:
+                    held = b""
+                    break
+                held, discarding = held[newline + 1:], False
+                continue
+            if newline < 0:
+                if len(held) >= max_line:
+                    yield TOO_LONG
+                    held, discarding = b"", True
+                break
+            line, held = held[:newline], held[newline + 1:]
+            if newline + 1 > max_line:
+                yield TOO_LONG
+            else:
+                yield line[:-1] if line.endswith(b"\r") else line
 
 
 def read_la(la, answers):
     """Hands La's lines to the main thread; the end of La ends the client unless leaving."""
     for line in lines_of(la):
+        if line is TOO_LONG:
+            die(f"the server sent a line longer than {MAX_LINE} bytes")
         answers.put(line)
     if not exiting.is_set():
         die("the server closed the connection")
@@ -85,6 +106,16 @@ def read_la(la, answers):
 
 def read_lb(lb, ack):
     for line in lines_of(lb):
+        if line is TOO_LONG:
+            # Acknowledged as any other line, but too long to show (§4.5).
+            with output_lock:
+                sys.stderr.write(f"warning: the server sent a line longer than {MAX_LINE} bytes on Lb\n")
+                sys.stderr.flush()
+            try:
+                lb.sendall(ack)
+            except OSError:
+                break
+            continue
         if not line.startswith((b"/from ", b"/broadcastfrom ")):
             with output_lock:
                 sys.stderr.write("warning: the server sent a line that is no message on Lb\n")
@@ -124,11 +155,26 @@ def leave(la, answers):
     os._exit(0 if line == BYE else 1)
 
 
+def port_number(text):
+    """A TCP port, 1 to 65535."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port from 1 to 65535")
+    return int(text)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument told in one line and exit code 2 (§6), not its usage."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: {message} (try --help)\n")
+        sys.exit(2)
+
+
 def main():
-    parser = argparse.ArgumentParser(description="A small instant-messaging client (docs/protocol.md §4).")
+    parser = Parser(description="A small instant-messaging client (docs/protocol.md §4).")
     parser.add_argument("--bug", choices=["ack-word", "prompt-word"])
-    parser.add_argument("server_ip")
-    parser.add_argument("server_port", type=int)
+    parser.add_argument("server_ip", help="the server: an IP address or a host name")
+    parser.add_argument("server_port", type=port_number, help="the server's TCP port")
     args = parser.parse_args()
     global user_prompt
     if args.bug == "prompt-word":
@@ -137,6 +183,10 @@ def main():
     try:
         la = socket.create_connection((args.server_ip, args.server_port), timeout=5)
         la.settimeout(None)
+    except socket.gaierror as error:
+        # A name that does not resolve is a bad argument (§4.1).
+        print(f"error: cannot resolve {args.server_ip}: {error}", file=sys.stderr)
+        sys.exit(2)
     except OSError as error:
         print(f"error: cannot connect to {args.server_ip}:{args.server_port}: {error}", file=sys.stderr)
         sys.exit(1)

@@ -50,12 +50,34 @@ TOO_LONG = object()
 
 
 def duration(text):
-    """'500ms', '10s', '2m' -> seconds."""
+    """'500ms', '10s', '2m' -> seconds, longer than zero (§6)."""
     match = re.fullmatch(r"(\d+)(ms|s|m|h)", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 500ms or 10s")
+    if not match or int(match.group(1)) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 500ms or 10s, longer than zero")
     scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match.group(2)]
     return int(match.group(1)) * scale
+
+
+def port_number(text):
+    """A TCP port, 0 (the system picks one) to 65535."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port from 0 to 65535")
+    return int(text)
+
+
+def count(text):
+    """A whole number, at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument told in one line and exit code 2 (§6), not its usage."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: {message} (try --help)\n")
+        sys.exit(2)
 
 
 class Framer:
@@ -352,22 +374,23 @@ def load_users(path):
                 continue
             fields = line.split(b" ")
             if len(fields) != 2 or not all(fields) or fields[0] in users:
-                sys.exit(f"{path}: line {number}: expected `username password`, each user once")
+                print(f"{path}: line {number}: expected `username password`, each user once", file=sys.stderr)
+                sys.exit(2)
             users[fields[0]] = fields[1]
     return users
 
 
 def main():
-    parser = argparse.ArgumentParser(description="A small threaded instant-messaging server (docs/protocol.md).")
-    parser.add_argument("port", type=int)
-    parser.add_argument("users_file")
-    parser.add_argument("--bind", default="0.0.0.0")
-    parser.add_argument("--ack-timeout", type=duration, default=10)
-    parser.add_argument("--connect-timeout", type=duration, default=5)
-    parser.add_argument("--login-timeout", type=duration, default=300)
-    parser.add_argument("--max-login-failures", type=int, default=5)
-    parser.add_argument("--max-line", type=int, default=65536)
-    parser.add_argument("--max-queue", type=int, default=1024)
+    parser = Parser(description="A small threaded instant-messaging server (docs/protocol.md).")
+    parser.add_argument("port", type=port_number, help="TCP port to listen on (0: the system picks one)")
+    parser.add_argument("users_file", help="the accounts, `username password` a line")
+    parser.add_argument("--bind", default="0.0.0.0", help="the address to listen on")
+    parser.add_argument("--ack-timeout", type=duration, default=10, help="how long a 302 is waited for (10s)")
+    parser.add_argument("--connect-timeout", type=duration, default=5, help="how long connecting Lb may take (5s)")
+    parser.add_argument("--login-timeout", type=duration, default=300, help="how long a new connection may take to log in (300s)")
+    parser.add_argument("--max-login-failures", type=count, default=5, help="failed logins in a row before the connection is closed (5)")
+    parser.add_argument("--max-line", type=count, default=65536, help="the longest line, \\n included (65536)")
+    parser.add_argument("--max-queue", type=count, default=1024, help="messages that may wait for one recipient (1024)")
     parser.add_argument("--bug", choices=["auth-case", "broadcast-word", "toall-silent", "duplicate-deadlock", "duplicate-close-deadlock"])
     args = parser.parse_args()
     try:
