@@ -550,6 +550,31 @@ fn a_user_name_or_password_that_is_not_one_word_is_not_sent() {
     }
 }
 
+/// The server sends `201` on La before anything on Lb, but the two connections race to the
+/// client: a delivery read first waits, and is shown and acknowledged after the `201`.
+#[test]
+fn an_lb_line_that_outruns_201_is_shown_after_it() {
+    let mut harness = Harness::new(true);
+    harness.feed_all(&[Ev::line("alice"), Ev::line("secret")]);
+    harness.take();
+    harness.feed(&Ev::la(protocol::AUTH_OK));
+    harness.take();
+    harness.feed_all(&[Ev::LbListening(LB_PORT), Ev::LbAccepted]);
+    assert_eq!(harness.take(), vec![send_la(b"/port 40000\n")]);
+    harness.feed(&Ev::lb(b"/from bob hi"));
+    assert_eq!(harness.take(), vec![]);
+    harness.feed(&Ev::la(protocol::LB_OK));
+    assert_eq!(
+        harness.take(),
+        vec![
+            print(protocol::LB_OK),
+            read_line(),
+            print(b"/from bob hi"),
+            send_lb_receipt()
+        ]
+    );
+}
+
 #[test]
 fn lb_opens_with_201_before_or_after_the_accept() {
     for accept_first in [true, false] {
@@ -907,6 +932,7 @@ fn an_over_long_line_from_the_server_exits_1_on_la_and_is_acknowledged_on_lb() {
             Ev::la(protocol::AUTH_OK),
             Ev::LbListening(LB_PORT),
             Ev::LbAccepted,
+            Ev::la(protocol::LB_OK),
         ]);
         harness.take();
         let long = vec![b'x'; 100];

@@ -420,6 +420,9 @@ impl fmt::Display for ClientWarning {
     }
 }
 
+/// Lb lines held at most until La's `201` ([`ClientSession`]'s `early_lb`).
+const MAX_EARLY_LB: usize = 16;
+
 /// Where the client is in docs/protocol.md §4; each variant holds what is valid in it.
 #[derive(Debug)]
 enum State {
@@ -462,6 +465,10 @@ pub struct ClientSession {
     asked: VecDeque<Asked>,
     /// [`ClientWarning::DeviatingServer`] was given: it is given once.
     warned_deviation: bool,
+    /// Lb lines that came before La's `201`: the server sends `201` first, but the two
+    /// connections race to the client, so they wait and are shown after it, in order.
+    /// `None` stands for an over-long line.
+    early_lb: VecDeque<Option<Vec<u8>>>,
     outputs: VecDeque<ClientOutput>,
 }
 
@@ -475,6 +482,7 @@ impl ClientSession {
             state: State::AskingUser,
             asked: VecDeque::new(),
             warned_deviation: false,
+            early_lb: VecDeque::new(),
             outputs: VecDeque::new(),
         };
         session.ask_user();
@@ -632,17 +640,22 @@ impl ClientSession {
         for_each_frame(&mut framer, bytes, |frame| {
             match (frame, on) {
                 (Frame::Line(line), Connection::La) => self.on_la_line(line),
-                (Frame::Line(line), Connection::Lb) => self.on_lb_line(line),
                 (Frame::TooLong, Connection::La) => {
                     self.fail(ClientError::LineTooLong { on, max_line })
                 }
-                // Like any Lb line of no known form: acknowledged, so the server's sender is
-                // not held up; the user is told what was lost.
-                (Frame::TooLong, Connection::Lb) => {
-                    self.event(ClientEvent::Warning(ClientWarning::LbLineTooLong {
-                        max_line,
-                    }));
-                    self.acknowledge();
+                (frame, Connection::Lb) => {
+                    let line = match frame {
+                        Frame::Line(line) => Some(line),
+                        Frame::TooLong => None,
+                    };
+                    match self.state {
+                        // Bounded: a server sends one message before its receipt, so more
+                        // than a few is no server of this protocol, and is shown as it comes.
+                        State::OpeningLb { .. } if self.early_lb.len() < MAX_EARLY_LB => {
+                            self.early_lb.push_back(line.map(<[u8]>::to_vec))
+                        }
+                        _ => self.on_lb_frame(line, max_line),
+                    }
                 }
             }
             !matches!(self.state, State::Exited)
@@ -687,10 +700,29 @@ impl ClientSession {
             Outcome::LbReady => {
                 self.event(ClientEvent::LbReady);
                 self.read_command();
+                let max_line = self.lb.max_line();
+                while let Some(line) = self.early_lb.pop_front() {
+                    self.on_lb_frame(line.as_deref(), max_line);
+                }
             }
             Outcome::PortNotAccepted => self.fail(ClientError::PortNotAccepted),
             Outcome::ReadCommand => self.read_command(),
             Outcome::Nothing => {}
+        }
+    }
+
+    /// An Lb line, or `None` for one over `max_line`.
+    fn on_lb_frame(&mut self, line: Option<&[u8]>, max_line: usize) {
+        match line {
+            Some(line) => self.on_lb_line(line),
+            // Like any Lb line of no known form: acknowledged, so the server's sender is not
+            // held up; the user is told what was lost.
+            None => {
+                self.event(ClientEvent::Warning(ClientWarning::LbLineTooLong {
+                    max_line,
+                }));
+                self.acknowledge();
+            }
         }
     }
 
