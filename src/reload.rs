@@ -190,6 +190,10 @@ impl Reloader {
             log::warn!("SIGHUP: {key} changed in {file}: takes effect at restart");
         }
         for (key, old, new) in &plan.changed {
+            if key == "log" && settings.log.is_none() {
+                log::warn!("SIGHUP: log changed in {file}: RUST_LOG is set, and decides");
+                continue;
+            }
             let shown = |value: &Option<String>| value.clone().unwrap_or("(default)".to_owned());
             log::info!("SIGHUP: {key} = {} (was {})", shown(new), shown(old));
         }
