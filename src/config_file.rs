@@ -6,12 +6,17 @@
 //! is first checked by the very value parser of its flag: the file and the command line accept
 //! exactly the same things, and a bad value is reported at its line. A flag given on the
 //! command line wins over the file.
+//!
+//! A relative path in the file (`users-file = "users.txt"`, `tls-cert`…) is relative to the
+//! file's own directory, as nginx and systemd read theirs: the file and what it names move
+//! together, wherever the server is started from. On the command line a path stays relative
+//! to the current directory, as everywhere.
 
 use std::ffi::OsString;
 use std::path::Path;
 
 use clap::parser::ValueSource;
-use clap::{Arg, ArgAction, ArgMatches, Command};
+use clap::{Arg, ArgAction, ArgMatches, Command, ValueHint};
 use toml::Spanned;
 
 /// What a configuration file adds to a command line.
@@ -26,7 +31,8 @@ pub struct FileArgs {
 
 /// Reads the file at `path` as options of `command`, skipping those the command line
 /// (`given`) already has and the ids in `not_in_file` (actions such as `--hash-password`, and
-/// `--config` itself). The error is one line: `FILE: line N: reason` (or `FILE: reason`).
+/// `--config` itself); a relative path in it is made relative to the file's directory. The
+/// error is one line: `FILE: line N: reason` (or `FILE: reason`).
 pub fn file_args(
     command: &Command,
     given: &ArgMatches,
@@ -35,18 +41,24 @@ pub fn file_args(
 ) -> Result<FileArgs, String> {
     let shown = path.display();
     let text = std::fs::read_to_string(path).map_err(|err| format!("{shown}: {err}"))?;
-    parse(command, given, &text, not_in_file).map_err(|(line, reason)| match line {
+    // Absolute, so that what the paths become says where they are whatever the current
+    // directory (no symbolic link is resolved: the file's directory as named).
+    let base = std::path::absolute(path).map_err(|err| format!("{shown}: {err}"))?;
+    let base = base.parent().unwrap_or(Path::new("/"));
+    parse(command, given, &text, not_in_file, base).map_err(|(line, reason)| match line {
         Some(line) => format!("{shown}: line {line}: {reason}"),
         None => format!("{shown}: {reason}"),
     })
 }
 
-/// [`file_args`] on the file's text; the error is its line (if known) and the reason.
+/// [`file_args`] on the file's text, its relative paths made relative to `base`; the error is
+/// its line (if known) and the reason.
 fn parse(
     command: &Command,
     given: &ArgMatches,
     text: &str,
     not_in_file: &[&str],
+    base: &Path,
 ) -> Result<FileArgs, (Option<usize>, String)> {
     let line_of = |offset: usize| 1 + text[..offset.min(text.len())].matches('\n').count();
     type Entries = std::collections::BTreeMap<Spanned<String>, Spanned<toml::Value>>;
@@ -87,14 +99,22 @@ fn parse(
         if matches!(given.value_source(id), Some(ValueSource::CommandLine)) {
             continue;
         }
+        let value = match is_path(arg) && Path::new(&text).is_relative() {
+            true => base.join(&text).into_os_string(),
+            false => OsString::from(&text),
+        };
         match arg.get_long() {
             Some(long) if flag => {
                 if text == "true" {
                     out.options.push(format!("--{long}").into());
                 }
             }
-            Some(long) => out.options.push(format!("--{long}={text}").into()),
-            None => positionals.push((name.to_owned(), text)),
+            Some(long) => {
+                let mut option = OsString::from(format!("--{long}="));
+                option.push(value);
+                out.options.push(option);
+            }
+            None => positionals.push((name.to_owned(), value)),
         }
     }
     // A positional argument can only follow those before it: the command line's, or the file's.
@@ -107,16 +127,24 @@ fn parse(
         let key = file_key(arg).unwrap_or_default();
         match positionals.iter().position(|(name, _)| *name == key) {
             Some(at) => {
-                let (name, text) = positionals.swap_remove(at);
+                let (name, value) = positionals.swap_remove(at);
                 if let Some(missing) = missing {
                     return Err((None, format!("{name} needs {missing} too")));
                 }
-                out.positionals.push(text.into());
+                out.positionals.push(value);
             }
             None => missing = missing.or(Some(key)),
         }
     }
     Ok(out)
+}
+
+/// Whether `arg` takes a path (a `PathBuf`, or a value hint that says so).
+fn is_path(arg: &Arg) -> bool {
+    matches!(
+        arg.get_value_hint(),
+        ValueHint::AnyPath | ValueHint::FilePath | ValueHint::DirPath
+    )
 }
 
 /// The key that stands for `arg` in a file: its long name, or a positional's id in kebab case.
@@ -132,6 +160,19 @@ pub fn file_key(arg: &clap::Arg) -> Option<String> {
 /// option and positional argument of `command` that has a value, but those in `not_in_file`.
 pub fn effective(command: &Command, matches: &ArgMatches, not_in_file: &[&str]) -> String {
     let mut out = String::new();
+    for (key, value) in effective_values(command, matches, not_in_file) {
+        out += &format!("{key} = {value}\n");
+    }
+    out
+}
+
+/// [`effective`]'s lines as (key, TOML value) pairs, in the command's order.
+pub fn effective_values(
+    command: &Command,
+    matches: &ArgMatches,
+    not_in_file: &[&str],
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
     for arg in command.get_arguments() {
         let id = arg.get_id().as_str();
         let Some(key) = file_key(arg) else { continue };
@@ -139,14 +180,14 @@ pub fn effective(command: &Command, matches: &ArgMatches, not_in_file: &[&str]) 
             continue;
         }
         if matches!(arg.get_action(), ArgAction::SetTrue) {
-            out += &format!("{key} = {}\n", matches.get_flag(id));
+            out.push((key, matches.get_flag(id).to_string()));
             continue;
         }
         let Some(mut raw) = matches.get_raw(id) else {
             continue;
         };
         let Some(value) = raw.next() else { continue };
-        out += &format!("{key} = {}\n", toml_value(&value.to_string_lossy()));
+        out.push((key, toml_value(&value.to_string_lossy())));
     }
     out
 }
@@ -199,7 +240,12 @@ mod tests {
     fn command() -> Command {
         Command::new("t")
             .arg(Arg::new("port").value_parser(value_parser!(u16)))
-            .arg(Arg::new("users_file"))
+            .arg(Arg::new("users_file").value_parser(value_parser!(std::path::PathBuf)))
+            .arg(
+                Arg::new("tls_cert")
+                    .long("tls-cert")
+                    .value_parser(value_parser!(std::path::PathBuf)),
+            )
             .arg(Arg::new("config").long("config"))
             .arg(
                 Arg::new("max_line")
@@ -215,7 +261,7 @@ mod tests {
 
     fn run(line: &[&str], text: &str) -> Result<FileArgs, (Option<usize>, String)> {
         let given = command().try_get_matches_from(line).unwrap();
-        parse(&command(), &given, text, &["config"])
+        parse(&command(), &given, text, &["config"], Path::new("/etc/im"))
     }
 
     #[test]
@@ -223,10 +269,24 @@ mod tests {
         let text = "port = 4000\nusers-file = \"u.txt\"\nmax-line = 100\nreuse-port = true\n";
         let args = run(&["t"], text).unwrap();
         assert_eq!(args.options, ["--max-line=100", "--reuse-port"]);
-        assert_eq!(args.positionals, ["4000", "u.txt"]);
+        assert_eq!(args.positionals, ["4000", "/etc/im/u.txt"]);
         let args = run(&["t", "5000", "--max-line", "7"], text).unwrap();
         assert_eq!(args.options, ["--reuse-port"]);
-        assert_eq!(args.positionals, ["u.txt"]);
+        assert_eq!(args.positionals, ["/etc/im/u.txt"]);
+    }
+
+    #[test]
+    fn relative_paths_are_the_files_and_the_command_lines_are_the_current_directorys() {
+        let text = "users-file = \"sub/u.txt\"\ntls-cert = \"/abs/cert.pem\"\nport = 1\n";
+        let args = run(&["t"], text).unwrap();
+        assert_eq!(args.options, ["--tls-cert=/abs/cert.pem"]);
+        assert_eq!(args.positionals, ["1", "/etc/im/sub/u.txt"]);
+        let text = "tls-cert = \"../cert.pem\"\n";
+        let args = run(&["t", "1", "u.txt"], text).unwrap();
+        assert_eq!(args.options, ["--tls-cert=/etc/im/../cert.pem"]);
+        // The command line's own, untouched: clap reads them as given.
+        let args = run(&["t", "1", "u.txt", "--tls-cert", "c.pem"], text).unwrap();
+        assert!(args.options.is_empty() && args.positionals.is_empty());
     }
 
     #[test]
@@ -257,6 +317,13 @@ mod tests {
         assert_eq!(
             text,
             "port = 9\nusers-file = \"u\"\nmax-line = 5\nreuse-port = false\n"
+        );
+        assert_eq!(
+            effective_values(&command(), &given, &["config"])[..2],
+            [
+                ("port".into(), "9".into()),
+                ("users-file".into(), "\"u\"".into())
+            ]
         );
         assert_eq!(run(&["t"], &text).unwrap().options, ["--max-line=5"]);
     }

@@ -18,7 +18,8 @@
 //!   `metrics` feature).
 //! - [`tls`]: the core's TLS layer loaded from PEM files and the system's roots (the `tls`
 //!   feature).
-//! - [`cli`] and [`signals`]: what the binaries' command lines and shutdowns share.
+//! - [`cli`] and [`signals`]: what the binaries' command lines and shutdowns share;
+//!   [`config_file`] and [`reload`]: im-server's `--config` file, and what SIGHUP changes.
 //!
 //! A feature left out keeps its command-line option, which then says that this build lacks it.
 
@@ -38,6 +39,7 @@ pub mod metrics;
 #[cfg(not(feature = "metrics"))]
 #[path = "metrics_off.rs"]
 pub mod metrics;
+pub mod reload;
 pub mod runtime;
 pub mod signals;
 pub mod terminal;

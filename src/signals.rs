@@ -1,13 +1,11 @@
 //! Signals: SIGINT and SIGTERM as a channel for the client ([`Signals`]); for the server,
 //! SIGHUP, SIGTERM and SIGINT turned into what it must do ([`server_commands`]).
 
-use std::path::PathBuf;
-
 use async_channel::{Receiver, Sender};
 use futures_lite::StreamExt;
-use simple_im_core::users::Users;
 
 use crate::driver::ServerCommand;
+use crate::reload::Reloader;
 
 /// SIGINT and SIGTERM (Ctrl-C) as a channel, so that an async task and a blocking thread can
 /// both wait for them.
@@ -52,16 +50,17 @@ impl Signals {
     }
 }
 
-/// Installs the server's handlers and returns what they ask for, in order: SIGHUP reads
-/// `users_file` again and hands over the new accounts ([`ServerCommand::Reload`]; a file that
-/// does not parse is refused whole, logged as `file: line N: reason`); the first SIGTERM or
-/// SIGINT asks for a graceful stop, the next one for a stop at once. Call it once, before
-/// any other handler for these signals (not with [`Signals::install`]).
+/// Installs the server's handlers and returns what they ask for, in order: SIGHUP reads the
+/// settings and the users file again and hands over what changed ([`Reloader::reload`],
+/// [`ServerCommand::Reload`]; anything wrong and nothing changes, logged as `file: line N:
+/// reason`); the first SIGTERM or SIGINT asks for a graceful stop, the next one for a stop at
+/// once. Call it once, before any other handler for these signals (not with
+/// [`Signals::install`]).
 ///
-/// A thread of its own waits for the signals and reads the file, so the server's loop never
+/// A thread of its own waits for the signals and reads the files, so the server's loop never
 /// blocks on either. If the handlers cannot be installed, a warning is logged and nothing is
 /// ever asked.
-pub fn server_commands(users_file: PathBuf) -> Receiver<ServerCommand> {
+pub fn server_commands(reloader: Reloader) -> Receiver<ServerCommand> {
     // Unbounded: a command is never dropped (a lost second SIGTERM would not stop at once),
     // and signals come at a human's pace.
     let (commands, received) = async_channel::unbounded();
@@ -76,7 +75,7 @@ pub fn server_commands(users_file: PathBuf) -> Receiver<ServerCommand> {
     };
     let spawned = std::thread::Builder::new()
         .name("signals".to_owned())
-        .spawn(move || smol::block_on(forward(signals, users_file, commands)));
+        .spawn(move || smol::block_on(forward(signals, reloader, commands)));
     if let Err(error) = spawned {
         log::warn!("cannot watch for signals: {error}");
     }
@@ -86,14 +85,14 @@ pub fn server_commands(users_file: PathBuf) -> Receiver<ServerCommand> {
 /// Turns each signal into a command until the server stops listening.
 async fn forward(
     mut signals: async_signal::Signals,
-    users_file: PathBuf,
+    mut reloader: Reloader,
     commands: Sender<ServerCommand>,
 ) {
     let mut stopping = false;
     while let Some(signal) = signals.next().await {
         let command = match signal {
-            Ok(async_signal::Signal::Hup) => match read_users(&users_file) {
-                Some(users) => ServerCommand::Reload(users),
+            Ok(async_signal::Signal::Hup) => match reloader.reload() {
+                Some(reload) => ServerCommand::Reload(Box::new(reload)),
                 None => continue,
             },
             Ok(signal) if !stopping => {
@@ -127,30 +126,5 @@ fn name(signal: async_signal::Signal) -> &'static str {
         async_signal::Signal::Term => "SIGTERM",
         async_signal::Signal::Int => "SIGINT",
         _ => "a signal",
-    }
-}
-
-/// The users file, or `None` (logged) if it cannot be read or does not parse: then the
-/// accounts in force stay.
-fn read_users(path: &std::path::Path) -> Option<Users> {
-    let shown = path.display();
-    let text = match std::fs::read(path) {
-        Ok(text) => text,
-        Err(error) => {
-            log::error!("SIGHUP: cannot read {shown}: {error}; the accounts in force stay");
-            return None;
-        }
-    };
-    match Users::parse(&text) {
-        Ok(users) => {
-            log::info!("SIGHUP: {shown} read again: {} accounts", users.len());
-            Some(users)
-        }
-        Err(error) => {
-            log::error!(
-                "SIGHUP: {shown}: {error}; the file is refused and the accounts in force stay"
-            );
-            None
-        }
     }
 }

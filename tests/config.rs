@@ -1,15 +1,17 @@
 //! `im-server --config FILE`, and the sample that ships (packaging/im-server.toml) kept in step
 //! with the options: every long option is in it with the default `--help` shows, it loads, and
-//! a server started with it behaves as one started with the same flags.
+//! a server started with it behaves as one started with the same flags. Relative paths in the
+//! file are relative to the file's directory, those on the command line to the current one.
 
 #[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use common::harness::{run_to_end, Runtime, ServerProcess, TempFile, USERS};
+use common::harness::{run_to_end, temp_path, Runtime, ServerProcess, TempFile, BIN, USERS};
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/im-server.toml");
 
@@ -199,6 +201,90 @@ fn a_server_started_with_the_sample_logs_in() {
     let sample = sample_uncommented();
     let config = sample.path().to_str().unwrap();
     let server = ServerProcess::start(Runtime::Smol, USERS, &["--config", config]);
+    let mut client = server.ready("jacky", "12345");
+    assert_eq!(client.request("/list"), "301 jacky\n");
+}
+
+/// A directory of the temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let dir = temp_path(tag);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `im-server args` run in `dir`: its exit code, standard output and error.
+fn run_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn relative_paths_in_the_file_are_relative_to_the_files_directory() {
+    let etc = TempDir::new("etc");
+    let elsewhere = TempDir::new("cwd");
+    std::fs::create_dir_all(etc.0.join("tls")).unwrap();
+    std::fs::write(etc.0.join("users.txt"), USERS).unwrap();
+    let text = "port = 0\nbind = \"127.0.0.1\"\nusers-file = \"users.txt\"\n\
+                tls-cert = \"tls/cert.pem\"\ntls-key = \"/abs/key.pem\"\n";
+    std::fs::write(etc.0.join("im-server.toml"), text).unwrap();
+    let config = etc.0.join("im-server.toml");
+    let config = config.to_str().unwrap();
+
+    let (code, out, err) = run_in(&elsewhere.0, &["--config", config, "--check-config"]);
+    assert_eq!(code, 0, "{err}");
+    let at = |name: &str| etc.0.join(name).display().to_string();
+    assert!(
+        out.contains(&format!("users-file = {:?}\n", at("users.txt"))),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("tls-cert = {:?}\n", at("tls/cert.pem"))),
+        "{out}"
+    );
+    assert!(out.contains("tls-key = \"/abs/key.pem\"\n"), "{out}");
+
+    // The file named relative to the current directory: the same.
+    let (code, out, err) = run_in(&etc.0, &["--config", "im-server.toml", "--check-config"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("users-file = {:?}\n", at("users.txt"))),
+        "{out}"
+    );
+
+    // On the command line a path is the current directory's, as anywhere.
+    std::fs::write(elsewhere.0.join("mine.txt"), USERS).unwrap();
+    let line = ["--config", config, "0", "mine.txt", "--check-config"];
+    let (code, out, err) = run_in(&elsewhere.0, &line);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("users-file = \"mine.txt\"\n"), "{out}");
+    let (code, _, err) = run_in(&etc.0, &line);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot read mine.txt"), "{err}");
+
+    // A server started elsewhere finds its accounts next to its file.
+    let text = "port = 0\nbind = \"127.0.0.1\"\nusers-file = \"users.txt\"\n";
+    std::fs::write(etc.0.join("im-server.toml"), text).unwrap();
+    let mut command = Command::new(BIN);
+    command.args(["--config", config]).current_dir(&elsewhere.0);
+    let server = ServerProcess::spawn(command, None);
     let mut client = server.ready("jacky", "12345");
     assert_eq!(client.request("/list"), "301 jacky\n");
 }

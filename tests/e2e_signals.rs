@@ -1,14 +1,15 @@
-//! End-to-end tests of `im-server` as a service: SIGHUP reads the users file again, SIGTERM
-//! stops gracefully (the requests in flight are answered first), a second SIGTERM stops at
-//! once. Every scenario runs once per server runtime: `smol::<name>`, `threads::<name>`,
-//! `tokio::<name>`, `uring::<name>` (with the `uring` feature).
+//! End-to-end tests of `im-server` as a service: SIGHUP reads the users file and the
+//! `--config` file again (what can change does, what cannot is logged, a broken file changes
+//! nothing), SIGTERM stops gracefully (the requests in flight are answered first), a second
+//! SIGTERM stops at once. Every scenario runs once per server runtime: `smol::<name>`,
+//! `threads::<name>`, `tokio::<name>`, `uring::<name>` (with the `uring` feature).
 
 #[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::harness::{Runtime, ServerProcess, STEP, USERS};
+use common::harness::{Runtime, ServerProcess, TempFile, STEP, USERS};
 
 const OK: &str = "303 Message delivery successful\n";
 const FAILED: &str = "304 Message delivery failed\n";
@@ -18,6 +19,8 @@ in_each_server_runtime!(
     sighup_lets_a_new_user_in_and_a_conversation_goes_on,
     sighup_ends_a_removed_users_session,
     sighup_with_a_broken_file_changes_nothing,
+    sighup_applies_the_config_files_new_settings,
+    sighup_with_a_broken_config_file_changes_nothing,
     sigterm_answers_a_delivery_in_flight_then_exits,
     sigterm_fails_a_delivery_not_acked_within_the_ack_timeout,
     a_second_sigterm_stops_at_once,
@@ -92,6 +95,95 @@ fn sighup_with_a_broken_file_changes_nothing(runtime: Runtime) {
     assert_eq!(bob.recv_lb(), "/from jacky hi\n");
     bob.ack();
     assert_eq!(jacky.recv(), OK);
+}
+
+/// A client that fails to log in `failures` times and is still connected.
+fn failing(server: &ServerProcess, failures: usize) -> common::harness::Client {
+    let mut client = server.connect();
+    for _ in 0..failures {
+        assert_eq!(client.request("/login jacky wrong"), AUTH_FAILED);
+    }
+    client
+}
+
+fn sighup_applies_the_config_files_new_settings(runtime: Runtime) {
+    let config = TempFile::new(
+        "im-server.toml",
+        b"max-login-failures = 3\ncluster-lease = \"3s\"\nlog = \"debug\"\n",
+    );
+    let shown = config.path().display().to_string();
+    let server = ServerProcess::start(runtime, USERS, &["--config", &shown]);
+    let mut jacky = server.ready("jacky", "12345");
+    let mut bob = server.ready("bob", "bob123");
+    jacky.send(b"/to bob hi\n");
+    assert_eq!(bob.recv_lb(), "/from jacky hi\n");
+    let mut typo = failing(&server, 2);
+
+    // `log` loses to the command line's `--log debug`, on a reload as at the start.
+    let text = "max-login-failures = 1\ncluster-lease = \"9s\"\nlog = \"error\"\n";
+    std::fs::write(config.path(), text).unwrap();
+    let debug_lines = server.log_count("Lb connected");
+    reload(&server, 1, "users reloaded");
+    server.expect_log("SIGHUP: max-login-failures = 1 (was 3)");
+    server.expect_log(&format!(
+        "SIGHUP: cluster-lease changed in {shown}: takes effect at restart"
+    ));
+    assert_eq!(server.log_count("SIGHUP: log"), 0, "{}", server.stderr());
+
+    // A new connection has one attempt; the one that began under 3 has used two, and gets
+    // no more than the new limit either.
+    failing(&server, 1).expect_la_closed();
+    assert_eq!(typo.request("/login jacky wrong"), AUTH_FAILED);
+    typo.expect_la_closed();
+    // The conversation goes on, and the log is still at debug.
+    bob.ack();
+    assert_eq!(jacky.recv(), OK);
+    let _michael = server.ready("michael", "michael123");
+    server.expect_log("Lb connected");
+    assert!(server.log_count("Lb connected") > debug_lines);
+
+    // The same file again: nothing more changes, the warning comes again.
+    reload(&server, 2, "users reloaded");
+    assert_eq!(server.log_count("SIGHUP: max-login-failures"), 1);
+    assert_eq!(server.log_count("cluster-lease changed"), 2);
+}
+
+fn sighup_with_a_broken_config_file_changes_nothing(runtime: Runtime) {
+    let config = TempFile::new("im-server.toml", b"max-login-failures = 3\n");
+    let shown = config.path().display().to_string();
+    let server = ServerProcess::start(runtime, USERS, &["--config", &shown]);
+    let mut jacky = server.ready("jacky", "12345");
+    let mut bob = server.ready("bob", "bob123");
+    jacky.send(b"/to bob hi\n");
+    assert_eq!(bob.recv_lb(), "/from jacky hi\n");
+
+    // A new user and a lower limit, but a key the server does not know, then a bad value:
+    // refused whole, each time.
+    server.rewrite_users(&format!("{USERS}dave dave123\n"));
+    std::fs::write(config.path(), "max-login-failures = 1\n\nmax-lines = 3\n").unwrap();
+    reload(&server, 1, "the file is refused");
+    server.expect_log(&format!(
+        "SIGHUP: {shown}: line 3: unknown key \"max-lines\""
+    ));
+    std::fs::write(
+        config.path(),
+        "max-login-failures = 1\nack-timeout = \"0s\"\n",
+    )
+    .unwrap();
+    reload(&server, 2, "the file is refused");
+    server.expect_log(&format!("SIGHUP: {shown}: line 2: "));
+
+    let mut dave = server.connect();
+    assert_eq!(dave.request("/login dave dave123"), AUTH_FAILED);
+    // Still three attempts a connection: dave's connection has used one.
+    assert_eq!(dave.request("/login jacky wrong"), AUTH_FAILED);
+    assert_eq!(
+        dave.request("/login michael michael123"),
+        "101 Authentication successful\n"
+    );
+    bob.ack();
+    assert_eq!(jacky.recv(), OK);
+    assert_eq!(server.log_count("users reloaded"), 0);
 }
 
 fn sigterm_answers_a_delivery_in_flight_then_exits(runtime: Runtime) {

@@ -89,16 +89,12 @@ fn run(program: &str, args: &[&str], env: &[(&str, &Path)]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Builds the .deb from the binaries this test run built (dev profile, so no second build),
-/// and checks its control data and its files; and verifies its unit where systemd can.
-#[test]
-#[ignore = "needs cargo-deb: cargo install cargo-deb"]
-fn the_debian_package_holds_everything() {
+/// Builds the .deb into `out` from the binaries this test run built (dev profile, so no second
+/// build), and returns its path.
+fn build_deb(out: &Path) -> PathBuf {
     // The binaries under test are in <target>/debug/.
     let target = Path::new(BIN).parent().unwrap().parent().unwrap();
-    let out = temp_path("deb");
-    std::fs::create_dir_all(&out).unwrap();
-    let out_s = out.to_str().unwrap();
+    std::fs::create_dir_all(out).unwrap();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     run(
         &cargo,
@@ -113,15 +109,24 @@ fn the_debian_package_holds_everything() {
             // The dev profile's binaries are big: xz at its default level took 4 min here.
             "--fast",
             "--output",
-            out_s,
+            out.to_str().unwrap(),
         ],
         &[("CARGO_TARGET_DIR", target)],
     );
-    let deb = files_in(&out)
+    files_in(out)
         .into_iter()
         .find(|name| name.ends_with(".deb"))
         .map(|name| out.join(name))
-        .expect("no .deb written");
+        .expect("no .deb written")
+}
+
+/// Builds the .deb and checks its control data and its files; and verifies its unit where
+/// systemd can.
+#[test]
+#[ignore = "needs cargo-deb: cargo install cargo-deb"]
+fn the_debian_package_holds_everything() {
+    let out = temp_path("deb");
+    let deb = build_deb(&out);
     let deb_s = deb.to_str().unwrap();
 
     let info = run("dpkg-deb", &["-I", deb_s], &[]);
@@ -129,6 +134,7 @@ fn the_debian_package_holds_everything() {
         "Package: simple-im",
         "Depends:",
         "adduser",
+        "procps",
         "postinst",
         "conffiles",
     ] {
@@ -209,4 +215,37 @@ fn the_debian_package_holds_everything() {
         );
     }
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The package under a real systemd (scripts/systemd-check.sh): a minimal Debian booted with
+/// systemd-nspawn, the package installed, the service started, reached over loopback,
+/// reloaded after its files changed, and stopped. Five minutes at most, and the script
+/// removes everything it made.
+#[test]
+#[ignore = "needs root, debootstrap and systemd-nspawn"]
+fn the_package_runs_under_systemd() {
+    let out = temp_path("deb-systemd");
+    let deb = build_deb(&out);
+    let script = Path::new(ROOT).join("scripts/systemd-check.sh");
+    let mut child = Command::new(&script).arg(&deb).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            // SIGTERM first: the script's trap powers the container off and removes it.
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            std::thread::sleep(std::time::Duration::from_secs(15));
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&out);
+            panic!("scripts/systemd-check.sh took more than 5 minutes");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = std::fs::remove_dir_all(&out);
+    assert!(status.success(), "scripts/systemd-check.sh: {status}");
 }

@@ -223,7 +223,22 @@ enum Op {
         present: Vec<bool>,
         changed: Vec<bool>,
     },
+    /// The settings are read again (SIGHUP) with new limits: each a pick among a few, the
+    /// line bound as it was (a connection keeps the one it began with, which the model does
+    /// not track).
+    Reconfigure {
+        max_queue: usize,
+        max_login_failures: u32,
+        ack_timeout: usize,
+        connect_timeout: usize,
+        login_timeout: usize,
+    },
 }
+
+/// What an [`Op::Reconfigure`] picks from, in seconds.
+const ACK_TIMEOUTS: [u64; 3] = [3, 10, 20];
+const CONNECT_TIMEOUTS: [u64; 2] = [2, 5];
+const LOGIN_TIMEOUTS: [u64; 2] = [10, 60];
 
 /// The accounts of an [`Op::Reload`].
 fn reload_accounts(present: &[bool], changed: &[bool]) -> Vec<(String, String)> {
@@ -327,6 +342,10 @@ fn op() -> impl Strategy<Value = Op> {
             prop::collection::vec(prop::bool::weighted(0.3), USERS),
         )
             .prop_map(|(present, changed)| Op::Reload { present, changed }),
+        1 => (1usize..=3, 1u32..=5, 0..ACK_TIMEOUTS.len(), 0..CONNECT_TIMEOUTS.len(), 0..LOGIN_TIMEOUTS.len())
+            .prop_map(|(max_queue, max_login_failures, ack_timeout, connect_timeout, login_timeout)| {
+                Op::Reconfigure { max_queue, max_login_failures, ack_timeout, connect_timeout, login_timeout }
+            }),
     ]
 }
 
@@ -634,6 +653,11 @@ impl Model {
             },
             Record::Timeout => self.timeout(),
             Record::Reload { accounts } => self.reload(accounts),
+            Record::Reconfigure { config } => {
+                // Deadlines already set stand; every rule reads the new limits from now on.
+                self.count("reconfigure");
+                self.config = config.clone();
+            }
             Record::Output { .. } => unreachable!("outputs are compared, not applied"),
         }
     }
@@ -1268,6 +1292,24 @@ impl Sim {
                     .collect();
                 self.net.reload_users(&accounts);
             }
+            Op::Reconfigure {
+                max_queue,
+                max_login_failures,
+                ack_timeout,
+                connect_timeout,
+                login_timeout,
+            } => {
+                let seconds = |picks: &[u64], pick: usize| Duration::from_secs(picks[pick]);
+                let config = ServerConfig {
+                    max_queue,
+                    max_login_failures,
+                    ack_timeout: seconds(&ACK_TIMEOUTS, ack_timeout),
+                    connect_timeout: seconds(&CONNECT_TIMEOUTS, connect_timeout),
+                    login_timeout: seconds(&LOGIN_TIMEOUTS, login_timeout),
+                    ..self.net.server.config().clone()
+                };
+                self.net.reconfigure(config);
+            }
         }
         Some(())
     }
@@ -1503,6 +1545,7 @@ fn random_interaction() {
             "event after close",
             "reload",
             "removed by a reload",
+            "reconfigure",
         ] {
             assert!(
                 stats.get(what).copied().unwrap_or(0) > 0,
@@ -2235,4 +2278,72 @@ fn stop_fails_what_is_still_in_flight_at_the_ack_timeout() {
     assert_eq!(net.take_la_lines(alice), [DELIVERY_FAILED]);
     assert!(net.is_closed(bob) && net.is_closed(alice));
     assert!(net.server.is_stopped());
+}
+
+// --- Reloading the settings (SIGHUP) ---
+
+#[test]
+fn reconfigure_lowers_the_login_failure_limit_from_the_next_failure() {
+    let mut net = with_config(ServerConfig {
+        max_login_failures: 3,
+        ..ServerConfig::default()
+    });
+    let jacky = net.connect_ready("jacky", "12345");
+    let typo = net.connect("bob");
+    net.send_la(typo, b"/login bob wrong\n");
+    assert_eq!(net.take_la_lines(typo), [AUTH_FAILED]);
+    net.reconfigure(ServerConfig {
+        max_login_failures: 2,
+        ..ServerConfig::default()
+    });
+    assert!(!net.is_closed(typo) && !net.is_closed(jacky));
+    net.send_la(typo, b"/login bob wrong\n");
+    assert_eq!(net.take_la_lines(typo), [AUTH_FAILED]);
+    assert!(net.is_closed(typo));
+    net.send_la(jacky, b"/list\n");
+    assert_eq!(net.take_la_lines(jacky), ["301 jacky"]);
+}
+
+#[test]
+fn reconfigure_leaves_a_delivery_out_its_deadline_and_bounds_the_next() {
+    let mut net = Net::appendix();
+    let jacky = net.connect_ready("jacky", "12345");
+    let bob = net.connect_ready("bob", "bob123");
+    net.send_la(jacky, b"/to bob hi\n");
+    assert_eq!(net.take_lb_lines(bob), ["/from jacky hi"]);
+    net.reconfigure(ServerConfig {
+        ack_timeout: Duration::from_secs(2),
+        ..ServerConfig::default()
+    });
+    // The delivery out keeps its 10 s.
+    net.advance(Duration::from_secs(3));
+    assert!(!net.is_closed(bob));
+    net.ack(bob);
+    assert_eq!(net.take_la_lines(jacky), [DELIVERED]);
+    // The next one has 2 s.
+    net.send_la(jacky, b"/to bob again\n");
+    assert_eq!(net.take_lb_lines(bob), ["/from jacky again"]);
+    net.advance(Duration::from_millis(2_100));
+    assert!(net.is_closed(bob));
+    assert_eq!(net.take_la_lines(jacky), [DELIVERY_FAILED]);
+}
+
+#[test]
+fn reconfigure_keeps_a_connections_line_bound_and_bounds_new_ones() {
+    let mut net = with_config(ServerConfig {
+        max_line: 32,
+        ..ServerConfig::default()
+    });
+    let before = net.connect("jacky");
+    net.reconfigure(ServerConfig {
+        max_line: 64,
+        ..ServerConfig::default()
+    });
+    let after = net.connect("jacky");
+    // Over the old bound, under the new one.
+    let long = b"/login jacky a-password-far-too-long-for-32\n";
+    net.send_la(before, long);
+    assert_eq!(net.take_la_lines(before), [UNRECOGNIZED]);
+    net.send_la(after, long);
+    assert_eq!(net.take_la_lines(after), [AUTH_FAILED]);
 }

@@ -483,3 +483,120 @@ fn at_most_n_argon2_checks_are_out_at_once() {
     );
     assert!(la_lines(&next, *conn) == ["101 Authentication successful"]);
 }
+
+// --- A reload (SIGHUP) with new budgets ---
+
+#[test]
+fn a_reload_keeps_what_each_bucket_lacks_under_its_new_budget() {
+    let hour = Duration::from_secs(3600);
+    let budget = |burst| ThrottleConfig {
+        per_address: Some(Budget::new(burst, hour)),
+        ..ThrottleConfig::off()
+    };
+    let mut throttle = LoginThrottle::new(budget(3));
+    let now = Instant::now();
+    let fail = |throttle: &mut LoginThrottle, ip| {
+        let attempt = throttle.start(now, ip, b"x")?;
+        throttle.failed(now, attempt);
+        Ok::<(), Throttled>(())
+    };
+    for _ in 0..3 {
+        fail(&mut throttle, v4(1)).unwrap();
+    }
+    assert_eq!(fail(&mut throttle, v4(1)), Err(Throttled::Address));
+    // Five now: the three spent stay spent, two are left.
+    throttle.reconfigure(now, budget(5));
+    for _ in 0..2 {
+        fail(&mut throttle, v4(1)).unwrap();
+    }
+    assert_eq!(fail(&mut throttle, v4(1)), Err(Throttled::Address));
+    // Lowered below what was spent: empty, not refilled; another address still has it all.
+    throttle.reconfigure(now, budget(2));
+    assert_eq!(fail(&mut throttle, v4(1)), Err(Throttled::Address));
+    for _ in 0..2 {
+        fail(&mut throttle, v4(2)).unwrap();
+    }
+    assert_eq!(fail(&mut throttle, v4(2)), Err(Throttled::Address));
+    // Each bucket refills at the new pace: one token an hour.
+    let later = now + hour;
+    assert!(throttle.start(later, v4(1), b"x").is_ok());
+    // Off, everything passes; on again, every bucket starts full.
+    throttle.reconfigure(now, ThrottleConfig::off());
+    fail(&mut throttle, v4(2)).unwrap();
+    throttle.reconfigure(now, budget(1));
+    fail(&mut throttle, v4(2)).unwrap();
+    assert_eq!(fail(&mut throttle, v4(2)), Err(Throttled::Address));
+}
+
+#[test]
+fn a_reload_that_ends_trust_charges_the_accounts_budget_again() {
+    let config = ThrottleConfig {
+        // A token back only after a day: nothing refills within the test.
+        per_account: Some(Budget::new(1, Duration::from_secs(86_400))),
+        trust: Duration::from_secs(3600),
+        ..ThrottleConfig::off()
+    };
+    let mut throttle = LoginThrottle::new(config.clone());
+    let now = Instant::now();
+    let attempt = throttle.start(now, v4(1), b"alice").unwrap();
+    throttle.succeeded(now, attempt);
+    // Someone else spends the account's budget; the trusted address is exempt.
+    let attempt = throttle.start(now, v4(2), b"alice").unwrap();
+    throttle.failed(now, attempt);
+    assert_eq!(
+        throttle.start(now, v4(2), b"alice"),
+        Err(Throttled::Account)
+    );
+    let attempt = throttle.start(now, v4(1), b"alice").unwrap();
+    throttle.cancel(now, attempt);
+    // A longer trust keeps it; none at all ends it.
+    let longer = ThrottleConfig {
+        trust: Duration::from_secs(7200),
+        ..config.clone()
+    };
+    throttle.reconfigure(now, longer);
+    let later = now + Duration::from_secs(5000);
+    let attempt = throttle.start(later, v4(1), b"alice").unwrap();
+    throttle.cancel(later, attempt);
+    let none = ThrottleConfig {
+        trust: Duration::ZERO,
+        ..config
+    };
+    throttle.reconfigure(now, none);
+    assert_eq!(
+        throttle.start(now, v4(1), b"alice"),
+        Err(Throttled::Account)
+    );
+}
+
+#[test]
+fn a_reload_with_more_checks_starts_those_waiting() {
+    let params = Params::new(64, 1, 1, None).unwrap();
+    let hash = hash_password_with(b"s3cret", b"0123456789abcdef", params).unwrap();
+    let users = Users::parse(format!("alice {hash}\n").as_bytes()).unwrap();
+    let config = ServerConfig {
+        password_checks: 1,
+        ..ServerConfig::default()
+    };
+    let mut server = Server::new(users, config.clone());
+    let now = Instant::now();
+    let checks = |outputs: Vec<Output>| {
+        outputs
+            .iter()
+            .filter(|o| matches!(o, Output::CheckPassword(..)))
+            .count()
+    };
+    let mut started = 0;
+    for address in 0..4u8 {
+        let conn = server.accept(now, SocketAddr::new(v4(address), 40000));
+        server.handle_input(now, Input::LaData(conn, b"/login alice s3cret\n"));
+        started += checks(drain(&mut server));
+    }
+    assert_eq!(started, 1);
+    let more = ServerConfig {
+        password_checks: 3,
+        ..config
+    };
+    server.reconfigure(now, more);
+    assert_eq!(checks(drain(&mut server)), 2);
+}

@@ -393,7 +393,52 @@ in_each_server_runtime!(
     a_tls_client_of_a_plain_server_says_so,
     lb_must_show_las_certificate,
     a_plain_lb_is_refused,
+    sighup_renews_the_certificate_for_new_connections,
 );
+
+/// The certificate a TLS stream's server showed, once its handshake is done (Lb's has not
+/// begun before the stream is first used).
+fn shown_certificate(stream: &mut TlsStream) -> Vec<u8> {
+    let stream = stream.get_mut();
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock).unwrap();
+    }
+    let certificates = stream.conn.peer_certificates().unwrap();
+    certificates[0].to_vec()
+}
+
+/// A renewed certificate (new files at the same paths, as certbot leaves them) is read on
+/// SIGHUP: a new connection's La and Lb show it, one open keeps its session and goes on.
+fn sighup_renews_the_certificate_for_new_connections(runtime: Runtime) {
+    let pki = Pki::new(temp_path("pki"));
+    let text = format!("tls-cert = {:?}\ntls-key = {:?}\n", pki.cert, pki.key);
+    let config = harness::TempFile::new("im-server.toml", text.as_bytes());
+    let shown = config.path().display().to_string();
+    let server = ServerProcess::start(runtime, USERS, &["--config", &shown]);
+    let mut bob = TlsClient::connect(&pki, server.addr);
+    bob.log_in("bob", "bob123");
+    let first = common::pki::pem_certs(&pki.cert)[0].to_vec();
+    assert_eq!(shown_certificate(&mut bob.la), first);
+
+    // The impostor's pair stands in for a renewal: the same CA, the same names.
+    std::fs::copy(&pki.impostor_cert, &pki.cert).unwrap();
+    std::fs::copy(&pki.impostor_key, &pki.key).unwrap();
+    server.signal("HUP");
+    server.expect_log("users reloaded");
+    let renewed = common::pki::pem_certs(&pki.impostor_cert)[0].to_vec();
+    let mut jacky = TlsClient::connect(&pki, server.addr);
+    jacky.log_in("jacky", "12345");
+    assert_eq!(shown_certificate(&mut jacky.la), renewed);
+    assert_eq!(shown_certificate(jacky.lb.as_mut().unwrap()), renewed);
+
+    // Bob, on the first certificate still, and jacky, on the new one, talk.
+    send(&mut jacky.la, "/to bob hi");
+    let bob_lb = bob.lb.as_mut().unwrap();
+    assert_eq!(recv(bob_lb), "/from jacky hi\n");
+    send(bob_lb, "302 Message receipt successful");
+    assert_eq!(recv(&mut jacky.la), "303 Message delivery successful\n");
+    assert_eq!(bob.request("/list"), "301 bob jacky\n");
+}
 
 #[test]
 fn bad_tls_options_are_one_line_and_exit_2() {

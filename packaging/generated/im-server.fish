@@ -1,7 +1,7 @@
 complete -c im-server -l make-cert -d 'Make a self-signed server certificate for these names (DNS names or IP addresses, comma separated; the first is the subject\'s), write DIR/cert.pem and DIR/key.pem (--out), print the commands that use them, and exit. Clients trust it with --ca DIR/cert.pem' -r
 complete -c im-server -l out -d 'With --make-cert: the directory to write cert.pem and key.pem to (made if missing)' -r -F
 complete -c im-server -l generate -d 'Write the man page and the shell completions into DIR, and exit (for packaging)' -r -F
-complete -c im-server -l config -d 'Read options from this TOML file: `key = value` a line, the keys the long options\' names (`ack-timeout = "10s"`, `reuse-port = true`), and `port` and `users-file`. Options given on the command line win. The sample packaging/im-server.toml lists them all' -r -F
+complete -c im-server -l config -d 'Read options from this TOML file: `key = value` a line, the keys the long options\' names (`ack-timeout = "10s"`, `reuse-port = true`), and `port` and `users-file`. Options given on the command line win; relative paths in the file are relative to its directory. SIGHUP reads it again. The sample packaging/im-server.toml lists them all' -r -F
 complete -c im-server -l bind -d 'The IP address to listen on' -r
 complete -c im-server -l ack-timeout -d 'How long a recipient has to answer `302` before the delivery fails (e.g. `500ms`, `10s`)' -r
 complete -c im-server -l connect-timeout -d 'How long connecting to a client\'s Lb port may take before `202`' -r

@@ -14,10 +14,10 @@ use clap::builder::RangedU64ValueParser;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use simple_im::cli::{BudgetOrOff, Span, SpanOrOff};
 use simple_im::cluster::ClusterConfig;
+use simple_im::reload::{Settings, TlsFiles};
 use simple_im::runtime::{Kind, Role, ServeError, Service};
 use simple_im_core::driver::{DriverConfig, Keepalive, DEFAULT_KEEPALIVE_IDLE, DEFAULT_MAX_PER_IP};
 use simple_im_core::server::{ServerConfig, ThrottleConfig};
-use simple_im_core::users::Users;
 
 /// The instant-messaging server: clients log in on La, name a port for Lb, and chat.
 #[derive(Debug, Parser)]
@@ -53,7 +53,8 @@ struct Args {
 
     /// Read options from this TOML file: `key = value` a line, the keys the long options'
     /// names (`ack-timeout = "10s"`, `reuse-port = true`), and `port` and `users-file`. Options
-    /// given on the command line win. The sample packaging/im-server.toml lists them all.
+    /// given on the command line win; relative paths in the file are relative to its
+    /// directory. SIGHUP reads it again. The sample packaging/im-server.toml lists them all.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -280,32 +281,43 @@ const NOT_IN_FILE: &[&str] = &[
     "version",
 ];
 
+/// Why a command line was not parsed.
+enum Unparsed {
+    /// A bad option or file: the reason, on one line.
+    Usage(String),
+    /// `--help` or `--version`: clap prints it and exits.
+    Shown(clap::Error),
+}
+
 /// The command line, with the --config file's settings under it. `Err` is the exit code, the
 /// reason said already.
 fn parse_args() -> Result<(Args, ArgMatches), ExitCode> {
+    parse_args_from(std::env::args_os().collect()).map_err(|unparsed| match unparsed {
+        Unparsed::Usage(reason) => {
+            eprintln!("im-server: {reason}");
+            ExitCode::from(2)
+        }
+        Unparsed::Shown(error) => error.exit(),
+    })
+}
+
+/// [`parse_args`] on `argv` (the program's name first): at the start, and again on SIGHUP.
+fn parse_args_from(argv: Vec<OsString>) -> Result<(Args, ArgMatches), Unparsed> {
     let usage = |error: clap::Error| {
         if error.use_stderr() {
-            eprintln!("im-server: {}", one_line(&error.to_string()));
-            ExitCode::from(2)
+            Unparsed::Usage(one_line(&error.to_string()))
         } else {
-            // --help and --version.
-            error.exit()
+            Unparsed::Shown(error)
         }
     };
     let command = Args::command();
-    let mut matches = command
-        .clone()
-        .try_get_matches_from(std::env::args_os())
-        .map_err(usage)?;
+    let mut matches = command.clone().try_get_matches_from(&argv).map_err(usage)?;
     if let Some(path) = matches.get_one::<PathBuf>("config") {
+        // As the users file's errors: `FILE: line N: reason`.
         let file = simple_im::config_file::file_args(&command, &matches, path, NOT_IN_FILE)
-            .map_err(|reason| {
-                // As the users file's errors: `im-server: FILE: line N: reason`.
-                eprintln!("im-server: {reason}");
-                ExitCode::from(2)
-            })?;
+            .map_err(Unparsed::Usage)?;
         // The file's options first, so that the command line's own come after and win.
-        let mut line = std::env::args_os();
+        let mut line = argv.into_iter();
         let argv: Vec<OsString> = line
             .next()
             .into_iter()
@@ -317,6 +329,72 @@ fn parse_args() -> Result<(Args, ArgMatches), ExitCode> {
     }
     let args = Args::from_arg_matches(&matches).map_err(usage)?;
     Ok((args, matches))
+}
+
+/// What a command line without `port` or `users-file` lacks, and where to give them.
+const MISSING: &str = "the port and the users file are missing: give them on the command line \
+                       or as `port` and `users-file` in the --config file (try --help)";
+
+/// What `args` set, for the server that runs `runtime` (whose defaults fill the gaps: a
+/// reload does not change the runtime). `Err` is one line.
+fn settings(args: &Args, matches: &ArgMatches, runtime: Kind) -> Result<Settings, String> {
+    let Some(users_file) = args.users_file.clone() else {
+        return Err(MISSING.to_owned());
+    };
+    let server = ServerConfig {
+        ack_timeout: args.ack_timeout.0,
+        connect_timeout: args.connect_timeout.0,
+        login_timeout: args.login_timeout.0,
+        max_login_failures: args.max_login_failures,
+        max_line: args.max_line,
+        max_queue: args.max_queue,
+        throttle: ThrottleConfig {
+            per_address: args.throttle_address.0,
+            per_address_account: args.throttle_address_account.0,
+            per_account: args.throttle_account.0,
+            trust: args.login_trust.0.unwrap_or_default(),
+            reconnects: args.throttle_reconnects.0,
+            ..ThrottleConfig::default()
+        },
+        password_checks: args.password_checks.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }),
+        password_check_queue: args.password_check_queue,
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    Ok(Settings {
+        config_file: args.config.clone(),
+        users_file,
+        server,
+        max_connections: args
+            .max_connections
+            .unwrap_or_else(|| runtime.default_max_connections()),
+        max_per_ip: args.max_per_ip,
+        keepalive: args.keepalive.0.map(Keepalive::after_idle),
+        tls,
+        // `RUST_LOG`, if set, decides the level for good.
+        log: std::env::var_os("RUST_LOG").is_none().then_some(args.log),
+        effective: simple_im::config_file::effective_values(&Args::command(), matches, NOT_IN_FILE),
+    })
+}
+
+/// Logs to standard error at `level`, or as `RUST_LOG` says if it is set. Every record passes
+/// the logger's own filter, so that the level alone (which a reload may change) decides.
+fn init_logging(level: log::LevelFilter) {
+    let mut logger = env_logger::Builder::new();
+    match std::env::var("RUST_LOG") {
+        Ok(filters) => logger.parse_filters(&filters).init(),
+        Err(_) => {
+            logger.filter_level(log::LevelFilter::Trace).init();
+            log::set_max_level(level);
+        }
+    }
 }
 
 /// `--make-cert NAMES --out DIR`: the certificate and key, and the commands that use them.
@@ -363,34 +441,22 @@ fn main() -> ExitCode {
     if let Some(out) = &args.out {
         return make_cert(&args.make_cert, out);
     }
-    let (Some(port), Some(users_file)) = (args.port, &args.users_file) else {
+    let (Some(port), Ok(in_force)) = (args.port, settings(&args, &matches, args.runtime)) else {
         // Clap requires both unless `--hash-password` or `--config`.
-        eprintln!(
-            "im-server: the port and the users file are missing: give them on the command line \
-             or as `port` and `users-file` in the --config file (try --help)"
-        );
+        eprintln!("im-server: {MISSING}");
         return ExitCode::from(2);
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(args.log.as_str()))
-        .init();
+    init_logging(args.log);
     return_large_blocks_to_the_system();
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => log::debug!("open-file limit: {limit}"),
         Err(error) => log::debug!("cannot raise the open-file limit: {error}"),
     }
 
-    let path = users_file.display();
-    let text = match std::fs::read(users_file) {
-        Ok(text) => text,
-        Err(error) => {
-            eprintln!("im-server: cannot read {path}: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let users = match Users::parse(&text) {
+    let users = match simple_im::reload::read_users(&in_force.users_file) {
         Ok(users) => users,
         Err(error) => {
-            eprintln!("im-server: {path}: {error}");
+            eprintln!("im-server: {error}");
             return ExitCode::from(2);
         }
     };
@@ -407,29 +473,10 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let config = ServerConfig {
-        ack_timeout: args.ack_timeout.0,
-        connect_timeout: args.connect_timeout.0,
-        login_timeout: args.login_timeout.0,
-        max_login_failures: args.max_login_failures,
-        max_line: args.max_line,
-        max_queue: args.max_queue,
-        throttle: ThrottleConfig {
-            per_address: args.throttle_address.0,
-            per_address_account: args.throttle_address_account.0,
-            per_account: args.throttle_account.0,
-            trust: args.login_trust.0.unwrap_or_default(),
-            reconnects: args.throttle_reconnects.0,
-            ..ThrottleConfig::default()
-        },
-        password_checks: args.password_checks.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        }),
-        password_check_queue: args.password_check_queue,
-    };
+    let config = in_force.server.clone();
 
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => match simple_im::tls::load_server_tls(cert, key) {
+    let tls = match &in_force.tls {
+        Some(TlsFiles { cert, key }) => match simple_im::tls::load_server_tls(cert, key) {
             Ok(tls) => Some(tls),
             Err(error) => {
                 eprintln!("im-server: {error}");
@@ -460,8 +507,27 @@ fn main() -> ExitCode {
     };
 
     // Before the `listening on` line, so that a signal sent as soon as it is seen is handled.
-    // SIGHUP reads the users file again, SIGTERM/SIGINT stop gracefully, a second one at once.
-    let commands = simple_im::signals::server_commands(users_file.clone());
+    // SIGHUP reads the settings and the users file again (the same command line, the
+    // --config file as it is then), SIGTERM/SIGINT stop gracefully, a second one at once.
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let runtime = args.runtime;
+    let reread = move || {
+        let (args, matches) = parse_args_from(argv.clone()).map_err(|unparsed| match unparsed {
+            Unparsed::Usage(reason) => reason,
+            Unparsed::Shown(error) => one_line(&error.to_string()),
+        })?;
+        settings(&args, &matches, runtime)
+    };
+    let driver = DriverConfig {
+        max_connections: in_force.max_connections,
+        max_per_ip: in_force.max_per_ip,
+        keepalive: in_force.keepalive,
+        tls,
+        metrics,
+        ..args.runtime.driver_config()
+    };
+    let reloader = simple_im::reload::Reloader::new(in_force, reread);
+    let commands = simple_im::signals::server_commands(reloader);
     let announce = move || {
         let mut stdout = std::io::stdout().lock();
         if let Err(error) = writeln!(stdout, "listening on {local}").and_then(|()| stdout.flush()) {
@@ -470,16 +536,6 @@ fn main() -> ExitCode {
         log::info!("listening on {local}");
     };
 
-    let driver = DriverConfig {
-        max_connections: args
-            .max_connections
-            .unwrap_or_else(|| args.runtime.default_max_connections()),
-        max_per_ip: args.max_per_ip,
-        keepalive: args.keepalive.0.map(Keepalive::after_idle),
-        tls,
-        metrics,
-        ..args.runtime.driver_config()
-    };
     log::info!(
         "runtime {}, at most {} clients, {} per IP address",
         args.runtime,

@@ -35,8 +35,9 @@ pub use serve::{serve, serve_cluster, serve_node, ClusterLink};
 /// its signals: [`crate::signals::server_commands`]). A server whose commands end (every
 /// sender dropped) serves on.
 pub enum ServerCommand {
-    /// The users file was read again: these accounts from now on (SIGHUP).
-    Reload(simple_im_core::users::Users),
+    /// The settings and the users file were read again (SIGHUP): these from now on
+    /// ([`ServerDriver::reload`](simple_im_core::driver::ServerDriver::reload)).
+    Reload(Box<simple_im_core::driver::Reload>),
     /// Stop gracefully (SIGTERM, SIGINT): accept no one, answer the requests in flight (one
     /// ack timeout at most), close every connection, return.
     Stop,

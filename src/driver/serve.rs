@@ -99,7 +99,6 @@ pub async fn serve_node<R: Runtime>(
             cluster: outputs,
             conns: FxHashMap::default(),
             buffer: vec![0; driver.read_chunk.max(1)],
-            keepalive: driver.keepalive,
             timer: TimerTask::default(),
             running: None,
             renamed: [false; 2],
@@ -156,9 +155,9 @@ async fn obey<R: Runtime>(
                 let open = hub.borrow().conns.len();
                 return log::info!("stopping at once: {open} connections dropped");
             }
-            Next::Command(ServerCommand::Reload(users)) => {
+            Next::Command(ServerCommand::Reload(reload)) => {
                 let mut hub = hub.borrow_mut();
-                hub.driver.reload_users(now, users);
+                hub.driver.reload(now, *reload);
                 hub.carry_out_actions();
             }
             Next::Command(ServerCommand::Stop) => {
@@ -302,8 +301,6 @@ struct Hub<R: Runtime> {
     conns: FxHashMap<ConnId, ConnIo<R::Stream>>,
     /// Where every read lands: the core copies what it keeps at once.
     buffer: Vec<u8>,
-    /// Set on every socket, La and Lb.
-    keepalive: Option<Keepalive>,
     timer: TimerTask,
     /// The connection whose task is running: it looks again at what changed before it
     /// sleeps, so it needs no wake-up.
@@ -379,7 +376,7 @@ impl<R: Runtime> Hub<R> {
                 return;
             }
         };
-        tune(&stream, self.keepalive, SocketId::la(conn));
+        tune(&stream, self.driver.keepalive(), SocketId::la(conn));
         self.conns.insert(
             conn,
             ConnIo {
@@ -403,7 +400,7 @@ impl<R: Runtime> Hub<R> {
         if !self.conns.contains_key(&conn) || !self.driver.handle_lb_connected(now, conn) {
             return;
         }
-        tune(&stream, self.keepalive, SocketId::lb(conn));
+        tune(&stream, self.driver.keepalive(), SocketId::lb(conn));
         stream.read_always();
         if let Some(io) = self.conns.get_mut(&conn) {
             io.lb = Some(stream);

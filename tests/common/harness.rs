@@ -166,7 +166,8 @@ pub struct ServerProcess {
     /// Where it listens.
     pub addr: SocketAddr,
     stderr: Arc<Mutex<Vec<u8>>>,
-    _users: TempFile,
+    /// The users file it was started with, unless its `--config` file names one.
+    users: Option<TempFile>,
 }
 
 impl ServerProcess {
@@ -209,6 +210,12 @@ impl ServerProcess {
             .args(bind)
             .args(["--log", "debug", "--runtime", runtime.name()])
             .args(options);
+        Self::spawn(command, Some(users))
+    }
+
+    /// Runs `command` (an `im-server` that prints its `listening on` line) as a server;
+    /// `users` is the users file it was given, if [`ServerProcess::rewrite_users`] is to work.
+    pub fn spawn(mut command: Command, users: Option<TempFile>) -> Self {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -235,7 +242,7 @@ impl ServerProcess {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             stderr,
-            _users: users,
+            users,
         };
         let line = match first.recv_timeout(STEP) {
             Ok(Some(Ok(line))) => line,
@@ -271,7 +278,11 @@ impl ServerProcess {
 
     /// Writes new contents to the users file the server was started with (to reload it).
     pub fn rewrite_users(&self, users: &str) {
-        std::fs::write(self._users.path(), users).unwrap();
+        let file = self
+            .users
+            .as_ref()
+            .expect("a server started with a users file");
+        std::fs::write(file.path(), users).unwrap();
     }
 
     /// How many times `needle` appears in standard error so far.

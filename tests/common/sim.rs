@@ -102,6 +102,11 @@ pub enum Record {
         /// Who has an account from now on, with their passwords.
         accounts: Vec<(String, String)>,
     },
+    /// [`Server::reconfigure`] was called with these limits.
+    Reconfigure {
+        /// The limits from now on.
+        config: ServerConfig,
+    },
     /// [`Server::poll_output`] returned this.
     Output {
         /// The client it was for.
@@ -473,6 +478,15 @@ impl Net {
         self.drive();
     }
 
+    /// The settings are read again with these limits; what follows is driven at once.
+    pub fn reconfigure(&mut self, config: ServerConfig) {
+        self.record(Record::Reconfigure {
+            config: config.clone(),
+        });
+        self.server.reconfigure(self.now, config);
+        self.drive();
+    }
+
     /// A graceful stop begins (SIGTERM); what follows is driven at once.
     pub fn stop(&mut self) {
         self.server.stop(self.now);
@@ -597,6 +611,10 @@ impl Net {
                 let names: Vec<&str> = accounts.iter().map(|(name, _)| name.as_str()).collect();
                 let at = clock(entry.now - self.start);
                 return Some(format!("{at} (users reloaded: {})", names.join(" ")));
+            }
+            Record::Reconfigure { config } => {
+                let at = clock(entry.now - self.start);
+                return Some(format!("{at} (settings reloaded: {config:?})"));
             }
             Record::Output { output, .. } => match output {
                 Output::ReadLa(_) => return None,
@@ -731,7 +749,7 @@ fn entry_client(record: &Record) -> Option<ClientId> {
         Record::Accepted { client, .. }
         | Record::Fed { client, .. }
         | Record::Output { client, .. } => Some(*client),
-        Record::Timeout | Record::Reload { .. } => None,
+        Record::Timeout | Record::Reload { .. } | Record::Reconfigure { .. } => None,
     }
 }
 

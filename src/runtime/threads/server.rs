@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 use super::{read_some, recv_until, spawn};
 use crate::driver::{set_keepalive, ServerCommand};
-use simple_im_core::driver::{DriverAction, DriverConfig, Keepalive, ServerDriver, Side, SocketId};
+use simple_im_core::driver::{DriverAction, DriverConfig, ServerDriver, Side, SocketId};
 use simple_im_core::server::{ConnId, ServerConfig};
 use simple_im_core::users::Users;
 
@@ -66,7 +66,6 @@ pub fn serve(
         events,
         read_chunk: driver.read_chunk.max(1),
         stack: Some(driver.thread_stack),
-        keepalive: driver.keepalive,
     };
     event_loop.run(&inbox);
     for conn in event_loop.conns.values() {
@@ -148,7 +147,6 @@ struct EventLoop {
     events: SyncSender<Event>,
     read_chunk: usize,
     stack: Option<usize>,
-    keepalive: Option<Keepalive>,
 }
 
 impl EventLoop {
@@ -169,8 +167,10 @@ impl EventLoop {
                     // still hands over.
                     self.driver.stop(now);
                 }
-                Some(Event::Command(ServerCommand::Reload(users))) => {
-                    self.driver.reload_users(now, users)
+                Some(Event::Command(ServerCommand::Reload(mut reload))) => {
+                    // This runtime's own bound on threads holds for a new cap too.
+                    reload.max_connections = within_map_limit(reload.max_connections);
+                    self.driver.reload(now, *reload)
                 }
                 Some(event) => self.handle(now, event),
                 None => self.driver.handle_timeout(now),
@@ -254,7 +254,7 @@ impl EventLoop {
         if let Err(error) = stream.set_nodelay(true) {
             log::debug!("{socket}: cannot set TCP_NODELAY: {error}");
         }
-        if let Err(error) = set_keepalive((&stream).into(), self.keepalive) {
+        if let Err(error) = set_keepalive((&stream).into(), self.driver.keepalive()) {
             log::warn!("{socket}: cannot set TCP keepalive: {error}");
         }
         let stream = Arc::new(stream);

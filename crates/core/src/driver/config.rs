@@ -222,6 +222,13 @@ impl ConnectionLimits {
         self.open -= 1;
     }
 
+    /// New caps from now on; connections open past a lowered cap stay, and new ones are
+    /// refused until the count is back under it.
+    pub fn set_caps(&mut self, max_connections: usize, max_per_ip: usize) {
+        self.max_connections = max_connections;
+        self.max_per_ip = max_per_ip;
+    }
+
     /// How many connections are open.
     pub fn open(&self) -> usize {
         self.open
@@ -230,6 +237,41 @@ impl ConnectionLimits {
     /// How many connections are open from `ip`.
     pub fn open_from(&self, ip: IpAddr) -> usize {
         self.per_ip.get(&ip.to_canonical()).copied().unwrap_or(0)
+    }
+}
+
+/// What a reload (SIGHUP) hands a running [`ServerDriver`](crate::driver::ServerDriver):
+/// the accounts, and every setting it can change without dropping anyone. The rest of
+/// [`DriverConfig`] (the runtime's socket policy, the metrics) is fixed at the start.
+#[derive(Clone)]
+pub struct Reload {
+    /// The accounts ([`Server::reload_users`](crate::server::Server::reload_users)).
+    pub users: crate::users::Users,
+    /// The hub's limits ([`Server::reconfigure`](crate::server::Server::reconfigure)).
+    pub config: crate::server::ServerConfig,
+    /// [`DriverConfig::max_connections`], for new connections.
+    pub max_connections: usize,
+    /// [`DriverConfig::max_per_ip`], for new connections.
+    pub max_per_ip: usize,
+    /// [`DriverConfig::keepalive`], for sockets opened from now on.
+    pub keepalive: Option<Keepalive>,
+    /// [`DriverConfig::tls`], for sockets opened from now on (a renewed certificate): those
+    /// open keep the session they began with. TLS is not turned on or off this way: `None`
+    /// keeps the server's plain TCP, and a server with a certificate keeps it.
+    pub tls: Option<ServerTls>,
+}
+
+impl fmt::Debug for Reload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The accounts' passwords and the key stay out of any log.
+        f.debug_struct("Reload")
+            .field("users", &self.users.len())
+            .field("config", &self.config)
+            .field("max_connections", &self.max_connections)
+            .field("max_per_ip", &self.max_per_ip)
+            .field("keepalive", &self.keepalive)
+            .field("tls", &self.tls.is_some())
+            .finish()
     }
 }
 

@@ -19,7 +19,7 @@ pub mod server;
 
 pub use client::{ClientDriver, IoAction};
 pub use config::{
-    ConnectionLimits, DriverConfig, Keepalive, Refusal, DEFAULT_KEEPALIVE_IDLE,
+    ConnectionLimits, DriverConfig, Keepalive, Refusal, Reload, DEFAULT_KEEPALIVE_IDLE,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_IP, THREAD_STACK,
 };
 pub use frontend::ClientFrontend;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{ConnectionLimits, DriverConfig, Refusal};
+use super::{ConnectionLimits, DriverConfig, Keepalive, Refusal, Reload};
 use crate::server::{ClusterInput, ClusterOutput, ConnId, Input, Output, Server, ServerConfig};
 use crate::tls::{ServerTls, TlsLayer};
 use crate::transport::{ReadPolicy, Transport, TransportAction, TransportConfig};
@@ -176,6 +176,7 @@ pub struct ServerDriver {
     limits: ConnectionLimits,
     transport: TransportConfig,
     tls: Option<ServerTls>,
+    keepalive: Option<Keepalive>,
     /// What the last TLS read decrypted; kept for its room.
     plaintext: Vec<u8>,
     conns: FxHashMap<ConnId, Conn>,
@@ -207,6 +208,7 @@ impl ServerDriver {
             limits: ConnectionLimits::from_config(driver),
             transport: driver.transport(),
             tls: driver.tls.clone(),
+            keepalive: driver.keepalive,
             plaintext: Vec::new(),
             conns: FxHashMap::default(),
             deadlines: BTreeSet::new(),
@@ -225,6 +227,12 @@ impl ServerDriver {
     /// The caps and what is open, to look at.
     pub fn limits(&self) -> &ConnectionLimits {
         &self.limits
+    }
+
+    /// The TCP keepalive the runtime sets on each socket it opens or accepts: the one in
+    /// force now, which a reload may change.
+    pub fn keepalive(&self) -> Option<Keepalive> {
+        self.keepalive
     }
 
     /// A client connected from `peer`: its La is [`SocketId::la`] of the returned id. Over a
@@ -434,6 +442,22 @@ impl ServerDriver {
     /// The users file was read again: see [`Server::reload_users`].
     pub fn reload_users(&mut self, now: Instant, users: Users) {
         self.server.reload_users(now, users);
+        self.finish(now);
+    }
+
+    /// The settings were read again (SIGHUP): the accounts ([`Server::reload_users`]), the
+    /// hub's limits ([`Server::reconfigure`]), and the caps, keepalive and certificate for
+    /// connections from now on. Nobody is dropped but the users the accounts no longer have.
+    pub fn reload(&mut self, now: Instant, reload: Reload) {
+        self.limits
+            .set_caps(reload.max_connections, reload.max_per_ip);
+        self.keepalive = reload.keepalive;
+        // On or off is fixed at the start: clients of a plain server do not speak TLS.
+        if let (Some(tls), Some(_)) = (reload.tls, &self.tls) {
+            self.tls = Some(tls);
+        }
+        self.server.reconfigure(now, reload.config);
+        self.server.reload_users(now, reload.users);
         self.finish(now);
     }
 

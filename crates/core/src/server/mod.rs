@@ -47,7 +47,7 @@ impl fmt::Display for ConnId {
 }
 
 /// The server's limits; the defaults are docs/protocol.md's.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
     /// How long a recipient has to answer `302` (`--ack-timeout`).
     pub ack_timeout: Duration,
@@ -381,11 +381,10 @@ impl Server {
             }
             Input::LaClosed(conn) => self.end_session(now, conn, SessionEnd::LaClosed, None),
             Input::LbConnected(conn) => {
-                let max_line = self.config.max_line;
                 let connected = self
                     .sessions
                     .get_mut(&conn)
-                    .is_some_and(|entry| entry.session.lb_connected(max_line));
+                    .is_some_and(|entry| entry.session.lb_connected());
                 if connected {
                     self.reply(conn, &Response::LbOk);
                     self.touch(conn);
@@ -510,6 +509,24 @@ impl Server {
         for conn in removed {
             self.end_session(now, conn, SessionEnd::Removed, None);
         }
+        self.run_wakeups(now);
+        self.advance_stop(now);
+        self.sync_touched();
+    }
+
+    /// Puts `config` in force from `now` on (a reload, SIGHUP), dropping no one. What is
+    /// under way keeps what it started with: a deadline already set stands, a connection keeps
+    /// the line bound it was accepted with, a check running goes on. From then on: new
+    /// deadlines, queues, login failures and lines are bounded by `config`; the throttle keeps
+    /// what it counted under its new budgets ([`LoginThrottle::reconfigure`]); more password
+    /// checks may start at once if the bound rose.
+    pub fn reconfigure(&mut self, now: Instant, config: ServerConfig) {
+        log::debug!("settings reloaded: {config:?}");
+        self.throttle.reconfigure(now, config.throttle.clone());
+        self.checks
+            .resize(config.password_checks, config.password_check_queue);
+        self.config = config;
+        self.run_checks();
         self.run_wakeups(now);
         self.advance_stop(now);
         self.sync_touched();

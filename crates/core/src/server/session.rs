@@ -340,8 +340,11 @@ impl ServerSession {
         }
     }
 
-    /// Lb is connected: the session becomes Ready. Returns false if it was not connecting.
-    pub(crate) fn lb_connected(&mut self, max_line: usize) -> bool {
+    /// Lb is connected: the session becomes Ready, Lb's lines bounded as La's are. Returns
+    /// false if it was not connecting.
+    pub(crate) fn lb_connected(&mut self) -> bool {
+        // La's bound, not the server's current one: a reload in between changes neither.
+        let max_line = self.framer.max_line();
         let SessionState::ConnectingLb { user, .. } = &mut self.state else {
             return false;
         };

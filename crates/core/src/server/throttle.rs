@@ -240,6 +240,30 @@ impl<K: Copy + Eq + Hash> Buckets<K> {
         self.full_at.remove(&key);
     }
 
+    /// Gives every bucket the shape `budget` from `now` on, each keeping the tokens it lacks
+    /// (at most the new burst): a reload must not hand a guesser who spent their budget a
+    /// fresh one, nor take anything from those who spent nothing.
+    fn rebudget(&mut self, now: Instant, budget: Budget) {
+        if budget == self.budget {
+            return;
+        }
+        let old = self.budget;
+        let reshape = |full_at: Instant| {
+            let lack = full_at.saturating_duration_since(now);
+            let tokens = lack.as_nanos().div_ceil(old.period.as_nanos().max(1));
+            let tokens = u32::try_from(tokens).unwrap_or(u32::MAX).min(budget.burst);
+            (tokens > 0).then(|| now + budget.period.saturating_mul(tokens))
+        };
+        self.full_at = self
+            .full_at
+            .drain()
+            .filter_map(|(key, full_at)| Some((key, reshape(full_at)?)))
+            .collect();
+        self.overflow = self.overflow.and_then(reshape);
+        self.budget = budget;
+        self.next_sweep = None;
+    }
+
     fn len(&self) -> usize {
         self.full_at.len()
     }
@@ -250,6 +274,21 @@ type MaybeBuckets<K> = Option<Buckets<K>>;
 
 fn buckets<K: Copy + Eq + Hash>(budget: Option<Budget>, cap: usize) -> MaybeBuckets<K> {
     budget.map(|budget| Buckets::new(budget, cap))
+}
+
+/// `table` with the budget `budget` from `now` on: reshaped if it was on and stays on, new if
+/// it was off, gone if it is off now.
+fn rebudget<K: Copy + Eq + Hash>(
+    table: &mut MaybeBuckets<K>,
+    now: Instant,
+    budget: Option<Budget>,
+    cap: usize,
+) {
+    match (table.as_mut(), budget) {
+        (Some(buckets), Some(budget)) => buckets.rebudget(now, budget),
+        (None, Some(_)) | (Some(_), None) => *table = buckets(budget, cap),
+        (None, None) => {}
+    }
 }
 
 /// A password check the throttle let through, to be reported back with
@@ -301,6 +340,38 @@ impl LoginThrottle {
     /// The budgets in force.
     pub fn config(&self) -> &ThrottleConfig {
         &self.config
+    }
+
+    /// Puts `config`'s budgets in force from `now` on (a reload, SIGHUP) without forgetting
+    /// what was counted: each bucket keeps the tokens it lacks, up to the new burst; a budget
+    /// turned on starts full, one turned off is forgotten; a trusted address keeps its trust
+    /// for the new `trust` since its login. The memory bounds stay as they were.
+    pub fn reconfigure(&mut self, now: Instant, config: ThrottleConfig) {
+        let cap = self.config.max_tracked;
+        rebudget(&mut self.per_address, now, config.per_address, cap);
+        rebudget(&mut self.per_pair, now, config.per_address_account, cap);
+        rebudget(&mut self.per_account, now, config.per_account, cap);
+        rebudget(&mut self.reconnects, now, config.reconnects, cap);
+        let (old, new) = (self.config.trust, config.trust);
+        if new != old {
+            // `until` is the login plus the old trust: the login plus the new one instead.
+            self.trusted.retain(|_, until| {
+                match until
+                    .checked_sub(old)
+                    .and_then(|login| login.checked_add(new))
+                {
+                    Some(later) if later > now => {
+                        *until = later;
+                        true
+                    }
+                    _ => false,
+                }
+            });
+        }
+        self.config = ThrottleConfig {
+            max_tracked: cap,
+            ..config
+        };
     }
 
     /// Asks to check a password for `user` from `ip`: refused with the first budget that is
@@ -524,6 +595,14 @@ impl CheckQueue {
             }
             None => false,
         }
+    }
+
+    /// At most `max_running` checks at once (at least one) and `max_queued` waiting from now
+    /// on: the checks running go on and those waiting keep their turn; past a lowered bound,
+    /// nothing new starts or queues until the counts are back under it.
+    pub fn resize(&mut self, max_running: usize, max_queued: usize) {
+        self.max_running = max_running.max(1);
+        self.max_queued = max_queued;
     }
 
     /// Checks running.

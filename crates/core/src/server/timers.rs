@@ -26,8 +26,9 @@ const SLACK: usize = 64;
 /// set: setting one is a push at the back, and clearing one only leaves its entry stale, to be
 /// dropped once it reaches the front, or in a sweep once stale entries outnumber live ones
 /// (so there are never more than twice as many, plus [`SLACK`]). One that would come before
-/// the last (a clock that went back) is put in its place, so the order holds whatever the
-/// clock does. Which entries are live only the hub knows: it answers `is_live(at, conn)`,
+/// the last (a clock that went back, or a reload that shortened the ack timeout, until the
+/// deadlines set before it have passed) is put in its place, so the order holds whatever the
+/// clock and the settings do. Which entries are live only the hub knows: it answers `is_live(at, conn)`,
 /// whether `conn`'s ack deadline is still `at`.
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
