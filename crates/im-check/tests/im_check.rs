@@ -28,6 +28,17 @@ const USERS: &str = "# im-check test accounts\njacky 12345\nbob bob123\nmichael 
 /// The servers' `--max-queue` here: a queue the queue-full check fills with few users.
 const MAX_QUEUE: &str = "4";
 
+/// What every server here runs with: short timeouts, so that the checks that wait them out
+/// finish quickly, and the small queue.
+const TIMINGS: [&str; 6] = [
+    "--ack-timeout",
+    "500ms",
+    "--login-timeout",
+    "1s",
+    "--max-queue",
+    MAX_QUEUE,
+];
+
 /// The checks of how a server starts (§5–§6): skipped unless im-check starts the server.
 const SETUP_CHECKS: [&str; 6] = [
     "bad-arguments-exit-2",
@@ -168,33 +179,14 @@ impl Server {
 
     /// The real server, with the ack and login timeouts im-check is then told about.
     fn real() -> Server {
-        Server::start(
-            &common::im_server(),
-            &[],
-            &[
-                "--ack-timeout",
-                "500ms",
-                "--login-timeout",
-                "1s",
-                "--max-queue",
-                MAX_QUEUE,
-            ],
-            "im-server",
-        )
+        Server::start(&common::im_server(), &[], &TIMINGS, "im-server")
     }
 
     /// The Python double, optionally with one of its bugs switched on.
     fn python(bug: Option<&str>) -> Server {
         let script = doubles().join("server.py");
         let script = script.to_str().unwrap();
-        let mut options = vec![
-            "--ack-timeout",
-            "500ms",
-            "--login-timeout",
-            "1s",
-            "--max-queue",
-            MAX_QUEUE,
-        ];
+        let mut options = TIMINGS.to_vec();
         if let Some(bug) = bug {
             options.extend(["--bug", bug]);
         }
@@ -209,17 +201,7 @@ impl Server {
         args.push(self.port.to_string().into());
         args.push("--users".into());
         args.push(self.users.0.clone().into());
-        args.extend(
-            [
-                "--ack-timeout",
-                "500ms",
-                "--login-timeout",
-                "1s",
-                "--max-queue",
-                MAX_QUEUE,
-            ]
-            .map(OsString::from),
-        );
+        args.extend(TIMINGS.map(OsString::from));
         args
     }
 }

@@ -135,14 +135,18 @@ const REFUSE_WITHIN: Duration = Duration::from_secs(2);
 
 fn unresolvable_host_exit_2(ctx: &Ctx) -> Outcome {
     let port = closed_port(Ipv4Addr::LOCALHOST.into())?.to_string();
-    let args = [UNRESOLVABLE.to_string(), port];
+    expect_usage_error(ctx, &[UNRESOLVABLE.to_string(), port])
+}
+
+/// Starts the client with `args` and expects one line on standard error and exit code 2.
+fn expect_usage_error(ctx: &Ctx, args: &[String]) -> Outcome {
     let mut client = ClientProcess::spawn_with(
         &ctx.config.command,
         ctx.config.dir.as_deref(),
-        &args,
+        args,
         &ctx.transcript,
     )?;
-    let after = format!("started with {}", args.join(" "));
+    let after = format!("started with {:?}", args.join(" "));
     client.expect_usage_error(REFUSE_WITHIN + EXIT_WITHIN, &after)?;
     Ok(())
 }
@@ -157,14 +161,7 @@ fn bad_arguments_exit_2(ctx: &Ctx) -> Outcome {
     ];
     for case in cases {
         let args: Vec<String> = case.iter().map(|arg| arg.to_string()).collect();
-        let mut client = ClientProcess::spawn_with(
-            &ctx.config.command,
-            ctx.config.dir.as_deref(),
-            &args,
-            &ctx.transcript,
-        )?;
-        let after = format!("started with {:?}", args.join(" "));
-        client.expect_usage_error(REFUSE_WITHIN + EXIT_WITHIN, &after)?;
+        expect_usage_error(ctx, &args)?;
     }
     Ok(())
 }
