@@ -572,9 +572,12 @@ fn main() -> ExitCode {
     };
     if let Err(error) = simple_im::runtime::serve(args.runtime, listener, service) {
         eprintln!("im-server: {error}");
+        // A runtime this build or machine cannot give is the operator's to fix, as a bad
+        // option is; a cluster that cannot be reached is not.
         return match error {
-            ServeError::Unsupported(_) => ExitCode::from(2),
-            _ => ExitCode::FAILURE,
+            ServeError::Unsupported(_) | ServeError::Runtime(..) => ExitCode::from(2),
+            #[cfg(feature = "cluster")]
+            ServeError::Cluster(_) => ExitCode::FAILURE,
         };
     }
     ExitCode::SUCCESS

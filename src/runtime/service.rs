@@ -40,8 +40,9 @@ pub struct Service {
 /// Why a runtime could not serve.
 #[derive(Debug)]
 pub enum ServeError {
-    /// The runtime could not be set up: its poller, its ring, the listener's registration.
-    Runtime(io::Error),
+    /// This runtime could not be set up: its poller, its ring, the listener's registration
+    /// (io_uring on a kernel before 6.1, say).
+    Runtime(super::Kind, io::Error),
     /// The node could not join its cluster.
     #[cfg(feature = "cluster")]
     Cluster(crate::cluster::ClusterError),
@@ -52,7 +53,9 @@ pub enum ServeError {
 impl fmt::Display for ServeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ServeError::Runtime(error) => write!(f, "cannot set up the runtime: {error}"),
+            ServeError::Runtime(kind, error) => {
+                write!(f, "cannot set up the {kind} runtime: {error}")
+            }
             #[cfg(feature = "cluster")]
             ServeError::Cluster(error) => error.fmt(f),
             ServeError::Unsupported(what) => f.write_str(what),
@@ -62,9 +65,10 @@ impl fmt::Display for ServeError {
 
 impl std::error::Error for ServeError {}
 
-impl From<io::Error> for ServeError {
-    fn from(error: io::Error) -> Self {
-        ServeError::Runtime(error)
+impl ServeError {
+    /// Names `kind` as the runtime that could not be set up.
+    pub(crate) fn setup(kind: super::Kind) -> impl Fn(io::Error) -> ServeError {
+        move |error| ServeError::Runtime(kind, error)
     }
 }
 

@@ -163,6 +163,6 @@ impl AsyncTimer for SmolTimer {
 /// Runs `service` on clients accepted on `listener`, on this thread, until a stop it is asked
 /// for is done; when it returns, every connection is closed.
 pub fn serve(listener: std::net::TcpListener, service: Service) -> Result<(), ServeError> {
-    let listener = Async::new(listener)?;
+    let listener = Async::new(listener).map_err(ServeError::setup(super::Kind::Smol))?;
     Smol::block_on(move |runtime| Box::pin(serve_on(runtime, listener, service)))
 }

@@ -212,10 +212,12 @@ impl AsyncTimer for TokioTimer {
 /// Runs `service` on clients accepted on `listener`, on a tokio runtime on this thread, until
 /// a stop it is asked for is done.
 pub fn serve(listener: std::net::TcpListener, service: Service) -> Result<(), ServeError> {
+    let setup = ServeError::setup(super::Kind::Tokio);
     Tokio::block_on(move |runtime| {
         Box::pin(async move {
-            let listener = listen(listener)?;
+            let listener = listen(listener).map_err(ServeError::setup(super::Kind::Tokio))?;
             serve_on(runtime, listener, service).await
         })
-    })?
+    })
+    .map_err(setup)?
 }

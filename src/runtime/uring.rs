@@ -646,12 +646,16 @@ impl Uring {
 /// Runs `service` on clients accepted on `listener`, on this thread's ring, until a stop it is
 /// asked for is done. `Err` names why io_uring could not be used.
 pub fn serve(listener: TcpListener, service: Service) -> Result<(), ServeError> {
+    let setup = ServeError::setup(super::Kind::Uring);
     Uring::block_on(move |runtime| {
         Box::pin(async move {
-            let listener = runtime.listen(listener)?;
+            let listener = runtime
+                .listen(listener)
+                .map_err(ServeError::setup(super::Kind::Uring))?;
             serve_on(runtime, listener, service).await
         })
-    })?
+    })
+    .map_err(setup)?
 }
 
 /// Unit tests of the reactor's private parts (test builds only: the file says so itself), in
