@@ -1,105 +1,197 @@
-//! [`NodeMessage`]s as stream entries: flat field/value pairs, every value bytes (a `line` is
-//! passed through untouched).
+//! [`NodeMessage`]s as stream entries. An entry has one field, [`FIELD`], whose value is a
+//! short text header and, for a delivery, the line itself untouched:
+//!
+//! - `d <from> <request> <slot>:<conn>[,<slot>:<conn>…]\n<line>` — a `Deliver`;
+//! - `o <from> <request>:<slot>:<0|1>[,…]` — one or more `Outcome`s;
+//! - `w <from> <request>` — a `Withdraw`.
+//!
+//! One field rather than one per part, and a node's outcomes for one other node sent together
+//! in one entry, because every field and every entry costs Redis and both nodes a parse and an
+//! allocation per message; a `/toall` settles every recipient with an outcome.
+//! Every node of a cluster must therefore run a version that speaks this format.
+
+use std::collections::HashMap;
 
 use bytes::Bytes;
 
 use simple_im_core::server::{ConnId, NodeId, NodeMessage, RequestId};
 
-/// The entry's fields for `message` from node `from`, in XADD order.
-pub(crate) fn encode(from: NodeId, message: &NodeMessage) -> Vec<(&'static str, Vec<u8>)> {
-    let num = |n: u64| n.to_string().into_bytes();
-    let mut fields = vec![("from", num(from.0))];
+/// The one field of an inbox entry.
+pub(crate) const FIELD: &str = "m";
+
+/// The inbox entries for `messages` sent by node `from`, in order, each with its receiving
+/// node. Outcomes that follow one another among the messages to one node share an entry, so
+/// what each node reads stays in the order it was sent.
+pub(crate) fn entries(from: NodeId, messages: &[(NodeId, NodeMessage)]) -> Vec<(NodeId, Vec<u8>)> {
+    let mut out: Vec<(NodeId, Vec<u8>)> = Vec::with_capacity(messages.len());
+    // Per receiving node, its outcome entry still open to more outcomes.
+    let mut open: HashMap<NodeId, usize> = HashMap::new();
+    for &(to, ref message) in messages {
+        if let NodeMessage::Outcome {
+            request,
+            slot,
+            delivered,
+        } = *message
+        {
+            if let Some(&at) = open.get(&to) {
+                let entry = &mut out[at].1;
+                entry.push(b',');
+                push_outcome(entry, request, slot, delivered);
+                continue;
+            }
+            let mut entry = header(b'o', from);
+            push_outcome(&mut entry, request, slot, delivered);
+            open.insert(to, out.len());
+            out.push((to, entry));
+            continue;
+        }
+        open.remove(&to);
+        out.push((to, encode(from, message)));
+    }
+    out
+}
+
+/// One entry for `message` alone.
+fn encode(from: NodeId, message: &NodeMessage) -> Vec<u8> {
     match message {
         NodeMessage::Deliver {
             request,
             recipients,
             line,
-        } => fields.extend([
-            ("kind", b"deliver".to_vec()),
-            ("request", num(request.0)),
-            ("to", recipients_field(recipients)),
-            ("line", line.to_vec()),
-        ]),
-        NodeMessage::Outcome {
+        } => {
+            let mut entry = header(b'd', from);
+            push_num(&mut entry, request.0);
+            entry.push(b' ');
+            for (i, &(slot, conn)) in recipients.iter().enumerate() {
+                if i > 0 {
+                    entry.push(b',');
+                }
+                push_num(&mut entry, slot as u64);
+                entry.push(b':');
+                push_num(&mut entry, conn.0);
+            }
+            entry.push(b'\n');
+            entry.extend_from_slice(line);
+            entry
+        }
+        &NodeMessage::Outcome {
             request,
             slot,
             delivered,
-        } => fields.extend([
-            ("kind", b"outcome".to_vec()),
-            ("request", num(request.0)),
-            ("slot", num(*slot as u64)),
-            ("delivered", if *delivered { b"1" } else { b"0" }.to_vec()),
-        ]),
+        } => {
+            let mut entry = header(b'o', from);
+            push_outcome(&mut entry, request, slot, delivered);
+            entry
+        }
         NodeMessage::Withdraw { request } => {
-            fields.extend([("kind", b"withdraw".to_vec()), ("request", num(request.0))])
+            let mut entry = header(b'w', from);
+            push_num(&mut entry, request.0);
+            entry
         }
     }
-    fields
 }
 
-/// `slot:conn,slot:conn…`.
-fn recipients_field(recipients: &[(usize, ConnId)]) -> Vec<u8> {
-    let mut field = String::new();
-    for (i, (slot, conn)) in recipients.iter().enumerate() {
-        let comma = if i == 0 { "" } else { "," };
-        field.push_str(&format!("{comma}{slot}:{}", conn.0));
+/// `<kind> <from> `.
+fn header(kind: u8, from: NodeId) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(64);
+    entry.extend_from_slice(&[kind, b' ']);
+    push_num(&mut entry, from.0);
+    entry.push(b' ');
+    entry
+}
+
+fn push_outcome(entry: &mut Vec<u8>, request: RequestId, slot: usize, delivered: bool) {
+    push_num(entry, request.0);
+    entry.push(b':');
+    push_num(entry, slot as u64);
+    entry.extend_from_slice(if delivered { b":1" } else { b":0" });
+}
+
+/// `n` in decimal; by hand because `format!` costs an allocation and the formatting machinery
+/// for every number of every message.
+fn push_num(entry: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
-    field.into_bytes()
+    entry.extend_from_slice(&digits[at..]);
 }
 
-/// The recipients of a `to` field, or `None` if it is not one.
-fn parse_recipients(field: &[u8]) -> Option<Vec<(usize, ConnId)>> {
-    let field = std::str::from_utf8(field).ok()?;
-    field
-        .split(',')
-        .map(|pair| {
-            let (slot, conn) = pair.split_once(':')?;
-            Some((slot.parse().ok()?, ConnId(conn.parse().ok()?)))
-        })
-        .collect()
-}
-
-/// The sender and message of one entry's fields, or `None` if they are not one of ours.
-pub(crate) fn decode(fields: &[(Vec<u8>, Vec<u8>)]) -> Option<(NodeId, NodeMessage)> {
-    let get = |name: &[u8]| {
-        fields
-            .iter()
-            .find(|(field, _)| field == name)
-            .map(|(_, value)| value.as_slice())
-    };
-    let num = |name: &[u8]| -> Option<u64> { std::str::from_utf8(get(name)?).ok()?.parse().ok() };
-    let from = NodeId(num(b"from")?);
-    let request = RequestId(num(b"request")?);
-    let message = match get(b"kind")? {
-        b"deliver" => NodeMessage::Deliver {
-            request,
-            recipients: parse_recipients(get(b"to")?)?,
-            line: Bytes::copy_from_slice(get(b"line")?),
-        },
-        b"outcome" => NodeMessage::Outcome {
-            request,
-            slot: usize::try_from(num(b"slot")?).ok()?,
-            delivered: match get(b"delivered")? {
-                b"1" => true,
-                b"0" => false,
-                _ => return None,
-            },
-        },
-        b"withdraw" => NodeMessage::Withdraw { request },
+/// The sender and messages of one entry's value, or `None` if it is not one of ours.
+pub(crate) fn decode(entry: Vec<u8>) -> Option<(NodeId, Vec<NodeMessage>)> {
+    let head_end = entry
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(entry.len());
+    let head = std::str::from_utf8(&entry[..head_end]).ok()?;
+    let mut parts = head.splitn(3, ' ');
+    let (kind, from, body) = (parts.next()?, parts.next()?, parts.next()?);
+    let from = NodeId(from.parse().ok()?);
+    let messages = match kind {
+        "d" => {
+            let (request, recipients) = body.split_once(' ')?;
+            let request = RequestId(request.parse().ok()?);
+            let recipients = recipients
+                .split(',')
+                .map(|pair| {
+                    let (slot, conn) = pair.split_once(':')?;
+                    Some((slot.parse().ok()?, ConnId(conn.parse().ok()?)))
+                })
+                .collect::<Option<Vec<_>>>()?;
+            if head_end == entry.len() {
+                return None;
+            }
+            let line = Bytes::from(entry).slice(head_end + 1..);
+            vec![NodeMessage::Deliver {
+                request,
+                recipients,
+                line,
+            }]
+        }
+        _ if head_end != entry.len() => return None,
+        "o" if !body.contains(' ') => body
+            .split(',')
+            .map(|outcome| {
+                let mut fields = outcome.split(':');
+                let request = RequestId(fields.next()?.parse().ok()?);
+                let slot = fields.next()?.parse().ok()?;
+                let delivered = match fields.next()? {
+                    "1" => true,
+                    "0" => false,
+                    _ => return None,
+                };
+                fields.next().is_none().then_some(NodeMessage::Outcome {
+                    request,
+                    slot,
+                    delivered,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?,
+        "w" if !body.contains(' ') => vec![NodeMessage::Withdraw {
+            request: RequestId(body.parse().ok()?),
+        }],
         _ => return None,
     };
-    Some((from, message))
+    Some((from, messages))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn owned(fields: Vec<(&'static str, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
-        fields
-            .into_iter()
-            .map(|(field, value)| (field.as_bytes().to_vec(), value))
-            .collect()
+    fn outcome(request: u64, slot: usize, delivered: bool) -> NodeMessage {
+        NodeMessage::Outcome {
+            request: RequestId(request),
+            slot,
+            delivered,
+        }
     }
 
     #[test]
@@ -108,43 +200,73 @@ mod tests {
             NodeMessage::Deliver {
                 request: RequestId(7),
                 recipients: vec![(3, ConnId(9))],
-                line: Bytes::from_static(b"/from a \xff\x00 \r\n"),
+                line: Bytes::from_static(b"/from a \xff\x00 \n\r\n"),
             },
             NodeMessage::Deliver {
                 request: RequestId(8),
                 recipients: vec![(0, ConnId(1)), (4, ConnId(u64::MAX))],
                 line: Bytes::from_static(b"/broadcastfrom a b,c:d\n"),
             },
-            NodeMessage::Outcome {
-                request: RequestId(7),
-                slot: 3,
-                delivered: true,
-            },
-            NodeMessage::Outcome {
-                request: RequestId(u64::MAX),
-                slot: 0,
-                delivered: false,
-            },
+            outcome(7, 3, true),
+            outcome(u64::MAX, 0, false),
             NodeMessage::Withdraw {
                 request: RequestId(1),
             },
         ];
         for message in messages {
-            let fields = owned(encode(NodeId(4), &message));
-            assert_eq!(decode(&fields), Some((NodeId(4), message)));
+            let entry = encode(NodeId(4), &message);
+            assert_eq!(decode(entry), Some((NodeId(4), vec![message])));
         }
     }
 
     #[test]
+    fn outcomes_in_a_row_to_one_node_share_an_entry_and_keep_their_order() {
+        let deliver = NodeMessage::Deliver {
+            request: RequestId(2),
+            recipients: vec![(0, ConnId(5))],
+            line: Bytes::from_static(b"/from a b\n"),
+        };
+        let (a, b) = (NodeId(1), NodeId(2));
+        let messages = vec![
+            (a, outcome(1, 0, true)),
+            (b, outcome(9, 1, false)),
+            (a, outcome(1, 1, false)),
+            (a, deliver.clone()),
+            (a, outcome(3, 0, true)),
+            (b, outcome(9, 2, true)),
+        ];
+        let entries = entries(NodeId(7), &messages);
+        let decoded: Vec<(NodeId, Vec<NodeMessage>)> = entries
+            .into_iter()
+            .map(|(to, entry)| (to, decode(entry).unwrap().1))
+            .collect();
+        assert_eq!(
+            decoded,
+            vec![
+                (a, vec![outcome(1, 0, true), outcome(1, 1, false)]),
+                (b, vec![outcome(9, 1, false), outcome(9, 2, true)]),
+                (a, vec![deliver]),
+                (a, vec![outcome(3, 0, true)]),
+            ]
+        );
+    }
+
+    #[test]
     fn foreign_entries_are_refused() {
-        assert_eq!(decode(&[]), None);
-        let mut fields = owned(encode(
-            NodeId(1),
-            &NodeMessage::Withdraw {
-                request: RequestId(2),
-            },
-        ));
-        fields[1].1 = b"shout".to_vec();
-        assert_eq!(decode(&fields), None);
+        for entry in [
+            &b""[..],
+            b"x 1 2",
+            b"w 1",
+            b"w 1 2 3",
+            b"w one 2",
+            b"w 1 2\nline",
+            b"d 1 2 0:3",
+            b"d 1 2 0-3\nline\n",
+            b"o 1 2:0:2",
+            b"o 1 2:0:1:1",
+            b"o 1 2:0:1,",
+        ] {
+            assert_eq!(decode(entry.to_vec()), None, "{:?}", entry);
+        }
     }
 }

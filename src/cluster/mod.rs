@@ -12,8 +12,8 @@
 //! - `{p}:order`: the last login order handed out.
 //! - `{p}:online`: sorted set of the users online, scored by login order.
 //! - `{p}:node-users:{n}`: the users node `n` claimed (so a reaper finds them).
-//! - `{p}:inbox:{n}`: stream of node `n`'s messages from every node, itself included (fields
-//!   `from`, `kind`, `request`, `to`, `slot`, `line`, `delivered`); `n` trims what it read.
+//! - `{p}:inbox:{n}`: stream of node `n`'s messages from every node, itself included (one
+//!   field, `m`, in the format of `codec`); `n` trims what it read.
 //!
 //! Claims, releases, the online list and reaping are Lua scripts, so each is one atomic step.
 //!
@@ -503,18 +503,17 @@ impl Engine {
             let mut pipe = redis::pipe();
             pipe.atomic();
             let mut targets = BTreeSet::new();
-            for (to, message) in &batch {
+            for (to, entry) in codec::entries(self.node, &batch) {
                 pipe.cmd("XADD")
-                    .arg(self.keys.inbox(*to))
+                    .arg(self.keys.inbox(to))
                     .arg("MAXLEN")
                     .arg("~")
                     .arg(100_000)
-                    .arg("*");
-                for (field, value) in codec::encode(self.node, message) {
-                    pipe.arg(field).arg(value);
-                }
-                pipe.ignore();
-                targets.insert(*to);
+                    .arg("*")
+                    .arg(codec::FIELD)
+                    .arg(entry)
+                    .ignore();
+                targets.insert(to);
             }
             for to in targets {
                 pipe.cmd("PEXPIRE")
@@ -636,9 +635,14 @@ impl Engine {
             };
             let newest = newest.clone();
             for (id, fields) in entries {
-                match codec::decode(&fields) {
-                    Some((from, message)) => {
-                        self.tell(ClusterInput::Received { from, message }).await
+                let value = fields
+                    .into_iter()
+                    .find(|(field, _)| field == codec::FIELD.as_bytes());
+                match value.and_then(|(_, value)| codec::decode(value)) {
+                    Some((from, messages)) => {
+                        for message in messages {
+                            self.tell(ClusterInput::Received { from, message }).await
+                        }
                     }
                     None => log::warn!("ignoring entry {id} of this node's inbox: not a message"),
                 }
