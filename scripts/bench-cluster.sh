@@ -9,8 +9,11 @@
 # socket, no persistence); CPU per delivery counts every node and redis-server (--server-pid).
 # A setup with `+tokio` (`cross+tokio`) runs its nodes on `--runtime tokio`, where a node's Redis
 # connections run on its own thread; without it on smol, where they run on smol's global
-# executor's threads. It prints one line per run, then per setup the median CPU per delivery
-# and its median ratio to the first setup in the same round.
+# executor's threads. A setup ending in `@NAME` (`cross+tokio@old`) runs the im-server binary
+# that the variable BIN_NAME names, to set two builds side by side in one run:
+#   BIN_old=/tmp/old/im-server SETUPS="single cross+tokio cross+tokio@old" scripts/bench-cluster.sh
+# It prints one line per run, then per setup the median CPU per delivery and its median ratio
+# to the first setup in the same round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -29,9 +32,10 @@ cleanup() {
 trap cleanup EXIT
 "$bin/im-bench" gen-users 1200 > "$work/users"
 
-# Starts one im-server with these options; sets `server` and `port`.
+# Starts one im-server (the binary in `$server_bin`) with these options; sets `server` and
+# `port`.
 node() {
-    "$bin/im-server" "$1" "$work/users" --bind 127.0.0.1 --log warn --max-per-ip 20000 \
+    "$server_bin" "$1" "$work/users" --bind 127.0.0.1 --log warn --max-per-ip 20000 \
         "${@:2}" > "$work/port.$$" 2> /dev/null &
     server=$!
     pids+=("$server")
@@ -53,10 +57,17 @@ for round in $(seq "$rounds"); do
             pids=()
             watch=() ports=()
             cluster=()
-            base=${setup%+tokio}
+            server_bin=$bin/im-server
+            base=${setup%@*}
             if [ "$base" != "$setup" ]; then
+                binvar=BIN_${setup##*@}
+                server_bin=${!binvar:?"setup $setup needs $binvar, an im-server binary"}
+            fi
+            tokio=${base%+tokio}
+            if [ "$tokio" != "$base" ]; then
                 cluster=(--runtime tokio)
             fi
+            base=$tokio
             if [ "$base" != single ]; then
                 rm -f "$work/redis.sock"
                 redis-server --port 0 --unixsocket "$work/redis.sock" --save '' \
