@@ -500,10 +500,14 @@ impl Engine {
                     Err(_) => break,
                 }
             }
+            let entries = codec::entries(self.node, &batch);
             let mut pipe = redis::pipe();
-            pipe.atomic();
+            // One XADD is atomic by itself.
+            if entries.len() > 1 {
+                pipe.atomic();
+            }
             let mut targets = BTreeSet::new();
-            for (to, entry) in codec::entries(self.node, &batch) {
+            for (to, entry) in entries {
                 pipe.cmd("XADD")
                     .arg(self.keys.inbox(to))
                     .arg("MAXLEN")
@@ -592,16 +596,21 @@ impl Engine {
         // The id is fresh, so is the stream; an id is never reread, even across reconnections.
         let mut last = "0-0".to_string();
         let mut failing = false;
+        let mut trimmed = Instant::now();
         loop {
             let mut pipe = redis::pipe();
             // Entries before the last one read are never read again: only space. `~` lets
-            // Redis free whole nodes of the stream only, which is what makes trimming cheap.
-            pipe.cmd("XTRIM")
-                .arg(&key)
-                .arg("MINID")
-                .arg("~")
-                .arg(&last)
-                .ignore();
+            // Redis free whole nodes of the stream only, which is what makes trimming cheap;
+            // once a heartbeat is often enough to hold an inbox to what a second brings.
+            if trimmed.elapsed() >= heartbeat {
+                trimmed = Instant::now();
+                pipe.cmd("XTRIM")
+                    .arg(&key)
+                    .arg("MINID")
+                    .arg("~")
+                    .arg(&last)
+                    .ignore();
+            }
             pipe.cmd("XREAD")
                 .arg("COUNT")
                 .arg(INBOX_COUNT)
