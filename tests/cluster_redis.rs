@@ -350,6 +350,75 @@ fn messages_arrive_in_order_from_their_sender() {
 
 #[test]
 #[ignore = "needs redis-server"]
+fn a_to_is_looked_up_and_appended_in_one_step_in_order_with_the_rest() {
+    let server = RedisServer::unix();
+    run(|executor| async move {
+        let config = config(&server);
+        let a = Node::start(&executor, &config).await;
+        let b = Node::start(&executor, &config).await;
+        assert!(b.claim(7, b"bob").await);
+        let line = Bytes::from_static(b"/from amy hi \xff\n");
+        let withdraw = NodeMessage::Withdraw {
+            request: RequestId(1),
+        };
+        let outcome = NodeMessage::Outcome {
+            request: RequestId(2),
+            slot: 0,
+            delivered: true,
+        };
+        // Between two messages to b: b reads all three in the order a sent them.
+        a.tell(ClusterOutput::Send {
+            to: b.id,
+            message: withdraw.clone(),
+        });
+        a.tell(ClusterOutput::DeliverTo {
+            request: RequestId(3),
+            user: b"bob".to_vec(),
+            line: line.clone(),
+        });
+        a.tell(ClusterOutput::Send {
+            to: b.id,
+            message: outcome.clone(),
+        });
+        a.tell(ClusterOutput::DeliverTo {
+            request: RequestId(4),
+            user: b"nobody".to_vec(),
+            line: line.clone(),
+        });
+        let routed = |request, to| ClusterInput::Routed {
+            request: RequestId(request),
+            to,
+        };
+        assert_eq!(a.next().await, routed(3, Some((b.id, ConnId(7)))));
+        assert_eq!(
+            a.next().await,
+            routed(4, None),
+            "nobody is online: nothing sent"
+        );
+        let deliver = NodeMessage::Deliver {
+            request: RequestId(3),
+            recipients: vec![(0, ConnId(7))],
+            line,
+        };
+        for message in [withdraw, deliver, outcome] {
+            let from = a.id;
+            assert_eq!(b.next().await, ClusterInput::Received { from, message });
+        }
+        // Once bob has left, a /to finds nobody.
+        b.release(7, b"bob").await;
+        a.tell(ClusterOutput::DeliverTo {
+            request: RequestId(5),
+            user: b"bob".to_vec(),
+            line: Bytes::from_static(b"/from amy late\n"),
+        });
+        assert_eq!(a.next().await, routed(5, None));
+        a.silent_for(Duration::from_millis(300)).await;
+        b.silent_for(Duration::from_millis(300)).await;
+    });
+}
+
+#[test]
+#[ignore = "needs redis-server"]
 fn a_silent_node_is_reaped_once() {
     let server = RedisServer::unix();
     run(|executor| async move {
@@ -473,15 +542,28 @@ fn an_outage_fails_closed_then_the_node_rejoins() {
             to: b.id,
             message: message.clone(),
         });
+        // A /to behind it fails closed, as a lookup does, instead of waiting for Redis.
+        a.tell(ClusterOutput::DeliverTo {
+            request: RequestId(6),
+            user: b"amy".to_vec(),
+            line: Bytes::from_static(b"/from amy hello?\n"),
+        });
         let mut answers = Vec::new();
         let mut a_lost = false;
-        while answers.len() < 3 {
+        while answers.len() < 4 {
             match a.next_within(bound).await {
                 ClusterInput::LeaseLost => a_lost = true,
                 other => answers.push(other),
             }
         }
         let answered = killed.elapsed();
+        // The sender's loop answers it, not the directory's: in any order with theirs.
+        let routed = ClusterInput::Routed {
+            request: RequestId(6),
+            to: None,
+        };
+        let at = answers.iter().position(|answer| *answer == routed);
+        answers.remove(at.expect("the /to is answered"));
         assert_eq!(
             answers,
             [

@@ -38,11 +38,12 @@ use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestError, TestRunner};
 use simple_im_core::server::{
-    ClusterInput, ClusterOutput, ConnId, Input, NodeId, NodeMessage, OnlineEntry, Output, Server,
-    ServerConfig,
+    ClusterInput, ClusterOutput, ConnId, Input, NodeId, NodeMessage, OnlineEntry, Output,
+    RequestId, Server, ServerConfig,
 };
 use simple_im_core::users::Users;
 
@@ -141,6 +142,20 @@ impl Directory {
     fn drop_node(&mut self, node: NodeId) {
         self.holders.retain(|_, &mut (_, n, _)| n != node);
     }
+}
+
+/// One atomic step of a node's engine in Redis.
+#[derive(Clone, Debug)]
+enum Append {
+    /// Messages to known nodes, each to its inbox.
+    Messages(Vec<(usize, NodeMessage)>),
+    /// A `/to` (`ClusterOutput::DeliverTo`): looked up in the directory and appended to the
+    /// inbox of the node found, in the same step; the sender's node is then told where it went.
+    To {
+        request: RequestId,
+        user: Vec<u8>,
+        line: Bytes,
+    },
 }
 
 /// A request a node made of the directory, waiting to be processed.
@@ -799,8 +814,8 @@ struct Cluster {
     directory: Directory,
     dir_requests: Vec<VecDeque<DirRequest>>,
     dir_answers: Vec<VecDeque<ClusterInput>>,
-    /// Per node, what its engine has yet to append: each entry atomically, to every inbox.
-    outboxes: Vec<VecDeque<Vec<(usize, NodeMessage)>>>,
+    /// Per node, what its engine has yet to append: each entry atomically.
+    outboxes: Vec<VecDeque<Append>>,
     /// Per node, its inbox: what other nodes (and itself) sent, and who sent it.
     inboxes: Vec<VecDeque<(usize, NodeMessage)>>,
     clients: Vec<Client>,
@@ -1248,8 +1263,44 @@ impl Cluster {
     }
 
     fn append_raw(&mut self, from: usize) -> bool {
-        let Some(entry) = self.outboxes[from].pop_front() else {
+        let Some(append) = self.outboxes[from].pop_front() else {
             return false;
+        };
+        let entry = match append {
+            Append::Messages(entry) => entry,
+            Append::To {
+                request,
+                user,
+                line,
+            } => {
+                // Redis out of reach: the engine fails a `/to` closed rather than wait.
+                let found = match self.outage() {
+                    true => None,
+                    false => self
+                        .directory
+                        .query(Some(&user))
+                        .first()
+                        .map(|e| (e.node, e.conn)),
+                };
+                self.stat(match (self.outage(), found.is_some()) {
+                    (true, _) => "to in outage",
+                    (false, true) => "to routed",
+                    (false, false) => "to offline",
+                });
+                // The sender's node hears where it went after Redis: with its other answers.
+                let routed = ClusterInput::Routed { request, to: found };
+                self.dir_answers[from].push_back(routed);
+                let Some((node, conn)) = found else {
+                    return true;
+                };
+                let recipients = vec![(0, conn)];
+                let deliver = NodeMessage::Deliver {
+                    request,
+                    recipients,
+                    line,
+                };
+                vec![(node_index(node), deliver)]
+            }
         };
         for (to, message) in entry {
             // A dead node's inbox is deleted by the reaper: what is appended to it is lost.
@@ -1426,6 +1477,20 @@ impl Cluster {
             }
             ClusterOutput::Send { to, message } => self.send_all(node, vec![(to, message)]),
             ClusterOutput::SendAll { messages } => self.send_all(node, messages),
+            ClusterOutput::DeliverTo {
+                request,
+                user,
+                line,
+            } => {
+                // Its line reaches nodes only through their inboxes.
+                self.reading[node] = None;
+                let append = Append::To {
+                    request,
+                    user,
+                    line,
+                };
+                self.outboxes[node].push_back(append);
+            }
         }
     }
 
@@ -1439,7 +1504,7 @@ impl Cluster {
             }
             entry.push((to, message));
         }
-        self.outboxes[node].push_back(entry);
+        self.outboxes[node].push_back(Append::Messages(entry));
     }
 
     // --- faults and time -------------------------------------------------------------------
@@ -1784,13 +1849,8 @@ fn cross_node_to_is_answered_303_after_the_remote_302() {
     let b = c.ready(1, "u1", "pw1");
     c.stall();
     say(&mut c, a, "/to u1 hello");
-    // Nothing moves until the directory and the link do.
-    assert!(c.take_lb(b).is_empty());
-    assert!(c.dir_step(0) && c.dir_deliver(0));
-    assert!(
-        c.take_lb(b).is_empty(),
-        "the Deliver waits in node 0's engine"
-    );
+    assert!(c.take_lb(b).is_empty(), "the /to waits in node 0's engine");
+    // Looked up and appended in one step; node 0 hears where it went only at the end.
     assert!(c.append(0));
     assert!(
         c.take_lb(b).is_empty(),
@@ -1807,6 +1867,11 @@ fn cross_node_to_is_answered_303_after_the_remote_302() {
     // Delivered twice: still one answer.
     assert!(c.read_inbox(0, true));
     assert_eq!(c.take_la(a), [DELIVERED]);
+    assert!(
+        c.dir_deliver(0),
+        "routed after its outcome: nothing changes"
+    );
+    assert!(c.take_la(a).is_empty());
     c.unstall();
     c.settle_all();
     c.checker.finish().unwrap();
@@ -1891,17 +1956,17 @@ fn node_crash_mid_delivery_fails_it_once_node_down_arrives() {
     c.checker.finish().unwrap();
 }
 
-/// A directory answer the recipient's node was in, delivered after that node was reported
-/// down: the delivery must fail, not wait forever for a node that will never answer.
+/// A `/to` routed to a node that was reported down before the route arrived: the delivery
+/// must fail, not wait forever for a node that will never answer.
 #[test]
-fn a_stale_directory_answer_after_node_down_does_not_hang_the_sender() {
+fn a_route_to_a_node_reported_down_does_not_hang_the_sender() {
     let mut c = Cluster::new(2, &Cluster::default_config());
     let a = c.ready(0, "u0", "pw0");
     let _b = c.ready(1, "u1", "pw1");
     c.stall();
     say(&mut c, a, "/to u1 late");
-    // The directory answers while u1 is still there; the answer is slow to arrive.
-    assert!(c.dir_step(0));
+    // Appended while u1 is still there; where it went is slow to come back.
+    assert!(c.append(0));
     c.crash(1);
     c.advance(LEASE);
     assert!(c.take_la(a).is_empty());
@@ -1909,6 +1974,37 @@ fn a_stale_directory_answer_after_node_down_does_not_hang_the_sender() {
     c.unstall();
     c.settle_all();
     assert_eq!(c.take_la(a), [DELIVERY_FAILED]);
+    c.checker.finish().unwrap();
+}
+
+/// A sender that leaves while its `/to` is on its way: once the engine says where the line
+/// went, the withdrawal follows it there, behind it, and the line is never shown.
+#[test]
+fn a_to_whose_sender_left_before_it_was_routed_is_withdrawn_there() {
+    let mut c = Cluster::new(2, &Cluster::default_config());
+    let a = c.ready(0, "u0", "pw0");
+    let b = c.ready(1, "u1", "pw1");
+    let other = c.ready(1, "u2", "pw2");
+    say(&mut c, other, "/to u1 first");
+    assert_eq!(
+        c.take_lb(b),
+        ["/from u2 first #0"],
+        "outstanding, not acknowledged"
+    );
+    c.stall();
+    say(&mut c, a, "/to u1 second");
+    assert!(c.append(0));
+    assert!(c.read_inbox(1, false), "queued behind the outstanding line");
+    c.drop_la(a);
+    assert!(
+        c.dir_deliver(0),
+        "routed: node 0 now knows where to withdraw it"
+    );
+    assert!(c.append(0) && c.read_inbox(1, false));
+    c.unstall();
+    c.ack(b);
+    c.settle_all();
+    assert!(c.take_lb(b).is_empty(), "u0's line was withdrawn");
     c.checker.finish().unwrap();
 }
 
@@ -1943,7 +2039,6 @@ fn a_deliver_handed_over_twice_reaches_the_recipient_once() {
     c.set_auto_ack(b, true);
     c.stall();
     say(&mut c, a, "/to u1 once");
-    assert!(c.dir_step(0) && c.dir_deliver(0));
     assert!(c.append(0));
     let inbox = &mut c.inboxes[1];
     let deliver = inbox.front().unwrap().clone();

@@ -22,11 +22,14 @@ pub(crate) const FIELD: &str = "m";
 /// The inbox entries for `messages` sent by node `from`, in order, each with its receiving
 /// node. Outcomes that follow one another among the messages to one node share an entry, so
 /// what each node reads stays in the order it was sent.
-pub(crate) fn entries(from: NodeId, messages: &[(NodeId, NodeMessage)]) -> Vec<(NodeId, Vec<u8>)> {
-    let mut out: Vec<(NodeId, Vec<u8>)> = Vec::with_capacity(messages.len());
+pub(crate) fn entries<'m>(
+    from: NodeId,
+    messages: impl IntoIterator<Item = (NodeId, &'m NodeMessage)>,
+) -> Vec<(NodeId, Vec<u8>)> {
+    let mut out: Vec<(NodeId, Vec<u8>)> = Vec::new();
     // Per receiving node, its outcome entry still open to more outcomes.
     let mut open: HashMap<NodeId, usize> = HashMap::new();
-    for &(to, ref message) in messages {
+    for (to, message) in messages {
         if let NodeMessage::Outcome {
             request,
             slot,
@@ -49,6 +52,18 @@ pub(crate) fn entries(from: NodeId, messages: &[(NodeId, NodeMessage)]) -> Vec<(
         out.push((to, encode(from, message)));
     }
     out
+}
+
+/// A `Deliver` of `line` for `request`'s slot 0, as the two parts around its recipient's
+/// session: the `DELIVER_TO` script puts the session it looks up between them.
+pub(crate) fn deliver_around(from: NodeId, request: RequestId, line: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut before = header(b'd', from);
+    push_num(&mut before, request.0);
+    before.extend_from_slice(b" 0:");
+    let mut after = Vec::with_capacity(line.len() + 1);
+    after.push(b'\n');
+    after.extend_from_slice(line);
+    (before, after)
 }
 
 /// One entry for `message` alone.
@@ -227,7 +242,7 @@ mod tests {
             line: Bytes::from_static(b"/from a b\n"),
         };
         let (a, b) = (NodeId(1), NodeId(2));
-        let messages = vec![
+        let messages = [
             (a, outcome(1, 0, true)),
             (b, outcome(9, 1, false)),
             (a, outcome(1, 1, false)),
@@ -235,7 +250,7 @@ mod tests {
             (a, outcome(3, 0, true)),
             (b, outcome(9, 2, true)),
         ];
-        let entries = entries(NodeId(7), &messages);
+        let entries = entries(NodeId(7), messages.iter().map(|(to, m)| (*to, m)));
         let decoded: Vec<(NodeId, Vec<NodeMessage>)> = entries
             .into_iter()
             .map(|(to, entry)| (to, decode(entry).unwrap().1))
@@ -249,6 +264,19 @@ mod tests {
                 (a, vec![outcome(3, 0, true)]),
             ]
         );
+    }
+
+    #[test]
+    fn a_delivery_around_its_session_is_the_delivery_to_it() {
+        let line = Bytes::from_static(b"/from a \xff b\n");
+        let (before, after) = deliver_around(NodeId(3), RequestId(11), &line);
+        let entry = [before, b"42".to_vec(), after].concat();
+        let deliver = NodeMessage::Deliver {
+            request: RequestId(11),
+            recipients: vec![(0, ConnId(42))],
+            line,
+        };
+        assert_eq!(decode(entry), Some((NodeId(3), vec![deliver])));
     }
 
     #[test]

@@ -63,11 +63,12 @@ use std::time::{Duration, Instant};
 
 use redis::{Client, ErrorKind, Value};
 
+use bytes::Bytes;
 pub use clock::Clock;
 pub use config::ClusterConfig;
 use link::Link;
 use simple_im_core::server::{
-    ClusterInput, ClusterOutput, ConnId, NodeId, NodeMessage, OnlineEntry, QueryId,
+    ClusterInput, ClusterOutput, ConnId, NodeId, NodeMessage, OnlineEntry, QueryId, RequestId,
 };
 
 /// Why a node could not join its cluster.
@@ -133,7 +134,11 @@ impl Keys {
         format!("{}:node-users:{}", self.prefix, node.0)
     }
     fn inbox(&self, node: NodeId) -> String {
-        format!("{}:inbox:{}", self.prefix, node.0)
+        format!("{}{}", self.inbox_prefix(), node.0)
+    }
+    /// What a node's id follows in its inbox's name.
+    fn inbox_prefix(&self) -> String {
+        format!("{}:inbox:", self.prefix)
     }
 }
 
@@ -228,6 +233,9 @@ struct State {
 
 /// How many messages go to Redis in one pipeline.
 const SEND_BATCH: usize = 256;
+/// About how many entries an inbox keeps at most (`XADD … MAXLEN ~`): a bound on what a node
+/// that stopped reading costs Redis until it is reaped.
+const INBOX_MAXLEN: usize = 100_000;
 /// How many inbox entries one read may take.
 const INBOX_COUNT: usize = 1000;
 /// How long an inbox read blocks in Redis.
@@ -268,9 +276,25 @@ impl Membership {
                 while let Ok(output) = outputs.recv().await {
                     let _ = match output {
                         ClusterOutput::Send { to, message } => {
-                            send_tx.send(vec![(to, message)]).await.is_ok()
+                            send_tx.send(vec![Outgoing::To(to, message)]).await.is_ok()
                         }
-                        ClusterOutput::SendAll { messages } => send_tx.send(messages).await.is_ok(),
+                        ClusterOutput::SendAll { messages } => {
+                            let messages = messages.into_iter();
+                            let batch = messages.map(|(to, message)| Outgoing::To(to, message));
+                            send_tx.send(batch.collect()).await.is_ok()
+                        }
+                        ClusterOutput::DeliverTo {
+                            request,
+                            user,
+                            line,
+                        } => {
+                            let deliver = Outgoing::ToUser {
+                                request,
+                                user,
+                                line,
+                            };
+                            send_tx.send(vec![deliver]).await.is_ok()
+                        }
                         other => directory_tx.send(other).await.is_ok(),
                     };
                 }
@@ -438,7 +462,10 @@ impl Engine {
                         .ok();
                     self.tell(ClusterInput::Online { query, entries }).await;
                 }
-                ClusterOutput::Send { .. } | ClusterOutput::SendAll { .. } => {} // the sender's
+                // The sender's.
+                ClusterOutput::Send { .. }
+                | ClusterOutput::SendAll { .. }
+                | ClusterOutput::DeliverTo { .. } => {}
             }
         }
         link
@@ -486,53 +513,40 @@ impl Engine {
     /// Messages to the nodes (this one included), appended to their inboxes in order, each
     /// `SendAll`'s atomically: a batch of them is one `MULTI`/`EXEC`, so no node reads a
     /// request's delivery before all of its deliveries are in, and a retried batch lands whole
-    /// or not at all.
-    async fn sender(&self, messages: async_channel::Receiver<Vec<(NodeId, NodeMessage)>>) {
+    /// or not at all. A `/to` ([`Outgoing::ToUser`]) is looked up and appended in that same
+    /// step, by the `DELIVER_TO` script, and routed once the batch is through.
+    async fn sender(&self, messages: async_channel::Receiver<Vec<Outgoing>>) {
         let heartbeat = self.config.heartbeat;
         let mut link = Link::new(self.client.clone(), self.clock.clone(), heartbeat);
         // Long enough that a live reader always gets there first; short enough that the inbox
         // of a dead node that was written to after its reaping does not stay forever.
         let ttl = millis(self.config.lease * 10);
-        while let Ok(mut batch) = messages.recv().await {
-            while batch.len() < SEND_BATCH {
-                match messages.try_recv() {
-                    Ok(more) => batch.extend(more),
+        // Taken from the hub while a batch was being retried, to go next.
+        let mut waiting: VecDeque<Outgoing> = VecDeque::new();
+        loop {
+            if waiting.is_empty() {
+                match messages.recv().await {
+                    Ok(more) => waiting.extend(more),
                     Err(_) => break,
                 }
             }
-            let entries = codec::entries(self.node, &batch);
-            let mut pipe = redis::pipe();
-            // One XADD is atomic by itself.
-            if entries.len() > 1 {
-                pipe.atomic();
+            while waiting.len() < SEND_BATCH {
+                match messages.try_recv() {
+                    Ok(more) => waiting.extend(more),
+                    Err(_) => break,
+                }
             }
-            let mut targets = BTreeSet::new();
-            for (to, entry) in entries {
-                pipe.cmd("XADD")
-                    .arg(self.keys.inbox(to))
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(100_000)
-                    .arg("*")
-                    .arg(codec::FIELD)
-                    .arg(entry)
-                    .ignore();
-                targets.insert(to);
-            }
-            for to in targets {
-                pipe.cmd("PEXPIRE")
-                    .arg(self.keys.inbox(to))
-                    .arg(ttl)
-                    .ignore();
-            }
+            let mut batch: Vec<Outgoing> = waiting.drain(..).collect();
+            let (mut pipe, mut routes) = self.appends(&batch, ttl);
             let mut backoff = Duration::from_millis(50).min(heartbeat);
             let mut failing = false;
             loop {
-                match link.pipe::<()>(&pipe).await {
-                    Ok(()) => {
+                match link.pipe::<Vec<Value>>(&pipe).await {
+                    Ok(replies) => {
                         if failing {
                             log::info!("messages to other nodes flow again");
                         }
+                        self.route(std::mem::take(&mut routes), replies).await;
                         break;
                     }
                     Err(error) if matches!(error.kind(), ErrorKind::Server(_)) => {
@@ -553,6 +567,32 @@ impl Engine {
                             log::warn!("cannot send to other nodes, retrying: {error}");
                             failing = true;
                         }
+                        // A `/to` fails closed (`304`) rather than wait for Redis, as a
+                        // lookup does: those of this batch, and those the hub sent since. The
+                        // rest is retried in order.
+                        while let Ok(more) = messages.try_recv() {
+                            waiting.extend(more);
+                        }
+                        let (mut failed, kept): (Vec<_>, Vec<_>) =
+                            waiting.drain(..).partition(Outgoing::is_to_user);
+                        waiting.extend(kept);
+                        let retried = !routes.is_empty();
+                        if retried {
+                            let from_batch;
+                            (from_batch, batch) = batch.into_iter().partition(Outgoing::is_to_user);
+                            failed.splice(0..0, from_batch);
+                        }
+                        if !failed.is_empty() {
+                            let n = failed.len();
+                            log::warn!("the directory cannot be reached: {n} /to not delivered");
+                            self.fail_deliveries(&failed).await;
+                        }
+                        if retried {
+                            if batch.is_empty() {
+                                break;
+                            }
+                            (pipe, routes) = self.appends(&batch, ttl);
+                        }
                         self.clock.after(backoff).await;
                         backoff = (backoff * 2).min(heartbeat);
                     }
@@ -561,24 +601,127 @@ impl Engine {
         }
     }
 
-    /// Answers each `Deliver` of `batch` as not delivered, as its recipient's node would.
-    async fn fail_deliveries(&self, batch: &[(NodeId, NodeMessage)]) {
-        for (to, message) in batch {
-            if let NodeMessage::Deliver {
-                request,
-                recipients,
-                ..
-            } = message
-            {
-                for &(slot, _) in recipients {
-                    let message = NodeMessage::Outcome {
-                        request: *request,
-                        slot,
-                        delivered: false,
-                    };
-                    self.tell(ClusterInput::Received { from: *to, message })
-                        .await;
+    /// Builds one batch's appends: an `XADD` per entry of a run of messages to known nodes
+    /// ([`codec::entries`]), one `DELIVER_TO` call per run of `/to`s, and a time to live for
+    /// every inbox. Also says, per script call in order, the requests it routes.
+    fn appends(&self, batch: &[Outgoing], ttl: u64) -> (redis::Pipeline, Vec<Vec<RequestId>>) {
+        let mut commands = Vec::new();
+        let mut routes = Vec::new();
+        let mut targets = BTreeSet::new();
+        for run in batch.chunk_by(|a, b| a.is_to_user() == b.is_to_user()) {
+            let mut script = redis::cmd("EVAL");
+            let mut requests = Vec::new();
+            let mut direct = Vec::new();
+            for item in run {
+                match item {
+                    Outgoing::To(to, message) => direct.push((*to, message)),
+                    Outgoing::ToUser {
+                        request,
+                        user,
+                        line,
+                    } => {
+                        if requests.is_empty() {
+                            script
+                                .arg(scripts::DELIVER_TO)
+                                .arg(1)
+                                .arg(self.keys.where_())
+                                .arg(self.keys.inbox_prefix())
+                                .arg(ttl)
+                                .arg(INBOX_MAXLEN)
+                                .arg(codec::FIELD);
+                        }
+                        let (before, after) = codec::deliver_around(self.node, *request, line);
+                        script.arg(user).arg(before).arg(after);
+                        requests.push(*request);
+                    }
                 }
+            }
+            if !requests.is_empty() {
+                commands.push((script, false));
+                routes.push(requests);
+            }
+            for (to, entry) in codec::entries(self.node, direct) {
+                let mut xadd = redis::cmd("XADD");
+                xadd.arg(self.keys.inbox(to))
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(INBOX_MAXLEN)
+                    .arg("*")
+                    .arg(codec::FIELD)
+                    .arg(entry);
+                commands.push((xadd, true));
+                targets.insert(to);
+            }
+        }
+        for to in targets {
+            let mut expire = redis::cmd("PEXPIRE");
+            expire.arg(self.keys.inbox(to)).arg(ttl);
+            commands.push((expire, true));
+        }
+        let mut pipe = redis::pipe();
+        // One command is atomic by itself.
+        if commands.len() > 1 {
+            pipe.atomic();
+        }
+        for (command, ignored) in commands {
+            pipe.add_command(command);
+            if ignored {
+                pipe.ignore();
+            }
+        }
+        (pipe, routes)
+    }
+
+    /// Tells the hub where each `/to` of a batch went, from the `DELIVER_TO` calls' replies.
+    async fn route(&self, routes: Vec<Vec<RequestId>>, replies: Vec<Value>) {
+        let mut replies = replies.into_iter();
+        for requests in routes {
+            let found = match replies.next() {
+                Some(Value::Array(found)) => found,
+                other => {
+                    log::warn!("cannot make sense of where /to went: {other:?}");
+                    Vec::new()
+                }
+            };
+            let mut found = found.into_iter();
+            for request in requests {
+                let to = match found.next() {
+                    Some(Value::BulkString(at)) => location(&at),
+                    _ => None,
+                };
+                self.tell(ClusterInput::Routed { request, to }).await;
+            }
+        }
+    }
+
+    /// Answers each message of `batch` that waits for one as not delivered, as its
+    /// recipient's node would: a `Deliver`'s outcomes, and a `/to`'s route.
+    async fn fail_deliveries(&self, batch: &[Outgoing]) {
+        for item in batch {
+            match item {
+                Outgoing::To(
+                    to,
+                    NodeMessage::Deliver {
+                        request,
+                        recipients,
+                        ..
+                    },
+                ) => {
+                    for &(slot, _) in recipients {
+                        let message = NodeMessage::Outcome {
+                            request: *request,
+                            slot,
+                            delivered: false,
+                        };
+                        self.tell(ClusterInput::Received { from: *to, message })
+                            .await;
+                    }
+                }
+                Outgoing::ToUser { request, .. } => {
+                    let request = *request;
+                    self.tell(ClusterInput::Routed { request, to: None }).await;
+                }
+                Outgoing::To(..) => {}
             }
         }
     }
@@ -869,19 +1012,40 @@ fn online_entries<'a>(pairs: impl Iterator<Item = &'a [Vec<u8>]>) -> Vec<OnlineE
 
 /// `user` at `"<node>:<conn>"`.
 fn entry(user: Vec<u8>, at: &[u8]) -> Option<OnlineEntry> {
+    let (node, conn) = location(at)?;
+    Some(OnlineEntry { user, node, conn })
+}
+
+/// The session a directory entry `"<node>:<conn>"` names.
+fn location(at: &[u8]) -> Option<(NodeId, ConnId)> {
     let parsed = std::str::from_utf8(at).ok().and_then(|at| {
         let (node, conn) = at.split_once(':')?;
         Some((NodeId(node.parse().ok()?), ConnId(conn.parse().ok()?)))
     });
-    match parsed {
-        Some((node, conn)) => Some(OnlineEntry { user, node, conn }),
-        None => {
-            log::warn!(
-                "ignoring a malformed directory entry {:?}",
-                String::from_utf8_lossy(at)
-            );
-            None
-        }
+    if parsed.is_none() {
+        log::warn!(
+            "ignoring a malformed directory entry {:?}",
+            String::from_utf8_lossy(at)
+        );
+    }
+    parsed
+}
+
+/// What the sender appends to inboxes, in the order the hub said it.
+enum Outgoing {
+    /// A message to a known node ([`ClusterOutput::Send`], [`ClusterOutput::SendAll`]).
+    To(NodeId, NodeMessage),
+    /// A `/to`'s line, to wherever its user is ([`ClusterOutput::DeliverTo`]).
+    ToUser {
+        request: RequestId,
+        user: Vec<u8>,
+        line: Bytes,
+    },
+}
+
+impl Outgoing {
+    fn is_to_user(&self) -> bool {
+        matches!(self, Outgoing::ToUser { .. })
     }
 }
 

@@ -116,3 +116,35 @@ return 1
 "#
     ))
 });
+
+/// KEYS: where. ARGV: the inboxes' names without the node id, their time to live in ms,
+/// their `MAXLEN ~`, the entry's field, then per `/to`: the user, and the inbox entry's value
+/// before and after the session (`codec::deliver_around`).
+/// Looks each user up and appends its entry, with the session found, to that session's node's
+/// inbox; returns per `/to` the `"<node>:<conn>"` it went to, or nil if the user is offline.
+/// The lookup and the append are one step, so no login or logout falls between them. The
+/// inboxes' names are made here from the entries found, so they cannot be declared as KEYS:
+/// this needs one Redis, not a Redis Cluster, as the rest of the directory does.
+/// Run with `EVAL`, not `EVALSHA`, as it runs inside a `MULTI`: a script Redis had forgotten
+/// would fail there alone while the rest of the transaction went through.
+pub(crate) const DELIVER_TO: &str = r#"
+local routed = {}
+local inboxes = {}
+for i = 5, #ARGV, 3 do
+  local at = redis.call('HGET', KEYS[1], ARGV[i])
+  local sep = at and string.find(at, ':', 1, true)
+  if sep then
+    local inbox = ARGV[1] .. string.sub(at, 1, sep - 1)
+    local entry = ARGV[i + 1] .. string.sub(at, sep + 1) .. ARGV[i + 2]
+    redis.call('XADD', inbox, 'MAXLEN', '~', ARGV[3], '*', ARGV[4], entry)
+    inboxes[inbox] = true
+    table.insert(routed, at)
+  else
+    table.insert(routed, false)
+  end
+end
+for inbox in pairs(inboxes) do
+  redis.call('PEXPIRE', inbox, ARGV[2])
+end
+return routed
+"#;

@@ -64,6 +64,19 @@ pub enum ClusterOutput {
         /// What to tell it.
         message: NodeMessage,
     },
+    /// Look `user` up and, in the same atomic step, send its node (this one included) a
+    /// [`NodeMessage::Deliver`] of `line` for `request`'s slot 0 and the session found, at
+    /// least once and in order with [`ClusterOutput::Send`] and [`ClusterOutput::SendAll`];
+    /// answer with [`ClusterInput::Routed`]. A `/to` goes out so: one step through the
+    /// directory instead of a [`ClusterOutput::Query`] and then a send.
+    DeliverTo {
+        /// The sender's request, on this node.
+        request: RequestId,
+        /// The recipient.
+        user: Vec<u8>,
+        /// The exact `/from …` line.
+        line: Bytes,
+    },
     /// Send each message to its node (this one included) in one atomic step, at least once
     /// and in order with [`ClusterOutput::Send`]: no node may read one of them before all are
     /// in their inboxes. One request's deliveries go out so, and every node then sees
@@ -99,6 +112,14 @@ pub enum ClusterInput {
         query: QueryId,
         /// The users online, in login order.
         entries: Option<Vec<OnlineEntry>>,
+    },
+    /// Where a [`ClusterOutput::DeliverTo`] went: the recipient's node and session, or `None`
+    /// if nothing was sent (the user was not online, or Redis refused the step).
+    Routed {
+        /// The request, on this node.
+        request: RequestId,
+        /// The recipient's node and session.
+        to: Option<(NodeId, ConnId)>,
     },
     /// A message from another node.
     Received {

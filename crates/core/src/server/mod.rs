@@ -21,7 +21,7 @@ use core::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
 pub use broadcast::{BroadcastAggregator, Outcome};
@@ -192,8 +192,6 @@ enum Directory {
 enum Asked {
     /// `/list`.
     List,
-    /// `/to`: `line` for `target`.
-    To { target: Vec<u8>, line: Bytes },
     /// `/toall`: `line` for everyone else.
     ToAll { line: Bytes },
 }
@@ -227,6 +225,9 @@ pub struct Server {
     next_query: u64,
     next_login: u64,
     requests: FxHashMap<RequestId, Pending>,
+    /// `/to` requests whose sender left before they were [`ClusterInput::Routed`]: their
+    /// withdrawal goes out once it is known where to.
+    unrouted_withdrawn: FxHashSet<RequestId>,
     /// Nodes reported down ([`ClusterInput::NodeDown`]): node ids are never reused, so a
     /// directory answer that still names one (it was read before the reaper ran) must not send
     /// it a delivery that nothing would ever answer.
@@ -291,6 +292,7 @@ impl Server {
             next_query: 0,
             next_login: 0,
             requests: FxHashMap::default(),
+            unrouted_withdrawn: FxHashSet::default(),
             down: BTreeSet::new(),
             last_delivered: FxHashMap::default(),
             next_request: 0,
@@ -711,6 +713,7 @@ impl Server {
                     self.answered(now, question, entries);
                 }
             }
+            ClusterInput::Routed { request, to } => self.routed(request, to),
             ClusterInput::Received { from, message } => self.received(now, from, message),
             ClusterInput::NodeDown(node) => self.node_down(node),
             ClusterInput::NodeUp(node) => {
@@ -932,10 +935,6 @@ impl Server {
     /// Asks the directory what `asked` needs, and goes on once it answers: at once for a
     /// single server, later for a cluster (with the client's next line waiting meanwhile).
     fn ask(&mut self, now: Instant, conn: ConnId, asked: Asked) {
-        let user = match &asked {
-            Asked::To { target, .. } => Some(target.clone()),
-            Asked::List | Asked::ToAll { .. } => None,
-        };
         let request = RequestId(self.next_request);
         self.next_request += 1;
         let question = Question {
@@ -945,7 +944,7 @@ impl Server {
         };
         match &self.directory {
             Directory::Local(directory) => {
-                let entries = directory.query(user.as_deref(), self.node);
+                let entries = directory.query(None, self.node);
                 self.answered(now, question, Some(entries));
             }
             Directory::Cluster => {
@@ -956,7 +955,7 @@ impl Server {
                 let query = QueryId(self.next_query);
                 self.next_query += 1;
                 self.questions.insert(query, question);
-                self.cluster(ClusterOutput::Query { query, user });
+                self.cluster(ClusterOutput::Query { query, user: None });
             }
         }
     }
@@ -990,16 +989,11 @@ impl Server {
                     let users: Vec<_> = local.into_iter().map(|(_, user)| user.to_vec()).collect();
                     self.list(conn, &asker, users.iter().map(Vec::as_slice))
                 }
-                Asked::To { .. } => self.fail_unsent(conn, RequestKind::To),
                 Asked::ToAll { .. } => self.fail_unsent(conn, RequestKind::ToAll),
             };
         };
         match asked {
             Asked::List => self.list(conn, &asker, entries.iter().map(|e| e.user.as_slice())),
-            Asked::To { line, .. } => {
-                let found = entries.first().map(|target| (target.node, target.conn));
-                self.send_found(now, conn, line, found)
-            }
             Asked::ToAll { line } => {
                 let node = self.node;
                 let recipients = entries
@@ -1036,8 +1030,60 @@ impl Server {
             let found = directory.find(target).map(|conn| (self.node, conn));
             return self.send_found(now, conn, line, found);
         }
-        let target = target.to_vec();
-        self.ask(now, conn, Asked::To { target, line });
+        self.deliver_to(conn, target.to_vec(), line);
+    }
+
+    /// A cluster node's `/to`: finding the recipient and sending it the line are one step of
+    /// the engine's ([`ClusterOutput::DeliverTo`]), so a `/to` costs one trip through the
+    /// directory, not two; the slot's node is known once it is [`ClusterInput::Routed`].
+    fn deliver_to(&mut self, sender: ConnId, user: Vec<u8>, line: Bytes) {
+        let Some(entry) = self.sessions.get_mut(&sender) else {
+            return;
+        };
+        let request = RequestId(self.next_request);
+        self.next_request += 1;
+        entry.session.start_request(request);
+        let pending = Pending {
+            sender,
+            kind: RequestKind::To,
+            aggregator: BroadcastAggregator::new(1),
+            // None until routed.
+            recipients: Recipients::new(),
+        };
+        self.requests.insert(request, pending);
+        self.cluster(ClusterOutput::DeliverTo {
+            request,
+            user,
+            line,
+        });
+    }
+
+    /// Where a `/to` of this node went ([`ClusterInput::Routed`]).
+    fn routed(&mut self, request: RequestId, to: Option<(NodeId, ConnId)>) {
+        let Some(pending) = self.requests.get_mut(&request) else {
+            // Its sender left before it was routed: the withdrawal follows it there. (A
+            // request already settled has nothing left to withdraw.)
+            if self.unrouted_withdrawn.remove(&request) {
+                if let Some((to, _)) = to {
+                    let message = NodeMessage::Withdraw { request };
+                    self.cluster(ClusterOutput::Send { to, message });
+                }
+            }
+            return;
+        };
+        match to {
+            None => {
+                self.metrics.delivery(DeliveryOutcome::Offline);
+                self.settle(self.node, request, 0, false);
+            }
+            Some((node, conn)) => {
+                pending.recipients.push((node, conn));
+                if self.down.contains(&node) {
+                    self.metrics.delivery(DeliveryOutcome::NodeDown);
+                    self.settle(self.node, request, 0, false);
+                }
+            }
+        }
     }
 
     /// Goes on with a `/to` whose recipient the directory found, or did not.
@@ -1404,6 +1450,10 @@ impl Server {
         }
         if let Some(request) = entry.session.awaiting() {
             if let Some(pending) = self.requests.remove(&request) {
+                // A cluster's `/to` not yet routed: withdrawn once it is.
+                if pending.recipients.is_empty() && matches!(self.directory, Directory::Cluster) {
+                    self.unrouted_withdrawn.insert(request);
+                }
                 self.withdraw(request, &pending.recipients);
             }
         }
