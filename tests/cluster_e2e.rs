@@ -240,6 +240,32 @@ fn a_cluster_node_on_threads_is_refused_with_exit_code_2() {
     assert!(stderr.contains("needs an async runtime"), "{stderr}");
 }
 
+/// A node's Redis connections cost least on tokio (on its own thread): a cluster node runs on
+/// it unless `--runtime` says otherwise.
+#[test]
+#[cfg(feature = "tokio")]
+fn a_cluster_node_runs_on_tokio_unless_told_otherwise() {
+    let users = TempFile::new("users.txt", USERS.as_bytes());
+    let runtime_of = |options: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_im-server"))
+            .arg("0")
+            .arg(users.path())
+            .args(["--log", "info", "--bind", "127.0.0.1"])
+            // Nothing listens there: the node says which runtime it is on, then gives up.
+            .args(["--cluster", "redis://127.0.0.1:1"])
+            .args(options)
+            .output()
+            .expect("im-server runs");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(stderr.contains("cannot reach Redis"), "{stderr}");
+        let line = stderr.lines().find(|line| line.contains("] runtime "));
+        let line = line.unwrap_or_else(|| panic!("no runtime line: {stderr}"));
+        line.split("] runtime ").nth(1).and_then(|rest| rest.split(',').next()).map(str::to_owned)
+    };
+    assert_eq!(runtime_of(&[]).as_deref(), Some("tokio"));
+    assert_eq!(runtime_of(&["--runtime", "smol"]).as_deref(), Some("smol"));
+}
+
 #[test]
 #[ignore = "needs redis-server"]
 fn toall_reaches_every_node() {

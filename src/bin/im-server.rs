@@ -1,8 +1,8 @@
 //! `im-server <port> <users-file>`: the instant-messaging server (docs/protocol.md §6).
 //!
 //! It parses the command line, loads the users file, listens, and hands everything else to
-//! the runtime picked with `--runtime`: [`simple_im::runtime::smol::serve`] (the default) or
-//! [`simple_im::runtime::threads::server::serve`] (std threads). Both run the same driver.
+//! the runtime picked with `--runtime` ([`simple_im::runtime::serve`]: smol by default, std
+//! threads, tokio, or io_uring in a build with it). All run the same driver.
 
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -154,9 +154,10 @@ struct Args {
     /// on one thread), `threads` (blocking sockets, a thread per socket, each thread with a
     /// 64 KiB stack), `tokio` (its current-thread runtime) or `uring` (Linux, in a build with
     /// the `uring` feature: the async loop over io_uring). All behave the same on the wire;
-    /// `--cluster` needs one of the async ones.
-    #[arg(long, value_name = "RUNTIME", default_value_t = Kind::Smol)]
-    runtime: Kind,
+    /// `--cluster` needs one of the async ones. Default: smol, and tokio for a `--cluster`
+    /// node (its Redis connections then run on its own thread, which costs less CPU).
+    #[arg(long, value_name = "RUNTIME")]
+    runtime: Option<Kind>,
 
     /// Clients connected at once; one more is closed as soon as it connects. Default: 20000
     /// with smol, 2000 with threads (each client costs three threads there, and that runtime
@@ -179,7 +180,8 @@ struct Args {
 
     /// Run as one node of a cluster whose nodes share this Redis (`redis://HOST:PORT` or
     /// `unix:///path/to/redis.sock`): one chat across every node. Without it the server is
-    /// the whole chat and needs nothing else. Needs the smol runtime.
+    /// the whole chat and needs nothing else. Needs an async runtime; on `--runtime tokio` a
+    /// node drives its Redis connections on its own thread, which costs the least CPU.
     #[arg(long, value_name = "URL")]
     cluster: Option<String>,
 
@@ -441,7 +443,10 @@ fn main() -> ExitCode {
     if let Some(out) = &args.out {
         return make_cert(&args.make_cert, out);
     }
-    let (Some(port), Ok(in_force)) = (args.port, settings(&args, &matches, args.runtime)) else {
+    let runtime = args
+        .runtime
+        .unwrap_or_else(|| Kind::default_for(args.cluster.is_some()));
+    let (Some(port), Ok(in_force)) = (args.port, settings(&args, &matches, runtime)) else {
         // Clap requires both unless `--hash-password` or `--config`.
         eprintln!("im-server: {MISSING}");
         return ExitCode::from(2);
@@ -486,7 +491,7 @@ fn main() -> ExitCode {
         _ => None,
     };
 
-    if args.cluster.is_some() && args.runtime == Kind::Threads {
+    if args.cluster.is_some() && runtime == Kind::Threads {
         eprintln!("im-server: --cluster needs an async runtime: smol, tokio or uring (try --help)");
         return ExitCode::from(2);
     }
@@ -510,7 +515,6 @@ fn main() -> ExitCode {
     // SIGHUP reads the settings and the users file again (the same command line, the
     // --config file as it is then), SIGTERM/SIGINT stop gracefully, a second one at once.
     let argv: Vec<OsString> = std::env::args_os().collect();
-    let runtime = args.runtime;
     let reread = move || {
         let (args, matches) = parse_args_from(argv.clone()).map_err(|unparsed| match unparsed {
             Unparsed::Usage(reason) => reason,
@@ -524,7 +528,7 @@ fn main() -> ExitCode {
         keepalive: in_force.keepalive,
         tls,
         metrics,
-        ..args.runtime.driver_config()
+        ..runtime.driver_config()
     };
     let reloader = simple_im::reload::Reloader::new(in_force, reread);
     let commands = simple_im::signals::server_commands(reloader);
@@ -538,7 +542,7 @@ fn main() -> ExitCode {
 
     log::info!(
         "runtime {}, at most {} clients, {} per IP address",
-        args.runtime,
+        runtime,
         driver.max_connections,
         driver.max_per_ip
     );
@@ -570,7 +574,7 @@ fn main() -> ExitCode {
         ready: Box::new(ready),
         commands,
     };
-    if let Err(error) = simple_im::runtime::serve(args.runtime, listener, service) {
+    if let Err(error) = simple_im::runtime::serve(runtime, listener, service) {
         eprintln!("im-server: {error}");
         // A runtime this build or machine cannot give is the operator's to fix, as a bad
         // option is; a cluster that cannot be reached is not.

@@ -88,6 +88,18 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The runtime when `--runtime` does not say: a cluster node's is tokio in a build with
+    /// it, where the node's Redis connections run on its own thread (with smol they run on
+    /// smol's global executor's threads, and a delivery costs 20–45 % more CPU:
+    /// BENCHMARKS.md); otherwise smol.
+    pub fn default_for(clustered: bool) -> Kind {
+        if clustered && cfg!(feature = "tokio") {
+            Kind::Tokio
+        } else {
+            Kind::Smol
+        }
+    }
+
     /// Every kind, in the order `--help` lists them.
     pub const ALL: [Kind; 4] = [Kind::Smol, Kind::Threads, Kind::Tokio, Kind::Uring];
 
