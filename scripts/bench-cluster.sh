@@ -7,9 +7,9 @@
 # `shared` (two nodes on one port with --reuse-port: the kernel spreads users). Each round runs
 # `to` (100 pairs) then `toall` (200 recipients) on fresh servers and a fresh redis-server (Unix
 # socket, no persistence); CPU per delivery counts every node and redis-server (--server-pid).
-# A setup with `+tokio` (`cross+tokio`) runs its nodes on `--runtime tokio`, where a node's Redis
-# connections run on its own thread; without it on smol, where they run on smol's global
-# executor's threads. A setup ending in `@NAME` (`cross+tokio@old`) runs the im-server binary
+# A setup with `+tokio` (`cross+tokio`) runs its nodes on `--runtime tokio` (a node's default),
+# where a node's Redis connections run on its own thread; without it on `--runtime smol`, where
+# they run on smol's global executor's threads. A setup ending in `@NAME` (`cross+tokio@old`) runs the im-server binary
 # that the variable BIN_NAME names, to set two builds side by side in one run:
 #   BIN_old=/tmp/old/im-server SETUPS="single cross+tokio cross+tokio@old" scripts/bench-cluster.sh
 # It prints one line per run, then per setup the median CPU per delivery and its median ratio
@@ -64,6 +64,7 @@ for round in $(seq "$rounds"); do
                 server_bin=${!binvar:?"setup $setup needs $binvar, an im-server binary"}
             fi
             tokio=${base%+tokio}
+            cluster=(--runtime smol)
             if [ "$tokio" != "$base" ]; then
                 cluster=(--runtime tokio)
             fi
