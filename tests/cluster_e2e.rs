@@ -260,7 +260,10 @@ fn a_cluster_node_runs_on_tokio_unless_told_otherwise() {
         assert!(stderr.contains("cannot reach Redis"), "{stderr}");
         let line = stderr.lines().find(|line| line.contains("] runtime "));
         let line = line.unwrap_or_else(|| panic!("no runtime line: {stderr}"));
-        line.split("] runtime ").nth(1).and_then(|rest| rest.split(',').next()).map(str::to_owned)
+        line.split("] runtime ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .map(str::to_owned)
     };
     assert_eq!(runtime_of(&[]).as_deref(), Some("tokio"));
     assert_eq!(runtime_of(&["--runtime", "smol"]).as_deref(), Some("smol"));
