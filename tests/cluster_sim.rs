@@ -171,7 +171,6 @@ enum DirRequest {
     },
     Query {
         query: simple_im_core::server::QueryId,
-        user: Option<Vec<u8>>,
     },
 }
 
@@ -1222,8 +1221,8 @@ impl Cluster {
                 self.directory.release(&user, id, conn);
                 Some(ClusterInput::Released { conn })
             }
-            DirRequest::Query { query, user } => {
-                let entries = (!outage).then(|| self.directory.query(user.as_deref()));
+            DirRequest::Query { query } => {
+                let entries = (!outage).then(|| self.directory.query(None));
                 self.stat(if outage { "query in outage" } else { "query" });
                 Some(ClusterInput::Online { query, entries })
             }
@@ -1469,11 +1468,11 @@ impl Cluster {
             ClusterOutput::Release { conn, user } => {
                 self.dir_requests[node].push_back(DirRequest::Release { conn, user })
             }
-            ClusterOutput::Query { query, user } => {
+            ClusterOutput::Query { query } => {
                 if let Some(tag) = self.reading[node].take() {
                     self.asked_for.insert((node, query), tag);
                 }
-                self.dir_requests[node].push_back(DirRequest::Query { query, user })
+                self.dir_requests[node].push_back(DirRequest::Query { query })
             }
             ClusterOutput::Send { to, message } => self.send_all(node, vec![(to, message)]),
             ClusterOutput::SendAll { messages } => self.send_all(node, messages),

@@ -68,7 +68,7 @@ pub use clock::Clock;
 pub use config::ClusterConfig;
 use link::Link;
 use simple_im_core::server::{
-    ClusterInput, ClusterOutput, ConnId, NodeId, NodeMessage, OnlineEntry, QueryId, RequestId,
+    ClusterInput, ClusterOutput, ConnId, NodeId, NodeMessage, OnlineEntry, RequestId,
 };
 
 /// Why a node could not join its cluster.
@@ -349,8 +349,7 @@ impl Engine {
         let _ = self.inputs.send(input).await;
     }
 
-    /// The directory's requests, answered in the order they came: one at a time, except that
-    /// lookups of one user (`/to`) queued one after another go in one pipeline.
+    /// The directory's requests, answered one at a time in the order they came.
     async fn directory(
         &self,
         mut link: Link,
@@ -358,39 +357,11 @@ impl Engine {
     ) -> Link {
         let keys = &self.keys;
         let mut unreleased = Unreleased::default();
-        let mut next = None;
-        loop {
-            let request = match next.take() {
-                Some(request) => request,
-                None => match requests.recv().await {
-                    Ok(request) => request,
-                    Err(_) => break,
-                },
-            };
+        while let Ok(request) = requests.recv().await {
             if link.connected() {
                 unreleased.retry(self, &mut link).await;
             }
             match request {
-                ClusterOutput::Query {
-                    query,
-                    user: Some(user),
-                } => {
-                    let mut batch = vec![(query, user)];
-                    while batch.len() < SEND_BATCH {
-                        match requests.try_recv() {
-                            Ok(ClusterOutput::Query {
-                                query,
-                                user: Some(user),
-                            }) => batch.push((query, user)),
-                            Ok(other) => {
-                                next = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    self.locate(&mut link, batch).await;
-                }
                 ClusterOutput::Claim { conn, user } => {
                     let claimed = if self.state.lost.get() {
                         log::warn!("refusing a claim for {conn}: this node's lease is lost");
@@ -440,24 +411,16 @@ impl Engine {
                     // waits no longer.
                     self.tell(ClusterInput::Released { conn }).await;
                 }
-                ClusterOutput::Query { query, user } => {
-                    let entries = match user {
-                        None => {
-                            let invocation = {
-                                let mut invocation = scripts::ONLINE.prepare_invoke();
-                                invocation.key(keys.online()).key(keys.where_());
-                                invocation
-                            };
-                            link.invoke::<Vec<Vec<u8>>>(&invocation)
-                                .await
-                                .map(|flat| online_entries(flat.chunks_exact(2)))
-                        }
-                        Some(user) => {
-                            self.locate(&mut link, vec![(query, user)]).await;
-                            continue;
-                        }
+                ClusterOutput::Query { query } => {
+                    let invocation = {
+                        let mut invocation = scripts::ONLINE.prepare_invoke();
+                        invocation.key(keys.online()).key(keys.where_());
+                        invocation
                     };
-                    let entries = entries
+                    let entries = link
+                        .invoke::<Vec<Vec<u8>>>(&invocation)
+                        .await
+                        .map(|flat| online_entries(flat.chunks_exact(2)))
                         .map_err(|error| log::warn!("cannot ask who is online: {error}"))
                         .ok();
                     self.tell(ClusterInput::Online { query, entries }).await;
@@ -469,24 +432,6 @@ impl Engine {
             }
         }
         link
-    }
-
-    /// Answers lookups of one user each, in one round trip.
-    async fn locate(&self, link: &mut Link, batch: Vec<(QueryId, Vec<u8>)>) {
-        let mut pipe = redis::pipe();
-        for (_, user) in &batch {
-            pipe.cmd("HGET").arg(self.keys.where_()).arg(user);
-        }
-        let found = link.pipe::<Vec<Option<Vec<u8>>>>(&pipe).await;
-        let found = found.map_err(|error| log::warn!("cannot ask who is online: {error}"));
-        let mut found = found.ok().map(Vec::into_iter);
-        for (query, user) in batch {
-            let entries = found.as_mut().map(|found| {
-                let at = found.next().flatten();
-                at.and_then(|at| entry(user, &at)).into_iter().collect()
-            });
-            self.tell(ClusterInput::Online { query, entries }).await;
-        }
     }
 
     /// Ends `conn`'s claim on `user`, if it holds it.

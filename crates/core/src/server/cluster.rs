@@ -49,13 +49,11 @@ pub enum ClusterOutput {
         /// The user.
         user: Vec<u8>,
     },
-    /// Answer [`ClusterInput::Online`] with everyone online, in login order (`user: None`), or
-    /// with the entry of one user, if online.
+    /// Answer [`ClusterInput::Online`] with everyone online, in login order (for `/list` and
+    /// `/toall`; a `/to` finds its one user with [`ClusterOutput::DeliverTo`]).
     Query {
         /// Names the answer.
         query: QueryId,
-        /// One user only.
-        user: Option<Vec<u8>>,
     },
     /// Send `message` to node `to` (this one included), at least once and in order.
     Send {

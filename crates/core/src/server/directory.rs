@@ -50,24 +50,16 @@ impl LocalDirectory {
         self.by_name.get(user).map(|&(conn, _)| conn)
     }
 
-    /// Everyone online in login order, or only `user`, as entries of `node`.
-    pub(crate) fn query(&self, user: Option<&[u8]>, node: NodeId) -> Vec<OnlineEntry> {
+    /// Everyone online in login order, as entries of `node`.
+    pub(crate) fn online(&self, node: NodeId) -> Vec<OnlineEntry> {
         let entry = |user: &[u8], conn| OnlineEntry {
             user: user.to_vec(),
             node,
             conn,
         };
-        match user {
-            Some(user) => self
-                .find(user)
-                .map(|conn| entry(user, conn))
-                .into_iter()
-                .collect(),
-            None => self
-                .online
-                .values()
-                .map(|(user, conn)| entry(user, *conn))
-                .collect(),
-        }
+        self.online
+            .values()
+            .map(|(user, conn)| entry(user, *conn))
+            .collect()
     }
 }

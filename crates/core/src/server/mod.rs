@@ -944,7 +944,7 @@ impl Server {
         };
         match &self.directory {
             Directory::Local(directory) => {
-                let entries = directory.query(None, self.node);
+                let entries = directory.online(self.node);
                 self.answered(now, question, Some(entries));
             }
             Directory::Cluster => {
@@ -955,7 +955,7 @@ impl Server {
                 let query = QueryId(self.next_query);
                 self.next_query += 1;
                 self.questions.insert(query, question);
-                self.cluster(ClusterOutput::Query { query, user: None });
+                self.cluster(ClusterOutput::Query { query });
             }
         }
     }
