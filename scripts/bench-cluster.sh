@@ -16,6 +16,7 @@
 # to the first setup in the same round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 rounds=${1:-3}
 seconds=${2:-6}
 setups=${SETUPS:-single redis cross shared}
@@ -39,12 +40,7 @@ node() {
         "${@:2}" > "$work/port.$$" 2> /dev/null &
     server=$!
     pids+=("$server")
-    port=""
-    for _ in $(seq 100); do
-        port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/port.$$")
-        [ -n "$port" ] && break
-        sleep 0.05
-    done
+    port=$(port_of "$work/port.$$")
 }
 
 for round in $(seq "$rounds"); do

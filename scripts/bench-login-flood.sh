@@ -11,6 +11,7 @@
 # run ends there: the machine's memory is shared.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 bin=${CARGO_TARGET_DIR:-target}/release
 cargo build --release --quiet --bin im-server --bin im-bench
 server=${SERVER:-$bin/im-server}
@@ -32,12 +33,8 @@ run() {
     local portfile="$work/port-$setup"
     "$server" 0 "$work/$setup" --bind 127.0.0.1 --log warn > "$portfile" 2> /dev/null &
     local pid=$!
-    local port=""
-    for _ in $(seq 100); do
-        port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$portfile")
-        [ -n "$port" ] && break
-        sleep 0.05
-    done
+    local port
+    port=$(port_of "$portfile")
     local status=0
     "$bin/im-bench" login-flood --port "$port" --target alice --password alice-secret \
         --attackers 200 --sources 8 --right-every 50 \

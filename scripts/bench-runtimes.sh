@@ -15,6 +15,7 @@
 # ratios to the relay.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 server_cpu=() bench_cpu=()
 if [ "${PIN:-0}" = 1 ]; then
     server_cpu=(taskset -c 0) bench_cpu=(taskset -c 1)
@@ -61,12 +62,7 @@ start() {
                --runtime "$kind" "${tls[@]}" > "$work/port" & ;;
     esac
     server=$!
-    port=""
-    for _ in $(seq 100); do
-        port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/port")
-        [ -n "$port" ] && break
-        sleep 0.05
-    done
+    port=$(port_of "$work/port")
 }
 
 for round in $(seq "$((rounds + counting))"); do

@@ -5,6 +5,7 @@
 #   scripts/bench.sh to --pairs 10 --count 1000 --json   # one, with these im-bench options instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 cargo build --release --quiet --bin im-server --bin im-bench
 bin=target/release
 users=$(mktemp)
@@ -17,12 +18,8 @@ run() {
     # A fresh server per scenario; all simulated users come from 127.0.0.1, hence --max-per-ip.
     "$bin/im-server" 0 "$users" --bind 127.0.0.1 --log warn --max-per-ip 20000 > "$users.port" &
     local server=$!
-    local port=""
-    for _ in $(seq 100); do
-        port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$users.port")
-        [ -n "$port" ] && break
-        sleep 0.05
-    done
+    local port
+    port=$(port_of "$users.port")
     local status=0
     "$bin/im-bench" "$scenario" --port "$port" --users "$users" --server-pid "$server" "$@" || status=$?
     kill "$server"
