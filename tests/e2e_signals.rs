@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::harness::{Runtime, ServerProcess, TempFile, STEP, USERS};
+use common::harness::{Client, Runtime, ServerProcess, TempFile, STEP, USERS};
 
 const OK: &str = "303 Message delivery successful\n";
 const FAILED: &str = "304 Message delivery failed\n";
@@ -98,7 +98,7 @@ fn sighup_with_a_broken_file_changes_nothing(runtime: Runtime) {
 }
 
 /// A client that fails to log in `failures` times and is still connected.
-fn failing(server: &ServerProcess, failures: usize) -> common::harness::Client {
+fn failing(server: &ServerProcess, failures: usize) -> Client {
     let mut client = server.connect();
     for _ in 0..failures {
         assert_eq!(client.request("/login jacky wrong"), AUTH_FAILED);
@@ -186,13 +186,28 @@ fn sighup_with_a_broken_config_file_changes_nothing(runtime: Runtime) {
     assert_eq!(server.log_count("users reloaded"), 0);
 }
 
-fn sigterm_answers_a_delivery_in_flight_then_exits(runtime: Runtime) {
-    let mut server = ServerProcess::start(runtime, USERS, &[]);
+/// A server started with `options`, and jacky's `/to bob hi` shown on bob's Lb, not yet
+/// acknowledged: a delivery in flight for a stop to deal with.
+fn delivery_in_flight(runtime: Runtime, options: &[&str]) -> (ServerProcess, Client, Client) {
+    let server = ServerProcess::start(runtime, USERS, options);
     let mut jacky = server.ready("jacky", "12345");
     let mut bob = server.ready("bob", "bob123");
-    let mut idle = server.ready("alice", "alice123");
     jacky.send(b"/to bob hi\n");
     assert_eq!(bob.recv_lb(), "/from jacky hi\n");
+    (server, jacky, bob)
+}
+
+/// The server exits, successfully, within [`STEP`].
+fn exits_cleanly(server: &mut ServerProcess, after: &str) {
+    let exit = server
+        .wait_exit(STEP)
+        .unwrap_or_else(|| panic!("still running after {after}"));
+    assert!(exit.success(), "{exit:?}");
+}
+
+fn sigterm_answers_a_delivery_in_flight_then_exits(runtime: Runtime) {
+    let (mut server, mut jacky, mut bob) = delivery_in_flight(runtime, &[]);
+    let mut idle = server.ready("alice", "alice123");
 
     server.signal("TERM");
     server.expect_log("requests in flight");
@@ -203,20 +218,12 @@ fn sigterm_answers_a_delivery_in_flight_then_exits(runtime: Runtime) {
     assert_eq!(jacky.recv(), OK);
     jacky.expect_la_closed();
     bob.expect_la_closed();
-    let exit = server
-        .wait_exit(STEP)
-        .expect("still running after the stop");
-    assert!(exit.success(), "{exit:?}");
+    exits_cleanly(&mut server, "the stop");
     server.expect_log("stopped: every connection is closed");
 }
 
 fn sigterm_fails_a_delivery_not_acked_within_the_ack_timeout(runtime: Runtime) {
-    let mut server = ServerProcess::start(runtime, USERS, &["--ack-timeout", "1s"]);
-    let mut jacky = server.ready("jacky", "12345");
-    let mut bob = server.ready("bob", "bob123");
-    jacky.send(b"/to bob hi\n");
-    assert_eq!(bob.recv_lb(), "/from jacky hi\n");
-
+    let (mut server, mut jacky, bob) = delivery_in_flight(runtime, &["--ack-timeout", "1s"]);
     let asked = Instant::now();
     server.signal("TERM");
     // Bob never acknowledges it: jacky hears `304` before his connection closes.
@@ -224,10 +231,7 @@ fn sigterm_fails_a_delivery_not_acked_within_the_ack_timeout(runtime: Runtime) {
     jacky.expect_la_closed();
     // Closed here too, so that the server need not linger for their ends.
     drop((jacky, bob));
-    let exit = server
-        .wait_exit(STEP)
-        .expect("still running after the stop");
-    assert!(exit.success(), "{exit:?}");
+    exits_cleanly(&mut server, "the stop");
     assert!(
         asked.elapsed() < Duration::from_secs(3),
         "{:?}",
@@ -236,19 +240,11 @@ fn sigterm_fails_a_delivery_not_acked_within_the_ack_timeout(runtime: Runtime) {
 }
 
 fn a_second_sigterm_stops_at_once(runtime: Runtime) {
-    let mut server = ServerProcess::start(runtime, USERS, &["--ack-timeout", "60s"]);
-    let mut jacky = server.ready("jacky", "12345");
-    let mut bob = server.ready("bob", "bob123");
-    jacky.send(b"/to bob hi\n");
-    assert_eq!(bob.recv_lb(), "/from jacky hi\n");
-
+    let (mut server, _jacky, _bob) = delivery_in_flight(runtime, &["--ack-timeout", "60s"]);
     server.signal("TERM");
     server.expect_log("requests in flight");
     assert!(server.wait_exit(Duration::from_millis(200)).is_none());
     server.signal("TERM");
-    let exit = server
-        .wait_exit(STEP)
-        .expect("still running after a second SIGTERM");
-    assert!(exit.success(), "{exit:?}");
+    exits_cleanly(&mut server, "a second SIGTERM");
     server.expect_log("stopping at once");
 }
