@@ -16,28 +16,14 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::doubles;
+use common::{doubles, TIMINGS};
 
 const IM_CHECK: &str = env!("CARGO_BIN_EXE_im-check");
 
 /// The appendix's three users, the spare one the probe logs in as, and four more: with a
-/// queue of [`MAX_QUEUE`], the least `im-check server` needs to run every check.
+/// queue of [`common::MAX_QUEUE`], the least `im-check server` needs to run every check.
 const USERS: &str = "# im-check test accounts\njacky 12345\nbob bob123\nmichael michael123\n\
                      spare spare123\nuser1 pass1\nuser2 pass2\nuser3 pass3\nuser4 pass4\n";
-
-/// The servers' `--max-queue` here: a queue the queue-full check fills with few users.
-const MAX_QUEUE: &str = "4";
-
-/// What every server here runs with: short timeouts, so that the checks that wait them out
-/// finish quickly, and the small queue.
-const TIMINGS: [&str; 6] = [
-    "--ack-timeout",
-    "500ms",
-    "--login-timeout",
-    "1s",
-    "--max-queue",
-    MAX_QUEUE,
-];
 
 /// The checks of how a server starts (§5–§6): skipped unless im-check starts the server.
 const SETUP_CHECKS: [&str; 6] = [
@@ -311,23 +297,9 @@ fn check_server(server: &Server, extra: &[&str]) -> Run {
 /// `im-check server --spawn … --one-server` for `server` (its program and arguments before
 /// `{port} {users}`), told the timeouts and the queue it is started with; its own users file.
 fn spawn_one_server(server: &str) -> Run {
-    let spawn = format!(
-        "{server} {{port}} {{users}} --bind 127.0.0.1 --ack-timeout 500ms --login-timeout 1s \
-         --max-queue {MAX_QUEUE}"
-    );
-    im_check([
-        "server",
-        "--spawn",
-        &spawn,
-        "--one-server",
-        "--ack-timeout",
-        "500ms",
-        "--login-timeout",
-        "1s",
-        "--max-queue",
-        MAX_QUEUE,
-        "--json",
-    ])
+    let mut args = common::spawn_one_server_args(server);
+    args.push("--json".into());
+    im_check(args)
 }
 
 #[test]

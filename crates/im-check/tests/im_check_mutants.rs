@@ -11,6 +11,8 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
 const IM_CHECK: &str = env!("CARGO_BIN_EXE_im-check");
 
 /// The longest one im-check run may take here.
@@ -70,26 +72,9 @@ fn arguments(mutant: &Mutant, folder: &Path) -> Vec<String> {
     let script = folder.join(&mutant.file);
     let script = script.to_str().unwrap();
     let mut args: Vec<String> = if mutant.file == "server.py" {
-        let spawn = format!(
-            "python3 {script} {{port}} {{users}} --bind 127.0.0.1 --ack-timeout 500ms \
-             --login-timeout 1s --max-queue 4"
-        );
-        [
-            "server",
-            "--spawn",
-            &spawn,
-            "--one-server",
-            "--ack-timeout",
-            "500ms",
-            "--login-timeout",
-            "1s",
-            "--max-queue",
-            "4",
-            "--timeout",
-            "3s",
-        ]
-        .map(String::from)
-        .to_vec()
+        let mut args = common::spawn_one_server_args(&format!("python3 {script}"));
+        args.extend(["--timeout", "3s"].map(String::from));
+        args
     } else {
         vec!["client".into()]
     };

@@ -5,6 +5,37 @@
 
 use std::path::{Path, PathBuf};
 
+/// The servers' `--max-queue` here: a queue the queue-full check fills with few users.
+pub const MAX_QUEUE: &str = "4";
+
+/// What every server here runs with, and im-check is told: short timeouts, so that the checks
+/// that wait them out finish quickly, and the small queue.
+pub const TIMINGS: [&str; 6] = [
+    "--ack-timeout",
+    "500ms",
+    "--login-timeout",
+    "1s",
+    "--max-queue",
+    MAX_QUEUE,
+];
+
+/// `im-check server`'s arguments to start `server` (a command line, before its port and users
+/// file) itself, once for every check (`--one-server`), with [`TIMINGS`].
+pub fn spawn_one_server_args(server: &str) -> Vec<String> {
+    let spawn = format!(
+        "{server} {{port}} {{users}} --bind 127.0.0.1 {}",
+        TIMINGS.join(" ")
+    );
+    let mut args = vec![
+        "server".to_string(),
+        "--spawn".into(),
+        spawn,
+        "--one-server".into(),
+    ];
+    args.extend(TIMINGS.map(String::from));
+    args
+}
+
 /// `tests/doubles/`: the Python server and client that im-check is tested against.
 pub fn doubles() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/doubles")
