@@ -55,7 +55,7 @@ mod link;
 mod scripts;
 
 use std::cell::Cell;
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::rc::Rc;
@@ -193,7 +193,14 @@ pub async fn join(clock: Clock, config: &ClusterConfig) -> Result<Membership, Cl
     })
 }
 
-/// Takes (again) `node`'s lease and membership, dropping its old users.
+/// How long a node's inbox outlives its last renewal: long enough that a live reader always
+/// gets there first; short enough that the inbox of a dead node nobody reaped does not stay.
+fn inbox_ttl(lease: Duration) -> u64 {
+    millis(lease * 10)
+}
+
+/// Takes (again) `node`'s lease and membership, dropping its old users, and makes its inbox
+/// if there is none.
 async fn register(
     link: &mut Link,
     keys: &Keys,
@@ -209,8 +216,10 @@ async fn register(
             .key(keys.seq())
             .key(keys.lease(node))
             .key(keys.nodes())
+            .key(keys.inbox(node))
             .arg(node.0)
-            .arg(millis(lease));
+            .arg(millis(lease))
+            .arg(inbox_ttl(lease));
         invocation
     };
     link.invoke::<i64>(&invocation).await.map(drop)
@@ -463,9 +472,6 @@ impl Engine {
     async fn sender(&self, messages: async_channel::Receiver<Vec<Outgoing>>) {
         let heartbeat = self.config.heartbeat;
         let mut link = Link::new(self.client.clone(), self.clock.clone(), heartbeat);
-        // Long enough that a live reader always gets there first; short enough that the inbox
-        // of a dead node that was written to after its reaping does not stay forever.
-        let ttl = millis(self.config.lease * 10);
         // Taken from the hub while a batch was being retried, to go next.
         let mut waiting: VecDeque<Outgoing> = VecDeque::new();
         loop {
@@ -482,7 +488,7 @@ impl Engine {
                 }
             }
             let mut batch: Vec<Outgoing> = waiting.drain(..).collect();
-            let (mut pipe, mut routes) = self.appends(&batch, ttl);
+            let (mut pipe, mut routes) = self.appends(&batch);
             let mut backoff = Duration::from_millis(50).min(heartbeat);
             let mut failing = false;
             loop {
@@ -536,7 +542,7 @@ impl Engine {
                             if batch.is_empty() {
                                 break;
                             }
-                            (pipe, routes) = self.appends(&batch, ttl);
+                            (pipe, routes) = self.appends(&batch);
                         }
                         self.clock.after(backoff).await;
                         backoff = (backoff * 2).min(heartbeat);
@@ -547,12 +553,12 @@ impl Engine {
     }
 
     /// Builds one batch's appends: an `XADD` per entry of a run of messages to known nodes
-    /// ([`codec::entries`]), one `DELIVER_TO` call per run of `/to`s, and a time to live for
-    /// every inbox. Also says, per script call in order, the requests it routes.
-    fn appends(&self, batch: &[Outgoing], ttl: u64) -> (redis::Pipeline, Vec<Vec<RequestId>>) {
+    /// ([`codec::entries`]) and one `DELIVER_TO` call per run of `/to`s, none of which makes an
+    /// inbox (`NOMKSTREAM`: a node makes its own when it registers, and renews its time to
+    /// live with its lease). Also says, per script call in order, the requests it routes.
+    fn appends(&self, batch: &[Outgoing]) -> (redis::Pipeline, Vec<Vec<RequestId>>) {
         let mut commands = Vec::new();
         let mut routes = Vec::new();
-        let mut targets = BTreeSet::new();
         for run in batch.chunk_by(|a, b| a.is_to_user() == b.is_to_user()) {
             let mut script = redis::cmd("EVAL");
             let mut requests = Vec::new();
@@ -571,7 +577,7 @@ impl Engine {
                                 .arg(1)
                                 .arg(self.keys.where_())
                                 .arg(self.keys.inbox_prefix())
-                                .arg(ttl)
+                                .arg("")
                                 .arg(INBOX_MAXLEN)
                                 .arg(codec::FIELD);
                         }
@@ -588,6 +594,7 @@ impl Engine {
             for (to, entry) in codec::entries(self.node, direct) {
                 let mut xadd = redis::cmd("XADD");
                 xadd.arg(self.keys.inbox(to))
+                    .arg("NOMKSTREAM")
                     .arg("MAXLEN")
                     .arg("~")
                     .arg(INBOX_MAXLEN)
@@ -595,13 +602,7 @@ impl Engine {
                     .arg(codec::FIELD)
                     .arg(entry);
                 commands.push((xadd, true));
-                targets.insert(to);
             }
-        }
-        for to in targets {
-            let mut expire = redis::cmd("PEXPIRE");
-            expire.arg(self.keys.inbox(to)).arg(ttl);
-            commands.push((expire, true));
         }
         let mut pipe = redis::pipe();
         // One command is atomic by itself.
@@ -774,15 +775,20 @@ impl Engine {
                 }
             } else {
                 let sent = Instant::now();
-                let renew = redis::cmd("SET")
+                let mut renew = redis::pipe();
+                renew
+                    .cmd("SET")
                     .arg(self.keys.lease(self.node))
                     .arg(1)
                     .arg("XX")
                     .arg("PX")
                     .arg(millis(lease))
-                    .clone();
-                let lost = match link.query::<Value>(&renew).await {
-                    Ok(Value::Nil) => Some("the lease expired".to_string()),
+                    .cmd("PEXPIRE")
+                    .arg(self.keys.inbox(self.node))
+                    .arg(inbox_ttl(lease))
+                    .ignore();
+                let lost = match link.pipe::<(Value,)>(&renew).await {
+                    Ok((Value::Nil,)) => Some("the lease expired".to_string()),
                     Ok(_) => {
                         renewed = sent;
                         None

@@ -98,11 +98,13 @@ return 2
     ))
 });
 
-/// KEYS: node-users (this node), where, online, node-seq, lease (this node), nodes.
-/// ARGV: this node, lease in ms.
+/// KEYS: node-users (this node), where, online, node-seq, lease (this node), nodes, inbox
+/// (this node). ARGV: this node, lease in ms, the inbox's time to live in ms.
 /// (Re)registers this node: drops whatever of its users the directory still holds (their
 /// sessions ended when the lease was lost), makes sure `node-seq` never hands its id out again
-/// (Redis may have lost its data), then takes the lease and joins `nodes`.
+/// (Redis may have lost its data), then takes the lease, joins `nodes`, and makes its inbox if
+/// there is none (an empty stream: other nodes append with `NOMKSTREAM`, so only its owner
+/// ever makes an inbox, and a reaped node's is never made again by a late message).
 pub(crate) static REGISTER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{PURGE}
@@ -112,16 +114,21 @@ if tonumber(redis.call('GET', KEYS[4]) or '0') < tonumber(ARGV[1]) then
 end
 redis.call('SET', KEYS[5], '1', 'PX', ARGV[2])
 redis.call('SADD', KEYS[6], ARGV[1])
+if redis.call('EXISTS', KEYS[7]) == 0 then
+  redis.call('XADD', KEYS[7], 'MAXLEN', 0, '*', 'made', '1')
+end
+redis.call('PEXPIRE', KEYS[7], ARGV[3])
 return 1
 "#
     ))
 });
 
-/// KEYS: where. ARGV: the inboxes' names without the node id, their time to live in ms,
-/// their `MAXLEN ~`, the entry's field, then per `/to`: the user, and the inbox entry's value
+/// KEYS: where. ARGV: the inboxes' names without the node id, an unused slot, their
+/// `MAXLEN ~`, the entry's field, then per `/to`: the user, and the inbox entry's value
 /// before and after the session (`codec::deliver_around`).
 /// Looks each user up and appends its entry, with the session found, to that session's node's
-/// inbox; returns per `/to` the `"<node>:<conn>"` it went to, or nil if the user is offline.
+/// inbox (if it has one: a reaped node's is gone); returns per `/to` the `"<node>:<conn>"` it
+/// went to, or nil if it went nowhere.
 /// The lookup and the append are one step, so no login or logout falls between them. The
 /// inboxes' names are made here from the entries found, so they cannot be declared as KEYS:
 /// this needs one Redis, not a Redis Cluster, as the rest of the directory does.
@@ -129,22 +136,16 @@ return 1
 /// would fail there alone while the rest of the transaction went through.
 pub(crate) const DELIVER_TO: &str = r#"
 local routed = {}
-local inboxes = {}
 for i = 5, #ARGV, 3 do
   local at = redis.call('HGET', KEYS[1], ARGV[i])
   local sep = at and string.find(at, ':', 1, true)
+  local added = false
   if sep then
     local inbox = ARGV[1] .. string.sub(at, 1, sep - 1)
     local entry = ARGV[i + 1] .. string.sub(at, sep + 1) .. ARGV[i + 2]
-    redis.call('XADD', inbox, 'MAXLEN', '~', ARGV[3], '*', ARGV[4], entry)
-    inboxes[inbox] = true
-    table.insert(routed, at)
-  else
-    table.insert(routed, false)
+    added = redis.call('XADD', inbox, 'NOMKSTREAM', 'MAXLEN', '~', ARGV[3], '*', ARGV[4], entry)
   end
-end
-for inbox in pairs(inboxes) do
-  redis.call('PEXPIRE', inbox, ARGV[2])
+  table.insert(routed, added and at)
 end
 return routed
 "#;
