@@ -1,7 +1,9 @@
 //! [`NodeMessage`]s as stream entries. An entry has one field, [`FIELD`], whose value is a
 //! short text header and, for a delivery, the line itself untouched:
 //!
-//! - `d <from> <request> <slot>:<conn>[,<slot>:<conn>…]\n<line>` — a `Deliver`;
+//! - `d <from> <request> <slot>:<conn>[,<slot>:<conn>…]\n<line>` — a `Deliver`; with `@` for
+//!   the recipients, a `/to`'s, for slot 0 and the session in the entry's [`AT`] field (the
+//!   `DELIVER_TO` script puts there the `"<node>:<conn>"` it found);
 //! - `o <from> <request>:<slot>:<0|1>[,…]` — one or more `Outcome`s;
 //! - `w <from> <request>` — a `Withdraw`.
 //!
@@ -16,8 +18,10 @@ use bytes::Bytes;
 
 use simple_im_core::server::{ConnId, NodeId, NodeMessage, RequestId};
 
-/// The one field of an inbox entry.
+/// The field of an inbox entry that holds the message.
 pub(crate) const FIELD: &str = "m";
+/// The field of a `/to`'s entry that holds its recipient's `"<node>:<conn>"`.
+pub(crate) const AT: &str = "at";
 
 /// The inbox entries for `messages` sent by node `from`, in order, each with its receiving
 /// node. Outcomes that follow one another among the messages to one node share an entry, so
@@ -54,16 +58,14 @@ pub(crate) fn entries<'m>(
     out
 }
 
-/// A `Deliver` of `line` for `request`'s slot 0, as the two parts around its recipient's
-/// session: the `DELIVER_TO` script puts the session it looks up between them.
-pub(crate) fn deliver_around(from: NodeId, request: RequestId, line: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let mut before = header(b'd', from);
-    push_num(&mut before, request.0);
-    before.extend_from_slice(b" 0:");
-    let mut after = Vec::with_capacity(line.len() + 1);
-    after.push(b'\n');
-    after.extend_from_slice(line);
-    (before, after)
+/// A `/to`'s `Deliver` of `line` for `request`'s slot 0, its session left to the entry's
+/// [`AT`] field, which the `DELIVER_TO` script fills with what it looks up.
+pub(crate) fn deliver_to(from: NodeId, request: RequestId, line: &[u8]) -> Vec<u8> {
+    let mut entry = header(b'd', from);
+    push_num(&mut entry, request.0);
+    entry.extend_from_slice(b" @\n");
+    entry.extend_from_slice(line);
+    entry
 }
 
 /// One entry for `message` alone.
@@ -139,8 +141,9 @@ fn push_num(entry: &mut Vec<u8>, n: u64) {
     entry.extend_from_slice(&digits[at..]);
 }
 
-/// The sender and messages of one entry's value, or `None` if it is not one of ours.
-pub(crate) fn decode(entry: Vec<u8>) -> Option<(NodeId, Vec<NodeMessage>)> {
+/// The sender and messages of one entry's value, and its [`AT`] field if it has one, or
+/// `None` if it is not one of ours.
+pub(crate) fn decode(entry: Vec<u8>, at: Option<&[u8]>) -> Option<(NodeId, Vec<NodeMessage>)> {
     let head_end = entry
         .iter()
         .position(|&b| b == b'\n')
@@ -153,13 +156,20 @@ pub(crate) fn decode(entry: Vec<u8>) -> Option<(NodeId, Vec<NodeMessage>)> {
         "d" => {
             let (request, recipients) = body.split_once(' ')?;
             let request = RequestId(request.parse().ok()?);
-            let recipients = recipients
-                .split(',')
-                .map(|pair| {
-                    let (slot, conn) = pair.split_once(':')?;
-                    Some((slot.parse().ok()?, ConnId(conn.parse().ok()?)))
-                })
-                .collect::<Option<Vec<_>>>()?;
+            let recipients = match (recipients, at) {
+                ("@", Some(at)) => {
+                    let (_, conn) = std::str::from_utf8(at).ok()?.split_once(':')?;
+                    vec![(0, ConnId(conn.parse().ok()?))]
+                }
+                ("@", None) => return None,
+                (recipients, _) => recipients
+                    .split(',')
+                    .map(|pair| {
+                        let (slot, conn) = pair.split_once(':')?;
+                        Some((slot.parse().ok()?, ConnId(conn.parse().ok()?)))
+                    })
+                    .collect::<Option<Vec<_>>>()?,
+            };
             if head_end == entry.len() {
                 return None;
             }
@@ -230,7 +240,7 @@ mod tests {
         ];
         for message in messages {
             let entry = encode(NodeId(4), &message);
-            assert_eq!(decode(entry), Some((NodeId(4), vec![message])));
+            assert_eq!(decode(entry, None), Some((NodeId(4), vec![message])));
         }
     }
 
@@ -253,7 +263,7 @@ mod tests {
         let entries = entries(NodeId(7), messages.iter().map(|(to, m)| (*to, m)));
         let decoded: Vec<(NodeId, Vec<NodeMessage>)> = entries
             .into_iter()
-            .map(|(to, entry)| (to, decode(entry).unwrap().1))
+            .map(|(to, entry)| (to, decode(entry, None).unwrap().1))
             .collect();
         assert_eq!(
             decoded,
@@ -267,16 +277,18 @@ mod tests {
     }
 
     #[test]
-    fn a_delivery_around_its_session_is_the_delivery_to_it() {
+    fn a_to_s_delivery_goes_to_the_session_in_its_at_field() {
         let line = Bytes::from_static(b"/from a \xff b\n");
-        let (before, after) = deliver_around(NodeId(3), RequestId(11), &line);
-        let entry = [before, b"42".to_vec(), after].concat();
+        let entry = deliver_to(NodeId(3), RequestId(11), &line);
         let deliver = NodeMessage::Deliver {
             request: RequestId(11),
             recipients: vec![(0, ConnId(42))],
             line,
         };
-        assert_eq!(decode(entry), Some((NodeId(3), vec![deliver])));
+        let decoded = decode(entry.clone(), Some(b"5:42"));
+        assert_eq!(decoded, Some((NodeId(3), vec![deliver])));
+        assert_eq!(decode(entry.clone(), None), None, "no session");
+        assert_eq!(decode(entry, Some(b"5")), None, "not a session");
     }
 
     #[test]
@@ -294,7 +306,7 @@ mod tests {
             b"o 1 2:0:1:1",
             b"o 1 2:0:1,",
         ] {
-            assert_eq!(decode(entry.to_vec()), None, "{:?}", entry);
+            assert_eq!(decode(entry.to_vec(), None), None, "{:?}", entry);
         }
     }
 }

@@ -242,8 +242,9 @@ struct State {
 
 /// How many messages go to Redis in one pipeline.
 const SEND_BATCH: usize = 256;
-/// About how many entries an inbox keeps at most (`XADD … MAXLEN ~`): a bound on what a node
-/// that stopped reading costs Redis until it is reaped.
+/// About how many entries an inbox keeps at most, give or take a heartbeat's appends (its node
+/// trims it to this with every renewal of its lease): a bound on what a node whose reader
+/// stopped costs Redis.
 const INBOX_MAXLEN: usize = 100_000;
 /// How many inbox entries one read may take.
 const INBOX_COUNT: usize = 1000;
@@ -560,8 +561,9 @@ impl Engine {
         let mut commands = Vec::new();
         let mut routes = Vec::new();
         for run in batch.chunk_by(|a, b| a.is_to_user() == b.is_to_user()) {
-            let mut script = redis::cmd("EVAL");
             let mut requests = Vec::new();
+            let mut users = Vec::new();
+            let mut messages = Vec::new();
             let mut direct = Vec::new();
             for item in run {
                 match item {
@@ -571,23 +573,23 @@ impl Engine {
                         user,
                         line,
                     } => {
-                        if requests.is_empty() {
-                            script
-                                .arg(scripts::DELIVER_TO)
-                                .arg(1)
-                                .arg(self.keys.where_())
-                                .arg(self.keys.inbox_prefix())
-                                .arg("")
-                                .arg(INBOX_MAXLEN)
-                                .arg(codec::FIELD);
-                        }
-                        let (before, after) = codec::deliver_around(self.node, *request, line);
-                        script.arg(user).arg(before).arg(after);
                         requests.push(*request);
+                        users.push(user);
+                        messages.push(codec::deliver_to(self.node, *request, line));
                     }
                 }
             }
             if !requests.is_empty() {
+                let mut script = redis::cmd("EVAL");
+                script
+                    .arg(scripts::DELIVER_TO)
+                    .arg(1)
+                    .arg(self.keys.where_())
+                    .arg(self.keys.inbox_prefix())
+                    .arg(codec::FIELD)
+                    .arg(codec::AT)
+                    .arg(users)
+                    .arg(messages);
                 commands.push((script, false));
                 routes.push(requests);
             }
@@ -595,9 +597,6 @@ impl Engine {
                 let mut xadd = redis::cmd("XADD");
                 xadd.arg(self.keys.inbox(to))
                     .arg("NOMKSTREAM")
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(INBOX_MAXLEN)
                     .arg("*")
                     .arg(codec::FIELD)
                     .arg(entry);
@@ -733,10 +732,15 @@ impl Engine {
             };
             let newest = newest.clone();
             for (id, fields) in entries {
-                let value = fields
-                    .into_iter()
-                    .find(|(field, _)| field == codec::FIELD.as_bytes());
-                match value.and_then(|(_, value)| codec::decode(value)) {
+                let (mut message, mut at) = (None, None);
+                for (field, value) in fields {
+                    match &field[..] {
+                        f if f == codec::FIELD.as_bytes() => message = Some(value),
+                        f if f == codec::AT.as_bytes() => at = Some(value),
+                        _ => {}
+                    }
+                }
+                match message.and_then(|message| codec::decode(message, at.as_deref())) {
                     Some((from, messages)) => {
                         for message in messages {
                             self.tell(ClusterInput::Received { from, message }).await
@@ -786,6 +790,14 @@ impl Engine {
                     .cmd("PEXPIRE")
                     .arg(self.keys.inbox(self.node))
                     .arg(inbox_ttl(lease))
+                    .ignore()
+                    // Its bound, should its reader fall behind; writers append unbounded, as
+                    // a bound checked with every append costs every append.
+                    .cmd("XTRIM")
+                    .arg(self.keys.inbox(self.node))
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(INBOX_MAXLEN)
                     .ignore();
                 let lost = match link.pipe::<(Value,)>(&renew).await {
                     Ok((Value::Nil,)) => Some("the lease expired".to_string()),

@@ -123,29 +123,32 @@ return 1
     ))
 });
 
-/// KEYS: where. ARGV: the inboxes' names without the node id, an unused slot, their
-/// `MAXLEN ~`, the entry's field, then per `/to`: the user, and the inbox entry's value
-/// before and after the session (`codec::deliver_around`).
-/// Looks each user up and appends its entry, with the session found, to that session's node's
-/// inbox (if it has one: a reaped node's is gone); returns per `/to` the `"<node>:<conn>"` it
-/// went to, or nil if it went nowhere.
+/// KEYS: where. ARGV: the inboxes' names without the node id, the entry's field for the
+/// message and the one for the session, then the `/to`s' users, then their messages
+/// (`codec::deliver_to`) in the same order.
+/// Looks each user up and appends the message, with the session found, to that session's
+/// node's inbox (if it has one: a reaped node's is gone); returns per `/to` the
+/// `"<node>:<conn>"` it went to, or nil if it went nowhere. Kept to one lookup for them all
+/// and an append per `/to`: every call and every string made in Lua costs Redis about as much
+/// as a command does.
 /// The lookup and the append are one step, so no login or logout falls between them. The
 /// inboxes' names are made here from the entries found, so they cannot be declared as KEYS:
 /// this needs one Redis, not a Redis Cluster, as the rest of the directory does.
 /// Run with `EVAL`, not `EVALSHA`, as it runs inside a `MULTI`: a script Redis had forgotten
 /// would fail there alone while the rest of the transaction went through.
 pub(crate) const DELIVER_TO: &str = r#"
+local n = (#ARGV - 3) / 2
+local found = redis.call('HMGET', KEYS[1], unpack(ARGV, 4, 3 + n))
 local routed = {}
-for i = 5, #ARGV, 3 do
-  local at = redis.call('HGET', KEYS[1], ARGV[i])
+for i = 1, n do
+  local at = found[i]
   local sep = at and string.find(at, ':', 1, true)
   local added = false
   if sep then
     local inbox = ARGV[1] .. string.sub(at, 1, sep - 1)
-    local entry = ARGV[i + 1] .. string.sub(at, sep + 1) .. ARGV[i + 2]
-    added = redis.call('XADD', inbox, 'NOMKSTREAM', 'MAXLEN', '~', ARGV[3], '*', ARGV[4], entry)
+    added = redis.call('XADD', inbox, 'NOMKSTREAM', '*', ARGV[2], ARGV[3 + n + i], ARGV[3], at)
   end
-  table.insert(routed, added and at)
+  routed[i] = added and at
 end
 return routed
 "#;
