@@ -39,12 +39,19 @@ fn reload(server: &ServerProcess, n: usize, handled: &str) {
     }
 }
 
-fn sighup_lets_a_new_user_in_and_a_conversation_goes_on(runtime: Runtime) {
-    let server = ServerProcess::start(runtime, USERS, &[]);
+/// A server started with `options`, and jacky's `/to bob hi` shown on bob's Lb, not yet
+/// acknowledged: a delivery in flight for a stop to deal with.
+fn delivery_in_flight(runtime: Runtime, options: &[&str]) -> (ServerProcess, Client, Client) {
+    let server = ServerProcess::start(runtime, USERS, options);
     let mut jacky = server.ready("jacky", "12345");
     let mut bob = server.ready("bob", "bob123");
     jacky.send(b"/to bob hi\n");
     assert_eq!(bob.recv_lb(), "/from jacky hi\n");
+    (server, jacky, bob)
+}
+
+fn sighup_lets_a_new_user_in_and_a_conversation_goes_on(runtime: Runtime) {
+    let (server, mut jacky, mut bob) = delivery_in_flight(runtime, &[]);
 
     // In the middle of the delivery: bob has not acknowledged it yet.
     server.rewrite_users(&format!("{USERS}dave dave123\n"));
@@ -61,11 +68,7 @@ fn sighup_lets_a_new_user_in_and_a_conversation_goes_on(runtime: Runtime) {
 }
 
 fn sighup_ends_a_removed_users_session(runtime: Runtime) {
-    let server = ServerProcess::start(runtime, USERS, &[]);
-    let mut jacky = server.ready("jacky", "12345");
-    let mut bob = server.ready("bob", "bob123");
-    jacky.send(b"/to bob hi\n");
-    assert_eq!(bob.recv_lb(), "/from jacky hi\n");
+    let (server, mut jacky, mut bob) = delivery_in_flight(runtime, &[]);
 
     server.rewrite_users(&USERS.replace("bob bob123\n", ""));
     reload(&server, 1, "users reloaded");
@@ -112,11 +115,7 @@ fn sighup_applies_the_config_files_new_settings(runtime: Runtime) {
         b"max-login-failures = 3\ncluster-lease = \"3s\"\nlog = \"debug\"\n",
     );
     let shown = config.path().display().to_string();
-    let server = ServerProcess::start(runtime, USERS, &["--config", &shown]);
-    let mut jacky = server.ready("jacky", "12345");
-    let mut bob = server.ready("bob", "bob123");
-    jacky.send(b"/to bob hi\n");
-    assert_eq!(bob.recv_lb(), "/from jacky hi\n");
+    let (server, mut jacky, mut bob) = delivery_in_flight(runtime, &["--config", &shown]);
     let mut typo = failing(&server, 2);
 
     // `log` loses to the command line's `--log debug`, on a reload as at the start.
@@ -151,11 +150,7 @@ fn sighup_applies_the_config_files_new_settings(runtime: Runtime) {
 fn sighup_with_a_broken_config_file_changes_nothing(runtime: Runtime) {
     let config = TempFile::new("im-server.toml", b"max-login-failures = 3\n");
     let shown = config.path().display().to_string();
-    let server = ServerProcess::start(runtime, USERS, &["--config", &shown]);
-    let mut jacky = server.ready("jacky", "12345");
-    let mut bob = server.ready("bob", "bob123");
-    jacky.send(b"/to bob hi\n");
-    assert_eq!(bob.recv_lb(), "/from jacky hi\n");
+    let (server, mut jacky, mut bob) = delivery_in_flight(runtime, &["--config", &shown]);
 
     // A new user and a lower limit, but a key the server does not know, then a bad value:
     // refused whole, each time.
@@ -184,17 +179,6 @@ fn sighup_with_a_broken_config_file_changes_nothing(runtime: Runtime) {
     bob.ack();
     assert_eq!(jacky.recv(), OK);
     assert_eq!(server.log_count("users reloaded"), 0);
-}
-
-/// A server started with `options`, and jacky's `/to bob hi` shown on bob's Lb, not yet
-/// acknowledged: a delivery in flight for a stop to deal with.
-fn delivery_in_flight(runtime: Runtime, options: &[&str]) -> (ServerProcess, Client, Client) {
-    let server = ServerProcess::start(runtime, USERS, options);
-    let mut jacky = server.ready("jacky", "12345");
-    let mut bob = server.ready("bob", "bob123");
-    jacky.send(b"/to bob hi\n");
-    assert_eq!(bob.recv_lb(), "/from jacky hi\n");
-    (server, jacky, bob)
 }
 
 /// The server exits, successfully, within [`STEP`].
